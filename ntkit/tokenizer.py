@@ -1,0 +1,295 @@
+"""NT 6-mer tokenizer, vectorised with NumPy.
+
+Vocabulary layouts (alphabet order A, T, C, G as in NT):
+
+- v1: ``<unk> <pad> <mask> <cls>``, 4096 6-mers, ``A T C G N``, ``<eos> <bos>``.
+  The v1 models have a 4105-row embedding: ``<eos>``/``<bos>`` (ids 4105, 4106) are in the
+  vocabulary file but never produced.
+- v2: ``<unk> <pad> <mask> <cls> <eos> <bos>`` (ids 0-5), 4096 6-mers, ``A T C G N`` (4107 rows).
+
+Rules (identical to ``transformers.EsmTokenizer`` with the NT vocabulary): the sequence is split
+on ``N``; each segment is cut into 6-mers from its start; the 0-5 leftover bases of a segment are
+single-base tokens; every ``N`` is its own token; ``<cls>`` is prepended, no ``<eos>`` appended;
+right padding with ``<pad>``.
+
+Input handling: lowercase (soft-masked) bases are upper-cased; IUPAC ambiguity codes
+(R Y S W K M B D H V) become ``N`` and are counted per sequence; any other character raises
+``ValueError`` naming the sequence and position.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+Version = Literal["v1", "v2"]
+
+NUCLEOTIDES = "ATCG"
+KMER = 6
+IUPAC_AMBIGUOUS = "RYSWKMBDHV"
+
+_A, _N, _IUPAC, _SEP, _BAD = 0, 4, 5, 6, 255
+_LUT = np.full(256, _BAD, dtype=np.uint8)
+for _i, _c in enumerate(NUCLEOTIDES):
+    _LUT[ord(_c)] = _LUT[ord(_c.lower())] = _i
+_LUT[ord("N")] = _LUT[ord("n")] = _N
+for _c in IUPAC_AMBIGUOUS:
+    _LUT[ord(_c)] = _LUT[ord(_c.lower())] = _IUPAC
+_LUT[0] = _SEP  # internal separator between the sequences of a batch
+_POW = 4 ** np.arange(KMER - 1, -1, -1, dtype=np.int64)
+
+
+def build_vocab(version: Version) -> list[str]:
+    kmers = ["".join(p) for p in itertools.product(NUCLEOTIDES, repeat=KMER)]
+    singles = list(NUCLEOTIDES) + ["N"]
+    if version == "v1":
+        return ["<unk>", "<pad>", "<mask>", "<cls>"] + kmers + singles + ["<eos>", "<bos>"]
+    if version == "v2":
+        return ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"] + kmers + singles
+    raise ValueError(f"unknown tokenizer version {version!r} (expected 'v1' or 'v2')")
+
+
+@dataclass
+class TokenBatch:
+    """A right-padded batch.
+
+    ``offsets[b, t]`` is the 0-based nucleotide start of token ``t`` in sequence ``b`` and
+    ``spans[b, t]`` its length in bases (6 for a 6-mer, 1 for a single base or ``N``); both are
+    -1 / 0 for ``<cls>`` and padding. ``n_iupac[b]`` counts ambiguity codes turned into ``N``.
+    """
+
+    input_ids: np.ndarray  # int64 [B, L]
+    attention_mask: np.ndarray  # bool [B, L]
+    offsets: np.ndarray  # int64 [B, L]
+    spans: np.ndarray  # int8 [B, L]
+    seq_lengths: np.ndarray  # int64 [B], nucleotides covered by the kept tokens
+    n_iupac: np.ndarray  # int64 [B]
+    n_truncated: np.ndarray  # int64 [B], nucleotides dropped by truncation
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def nucleotide_to_token(self) -> np.ndarray:
+        """int64 [B, max_seq_len]: the token index covering each nucleotide (-1 beyond the sequence)."""
+        n = int(self.seq_lengths.max(initial=0))
+        out = np.full((len(self), n), -1, dtype=np.int64)
+        b, t = np.nonzero(self.spans > 0)
+        span = self.spans[b, t].astype(np.int64)
+        rows = np.repeat(b, span)
+        cols = np.repeat(self.offsets[b, t], span) + _ranks(span)
+        out[rows, cols] = np.repeat(t, span)
+        return out
+
+    def to_torch(self, device=None):
+        import torch
+
+        return (
+            torch.as_tensor(self.input_ids, device=device),
+            torch.as_tensor(self.attention_mask, device=device),
+        )
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """[0..c0-1, 0..c1-1, ...] for run lengths ``counts``."""
+    total = int(counts.sum())
+    starts = np.cumsum(counts) - counts
+    return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+
+
+class Tokenizer:
+    """NT 6-mer tokenizer. ``Tokenizer("v2")`` for NT v2, ``Tokenizer("v1")`` for NT v1."""
+
+    def __init__(self, version: Version = "v2", max_tokens: int | None = None):
+        self.version: Version = version
+        self.vocab = build_vocab(version)
+        self.token_to_id = {t: i for i, t in enumerate(self.vocab)}
+        self.unk_id, self.pad_id, self.mask_id, self.cls_id = 0, 1, 2, 3
+        self.eos_id, self.bos_id = self.token_to_id["<eos>"], self.token_to_id["<bos>"]
+        self.kmer_offset = self.token_to_id["A" * KMER]
+        self.single_offset = self.token_to_id["A"]
+        self.n_id = self.token_to_id["N"]
+        self.special_ids = [self.token_to_id[t] for t in self.vocab if t.startswith("<")]
+        # Rows of the model's embedding matrix (v1 embeddings stop before <eos>/<bos>).
+        self.embedding_rows = 4105 if version == "v1" else 4107
+        self.max_tokens = max_tokens
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(version={self.version!r}, vocab={len(self)}, max_tokens={self.max_tokens})"
+
+    @property
+    def standard_ids(self) -> np.ndarray:
+        """Ids of the non-special tokens (6-mers, single bases, N): the targets of random replacement in MLM."""
+        return np.concatenate([np.arange(self.kmer_offset, self.kmer_offset + 4**KMER), np.arange(self.single_offset, self.single_offset + 5)])
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def encode(self, sequence: str, add_cls: bool = True) -> np.ndarray:
+        batch = self.batch_encode([sequence], add_cls=add_cls, truncation=False, max_length=None)
+        return batch.input_ids[0, batch.attention_mask[0]]
+
+    def __call__(self, sequences: str | Sequence[str], **kwargs) -> TokenBatch:
+        if isinstance(sequences, str):
+            sequences = [sequences]
+        return self.batch_encode(sequences, **kwargs)
+
+    def batch_encode(
+        self,
+        sequences: Sequence[str | bytes],
+        max_length: int | None = -1,
+        padding: Literal["longest", "max_length"] = "longest",
+        truncation: bool = False,
+        add_cls: bool = True,
+    ) -> TokenBatch:
+        """Tokenise a batch in one vectorised pass.
+
+        ``max_length`` counts tokens including ``<cls>``; -1 means the tokenizer's ``max_tokens``
+        and ``None`` means no limit. Longer sequences raise ``ValueError`` unless
+        ``truncation=True``, which keeps the first ``max_length`` tokens and reports the dropped
+        nucleotides in ``n_truncated``.
+        """
+        if max_length == -1:
+            max_length = self.max_tokens
+        n_seq = len(sequences)
+        raw = [s.encode("ascii", errors="replace") if isinstance(s, str) else bytes(s) for s in sequences]
+        seq_len = np.fromiter((len(r) for r in raw), dtype=np.int64, count=n_seq)
+        buf = np.frombuffer(b"\x00".join(raw), dtype=np.uint8)
+        seq_start = np.cumsum(seq_len + 1) - (seq_len + 1)
+
+        codes = _LUT[buf]
+        if (codes == _BAD).any():
+            p = int(np.flatnonzero(codes == _BAD)[0])
+            s = int(np.searchsorted(seq_start, p, side="right") - 1)
+            ch = sequences[s][p - seq_start[s]] if isinstance(sequences[s], str) else chr(buf[p])
+            raise ValueError(
+                f"sequence {s}: invalid character {ch!r} at position {p - seq_start[s]} "
+                "(allowed: A C G T N, IUPAC codes R Y S W K M B D H V, any case)"
+            )
+        iupac = codes == _IUPAC
+        n_iupac = np.zeros(n_seq, dtype=np.int64)
+        if iupac.any():
+            seq_of_pos = np.searchsorted(seq_start, np.flatnonzero(iupac), side="right") - 1
+            n_iupac = np.bincount(seq_of_pos, minlength=n_seq).astype(np.int64)
+            codes = np.where(iupac, _N, codes).astype(np.uint8)
+
+        # ACGT runs between N / separators: 6-mers from each run's start, leftovers as singles.
+        is_base = codes < 4
+        prev = np.concatenate([[False], is_base[:-1]])
+        nxt = np.concatenate([is_base[1:], [False]])
+        run_start = np.flatnonzero(is_base & ~prev)
+        run_end = np.flatnonzero(is_base & ~nxt) + 1
+        run_full = (run_end - run_start) // KMER * KMER
+        run_id = np.cumsum(is_base & ~prev) - 1
+        base_pos = np.flatnonzero(is_base)
+        r = base_pos - run_start[run_id[base_pos]]
+        full = run_full[run_id[base_pos]]
+        is_kmer_start = np.zeros(len(codes), dtype=bool)
+        is_kmer_start[base_pos[(r % KMER == 0) & (r < full)]] = True
+        is_single = codes == _N
+        is_single[base_pos[r >= full]] = True
+
+        tok_pos = np.flatnonzero(is_kmer_start | is_single)
+        kmer_here = is_kmer_start[tok_pos]
+        ids = np.empty(len(tok_pos), dtype=np.int64)
+        kp = tok_pos[kmer_here]
+        ids[kmer_here] = self.kmer_offset + (codes[kp[:, None] + np.arange(KMER)].astype(np.int64) @ _POW)
+        ids[~kmer_here] = self.single_offset + codes[tok_pos[~kmer_here]].astype(np.int64)
+        span = np.where(kmer_here, KMER, 1).astype(np.int8)
+
+        tok_seq = np.searchsorted(seq_start, tok_pos, side="right") - 1
+        n_tok = np.bincount(tok_seq, minlength=n_seq).astype(np.int64)
+        rank = _ranks(n_tok)
+        extra = 1 if add_cls else 0
+
+        n_truncated = np.zeros(n_seq, dtype=np.int64)
+        if max_length is not None and (n_tok + extra > max_length).any():
+            too_long = np.flatnonzero(n_tok + extra > max_length)
+            if not truncation:
+                s = int(too_long[0])
+                raise ValueError(
+                    f"sequence {s} has {n_tok[s] + extra} tokens ({seq_len[s]} bp), over max_length={max_length} "
+                    f"({len(too_long)} sequence(s) too long); pass truncation=True or split it into windows"
+                )
+            keep = rank + extra < max_length
+            cover = np.zeros(n_seq, dtype=np.int64)
+            np.add.at(cover, tok_seq[keep], span[keep].astype(np.int64))
+            n_truncated = seq_len - cover
+            tok_pos, ids, span, tok_seq, rank = tok_pos[keep], ids[keep], span[keep], tok_seq[keep], rank[keep]
+            n_tok = np.bincount(tok_seq, minlength=n_seq).astype(np.int64)
+
+        width = int(n_tok.max(initial=0)) + extra
+        if padding == "max_length":
+            if max_length is None:
+                raise ValueError("padding='max_length' needs max_length")
+            width = max_length
+        elif padding != "longest":
+            raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
+
+        input_ids = np.full((n_seq, width), self.pad_id, dtype=np.int64)
+        offsets = np.full((n_seq, width), -1, dtype=np.int64)
+        spans = np.zeros((n_seq, width), dtype=np.int8)
+        if add_cls:
+            input_ids[:, 0] = self.cls_id
+        col = rank + extra
+        input_ids[tok_seq, col] = ids
+        offsets[tok_seq, col] = tok_pos - seq_start[tok_seq]
+        spans[tok_seq, col] = span
+        return TokenBatch(
+            input_ids=input_ids,
+            attention_mask=input_ids != self.pad_id,
+            offsets=offsets,
+            spans=spans,
+            seq_lengths=seq_len - n_truncated,
+            n_iupac=n_iupac,
+            n_truncated=n_truncated,
+        )
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special: bool = True) -> str:
+        out = []
+        for i in np.asarray(ids).tolist():
+            tok = self.vocab[i] if 0 <= i < len(self.vocab) else "<unk>"
+            if skip_special and tok.startswith("<"):
+                continue
+            out.append(tok)
+        return "".join(out)
+
+    def token_length(self, sequence_length: int) -> int:
+        """Tokens (with ``<cls>``) for an N-free sequence of ``sequence_length`` bases."""
+        return 1 + sequence_length // KMER + sequence_length % KMER
+
+    # -- Hugging Face layout --------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``vocab.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json`` (EsmTokenizer layout)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "vocab.txt").write_text("\n".join(self.vocab) + "\n")
+        special = {"unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>", "cls_token": "<cls>"}
+        config = {
+            "tokenizer_class": "EsmTokenizer",
+            **special,
+            "eos_token": None,
+            "model_max_length": self.max_tokens or 1_000_000_000_000_000_019_884_624_838_656,
+            "ntkit_version": self.version,
+        }
+        (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (d / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, max_tokens: int | None = None) -> "Tokenizer":
+        d = Path(directory)
+        vocab = (d / "vocab.txt").read_text().split()
+        for version in ("v1", "v2"):
+            if vocab == build_vocab(version):
+                return cls(version, max_tokens=max_tokens)
+        raise ValueError(f"{d / 'vocab.txt'} is not an NT v1 or v2 vocabulary ({len(vocab)} tokens)")

@@ -1,0 +1,161 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import ntkit
+from ntkit.checkpoint import CheckpointError, from_hf_name, hf_config, to_hf_name, to_hf_state_dict
+
+from .conftest import hf_reference, perturbed
+
+SEQS = ["ACGTAGCTAGCTAGGATCGATCGNNACGTGCA" * 3, "ACGTTT" * 5, "GGGCCCATATN" * 7]
+
+
+def _same_model(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert a.config == b.config
+
+
+def test_name_mapping_is_a_bijection():
+    model = ntkit.build("nt-v1-tiny")
+    for k in model.state_dict():
+        assert from_hf_name(to_hf_name(k)) == k
+    assert to_hf_name("layers.1.ffn.fc1.weight") == "esm.encoder.layer.1.intermediate.dense.weight"
+    assert to_hf_name("lm_head.norm.bias") == "lm_head.layer_norm.bias"
+
+
+@pytest.mark.parametrize("preset", ["nt-v1-tiny", "nt-v2-tiny"])
+@pytest.mark.parametrize("safe", [True, False])
+def test_roundtrip_is_bit_exact(tmp_path, preset, safe):
+    model = perturbed(ntkit.build(preset))
+    ntkit.save_checkpoint(model, tmp_path, safe_serialization=safe)
+    assert (tmp_path / ("model.safetensors" if safe else "pytorch_model.bin")).exists()
+    assert {"config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = ntkit.load(tmp_path)
+    _same_model(model, loaded)
+    if model.rotary is not None:
+        assert torch.equal(model.rotary.inv_freq, loaded.rotary.inv_freq)
+
+
+def test_config_json_fields(tmp_path):
+    ntkit.save_checkpoint(ntkit.build("nt-v2-tiny"), tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["position_embedding_type"] == "rotary" and cfg["add_bias_fnn"] is False
+    assert cfg["max_position_embeddings"] == 2050 and cfg["vocab_size"] == 4107 and cfg["tie_word_embeddings"] is False
+    sd = load_file(tmp_path / "model.safetensors")
+    assert "esm.encoder.layer.0.attention.self.rotary_embeddings.inv_freq" in sd
+    assert sd["esm.contact_head.regression.weight"].shape == (1, 2 * 4)
+
+
+@pytest.mark.parametrize("preset", ["nt-v1-tiny", "nt-v2-tiny"])
+def test_transformers_checkpoint_loads_with_same_outputs(tmp_path, preset):
+    """HF saves -> ntkit loads, and ntkit saves -> HF loads: identical logits and hidden states."""
+    template = ntkit.build(preset)
+    ref = perturbed(hf_reference(hf_config(template.config)), seed=3)
+    ref.save_pretrained(tmp_path / "hf")
+    model = ntkit.load(tmp_path / "hf").eval()
+    ids, mask = model.tokenizer.batch_encode(SEQS).to_torch()
+    with torch.no_grad():
+        r = ref(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+        o = model(ids, mask, repr_layers=[0, 1, 2])
+    torch.testing.assert_close(o.logits, r.logits, atol=1e-5, rtol=1e-5)
+    for i in range(3):
+        torch.testing.assert_close(o.hidden_states[i], r.hidden_states[i], atol=1e-5, rtol=1e-5)
+
+    ntkit.save_checkpoint(model, tmp_path / "nt")
+    back = hf_reference(hf_config(model.config))
+    missing, unexpected = back.load_state_dict(
+        {k: v for k, v in load_file(tmp_path / "nt" / "model.safetensors").items()}, strict=False)
+    assert missing == []
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids=ids, attention_mask=mask.long()).logits, r.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_transformers_from_pretrained_reads_v1_checkpoint(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model = perturbed(ntkit.build("nt-v1-tiny")).eval()
+    ntkit.save_checkpoint(model, tmp_path)
+    ref = transformers.EsmForMaskedLM.from_pretrained(tmp_path).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    enc = tok(SEQS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(enc["input_ids"], enc["attention_mask"]).logits,
+                                   ref(**enc).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_sharded_checkpoint(tmp_path):
+    model = perturbed(ntkit.build("nt-v2-tiny"))
+    ntkit.save_checkpoint(model, tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    keys = sorted(sd)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    for name, ks in shards.items():
+        save_file({k: sd[k] for k in ks}, tmp_path / name)
+    index = {"weight_map": {k: name for name, ks in shards.items() for k in ks}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    _same_model(model, ntkit.load(tmp_path))
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="cannot read"):
+        ntkit.load(tmp_path)
+
+
+def test_bad_checkpoints(tmp_path):
+    model = ntkit.build("nt-v2-tiny")
+    ntkit.save_checkpoint(model, tmp_path)
+    weights = tmp_path / "model.safetensors"
+    good = weights.read_bytes()
+
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        ntkit.load(tmp_path)
+
+    sd = load_file_bytes(good)
+    sd["esm.encoder.layer.1.output.dense.weight"][0, 0] = float("nan")
+    save_file(sd, weights)
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        ntkit.load(tmp_path)
+
+    sd = load_file_bytes(good)
+    del sd["lm_head.decoder.weight"]
+    save_file(sd, weights)
+    with pytest.raises(CheckpointError, match="missing"):
+        ntkit.load(tmp_path)
+
+    sd = load_file_bytes(good)
+    sd["classifier.weight"] = torch.zeros(2, 2)
+    save_file(sd, weights)
+    with pytest.raises(CheckpointError, match="not part of an NT model"):
+        ntkit.load(tmp_path)
+
+    weights.write_bytes(good)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["hidden_size"] = 128
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape"):
+        ntkit.load(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        ntkit.load(tmp_path)
+    with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a preset"):
+        ntkit.load(tmp_path / "nope")
+
+
+def load_file_bytes(b):
+    from safetensors.torch import load
+
+    return dict(load(b))
+
+
+def test_load_preset_and_dtype(tmp_path):
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        m = ntkit.load("nt-v2-tiny")
+    ntkit.save_checkpoint(m, tmp_path)
+    assert ntkit.load(tmp_path, dtype=torch.bfloat16).embed_tokens.weight.dtype == torch.bfloat16
+    ntkit.save_checkpoint(m.to(torch.bfloat16), tmp_path / "bf16")
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert ntkit.load(tmp_path / "bf16").embed_tokens.weight.dtype == torch.bfloat16

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from ntkit.tokenizer import Tokenizer, build_vocab
+
+
+def random_seqs(n, seed=0, max_len=90, alphabet="ACGTN", p=(0.23, 0.23, 0.23, 0.23, 0.08)):
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list(alphabet), p=p, size=rng.integers(0, max_len))) for _ in range(n)]
+
+
+def test_vocab_layouts():
+    v1, v2 = build_vocab("v1"), build_vocab("v2")
+    assert len(v1) == len(v2) == 4107
+    assert v1[:4] == ["<unk>", "<pad>", "<mask>", "<cls>"] and v1[4] == "AAAAAA" and v1[5] == "AAAAAT"
+    assert v1[4099] == "GGGGGG" and v1[4100:4105] == list("ATCGN") and v1[4105:] == ["<eos>", "<bos>"]
+    assert v2[:6] == ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"] and v2[6] == "AAAAAA"
+    assert v2[4101] == "GGGGGG" and v2[4102:] == list("ATCGN")
+    assert Tokenizer("v1").embedding_rows == 4105 and Tokenizer("v2").embedding_rows == 4107
+
+
+def test_exact_ids():
+    # ATGCCC = A0 T1 G3 C2 C2 C2 in base 4 = 490; v2 6-mers start at id 6, v1 at 4.
+    assert Tokenizer("v2").encode("ATGCCCNAC").tolist() == [3, 496, 4106, 4102, 4104]
+    assert Tokenizer("v1").encode("ATGCCCNAC").tolist() == [3, 494, 4104, 4100, 4102]
+    # 6-mers restart after each N; 7 bases give one 6-mer and one single base.
+    assert Tokenizer("v2").encode("AAAAAAANGGGGGG").tolist() == [3, 6, 4102, 4106, 4101]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_matches_hf_esm_tokenizer(tmp_path, version):
+    transformers = pytest.importorskip("transformers")
+    tok = Tokenizer(version)
+    tok.save_pretrained(tmp_path)
+    hf = transformers.EsmTokenizer.from_pretrained(tmp_path)
+    seqs = random_seqs(400, seed=1) + ["", "N", "NNNN", "ACGTA", "ACGTAC", "ACGTACG", "A" * 60 + "N" + "C" * 11]
+    for s in seqs:
+        assert tok.encode(s).tolist() == hf(s)["input_ids"], s
+    ref = hf(seqs, padding=True, return_tensors="np")
+    ours = tok.batch_encode(seqs, max_length=None)
+    np.testing.assert_array_equal(ours.input_ids, ref["input_ids"])
+    np.testing.assert_array_equal(ours.attention_mask, ref["attention_mask"].astype(bool))
+    ref = hf(seqs[:5], padding="max_length", max_length=40, return_tensors="np")
+    ours = tok.batch_encode(seqs[:5], max_length=40, padding="max_length")
+    np.testing.assert_array_equal(ours.input_ids, ref["input_ids"])
+
+
+def test_offsets_reconstruct_sequence():
+    tok = Tokenizer("v2")
+    seqs = random_seqs(50, seed=2)
+    b = tok.batch_encode(seqs, max_length=None)
+    for i, s in enumerate(seqs):
+        valid = b.spans[i] > 0
+        pieces = [s[o : o + n] for o, n in zip(b.offsets[i][valid], b.spans[i][valid])]
+        assert "".join(pieces) == s
+        assert tok.decode(b.input_ids[i]) == s
+    n2t = b.nucleotide_to_token()
+    for i, s in enumerate(seqs):
+        for pos in range(len(s)):
+            t = n2t[i, pos]
+            assert b.offsets[i, t] <= pos < b.offsets[i, t] + b.spans[i, t]
+        assert (n2t[i, len(s):] == -1).all()
+
+
+def test_lowercase_and_iupac():
+    tok = Tokenizer("v2")
+    np.testing.assert_array_equal(tok.encode("acgtacGGTTn"), tok.encode("ACGTACGGTTN"))
+    b = tok(["ACGTRYACGTAC", "ACGT"])
+    assert b.n_iupac.tolist() == [2, 0]
+    np.testing.assert_array_equal(b.input_ids[0, b.attention_mask[0]], tok.encode("ACGTNNACGTAC"))
+
+
+@pytest.mark.parametrize("bad,pos", [("ACGTX", 4), ("AC GT", 2), ("ACGU", 3), ("AC-G", 2)])
+def test_invalid_characters_raise(bad, pos):
+    with pytest.raises(ValueError, match=f"sequence 1: invalid character .* at position {pos}"):
+        Tokenizer("v2").batch_encode(["ACGT", bad])
+
+
+def test_empty_and_overlong():
+    tok = Tokenizer("v2", max_tokens=4)
+    assert tok.encode("").tolist() == [3]
+    with pytest.raises(ValueError, match="over max_length=4"):
+        tok(["A" * 30])
+    b = tok(["A" * 30, "ACG"], truncation=True)
+    assert b.input_ids.shape == (2, 4)
+    assert b.n_truncated.tolist() == [12, 0] and b.seq_lengths.tolist() == [18, 3]
+    assert Tokenizer("v2")(["A" * 30]).input_ids.shape == (1, 6)  # no max_tokens: no limit
+    assert len(Tokenizer("v2").batch_encode([]).input_ids) == 0
+
+
+def test_token_length():
+    tok = Tokenizer("v2")
+    for n in [0, 1, 5, 6, 7, 5994, 5999]:
+        assert tok.token_length(n) == len(tok.encode("C" * n))
+
+
+def test_save_load_roundtrip(tmp_path):
+    Tokenizer("v1").save_pretrained(tmp_path)
+    assert Tokenizer.from_pretrained(tmp_path).version == "v1"
+    (tmp_path / "vocab.txt").write_text("A\nC\n")
+    with pytest.raises(ValueError, match="not an NT v1 or v2 vocabulary"):
+        Tokenizer.from_pretrained(tmp_path)
