@@ -161,7 +161,7 @@ class Tokenizer:
         n_seq = len(sequences)
         raw = [s.encode("ascii", errors="replace") if isinstance(s, str) else bytes(s) for s in sequences]
         seq_len = np.fromiter((len(r) for r in raw), dtype=np.int64, count=n_seq)
-        buf = np.frombuffer(b"\x00".join(raw), dtype=np.uint8)
+        buf = np.frombuffer(b"\x00".join(raw) + b"\x00", dtype=np.uint8)  # every sequence ends in a separator
         seq_start = np.cumsum(seq_len + 1) - (seq_len + 1)
 
         codes = _LUT[buf]
@@ -182,30 +182,29 @@ class Tokenizer:
 
         # ACGT runs between N / separators: 6-mers from each run's start, leftovers as singles.
         is_base = codes < 4
-        prev = np.concatenate([[False], is_base[:-1]])
-        nxt = np.concatenate([is_base[1:], [False]])
-        run_start = np.flatnonzero(is_base & ~prev)
-        run_end = np.flatnonzero(is_base & ~nxt) + 1
-        run_full = (run_end - run_start) // KMER * KMER
-        run_id = np.cumsum(is_base & ~prev) - 1
-        base_pos = np.flatnonzero(is_base)
-        r = base_pos - run_start[run_id[base_pos]]
-        full = run_full[run_id[base_pos]]
+        padded = np.zeros(len(codes) + 2, dtype=bool)
+        padded[1:-1] = is_base
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
+        run_start, run_end = edges[0::2], edges[1::2]
+        n_kmer, n_left = np.divmod(run_end - run_start, KMER)
+        kp = np.repeat(run_start, n_kmer) + KMER * _ranks(n_kmer)
+        single = np.repeat(run_start + KMER * n_kmer, n_left) + _ranks(n_left)
         is_kmer_start = np.zeros(len(codes), dtype=bool)
-        is_kmer_start[base_pos[(r % KMER == 0) & (r < full)]] = True
-        is_single = codes == _N
-        is_single[base_pos[r >= full]] = True
+        is_kmer_start[kp] = True
+        is_token = is_kmer_start | (codes == _N)
+        is_token[single] = True
 
-        tok_pos = np.flatnonzero(is_kmer_start | is_single)
+        tok_pos = np.flatnonzero(is_token)
         kmer_here = is_kmer_start[tok_pos]
-        ids = np.empty(len(tok_pos), dtype=np.int64)
-        kp = tok_pos[kmer_here]
-        ids[kmer_here] = self.kmer_offset + (codes[kp[:, None] + np.arange(KMER)].astype(np.int64) @ _POW)
-        ids[~kmer_here] = self.single_offset + codes[tok_pos[~kmer_here]].astype(np.int64)
+        kmer_hash = np.zeros(len(kp), dtype=np.int64)
+        for i in range(KMER):
+            kmer_hash = kmer_hash * 4 + codes[kp + i]
+        ids = self.single_offset + codes[tok_pos].astype(np.int64)
+        ids[kmer_here] = self.kmer_offset + kmer_hash
         span = np.where(kmer_here, KMER, 1).astype(np.int8)
 
-        tok_seq = np.searchsorted(seq_start, tok_pos, side="right") - 1
-        n_tok = np.bincount(tok_seq, minlength=n_seq).astype(np.int64)
+        n_tok = np.add.reduceat(is_token, seq_start, dtype=np.int64) if n_seq else np.zeros(0, np.int64)
+        tok_seq = np.repeat(np.arange(n_seq), n_tok)
         rank = _ranks(n_tok)
         extra = 1 if add_cls else 0
 

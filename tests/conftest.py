@@ -19,40 +19,11 @@ def shared_data() -> Path:
     return DATA
 
 
-class GatedIntermediate(nn.Module):
-    """NT v2's FFN input projection as in its HF remote code: H -> 2F, no bias, silu(first half) * second half."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.hidden_size, 2 * c.intermediate_size, bias=c.add_bias_fnn)
-
-    def forward(self, x):
-        gate, up = self.dense(x).chunk(2, dim=-1)
-        return nn.functional.silu(gate) * up
-
-
-class GatedOutput(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.intermediate_size, c.hidden_size, bias=c.add_bias_fnn)
-
-    def forward(self, x, residual):
-        return self.dense(x) + residual
-
-
 def hf_reference(hf_config: dict, attn: str = "eager"):
-    """A transformers EsmForMaskedLM for an ntkit HF config dict; v2 gets the gated FFN swapped in."""
-    transformers = pytest.importorskip("transformers")
-    d = dict(hf_config)
-    swiglu = d.pop("ntkit", {}).get("ffn_activation") == "swiglu"
-    cfg = transformers.EsmConfig(**d)
-    cfg.add_bias_fnn = d.get("add_bias_fnn", True)
-    cfg._attn_implementation = attn
-    model = transformers.EsmForMaskedLM(cfg)
-    if swiglu:
-        for layer in model.esm.encoder.layer:
-            layer.intermediate, layer.output = GatedIntermediate(cfg), GatedOutput(cfg)
-    return model.eval()
+    pytest.importorskip("transformers")
+    from ntkit.hf_reference import hf_model
+
+    return hf_model(hf_config, attn)
 
 
 def perturbed(model: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Module:

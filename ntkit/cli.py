@@ -1,0 +1,74 @@
+"""``ntkit <command>``: one function per command; ``ntkit <command> -h`` for its options."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+COMMAND_MODULES: list[str] = []  # feature modules that add their own subcommands via add_cli(sub)
+
+
+def _dtype(name: str | None):
+    import torch
+
+    return None if name is None else getattr(torch, DTYPES[name])
+
+
+def cmd_info(args) -> int:
+    from .checkpoint import hf_num_parameters, load
+
+    model = load(args.model)
+    cfg = model.config
+    info = {**cfg.to_dict(), "parameters": model.num_parameters(), "parameters_hf_layout": hf_num_parameters(cfg),
+            "dtype": str(model.embed_tokens.weight.dtype).removeprefix("torch."), "max_nucleotides": cfg.max_nucleotides}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .checkpoint import load, save_checkpoint
+
+    model = load(args.model, dtype=_dtype(args.dtype), seed=args.seed)
+    out = save_checkpoint(model, args.out, safe_serialization=not args.bin)
+    print(f"wrote {out} ({model.num_parameters():,} parameters, {model.config.name})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ntkit", description="Nucleotide Transformer toolkit")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="print a model's configuration and parameter counts")
+    s.add_argument("model", help="checkpoint directory or preset name (e.g. nt-v2-50m)")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("convert", help="write a checkpoint or preset in Hugging Face layout")
+    s.add_argument("model", help="checkpoint directory or preset name")
+    s.add_argument("out", type=Path)
+    s.add_argument("--dtype", choices=sorted(DTYPES))
+    s.add_argument("--bin", action="store_true", help="pytorch_model.bin instead of model.safetensors")
+    s.add_argument("--seed", type=int, default=0, help="seed for a preset's random initialisation")
+    s.set_defaults(func=cmd_convert)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f".{name}", __package__).add_cli(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"ntkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Reference genomes: random access to FASTA files and contig-name resolution.
+
+bgzip-compressed or plain FASTA is read through ``pysam.FastaFile`` (an index is built when
+missing and the folder is writable). A plain-gzip FASTA cannot be indexed; it is read once into
+memory (with a warning suggesting ``bgzip``) and served through the same interface.
+Coordinates are 0-based, half-open; sequences come back upper-cased.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from pathlib import Path
+
+import pysam
+
+
+def contig_aliases(name: str) -> list[str]:
+    """``chr20`` <-> ``20``, ``chrM`` <-> ``MT``."""
+    bare = name[3:] if name.lower().startswith("chr") else name
+    out = [name, bare, "chr" + bare]
+    if bare in ("M", "MT"):
+        out += ["MT", "chrM", "M", "chrMT"]
+    return list(dict.fromkeys(out))
+
+
+def _is_plain_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(18)
+    # BGZF blocks carry the 'BC' extra subfield; plain gzip does not.
+    return head[:2] == b"\x1f\x8b" and not (len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC")
+
+
+class Genome:
+    """A FASTA reference: ``genome.fetch("chr20", 0, 100)``, ``genome.lengths``, ``genome.resolve("20")``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"FASTA not found: {self.path}")
+        self._fasta: pysam.FastaFile | None = None
+        self._seqs: dict[str, str] | None = None
+        if _is_plain_gzip(self.path):
+            warnings.warn(
+                f"{self.path} is plain gzip, not bgzip: reading it into memory "
+                "(run `zcat X.fa.gz | bgzip > X.fa.bgz && samtools faidx X.fa.bgz` for random access)",
+                stacklevel=2,
+            )
+            self._seqs = {}
+            with pysam.FastxFile(str(self.path)) as fh:
+                for rec in fh:
+                    self._seqs[rec.name] = rec.sequence.upper()
+            self.lengths = {k: len(v) for k, v in self._seqs.items()}
+        else:
+            try:
+                self._fasta = pysam.FastaFile(str(self.path))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"cannot open FASTA {self.path}: {e}") from e
+            self.lengths = dict(zip(self._fasta.references, self._fasta.lengths))
+        self.contigs = list(self.lengths)
+
+    def resolve(self, name: str) -> str:
+        """The contig name used in this FASTA for ``name`` (``chr20`` and ``20`` both work)."""
+        for alias in contig_aliases(name):
+            if alias in self.lengths:
+                return alias
+        raise KeyError(f"contig {name!r} not in {self.path.name} (has {', '.join(self.contigs[:10])}{'...' if len(self.contigs) > 10 else ''})")
+
+    def has(self, name: str) -> bool:
+        return any(a in self.lengths for a in contig_aliases(name))
+
+    def length(self, name: str) -> int:
+        return self.lengths[self.resolve(name)]
+
+    def fetch(self, contig: str, start: int = 0, end: int | None = None) -> str:
+        name = self.resolve(contig)
+        n = self.lengths[name]
+        end = n if end is None else end
+        if not 0 <= start <= end <= n:
+            raise ValueError(f"interval {contig}:{start}-{end} outside contig of length {n}")
+        if self._seqs is not None:
+            return self._seqs[name][start:end]
+        return self._fasta.fetch(name, start, end).upper()
+
+    def close(self) -> None:
+        if self._fasta is not None:
+            self._fasta.close()
+
+    def __enter__(self) -> "Genome":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):  # picklable for DataLoader workers: reopen the file handle there
+        state = self.__dict__.copy()
+        state["_fasta"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._seqs is None:
+            self._fasta = pysam.FastaFile(str(self.path))
+
+
+def read_fasta_records(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(name, sequence) for every record of a (possibly gzipped) FASTA, sequences as written."""
+    with pysam.FastxFile(str(path)) as fh:
+        return [(rec.name, rec.sequence) for rec in fh]
+
+
+def write_fasta(path: str | os.PathLike, records, width: int = 60) -> None:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt") as f:
+        for name, seq in records:
+            f.write(f">{name}\n")
+            for i in range(0, len(seq), width):
+                f.write(seq[i : i + width] + "\n")

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install ntkit with the CPU build of PyTorch 2.13.0.
+# Usage: scripts/setup.sh [extras], e.g. scripts/setup.sh test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# Pin torch first: an unpinned torch would pull several GB of CUDA wheels.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".${extras:+[$extras]}"
