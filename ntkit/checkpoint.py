@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import NTConfig, get_preset
-from .model import NTModel, build
+from .model import NTModel, Rotary, build
 
 # ntkit name -> HF name. Per-block modules are under layers.{i} / esm.encoder.layer.{i}.
 TOP_NAMES = {
@@ -285,7 +285,7 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
     model.load_state_dict(native, assign=True)
     if model.rotary is not None:
         # Keep the checkpoint's frequencies when present (HF does: they may have been stored in fp16).
-        freq = inv_freq.float() if inv_freq is not None else build(cfg.replace(num_layers=0), seed=None).rotary.inv_freq
+        freq = inv_freq.float() if inv_freq is not None else Rotary.frequencies(cfg.head_dim, cfg.rope_theta)
         model.rotary.inv_freq = freq.clone()
     load_dtype = dtype or next(iter(native.values())).dtype
     return model.to(device=device or "cpu", dtype=load_dtype if load_dtype.is_floating_point else None)

@@ -32,6 +32,32 @@ def _is_plain_gzip(path: Path) -> bool:
     return head[:2] == b"\x1f\x8b" and not (len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC")
 
 
+_VCF_COPIES: dict[str, str] = {}
+
+
+def vcf_path(path: str | os.PathLike) -> str:
+    """A path pysam can read: a plain-gzip VCF (which htslib cannot seek) is decompressed once to
+    a temporary file, with a warning suggesting ``bgzip`` + ``tabix``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"VCF not found: {path}")
+    if not _is_plain_gzip(path):
+        return str(path)
+    key = str(path.resolve())
+    if key not in _VCF_COPIES or not os.path.exists(_VCF_COPIES[key]):
+        import atexit
+        import shutil
+        import tempfile
+
+        warnings.warn(f"{path} is plain gzip, not bgzip: reading a decompressed copy (bgzip + tabix it for random access)", stacklevel=2)
+        fd, tmp = tempfile.mkstemp(suffix=".vcf", prefix="ntkit-")
+        with gzip.open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        atexit.register(lambda p=tmp: os.path.exists(p) and os.remove(p))
+        _VCF_COPIES[key] = tmp
+    return _VCF_COPIES[key]
+
+
 class Genome:
     """A FASTA reference: ``genome.fetch("chr20", 0, 100)``, ``genome.lengths``, ``genome.resolve("20")``."""
 

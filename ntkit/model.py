@@ -27,7 +27,7 @@ MASK_RATIO_TRAIN = 0.15 * 0.8  # ESM/NT token-dropout constant: selected fractio
 
 @dataclass
 class NTOutput:
-    logits: torch.Tensor | None  # [B, L, vocab] or None when return_logits=False
+    logits: torch.Tensor | None  # [B, L, vocab]; [n, vocab] with logits_at; None if return_logits=False
     hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, L, H]
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [B, heads, L, L]
 
@@ -42,8 +42,11 @@ class Rotary(nn.Module):
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", self.frequencies(head_dim, theta), persistent=False)
+
+    @staticmethod
+    def frequencies(head_dim: int, theta: float) -> torch.Tensor:
+        return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu") / head_dim))
 
     def forward(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.arange(length, device=device, dtype=torch.float32)
@@ -182,6 +185,16 @@ class NTModel(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+    @classmethod
+    def from_state_dict(cls, config: NTConfig, state_dict: dict[str, torch.Tensor]) -> "NTModel":
+        """A model holding ``state_dict``'s tensors (no random initialisation, no copy)."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(state_dict, assign=True)
+        if model.rotary is not None:
+            model.rotary.inv_freq = Rotary.frequencies(config.head_dim, config.rope_theta)
+        return model
+
     @property
     def tokenizer(self):
         from .tokenizer import Tokenizer
@@ -200,6 +213,10 @@ class NTModel(nn.Module):
                 raise ValueError(f"layer {i} out of range for a {n}-layer model (valid: {lo}..{n} or negative)")
             out.add(j)
         return out
+
+    def resolve_layer(self, layer: int) -> int:
+        """The ``hidden_states`` key of ``layer`` (negative counts from the end: -1 = last)."""
+        return next(iter(self._resolve_layers([layer], 0)))
 
     def embed(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -222,7 +239,10 @@ class NTModel(nn.Module):
         repr_layers: Iterable[int] = (),
         need_attentions: bool | Iterable[int] = False,
         return_logits: bool = True,
+        logits_at: torch.Tensor | None = None,
     ) -> NTOutput:
+        """``logits_at`` (bool [B, L]): compute logits only there, returned as [n_selected, vocab]
+        (the MLM training path: the LM head never sees unselected positions)."""
         cfg = self.config
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
@@ -263,7 +283,9 @@ class NTModel(nn.Module):
                 out.hidden_states[i] = x
         if cfg.num_layers == 0:
             x = self.final_norm(x)
-        if return_logits:
+        if logits_at is not None:
+            out.logits = self.lm_head(x[logits_at])
+        elif return_logits:
             out.logits = self.lm_head(x)
         return out
 

@@ -1,0 +1,528 @@
+"""Masked-language-model pretraining, from one CPU process to many GPUs (torchrun + DDP/FSDP).
+
+Recipe (NT): 15% of standard tokens selected; of those 80% -> <mask>, 10% -> a random standard
+token, 10% unchanged; cross-entropy on the selected positions only. Adam(0.9, 0.999, 1e-8),
+linear warm-up ``lr_init -> lr_peak`` then ``lr_peak * sqrt(warmup / step)``; gradients
+accumulated to ``tokens_per_step`` tokens per optimizer step over all processes.
+
+Determinism: window ``i`` and its masking depend only on ``(seed, i)``. Optimizer step ``s``
+uses global windows ``[s*G, (s+1)*G)`` (``G`` = windows per step), split over processes and
+micro-batches; the loss is the sum over selected tokens divided by the step's global count of
+selected tokens, so 1 process and N processes with the same global batch compute the same
+gradient, and a resumed run continues bit-for-bit.
+
+Checkpoints (``out_dir/checkpoints/step_XXXXXXX``) hold the model in HF layout plus
+``trainer_state.pt`` (optimizer, scheduler, step, RNG); they are written to a temporary folder and
+renamed, and ``out_dir/checkpoints/latest`` names the newest complete one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .checkpoint import load, save_checkpoint
+from .data import Interval, SourceConfig, Window, WindowSampler, tile_windows
+from .genome import Genome
+from .model import NTModel
+from .tokenizer import Tokenizer
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss or gradient became NaN/Inf; the last checkpoint is intact."""
+
+
+@dataclass
+class PretrainConfig:
+    model: str = "nt-v2-tiny"  # preset name or HF checkpoint directory
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {max_tokens: 512}
+    sources: list[SourceConfig] = field(default_factory=list)
+    valid_regions: list[str] = field(default_factory=list)  # held out of training, "20:55,000,001-63,025,520"
+    valid_fasta: str | None = None  # genome of the valid regions (default: first source)
+    window_tokens: int = 1000  # tokens per window incl. <cls>; window = (window_tokens - 1) * 6 bp
+    max_n_fraction: float = 0.05
+    reverse_complement: bool = True
+    mask_prob: float = 0.15
+    batch_size: int = 8  # windows per micro-batch per process
+    tokens_per_step: int = 1_000_000  # all processes, after accumulation
+    max_steps: int = 100_000
+    lr_init: float = 5e-5
+    lr_peak: float = 1e-4
+    warmup_steps: int = 16_000
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto (bf16 on CUDA with bf16 support, else fp32) | fp32 | bf16
+    strategy: str = "ddp"  # ddp | fsdp, when launched with torchrun
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    eval_every: int = 1000
+    eval_windows: int = 64
+    log_every: int = 10
+    max_minutes: float | None = None  # stop (with a checkpoint) after this wall time
+    seed: int = 0
+    out_dir: str = "runs/pretrain"
+    device: str = "auto"
+    progress: bool = True
+
+    @property
+    def window_bp(self) -> int:
+        return (self.window_tokens - 1) * 6
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
+        d = dict(d)
+        d["sources"] = [SourceConfig(**s) for s in d.get("sources", [])]
+        if "adam_betas" in d:
+            d["adam_betas"] = tuple(d["adam_betas"])
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown pretraining options: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "PretrainConfig":
+        import yaml
+
+        d = yaml.safe_load(Path(path).read_text()) or {}
+        base = Path(path).resolve().parent
+        def path(v: str) -> str:  # ${VARS} expanded; relative paths are relative to the file
+            v = os.path.expandvars(os.path.expanduser(v))
+            return v if os.path.isabs(v) else str((base / v).resolve())
+
+        for s in d.get("sources", []):
+            for key in ("fasta", "vcf"):
+                if s.get(key):
+                    s[key] = path(s[key])
+        if d.get("valid_fasta"):
+            d["valid_fasta"] = path(d["valid_fasta"])
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+
+# -- masking ---------------------------------------------------------------------------------------
+
+
+def mask_window(ids: np.ndarray, tok: Tokenizer, seed: int, index: int, mask_prob: float = 0.15, eval_mode: bool = False):
+    """BERT/NT corruption of one tokenised window, seeded by ``(seed, index)``.
+
+    Returns (corrupted ids, labels) with labels = -100 where not selected. ``eval_mode`` replaces
+    every selected token by <mask> (the usual masked-token accuracy protocol).
+    """
+    rng = np.random.default_rng([seed, index, 1])
+    eligible = ids >= 0
+    eligible &= ~np.isin(ids, tok.special_ids)
+    selected = eligible & (rng.random(ids.shape) < mask_prob)
+    labels = np.where(selected, ids, -100)
+    out = ids.copy()
+    action = rng.random(ids.shape)
+    if eval_mode:
+        out[selected] = tok.mask_id
+    else:
+        out[selected & (action < 0.8)] = tok.mask_id
+        rand = selected & (action >= 0.8) & (action < 0.9)
+        out[rand] = rng.choice(tok.standard_ids, size=int(rand.sum()))
+    return out, labels
+
+
+def encode_windows(windows: list[Window], tok: Tokenizer, window_tokens: int, seed: int, first_index: int, mask_prob: float, eval_mode: bool = False):
+    batch = tok.batch_encode([w.sequence for w in windows], max_length=window_tokens, padding="max_length", truncation=True)
+    ids, labels = zip(*(mask_window(batch.input_ids[i], tok, seed, first_index + i, mask_prob, eval_mode) for i in range(len(windows))))
+    return torch.as_tensor(np.stack(ids)), torch.as_tensor(np.stack(labels)), torch.as_tensor(batch.attention_mask)
+
+
+# -- schedule ---------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """NT: linear warm-up from lr_init to lr_peak, then inverse square-root decay."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr_init + (cfg.lr_peak - cfg.lr_init) * step / cfg.warmup_steps
+    return cfg.lr_peak * math.sqrt(max(cfg.warmup_steps, 1) / max(step, 1))
+
+
+# -- distributed -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(x)
+        return x
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_distributed(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def wrap_model(model: NTModel, strategy: str, d: Dist, device: torch.device):
+    if d.world == 1:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.layers:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {strategy!r}")
+
+
+def _full_state(model, optimizer=None):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(model, options=opts)
+    osd = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
+    return msd, osd
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_mlm(model, windows: list[Window], tok: Tokenizer, window_tokens: int, seed: int = 1234, mask_prob: float = 0.15,
+                 batch_size: int = 8, device=None, dtype=None) -> dict[str, float]:
+    """Masked-token loss, accuracy and perplexity (selected tokens all set to <mask>).
+
+    ``kmer_*`` metrics are over positions whose true token is a 6-mer, with the prediction
+    restricted to the 4096 6-mers: the terms on which the k-mer baselines are compared.
+    """
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    k0 = tok.kmer_offset
+    tot = {"n": 0, "loss": 0.0, "correct": 0, "kn": 0, "kloss": 0.0, "kcorrect": 0}
+    for i in range(0, len(windows), batch_size):
+        ids, labels, mask = encode_windows(windows[i : i + batch_size], tok, window_tokens, seed, i, mask_prob, eval_mode=True)
+        sel = labels >= 0
+        with torch.autocast(device_type=torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(ids.to(device), mask.to(device), logits_at=sel.to(device)).logits.float()
+        y = labels[sel].to(device)
+        tot["n"] += len(y)
+        tot["loss"] += F.cross_entropy(logits, y, reduction="sum").item()
+        tot["correct"] += (logits.argmax(-1) == y).sum().item()
+        is_kmer = (y >= k0) & (y < k0 + 4096)
+        kl = logits[is_kmer, k0 : k0 + 4096]
+        ky = y[is_kmer] - k0
+        tot["kn"] += len(ky)
+        tot["kloss"] += F.cross_entropy(kl, ky, reduction="sum").item()
+        tot["kcorrect"] += (kl.argmax(-1) == ky).sum().item()
+    model.train(was_training)
+    n, kn = max(tot["n"], 1), max(tot["kn"], 1)
+    return {
+        "loss": tot["loss"] / n, "accuracy": tot["correct"] / n, "perplexity": math.exp(tot["loss"] / n), "n_masked": tot["n"],
+        "kmer_loss": tot["kloss"] / kn, "kmer_accuracy": tot["kcorrect"] / kn, "kmer_perplexity": math.exp(tot["kloss"] / kn), "n_kmer": tot["kn"],
+    }
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    ckdir = Path(out_dir) / "checkpoints"
+    pointer = ckdir / "latest"
+    if pointer.exists():
+        p = ckdir / pointer.read_text().strip()
+        if (p / "trainer_state.pt").exists():
+            return p
+    done = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and (p / "trainer_state.pt").exists())
+    return done[-1] if done else None
+
+
+def _write_checkpoint(out_dir: Path, step: int, model_sd, optim_sd, sched_sd, cfg: PretrainConfig, model_cfg, extra: dict, keep: int) -> Path:
+    ckdir = out_dir / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / f"step_{step:07d}"
+    tmp = ckdir / f".step_{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(NTModel.from_state_dict(model_cfg, model_sd), tmp)
+    state = {"step": step, "optimizer": optim_sd, "scheduler": sched_sd, "config": asdict(cfg), "torch_rng": torch.get_rng_state(), **extra}
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer_tmp = ckdir / ".latest.tmp"
+    pointer_tmp.write_text(final.name + "\n")
+    os.replace(pointer_tmp, ckdir / "latest")
+    for old in sorted(p for p in ckdir.glob("step_*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# -- training ---------------------------------------------------------------------------------------------
+
+
+def _pick_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(d.local_rank)
+        return torch.device("cuda", d.local_rank)
+    return torch.device(name)
+
+
+class _Log:
+    FIELDS = ["step", "lr", "loss", "accuracy", "tokens", "tokens_per_s", "grad_norm", "valid_loss", "valid_accuracy", "valid_perplexity", "elapsed_s"]
+
+    def __init__(self, path: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = path
+        self.tb = None
+        if enabled:
+            new = not path.exists()
+            self.fh = open(path, "a", newline="")
+            self.w = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
+            if new:
+                self.w.writeheader()
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self.tb = None
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.w.writerow({k: row.get(k, "") for k in self.FIELDS})
+        self.fh.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.fh.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns the final metrics. Rank 0 writes all files."""
+    d = init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    device = _pick_device(cfg.device, d)
+    out_dir = Path(cfg.out_dir)
+    if d.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    d.barrier()
+
+    resume = latest_checkpoint(out_dir)
+    state = None
+    if resume is not None:
+        state = torch.load(resume / "trainer_state.pt", map_location="cpu", weights_only=False)
+        model = load(resume)
+    else:
+        model = load(cfg.model, seed=cfg.seed) if Path(cfg.model).exists() else _fresh(cfg)
+    if cfg.window_tokens > model.config.max_tokens:
+        raise ValueError(f"window_tokens={cfg.window_tokens} exceeds the model context ({model.config.max_tokens})")
+    model_cfg = model.config
+    model.gradient_checkpointing = cfg.gradient_checkpointing
+    model = model.to(device).train()
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    net = wrap_model(model, cfg.strategy, d, device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr_peak, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr_peak)
+    start_step = 0
+    if state is not None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(net, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step = state["step"]
+
+    tok = Tokenizer(model_cfg.tokenizer, max_tokens=model_cfg.max_tokens)
+    first = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
+    valid_iv = [Interval.parse(r, first) for r in cfg.valid_regions]
+    sampler = WindowSampler(cfg.sources, cfg.window_bp, cfg.max_n_fraction, cfg.reverse_complement, exclude=valid_iv, seed=cfg.seed)
+    valid = tile_windows(first, valid_iv, cfg.window_bp, cfg.max_n_fraction, limit=cfg.eval_windows) if valid_iv else []
+
+    per_micro = cfg.batch_size * cfg.window_tokens
+    accum = max(1, round(cfg.tokens_per_step / (per_micro * d.world)))
+    G = cfg.batch_size * accum * d.world  # windows per optimizer step
+    if d.main:
+        print(f"pretrain: {model_cfg.name} ({model.num_parameters():,} params) on {device}, world={d.world} ({cfg.strategy}), "
+              f"{G} windows x {cfg.window_tokens} tokens = {G * cfg.window_tokens:,} tokens/step (accumulation {accum}), "
+              f"precision={'bf16' if use_bf16 else 'fp32'}, {'resuming from ' + str(resume) if resume else 'from scratch'}", flush=True)
+
+    log = _Log(out_dir / "log.csv", d.main)
+    bar = None
+    if d.main and cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", dynamic_ncols=True)
+    exit_after = int(os.environ.get("NTKIT_TEST_EXIT_AFTER_STEP", "0"))  # tests: simulate a kill
+    t_start, tokens_seen, last = time.time(), 0, {}
+    step = start_step
+
+    def save(step_: int) -> None:
+        msd, osd = _full_state(net, optimizer)
+        if d.main:
+            _write_checkpoint(out_dir, step_, msd, osd, scheduler.state_dict(), cfg, model_cfg, {"windows_seen": step_ * G}, cfg.keep_checkpoints)
+        d.barrier()
+
+    try:
+        while step < cfg.max_steps:
+            t0 = time.time()
+            base = step * G
+            micro = []
+            for m in range(accum):
+                first_idx = base + (m * d.world + d.rank) * cfg.batch_size
+                windows = [sampler(first_idx + j) for j in range(cfg.batch_size)]
+                micro.append(encode_windows(windows, tok, cfg.window_tokens, cfg.seed, first_idx, cfg.mask_prob))
+            n_sel = d.all_sum(torch.tensor(float(sum(int((lab >= 0).sum()) for _, lab, _ in micro))))
+            n_sel = max(n_sel.item(), 1.0)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            for m, (ids, labels, mask) in enumerate(micro):
+                ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
+                sel = labels >= 0
+                sync_ctx = net.no_sync() if (d.world > 1 and cfg.strategy == "ddp" and m < accum - 1) else _null()
+                with sync_ctx:
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        logits = net(ids, mask, logits_at=sel).logits
+                    ce = F.cross_entropy(logits.float(), labels[sel], reduction="sum")
+                    # DDP/FSDP average gradients over processes; x world makes it a global sum / n_sel.
+                    (ce * d.world / n_sel).backward()
+                loss_sum += ce.detach()
+                correct += (logits.detach().argmax(-1) == labels[sel]).sum()
+            if cfg.grad_clip and cfg.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            else:
+                grad_norm = torch.sqrt(sum(p.grad.float().square().sum() for p in net.parameters() if p.grad is not None))
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            stats = d.all_sum(torch.stack([loss_sum.float(), correct.float()]).cpu())
+            loss = stats[0].item() / n_sel
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                raise TrainingDiverged(f"step {step + 1}: loss={loss} grad_norm={grad_norm}; stopped before the update. "
+                                       f"Last good checkpoint: {latest_checkpoint(out_dir)}")
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            step_tokens = G * cfg.window_tokens
+            tokens_seen += step_tokens
+            dt = time.time() - t0
+            last = {"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss, "accuracy": stats[1].item() / n_sel,
+                    "tokens": step * step_tokens, "tokens_per_s": step_tokens / dt, "grad_norm": grad_norm, "elapsed_s": time.time() - t_start}
+            if valid and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                ev = evaluate_mlm(model, valid, tok, cfg.window_tokens, device=device, dtype=torch.bfloat16 if use_bf16 else None) if cfg.strategy != "fsdp" or d.world == 1 else None
+                if ev is None:  # FSDP: evaluate through the wrapped module on every rank
+                    ev = evaluate_mlm(net, valid, tok, cfg.window_tokens, device=device)
+                last.update(valid_loss=ev["loss"], valid_accuracy=ev["accuracy"], valid_perplexity=ev["perplexity"])
+            if step % cfg.log_every == 0 or "valid_loss" in last or step == cfg.max_steps:
+                log.write(last)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
+            out_of_time = cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
+                save(step)
+            if exit_after and step >= exit_after:
+                os._exit(137)
+            if out_of_time:
+                if d.main:
+                    print(f"pretrain: time budget of {cfg.max_minutes} min reached at step {step}", flush=True)
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+
+    msd, _ = _full_state(net)
+    if d.main:
+        save_checkpoint(NTModel.from_state_dict(model_cfg, msd), out_dir / "model")
+        rejected = dict(sampler.rejected)
+        if rejected:
+            print(f"pretrain: windows rejected while sampling: {rejected}", flush=True)
+        for s in sampler.sources:
+            if s.variants is not None and (s.variants.stats.skipped or s.variants.stats.applied):
+                print(f"pretrain: {s.name} haplotypes: {s.variants.stats.applied} variants applied, skipped {dict(s.variants.stats.skipped)}", flush=True)
+        print(f"pretrain: done at step {step}; model in {out_dir / 'model'}", flush=True)
+    d.barrier()
+    return {**last, "step": step, "out_dir": str(out_dir)}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _fresh(cfg: PretrainConfig) -> NTModel:
+    from .config import get_preset
+    from .model import build
+
+    mc = get_preset(cfg.model).replace(**cfg.model_overrides) if cfg.model_overrides else get_preset(cfg.model)
+    return build(mc, seed=cfg.seed)
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------
+
+
+def add_cli(sub) -> None:
+    s = sub.add_parser("pretrain", help="masked-language-model pretraining (torchrun for several processes)")
+    s.add_argument("--config", required=True, help="YAML recipe (configs/*.yaml)")
+    s.add_argument("--out-dir")
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--max-minutes", type=float)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--tokens-per-step", type=int)
+    s.add_argument("--strategy", choices=["ddp", "fsdp"])
+    s.add_argument("--device")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    s.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    over = {k: getattr(args, k) for k in ("out_dir", "max_steps", "max_minutes", "batch_size", "tokens_per_step", "strategy", "device", "precision", "seed", "progress")}
+    cfg = PretrainConfig.from_yaml(args.config, **over)
+    try:
+        pretrain(cfg)
+    except TrainingDiverged as e:
+        print(f"ntkit pretrain: stopped: {e}", flush=True)
+        return 3
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

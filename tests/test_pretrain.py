@@ -1,0 +1,167 @@
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import ntkit
+from ntkit.genome import write_fasta
+from ntkit.pretrain import PretrainConfig, TrainingDiverged, latest_checkpoint, lr_at, mask_window, pretrain
+from ntkit.tokenizer import Tokenizer
+
+
+def test_mask_window_proportions_and_determinism():
+    tok = Tokenizer("v2")
+    rng = np.random.default_rng(0)
+    ids = rng.choice(tok.standard_ids, size=200_000)
+    ids[::97] = tok.cls_id
+    ids[-50:] = tok.pad_id
+    out, labels = mask_window(ids, tok, seed=5, index=3)
+    sel = labels >= 0
+    assert not sel[np.isin(ids, tok.special_ids)].any()
+    assert np.array_equal(labels[sel], ids[sel])
+    assert abs(sel.mean() - 0.15) < 0.003
+    masked = out[sel] == tok.mask_id
+    kept = out[sel] == ids[sel]
+    rand = ~masked & ~kept
+    assert abs(masked.mean() - 0.8) < 0.01
+    assert abs((rand.mean() + kept.mean()) - 0.2) < 0.01 and abs(kept.mean() - 0.1) < 0.01  # a random draw may equal the original
+    assert np.isin(out[sel][rand], tok.standard_ids).all()
+    assert np.array_equal(out[~sel], ids[~sel])
+    out2, labels2 = mask_window(ids, tok, seed=5, index=3)
+    assert np.array_equal(out, out2) and np.array_equal(labels, labels2)
+    assert not np.array_equal(mask_window(ids, tok, seed=5, index=4)[1], labels)
+    ev, ev_labels = mask_window(ids, tok, seed=5, index=3, eval_mode=True)
+    assert np.array_equal(ev_labels, labels) and (ev[sel] == tok.mask_id).all()
+
+
+def test_lr_schedule_nt():
+    cfg = PretrainConfig(lr_init=5e-5, lr_peak=1e-4, warmup_steps=16_000)
+    assert lr_at(0, cfg) == 5e-5
+    assert lr_at(8_000, cfg) == pytest.approx(7.5e-5)
+    assert lr_at(16_000, cfg) == pytest.approx(1e-4)
+    assert lr_at(64_000, cfg) == pytest.approx(5e-5)  # 1e-4 * sqrt(16k / 64k)
+
+
+def test_yaml_recipes_parse():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")):
+        cfg = PretrainConfig.from_yaml(path)
+        assert cfg.sources and all(os.path.isabs(s.fasta) for s in cfg.sources), path
+        assert cfg.window_tokens <= ntkit.get_preset(cfg.model).replace(**cfg.model_overrides).max_tokens
+    with pytest.raises(ValueError, match="unknown"):
+        PretrainConfig.from_dict({"learning_rate": 1})
+
+
+# -- end-to-end runs on a small synthetic genome -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pretrain")
+    rng = np.random.default_rng(1)
+    motif = "".join(rng.choice(list("ACGT"), 300))
+    chunks = ["".join(rng.choice(list("ACGT"), 700)) + motif for _ in range(60)]  # repeats to learn
+    write_fasta(d / "genome.fa", [("chrS", "".join(chunks)), ("chrV", "".join(rng.choice(list("ACGT"), 20_000)))])
+    cfg = {
+        "model": "nt-v2-tiny", "model_overrides": {"max_tokens": 64},
+        "sources": [{"fasta": "genome.fa", "contigs": ["chrS"]}], "valid_regions": ["chrV"],
+        "window_tokens": 64, "batch_size": 2, "tokens_per_step": 512, "max_steps": 6,
+        "lr_init": 1e-4, "lr_peak": 2e-3, "warmup_steps": 2, "checkpoint_every": 3, "eval_every": 3,
+        "eval_windows": 8, "log_every": 1, "precision": "fp32", "progress": False, "seed": 3,
+    }
+    (d / "recipe.yaml").write_text(yaml.safe_dump(cfg))
+    return d
+
+
+def run_cli(recipe, out, *extra, env=None, nproc=1):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else [sys.executable]
+    cmd = launcher + ["-m", "ntkit.cli", "pretrain", "--config", str(recipe / "recipe.yaml"), "--out-dir", str(out), *extra]
+    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True, text=True, timeout=600)
+
+
+def read_log(out):
+    with open(out / "log.csv") as fh:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(fh)]
+
+
+def weights(path):
+    return {k: v for k, v in ntkit.load(path).state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def reference_run(recipe):
+    out = recipe / "uninterrupted"
+    r = run_cli(recipe, out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_pretrain_runs_logs_and_saves_hf_model(reference_run):
+    log = read_log(reference_run)
+    assert [int(r["step"]) for r in log] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(r["loss"]) for r in log)
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert "valid_perplexity" in log[2] and "valid_perplexity" in log[5]
+    model = ntkit.load(reference_run / "model")
+    assert model.config.max_tokens == 64 and model.config.name == "nt-v2-tiny"
+    assert latest_checkpoint(reference_run).name == "step_0000006"
+    state = torch.load(latest_checkpoint(reference_run) / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 6 and state["windows_seen"] == 6 * 8
+
+
+def test_kill_and_resume_is_bit_exact(recipe, reference_run):
+    out = recipe / "killed"
+    r = run_cli(recipe, out, env={"NTKIT_TEST_EXIT_AFTER_STEP": "4"})  # dies after step 4; last checkpoint: step 3
+    assert r.returncode == 137
+    assert latest_checkpoint(out).name == "step_0000003" and not (out / "model").exists()
+    r = run_cli(recipe, out)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout
+    a, b = weights(reference_run / "model"), weights(out / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ref_log = {int(r["step"]): r["loss"] for r in read_log(reference_run)}
+    for row in read_log(out):  # steps 4 is logged twice (before the kill and after resuming): same loss
+        assert row["loss"] == ref_log[int(row["step"])]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(recipe, reference_run, strategy):
+    out = recipe / f"torchrun-{strategy}"
+    r = run_cli(recipe, out, "--strategy", strategy, nproc=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world=2" in r.stdout
+    one = read_log(reference_run)
+    two = read_log(out)
+    assert [int(r["step"]) for r in two] == [int(r["step"]) for r in one]
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=1e-4) if "valid_loss" in a else True
+    a, b = weights(reference_run / "model"), weights(out / "model")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4)
+
+
+def test_nan_loss_stops_with_checkpoint_intact(recipe, monkeypatch):
+    import ntkit.pretrain as pt
+
+    real = pt.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        calls["n"] += 1
+        loss = real(*a, **kw)
+        return loss * float("nan") if calls["n"] > 12 else loss  # step 4 (4 micro-batches per step)
+
+    cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(recipe / "nan"), eval_every=100)
+    monkeypatch.setattr(pt.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 4"):
+        pretrain(cfg)
+    assert latest_checkpoint(recipe / "nan").name == "step_0000003"
+    ntkit.load(latest_checkpoint(recipe / "nan"))  # loads: finite weights
