@@ -1,0 +1,362 @@
+"""Fine-tuning: IA3 (as in NT), LoRA and full, with classification / regression heads.
+
+IA3 (Liu et al. 2022, used by NT): learned vectors, initialised at 1, rescale element-wise the
+keys and values of every attention layer (``l_k``, ``l_v``: hidden size each) and the FFN
+intermediate activation (``l_ff``: the input of ``fc2``, ffn_size). Only these vectors and the
+head train. LoRA (Hu et al. 2021): ``W x + (alpha / r) B A x`` on the query and value projections
+(A Gaussian, B zero, so training starts from the base model). Both are attached with forward
+hooks: the base model's modules and state-dict names are untouched, and adapters are saved apart
+from it (``adapter.safetensors`` + ``adapter_config.json``).
+
+The head mean-pools the last layer over the sequence tokens (``<cls>`` and padding excluded) and
+applies dropout + a linear layer: ``n_classes`` logits (cross-entropy) or one value (MSE).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .model import NTModel
+
+Method = Literal["ia3", "lora", "full", "head"]
+
+
+@dataclass
+class FinetuneConfig:
+    method: Method = "ia3"
+    task: Literal["classification", "regression"] = "classification"
+    n_classes: int = 2
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    head_dropout: float = 0.1
+    lr: float = 3e-3  # NT used 3e-3 for IA3; use ~1e-5..1e-4 for full fine-tuning
+    weight_decay: float = 0.0
+    epochs: int = 10
+    batch_size: int = 8
+    patience: int = 3  # epochs without validation improvement before stopping
+    valid_fraction: float = 0.1  # held out of the training data for early stopping
+    max_steps: int | None = None
+    seed: int = 0
+
+
+class Adapter(nn.Module):
+    """IA3 or LoRA parameters for an ``NTModel``, attached with hooks (``attach`` / ``detach``)."""
+
+    def __init__(self, model: NTModel, method: str, rank: int = 8, alpha: float = 16.0):
+        super().__init__()
+        cfg = model.config
+        self.method = method
+        self.rank, self.alpha = rank, alpha
+        self._handles: list = []
+        if method == "ia3":
+            self.l_k = nn.ParameterList([nn.Parameter(torch.ones(cfg.hidden_size)) for _ in range(cfg.num_layers)])
+            self.l_v = nn.ParameterList([nn.Parameter(torch.ones(cfg.hidden_size)) for _ in range(cfg.num_layers)])
+            self.l_ff = nn.ParameterList([nn.Parameter(torch.ones(cfg.ffn_size)) for _ in range(cfg.num_layers)])
+        elif method == "lora":
+            H = cfg.hidden_size
+            self.lora_a = nn.ParameterList([nn.Parameter(torch.randn(rank, H) / math.sqrt(H)) for _ in range(2 * cfg.num_layers)])
+            self.lora_b = nn.ParameterList([nn.Parameter(torch.zeros(H, rank)) for _ in range(2 * cfg.num_layers)])
+        else:
+            raise ValueError(f"adapter method must be ia3 or lora, not {method!r}")
+
+    def attach(self, model: NTModel) -> "Adapter":
+        self.detach()
+        for i, block in enumerate(model.layers):
+            if self.method == "ia3":
+                self._handles.append(block.attn.k_proj.register_forward_hook(_scale_output(self.l_k[i])))
+                self._handles.append(block.attn.v_proj.register_forward_hook(_scale_output(self.l_v[i])))
+                self._handles.append(block.ffn.fc2.register_forward_pre_hook(_scale_input(self.l_ff[i])))
+            else:
+                s = self.alpha / self.rank
+                self._handles.append(block.attn.q_proj.register_forward_hook(_lora(self.lora_a[2 * i], self.lora_b[2 * i], s)))
+                self._handles.append(block.attn.v_proj.register_forward_hook(_lora(self.lora_a[2 * i + 1], self.lora_b[2 * i + 1], s)))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def _scale_output(vec):
+    def hook(module, inputs, output):
+        return output * vec.to(output.dtype)
+
+    return hook
+
+
+def _scale_input(vec):
+    def hook(module, inputs):
+        return (inputs[0] * vec.to(inputs[0].dtype),)
+
+    return hook
+
+
+def _lora(a, b, scale):
+    def hook(module, inputs, output):
+        x = inputs[0]
+        return output + scale * (x.to(a.dtype) @ a.t() @ b.t()).to(output.dtype)
+
+    return hook
+
+
+class SequenceHead(nn.Module):
+    def __init__(self, hidden: int, n_out: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(hidden, n_out)
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        keep = keep.unsqueeze(-1).to(h.dtype)
+        pooled = (h * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return self.linear(self.dropout(pooled))
+
+
+class FinetunedModel(nn.Module):
+    """Base model + optional adapter + head; ``predict(sequences)`` returns class probabilities
+    [N, n_classes] or values [N]."""
+
+    def __init__(self, base: NTModel, cfg: FinetuneConfig):
+        super().__init__()
+        self.base = base
+        self.cfg = cfg
+        self.adapter = Adapter(base, cfg.method, cfg.lora_rank, cfg.lora_alpha).attach(base) if cfg.method in ("ia3", "lora") else None
+        self.head = SequenceHead(base.config.hidden_size, cfg.n_classes if cfg.task == "classification" else 1, cfg.head_dropout)
+        for p in base.parameters():
+            p.requires_grad_(cfg.method == "full")
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        L = self.base.config.num_layers
+        h = self.base(ids, mask, repr_layers=[L], return_logits=False).hidden_states[L]
+        out = self.head(h, mask & (ids != self.base.config.cls_token_id))
+        return out.squeeze(-1) if self.cfg.task == "regression" else out
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @torch.inference_mode()
+    def predict(self, sequences: Sequence[str], batch_size: int = 32, device=None, progress: bool = False) -> np.ndarray:
+        self.eval()
+        device = device or next(self.parameters()).device
+        tok = self.base.tokenizer
+        order = np.argsort([len(s) for s in sequences], kind="stable")
+        out = [None] * len(sequences)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            ids, mask = tok.batch_encode([sequences[k] for k in idx], truncation=True).to_torch(device)
+            y = self(ids, mask).float()
+            y = torch.softmax(y, -1) if self.cfg.task == "classification" else y
+            for b, k in enumerate(idx):
+                out[k] = y[b].cpu().numpy()
+        return np.stack(out)
+
+    # -- adapters on disk --------------------------------------------------------------------------------
+
+    def save_adapter(self, directory: str | Path) -> Path:
+        """Adapter (IA3/LoRA) + head, or every weight for full fine-tuning, apart from the base."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        if self.adapter is not None:
+            tensors.update({f"adapter.{k}": v for k, v in self.adapter.state_dict().items()})
+        if self.cfg.method == "full":
+            from .checkpoint import save_checkpoint
+
+            save_checkpoint(self.base, d / "base")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(d / "adapter.safetensors"))
+        meta = {"finetune": asdict(self.cfg), "base_model": self.base.config.name, "base_config": self.base.config.to_dict(),
+                "trainable_parameters": self.trainable_parameters()}
+        (d / "adapter_config.json").write_text(json.dumps(meta, indent=2))
+        return d
+
+    @classmethod
+    def load_adapter(cls, base: NTModel | None, directory: str | Path) -> "FinetunedModel":
+        from safetensors.torch import load_file
+
+        from .checkpoint import load
+
+        d = Path(directory)
+        meta = json.loads((d / "adapter_config.json").read_text())
+        cfg = FinetuneConfig(**meta["finetune"])
+        if cfg.method == "full":
+            base = load(d / "base")
+        if base is None:
+            raise ValueError("load_adapter needs the base model for IA3 / LoRA / head adapters")
+        if base.config.to_dict() != meta["base_config"]:
+            raise ValueError(f"adapter was trained on {meta['base_model']} with a different configuration than the given base model")
+        m = cls(base, cfg)
+        t = load_file(str(d / "adapter.safetensors"))
+        m.head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
+        if m.adapter is not None:
+            m.adapter.load_state_dict({k[8:]: v for k, v in t.items() if k.startswith("adapter.")})
+        return m
+
+
+def count_ia3_parameters(model_cfg) -> int:
+    """IA3 vectors of a config (keys + values + FFN activation, every layer)."""
+    return model_cfg.num_layers * (2 * model_cfg.hidden_size + model_cfg.ffn_size)
+
+
+# -- training -------------------------------------------------------------------------------------------------
+
+
+def _metric(task: str, y: np.ndarray, pred: np.ndarray) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    if task == "classification":
+        return float(matthews_corrcoef(y, pred.argmax(1)))
+    return -float(np.mean((pred - y) ** 2))  # higher is better
+
+
+def finetune(
+    base: NTModel,
+    sequences: Sequence[str],
+    labels: Sequence,
+    cfg: FinetuneConfig | None = None,
+    *,
+    valid: tuple[Sequence[str], Sequence] | None = None,
+    device=None,
+    dtype=None,
+    progress: bool = False,
+) -> FinetunedModel:
+    """Train a head (+ adapter, or every weight) on ``sequences``/``labels``; early stopping on
+    ``valid`` (or a stratified ``cfg.valid_fraction`` split of the training data); the best
+    epoch's weights are returned. ``base`` is copied for full fine-tuning, shared otherwise."""
+    cfg = cfg or FinetuneConfig()
+    device = device or next(base.parameters()).device
+    if cfg.method == "full":
+        base = copy.deepcopy(base)
+    model = FinetunedModel(base, cfg).to(device)
+    y_all = np.asarray(labels, dtype=np.int64 if cfg.task == "classification" else np.float32)
+    seqs = list(sequences)
+    rng = np.random.default_rng(cfg.seed)
+    if valid is None and cfg.valid_fraction > 0 and len(seqs) >= 10:
+        from sklearn.model_selection import train_test_split
+
+        idx = np.arange(len(seqs))
+        strat = y_all if cfg.task == "classification" and np.bincount(y_all).min(initial=0) >= 2 else None
+        tr, va = train_test_split(idx, test_size=cfg.valid_fraction, random_state=cfg.seed, stratify=strat)
+        valid = ([seqs[i] for i in va], y_all[va])
+        seqs, y_all = [seqs[i] for i in tr], y_all[tr]
+    tok = base.tokenizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    torch.manual_seed(cfg.seed)
+    best, best_state, bad, step = -math.inf, None, 0, 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"finetune ({cfg.method})", dynamic_ncols=True)
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = rng.permutation(len(seqs))
+        for i0 in range(0, len(seqs), cfg.batch_size):
+            idx = perm[i0 : i0 + cfg.batch_size]
+            ids, mask = tok.batch_encode([seqs[k] for k in idx], truncation=True).to_torch(device)
+            y = torch.as_tensor(y_all[idx], device=device)
+            with torch.autocast(device_type=torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
+                out = model(ids, mask)
+            loss = F.cross_entropy(out.float(), y) if cfg.task == "classification" else F.mse_loss(out.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"fine-tuning loss became {loss.item()} at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        if bar is not None:
+            bar.update(1)
+        if valid is None:
+            continue
+        score = _metric(cfg.task, np.asarray(valid[1]), model.predict(valid[0], batch_size=cfg.batch_size * 2, device=device))
+        if score > best:
+            best, bad = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable(model, k)}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    model.eval()
+    return model
+
+
+def _trainable(model: nn.Module, key: str) -> bool:
+    params = dict(model.named_parameters())
+    return key in params and params[key].requires_grad
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------------
+
+
+def add_cli(sub) -> None:
+    s = sub.add_parser("finetune", help="fine-tune (IA3, LoRA, full or head only) on a labelled table; saves the adapter")
+    s.add_argument("train", help="TSV/CSV/parquet with sequence and label columns")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True, help="adapter folder")
+    s.add_argument("--method", choices=["ia3", "lora", "full", "head"], default="ia3")
+    s.add_argument("--task", choices=["classification", "regression"], default="classification")
+    s.add_argument("--valid", help="validation table (default: a stratified split of train)")
+    s.add_argument("--test", help="score this table with the fine-tuned model")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device")
+    s.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from .benchmark import _encode_labels
+    from .checkpoint import load
+    from .embed import read_sequences
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    base = load(args.model, device=device)
+
+    def table(path):
+        _, seqs, t = read_sequences(path)
+        y = _encode_labels(t["label"]) if args.task == "classification" else t["label"].to_numpy(np.float32)
+        return seqs, y
+
+    seqs, y = table(args.train)
+    lr = args.lr or {"ia3": 3e-3, "lora": 1e-3, "full": 5e-5, "head": 1e-3}[args.method]
+    cfg = FinetuneConfig(method=args.method, task=args.task, n_classes=int(y.max()) + 1 if args.task == "classification" else 1,
+                         epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=args.seed)
+    model = finetune(base, seqs, y, cfg, valid=table(args.valid) if args.valid else None, device=device, progress=True)
+    n_base = base.num_parameters()
+    print(f"{args.method}: {model.trainable_parameters():,} trainable parameters "
+          f"({100 * model.trainable_parameters() / n_base:.3f}% of the base model's {n_base:,})")
+    print(f"wrote {model.save_adapter(args.out)}")
+    if args.test:
+        ts, ty = table(args.test)
+        pred = model.predict(ts, device=device)
+        if args.task == "classification":
+            from sklearn.metrics import f1_score, matthews_corrcoef
+
+            print(f"test: MCC {matthews_corrcoef(ty, pred.argmax(1)):.4f}, macro F1 {f1_score(ty, pred.argmax(1), average='macro'):.4f}")
+        else:
+            from scipy.stats import pearsonr
+
+            print(f"test: Pearson r {pearsonr(ty, pred)[0]:.4f}, MSE {np.mean((pred - ty) ** 2):.4f}")
+    return 0

@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import ntkit
+from ntkit.benchmark import kmer_features, load_tasks, markdown_table, run_benchmark, summarise, write_report
+from ntkit.genome import write_fasta
+from ntkit.probe import cross_validate_probe
+
+
+def test_load_tsv_tasks_and_hf_folder(tmp_path, shared_data):
+    tasks = {t.name: t for t in load_tasks(shared_data / "tasks/nt_downstream_revised_subsample.tsv")}
+    assert len(tasks) == 18 and len(tasks["splice_sites_all"].sequences) == 503 and tasks["enhancers_types"].n_classes == 3
+    enh = load_tasks(shared_data / "tasks/human_enhancers_cohn.tsv")
+    assert [t.name for t in enh] == ["human_enhancers_cohn"] and len(enh[0].sequences) == 6948
+    d = tmp_path / "nt" / "promoter_tata"
+    d.mkdir(parents=True)
+    write_fasta(d / "train.fna", [("s1|1", "ACGT" * 10), ("s2|0", "TTTT" * 10)])
+    pd.DataFrame({"sequence": ["ACGTAA", "GGGCCC"], "label": [0, 1], "name": ["a", "b"]}).to_parquet(d / "test.parquet")
+    t = load_tasks(tmp_path / "nt")[0]
+    assert t.name == "promoter_tata" and list(t.labels) == [1, 0] and list(t.test_labels) == [0, 1]
+
+
+def test_kmer_features_normalised():
+    X = kmer_features(["ACGTACGT", "AAAAAAA"])
+    assert X.shape == (2, 4096) and np.allclose(X.sum(1), 1)
+    assert X[1].max() == 1.0  # AAAAAA twice of 2
+
+
+def test_probe_cv_equals_sklearn_metric():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    y = (X[:, 0] > 0).astype(int)
+    r = cross_validate_probe(X, y, n_folds=5)
+    assert r["folds"] == 5 and r["mcc_mean"] > 0.7
+
+
+def test_benchmark_end_to_end_on_real_slices(shared_data, tmp_path):
+    df = pd.read_csv(shared_data / "tasks/nt_downstream_revised_subsample.tsv", sep="\t")
+    slice_ = df[df.task.isin(["promoter_tata", "enhancers"])]
+    slice_.to_csv(tmp_path / "s.tsv", sep="\t", index=False)
+    tasks = load_tasks(tmp_path / "s.tsv")
+    model = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
+    res = run_benchmark(tasks, model, methods=["kmer", "probe", "random-probe", "ia3"], n_folds=3, finetune_epochs=1, progress=False)
+    s = summarise(res)
+    assert set(s["task"]) == {"promoter_tata", "enhancers"} and set(s["method"]) == {"kmer", "probe", "random-probe", "ia3"}
+    ok = res[res.status == "ok"]
+    assert (ok.groupby(["task", "method"]).size() == ok.groupby(["task", "method"])["folds"].first()).all()
+    assert set(ok[ok.task == "enhancers"]["folds"]) == {3} and set(ok[ok.task == "promoter_tata"]["folds"]) == {2}  # 2 of a class
+    assert s["mcc_mean"].between(-1, 1).all()
+    paths = write_report(res, tmp_path / "out")
+    assert paths["plot"].stat().st_size > 1000 and "| enhancers |" in paths["table"].read_text()
+    # metric values are scikit-learn's on the saved predictions' folds
+    assert "mean" in markdown_table(s)
+
+
+def test_tiny_class_is_reported_not_crashed(tmp_path):
+    pd.DataFrame({"sequence": ["ACGTACGTAC"] * 6, "label": [0, 0, 0, 0, 0, 1]}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    res = run_benchmark(load_tasks(tmp_path / "t.tsv"), None, methods=["kmer"], progress=False)
+    assert res.iloc[0]["status"].startswith("skipped")

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+import ntkit
+from ntkit.data import reverse_complement
+from ntkit.embed import embed, read_sequences, write_embeddings
+
+RNG = np.random.default_rng(2)
+
+
+def dna(n):
+    return "".join(RNG.choice(list("ACGT"), n))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=33), seed=0)  # 192 bp context
+
+
+def manual_mean(model, seq, layer):
+    tok = model.tokenizer
+    with torch.no_grad():
+        h = model(torch.as_tensor(tok.encode(seq))[None], repr_layers=[layer]).hidden_states[model.resolve_layer(layer)][0]
+    return h[1:].mean(0).numpy(), h[0].numpy(), h.numpy()
+
+
+def test_mean_cls_token_match_single_forward_and_batching(model):
+    seqs = [dna(n) for n in (30, 192, 7, 100, 66)]
+    for layer in (0, 1, -1):
+        mean = embed(model, seqs, layers=[layer], batch_tokens=40)[layer]  # tiny budget: many batches, padding
+        cls = embed(model, seqs, layers=[layer], pooling="cls")[layer]
+        toks = embed(model, seqs, layers=[layer], pooling="token")[layer]
+        for i, s in enumerate(seqs):
+            m, c, t = manual_mean(model, s, layer)
+            np.testing.assert_allclose(mean[i], m, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(cls[i], c, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(toks[i], t, rtol=1e-4, atol=1e-5)
+
+
+def test_nucleotide_repeats_kmer_vectors_with_offsets(model):
+    s = "ACGTACGTAC" + "N" + "GGA"  # tokens: <cls> ACGTAC GTAC->G T A C singles? see offsets
+    nuc = embed(model, [s], pooling="nucleotide")[-1][0]
+    tok = embed(model, [s], pooling="token")[-1][0]
+    batch = model.tokenizer([s])
+    n2t = batch.nucleotide_to_token()[0]
+    assert nuc.shape == (len(s), tok.shape[1])
+    np.testing.assert_array_equal(nuc, tok[n2t])
+    assert (n2t[:6] == 1).all()  # the first 6 bases share the first 6-mer
+
+
+def test_long_sequences_are_chunked(model):
+    s = dna(1000)
+    out = embed(model, [s, s[:150]], layers=[-1], overlap_bp=60)[-1]
+    # 1000 bp with 192 bp chunks, 60 bp overlap: starts 0,132,...,792 and 808
+    starts = list(range(0, 1000 - 192, 132)) + [808]
+    vecs, ns = [], []
+    for a in starts:
+        m, _, t = manual_mean(model, s[a : a + 192], -1)
+        vecs.append(m * (t.shape[0] - 1))
+        ns.append(t.shape[0] - 1)
+    np.testing.assert_allclose(out[0], np.sum(vecs, 0) / np.sum(ns), rtol=1e-4, atol=1e-5)
+    nuc = embed(model, [s], pooling="nucleotide", overlap_bp=60)[-1][0]
+    assert nuc.shape == (1000, 64) and np.isfinite(nuc).all()
+    with pytest.raises(ValueError, match="exceeds the context"):
+        embed(model, [s], pooling="token")
+
+
+def test_n_rich_sequence_fits_by_tokens(model):
+    s = "N" * 100 + dna(80)  # 180 bp but 100 + 14 tokens
+    out = embed(model, [s], pooling="nucleotide")[-1][0]
+    assert out.shape[0] == 180
+
+
+def test_reverse_complement_average(model):
+    s = dna(120)
+    both = embed(model, [s], reverse_complement=True)[-1][0]
+    f = manual_mean(model, s, -1)[0]
+    r = manual_mean(model, reverse_complement(s), -1)[0]
+    np.testing.assert_allclose(both, (f + r) / 2, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        embed(model, [s], pooling="token", reverse_complement=True)
+    with pytest.raises(ValueError, match="empty"):
+        embed(model, [""])
+
+
+def test_io_roundtrip(model, tmp_path):
+    (tmp_path / "x.tsv").write_text("name\tsequence\tlabel\na\tACGTACGT\t1\nb\tGGGCCCAT\t0\n")
+    ids, seqs, table = read_sequences(tmp_path / "x.tsv")
+    assert ids == ["a", "b"] and list(table["label"]) == [1, 0]
+    emb = embed(model, seqs, layers=[1, -1])
+    import pandas as pd
+
+    p = write_embeddings(tmp_path / "e.parquet", ids, emb, table)
+    t = pd.read_parquet(p)
+    assert list(t["id"]) == ["a", "b"] and t.filter(like="L1_").shape == (2, 64) and "label" in t
+    z = np.load(write_embeddings(tmp_path / "e.npz", ids, emb))
+    np.testing.assert_array_equal(z["layer_-1"], emb[-1])

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+import ntkit
+from ntkit.finetune import Adapter, FinetuneConfig, FinetunedModel, count_ia3_parameters, finetune
+
+
+def test_ia3_parameter_count_nt_v2_50m_on_meta():
+    cfg = ntkit.get_preset("nt-v2-50m")
+    with torch.device("meta"):
+        base = ntkit.NTModel(cfg)
+        m = FinetunedModel(base, FinetuneConfig(method="ia3", n_classes=2))
+    n_ia3 = sum(p.numel() for p in m.adapter.parameters())
+    assert n_ia3 == count_ia3_parameters(cfg) == 12 * (512 + 512 + 2048) == 36_864
+    share = n_ia3 / 55_904_972
+    assert 0.0005 < share < 0.0015  # ~0.1% of the HF-layout parameters
+    assert m.trainable_parameters() == n_ia3 + 512 * 2 + 2
+
+
+def test_ia3_at_init_is_identity_and_rescales_the_right_tensors():
+    base = ntkit.build("nt-v2-tiny", seed=0)
+    x = torch.as_tensor(base.tokenizer.encode("ACGTTGCAACGTAGGA"))[None]
+    ref = base(x).logits
+    ad = Adapter(base, "ia3").attach(base)
+    torch.testing.assert_close(base(x).logits, ref)
+    with torch.no_grad():
+        ad.l_v[0].zero_()  # values of block 1 -> 0: attention output of block 1 is out_proj bias only
+    changed = base(x).logits
+    assert not torch.allclose(changed, ref)
+    ad.detach()
+    torch.testing.assert_close(base(x).logits, ref)
+
+
+def test_lora_starts_at_base_model():
+    base = ntkit.build("nt-v1-tiny", seed=0)
+    x = torch.as_tensor(base.tokenizer.encode("ACGTTGCAACGTAGGA"))[None]
+    ref = base(x).logits
+    m = FinetunedModel(base, FinetuneConfig(method="lora", lora_rank=4))
+    torch.testing.assert_close(base(x).logits, ref)
+    assert m.trainable_parameters() == 2 * 2 * (4 * 64 + 64 * 4) + 64 * 2 + 2
+
+
+def motif_task(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    seqs, y = [], []
+    for i in range(n):
+        s = list(rng.choice(list("ACGT"), 120))
+        if i % 2:
+            p = rng.integers(0, 100)
+            s[p : p + 24] = list("G" * 24)
+        seqs.append("".join(s))
+        y.append(i % 2)
+    return seqs, np.array(y)
+
+
+@pytest.mark.parametrize("method", ["ia3", "lora", "full"])
+def test_finetune_learns_and_adapters_round_trip(method, tmp_path):
+    base = ntkit.build("nt-v2-tiny", seed=0)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    seqs, y = motif_task()
+    lr = {"ia3": 3e-2, "lora": 1e-2, "full": 1e-3}[method]
+    m = finetune(base, seqs, y, FinetuneConfig(method=method, epochs=10, lr=lr, batch_size=8, seed=0, patience=10))
+    ts, ty = motif_task(40, seed=1)
+    p = m.predict(ts)
+    acc = (p.argmax(1) == ty).mean()
+    assert acc > 0.75, acc
+    if method != "full":  # adapters leave the base weights untouched
+        assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    m.save_adapter(tmp_path / "ad")
+    if m.adapter is not None:
+        m.adapter.detach()
+    m2 = FinetunedModel.load_adapter(ntkit.build("nt-v2-tiny", seed=0) if method != "full" else None, tmp_path / "ad")
+    np.testing.assert_allclose(m2.predict(ts), p, rtol=1e-4, atol=1e-5)
+
+
+def test_regression_head():
+    base = ntkit.build("nt-v2-tiny", seed=0)
+    seqs, y = motif_task()
+    gc = np.array([(s.count("G") + s.count("C")) / len(s) for s in seqs], dtype=np.float32)
+    m = finetune(base, seqs, gc, FinetuneConfig(method="ia3", task="regression", epochs=4, lr=1e-2))
+    assert m.predict(seqs[:5]).shape == (5,)
