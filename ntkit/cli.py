@@ -11,7 +11,7 @@ from pathlib import Path
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
 
-COMMAND_MODULES: list[str] = ["pretrain", "embed", "probe", "finetune", "benchmark", "variants"]  # feature modules that add their own subcommands via add_cli(sub)
+COMMAND_MODULES: list[str] = ["demo", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "attention", "splice"]  # feature modules that add their own subcommands via add_cli(sub)
 
 
 def _dtype(name: str | None):

@@ -240,9 +240,13 @@ class NTModel(nn.Module):
         need_attentions: bool | Iterable[int] = False,
         return_logits: bool = True,
         logits_at: torch.Tensor | None = None,
+        attention_callback=None,
     ) -> NTOutput:
         """``logits_at`` (bool [B, L]): compute logits only there, returned as [n_selected, vocab]
-        (the MLM training path: the LM head never sees unselected positions)."""
+        (the MLM training path: the LM head never sees unselected positions).
+        ``attention_callback(block, weights)``: receives each requested attention map
+        ([B, heads, L, L]) as it is computed instead of storing it in ``attentions`` (streaming:
+        memory holds one layer's maps at a time)."""
         cfg = self.config
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
@@ -276,7 +280,11 @@ class NTModel(nn.Module):
             else:
                 x, w = block(x, key_mask, rope, need_w)
             if w is not None:
-                out.attentions[i] = w
+                if attention_callback is not None:
+                    attention_callback(i, w)
+                else:
+                    out.attentions[i] = w
+                del w
             if i == cfg.num_layers:
                 x = self.final_norm(x)
             if i in repr_set:

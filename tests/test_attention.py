@@ -1,0 +1,97 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ntkit
+from ntkit.attention import (Annotation, attention_enrichment, attention_shares, enrichment_table, plot_heatmaps,
+                             read_annotation, region_windows, token_features)
+from ntkit.genome import Genome, write_fasta
+
+
+def test_token_features_overlap_with_offsets():
+    # tokens: <cls>, 6-mer [0,6), 6-mer [6,12), single [12,13), pad
+    offsets = np.array([-1, 0, 6, 12, -1])
+    spans = np.array([0, 6, 6, 1, 0])
+    base = np.zeros((2, 13), dtype=bool)
+    base[0, 5:7] = True  # touches both 6-mers
+    base[1, 12] = True
+    f = token_features(offsets, spans, base)
+    np.testing.assert_array_equal(f, [[0, 0], [1, 0], [1, 0], [0, 1], [0, 0]])
+
+
+def test_attention_share_on_constructed_map_known_answer():
+    B, H, T = 1, 2, 5
+    attn = torch.zeros(B, H, T, T)
+    attn[0, 0, :, 2] = 1.0  # head 1: every query looks at token 2
+    attn[0, 1, :, :4] = 0.25  # head 2: uniform over the 4 real tokens
+    feats = torch.zeros(B, T, 1)
+    feats[0, 2, 0] = 1  # the element covers token 2 only
+    key_valid = torch.tensor([[True, True, True, True, False]])
+    query_valid = torch.tensor([[False, True, True, True, False]])
+    share, cov = attention_shares(attn, feats, key_valid, query_valid)
+    assert share[0, 0, 0].item() == pytest.approx(1.0)
+    assert share[0, 1, 0].item() == pytest.approx(0.25)  # uniform head: share == coverage
+    assert cov[0, 0].item() == pytest.approx(0.25)
+
+
+def test_enrichment_table_test_and_bh():
+    from scipy.stats import false_discovery_control, wilcoxon
+
+    rng = np.random.default_rng(0)
+    W = 30
+    cov = rng.uniform(0.1, 0.3, size=(W, 1))
+    share = np.zeros((W, 1, 2, 1))
+    share[:, 0, 0, 0] = np.minimum(cov[:, 0] * 2, 1)  # enriched head
+    share[:, 0, 1, 0] = cov[:, 0] + np.where(np.arange(W) % 2, 0.01, -0.01) * rng.uniform(0.5, 1, W)  # null head
+    t = enrichment_table(share, cov, ["exon"])
+    assert list(t["head"]) == [1, 2]
+    assert t.loc[0, "enrichment"] == pytest.approx(share[:, 0, 0, 0].mean() / cov.mean())
+    p = [wilcoxon(share[:, 0, h, 0], cov[:, 0], alternative="greater").pvalue for h in (0, 1)]
+    np.testing.assert_allclose(t["p_value"], p)
+    np.testing.assert_allclose(t["q_value"], false_discovery_control(p, method="bh"))
+    assert t["significant"].tolist() == [True, False]
+
+
+def test_read_annotation_formats(tmp_path, shared_data):
+    ann = read_annotation(shared_data / "splice/spliceai_annotation_grch37.txt")
+    assert ann.types == ["exon", "intron"]
+    m = ann.mask("chr1", 69000, 70100)  # OR4F5: single exon 69090-70008
+    assert m[0].sum() == 70008 - 69090 and m[1].sum() == 0
+    (tmp_path / "a.gtf").write_text(
+        'c1\tx\texon\t11\t20\t.\t+\t.\ttranscript_id "t1";\n'
+        'c1\tx\texon\t31\t40\t.\t+\t.\ttranscript_id "t1";\n')
+    g = read_annotation(tmp_path / "a.gtf")
+    assert g.types == ["exon", "intron"]
+    np.testing.assert_array_equal(np.nonzero(g.mask("c1", 0, 50)[1])[0], np.arange(20, 30))
+    (tmp_path / "b.bed").write_text("chr2\t5\t10\tCTCF\nchr2\t8\t12\tCTCF\n")
+    b = read_annotation(tmp_path / "b.bed")
+    assert b.iv["CTCF"]["chr2"].tolist() == [[5, 12]]
+    with pytest.raises(ValueError, match="not in"):
+        read_annotation(tmp_path / "b.bed", types=["enhancer"])
+
+
+def test_end_to_end_streams_layers(tmp_path):
+    rng = np.random.default_rng(0)
+    seq = "".join(rng.choice(list("ACGT"), 4000))
+    write_fasta(tmp_path / "g.fa", [("7", seq)])
+    ann = Annotation({"exon": {"chr7": [(100, 400), (1500, 1700), (3000, 3100)]}})
+    model = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=101), seed=0)
+    windows = region_windows(Genome(tmp_path / "g.fa"), ["chr7"], 600, ann)
+    assert [w.start for w in windows] == [0, 1200, 3000]  # windows without an exon are left out
+    t = attention_enrichment(model, windows, ann, progress=False)
+    assert len(t) == 2 * 4 and t["attention_share"].between(0, 1).all()
+    # streamed shares equal those computed from stored maps of the whole batch
+    tok = model.tokenizer
+    enc = tok.batch_encode([w.sequence for w in windows])
+    ids, mask = enc.to_torch()
+    with torch.no_grad():
+        out = model(ids, mask, need_attentions=True)
+    f = torch.as_tensor(np.stack([token_features(enc.offsets[b], enc.spans[b], ann.mask("7", w.start, w.start + 600))
+                                  for b, w in enumerate(windows)]))
+    s, c = attention_shares(out.attentions[2], f, mask, mask & (ids != tok.cls_id))
+    got = t[t.layer == 2].sort_values("head")
+    np.testing.assert_allclose(got["attention_share"], s[:, :, 0].mean(0).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(got["coverage"], c[:, 0].mean().item(), rtol=1e-5)
+    png = plot_heatmaps(t, tmp_path / "h.png")
+    assert png.stat().st_size > 1000

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+import ntkit
+from ntkit.data import reverse_complement
+from ntkit.genome import Genome, write_fasta
+from ntkit.splice import (MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, build_windows, evaluate_splice, load_splice_model,
+                          predict_windows, read_transcripts, results_table, save_splice_model, splice_metrics, split_by_chromosome,
+                          to_genome_table, topk_accuracy, train_splice)
+
+
+@pytest.fixture(scope="module")
+def mes(shared_data):
+    d = shared_data / "splice"
+    return MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt")
+
+
+def test_maxentscan_published_examples(mes):
+    assert mes.score5("cagGTAAGT") == pytest.approx(10.86, abs=0.005)  # MaxEntScan web examples
+    assert mes.score3("ttccaaacgaacttttgtAGgga") == pytest.approx(2.89, abs=0.005)
+    seq = "ACGT" * 5 + "CAGGTAAGTCC" + "ttccaaacgaacttttgtAGggaTT".upper()
+    s = mes.site_scores(seq)
+    donor = 20 + 2  # last exonic base of CAG|GTAAGT
+    assert s[donor, 2] == pytest.approx(mes.score5(seq[donor - 2 : donor + 7]))
+    acc = 31 + 20  # first exonic base after ...tgtAG
+    assert s[acc, 1] == pytest.approx(mes.score3(seq[acc - 20 : acc + 3]))
+    assert np.isinf(s[0, 1]) and np.isinf(s[-1, 2])
+    assert np.isneginf(mes.score5("CAGGTNAGT"))
+
+
+def test_topk_and_prauc_known_answers():
+    y = np.array([0, 1, 0, 1, 0, 0])
+    s = np.array([0.1, 0.9, 0.8, 0.2, 0.0, 0.3])
+    assert topk_accuracy(y, s) == 0.5  # k = 2: top-2 = positions 1, 2 -> one true site
+    labels = [np.array([0, 1, 2, 0]), np.array([2, 0, 0, 1])]
+    scores = [np.eye(3)[l] * 0.9 + 0.05 for l in labels]
+    m = splice_metrics(labels, scores)
+    assert m["acceptor_topk"] == 1.0 and m["donor_prauc"] == pytest.approx(1.0) and m["acceptor_sites"] == 2
+    rng = np.random.default_rng(0)
+    sc = [rng.random((4, 3)), rng.random((4, 3))]
+    m = splice_metrics(labels, sc)
+    y = np.concatenate(labels)
+    assert m["donor_prauc"] == pytest.approx(average_precision_score(y == 2, np.concatenate(sc)[:, 2]))
+
+
+def test_real_chr20_labels_follow_gt_ag(shared_data):
+    tx = read_transcripts(shared_data / "splice/spliceai_canonical_dataset_hg19.txt", ["chr20"])
+    assert len(tx) == 520 and {t.strand for t in tx} == {"+", "-"}
+    g = Genome(shared_data / "genomes/GRCh37_chr20.fa.gz")
+    short = sorted(tx, key=lambda t: t.end - t.start)[100:160]
+    w = build_windows(g, short, 3000)
+    gt = ag = nd = na = 0
+    for s, lab in zip(w.sequences, w.labels):
+        for p in np.nonzero(lab == 2)[0]:
+            if p + 3 <= len(s):
+                nd += 1
+                gt += s[p + 1 : p + 3] == "GT"
+        for p in np.nonzero(lab == 1)[0]:
+            if p >= 2:
+                na += 1
+                ag += s[p - 2 : p] == "AG"
+    assert nd > 50 and na > 50
+    assert gt / nd > 0.97 and ag / na > 0.97  # canonical dinucleotides in transcript orientation, both strands
+    tr, te = split_by_chromosome(tx + read_transcripts(shared_data / "splice/spliceai_canonical_dataset_hg19.txt", ["chr1"])[:5])
+    assert {t.chrom for t in te} == {"chr1"} and {t.chrom for t in tr} == {"chr20"}
+
+
+def test_gtf_minus_strand_and_genome_mapping(tmp_path):
+    rng = np.random.default_rng(0)
+    seq = "".join(rng.choice(list("ACGT"), 2000))
+    write_fasta(tmp_path / "g.fa", [("chr9", seq)])
+    (tmp_path / "a.gtf").write_text(
+        'chr9\tx\texon\t101\t200\t.\t-\t.\ttranscript_id "m";\n'
+        'chr9\tx\texon\t501\t600\t.\t-\t.\ttranscript_id "m";\n'
+        'chr9\tx\texon\t1001\t1100\t.\t+\t.\ttranscript_id "p";\n'
+        'chr9\tx\texon\t1301\t1400\t.\t+\t.\ttranscript_id "p";\n')
+    tx = {t.name: t for t in read_transcripts(tmp_path / "a.gtf")}
+    assert tx["p"].donors == [1099] and tx["p"].acceptors == [1300]
+    assert tx["m"].donors == [500] and tx["m"].acceptors == [199]  # minus: donor at the upstream exon's genomic start
+    w = build_windows(Genome(tmp_path / "g.fa"), list(tx.values()), 1000)
+    mi = w.strand.index("-")
+    s, lab = w.sequences[mi], w.labels[mi]
+    assert s == reverse_complement(seq[w.start[mi] : w.start[mi] + len(s)])
+    onehot = [np.eye(3)[l] for l in w.labels]
+    t = to_genome_table(w, onehot, min_prob=0.5)
+    got = {(r.strand, r.pos, "donor" if r.p_donor > 0.5 else "acceptor") for r in t.itertuples()}
+    assert got == {("-", 500, "donor"), ("-", 199, "acceptor"), ("+", 1099, "donor"), ("+", 1300, "acceptor")}
+
+
+def test_train_predict_save_load_and_evaluate(tmp_path, mes):
+    rng = np.random.default_rng(1)
+    seqs, labels = [], []
+    for i in range(12):
+        s = list(rng.choice(list("ACGT"), 300))
+        lab = np.zeros(300, np.uint8)
+        for p in (60, 150, 240):
+            s[p - 2 : p + 7] = list("CAGGTAAGT")
+            lab[p] = 2
+        seqs.append("".join(s))
+        labels.append(lab)
+    data = SpliceWindows(seqs, labels, ["c"] * 12, [0] * 12, ["+"] * 12, ["t"] * 12)
+    base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
+    m = train_splice(base, data, SpliceTrainConfig(method="ia3", lr=3e-2, epochs=6, batch_size=4), progress=False)
+    p = predict_windows(m, data)
+    assert p[0].shape == (300, 3) and np.allclose(p[0].sum(1), 1, atol=1e-5)
+    save_splice_model(m, tmp_path / "sm")
+    m.adapter.detach()
+    m2 = load_splice_model(tmp_path / "sm", ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0))
+    np.testing.assert_allclose(predict_windows(m2, data)[0], p[0], rtol=1e-4, atol=1e-6)
+    df = evaluate_splice(m2, data, {"MaxEntScan": mes, "PWM": SitePWM().fit(data)})
+    assert list(df["method"]) == ["ntkit (ia3)", "MaxEntScan", "PWM"]
+    assert df.set_index("method").loc["MaxEntScan", "donor_topk"] == 1.0  # perfect consensus sites
+    assert "| MaxEntScan |" in results_table(df)
