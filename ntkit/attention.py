@@ -262,10 +262,9 @@ def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequ
 
 def plot_heatmaps(table: pd.DataFrame, path: str | Path) -> Path:
     """One panel per element: log2 enrichment, layer x head; significant cells marked with *."""
-    import matplotlib
+    from .plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     elements = list(dict.fromkeys(table["element"]))
     fig, axes = plt.subplots(1, len(elements), figsize=(3.2 * len(elements) + 1, 3.5), squeeze=False)
@@ -286,12 +285,7 @@ def plot_heatmaps(table: pd.DataFrame, path: str | Path) -> Path:
         ax.set_ylabel("layer")
         ax.set_title(e)
         fig.colorbar(im, ax=ax, shrink=0.8, label="log2 enrichment")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def add_cli(sub) -> None:

@@ -253,10 +253,9 @@ def markdown_table(summary: pd.DataFrame, results: pd.DataFrame | None = None) -
 
 
 def plot(summary: pd.DataFrame, path: str | Path) -> Path:
-    import matplotlib
+    from .plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = sorted(summary["task"].unique())
     methods = list(dict.fromkeys(summary["method"]))
@@ -270,12 +269,7 @@ def plot(summary: pd.DataFrame, path: str | Path) -> Path:
     ax.set_ylabel("MCC (mean ± 2 SD over folds)")
     ax.axhline(0, color="black", lw=0.5)
     ax.legend(fontsize=8, ncol=min(len(methods), 4))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(results: pd.DataFrame, out_dir: str | Path, meta: dict | None = None) -> dict[str, Path]:

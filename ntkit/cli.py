@@ -20,6 +20,27 @@ def _dtype(name: str | None):
     return None if name is None else getattr(torch, DTYPES[name])
 
 
+def add_runtime_args(s, dtype: bool = True, progress: bool = True) -> None:
+    """The options every model-running command shares: --device, --dtype, --no-progress."""
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    if dtype:
+        s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="autocast precision (default: float32)")
+    if progress:
+        s.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def runtime(args, model_path: str | None = None):
+    """(model or None, device, dtype) from the shared options."""
+    import torch
+
+    from .checkpoint import load
+
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if getattr(args, "dtype", None) else None
+    model = load(model_path, device=device) if model_path else None
+    return model, device, dtype
+
+
 def cmd_info(args) -> int:
     from .checkpoint import hf_num_parameters, load
 

@@ -238,6 +238,8 @@ def write_embeddings(path: str | Path, ids: Sequence[str], emb: dict[int, np.nda
 
 
 def add_cli(sub) -> None:
+    from .cli import add_runtime_args
+
     s = sub.add_parser("embed", help="embeddings of sequences (FASTA or table) from any layers")
     s.add_argument("input", help="FASTA or TSV/CSV/parquet with a sequence column")
     s.add_argument("--model", required=True)
@@ -247,21 +249,18 @@ def add_cli(sub) -> None:
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
     s.add_argument("--batch-tokens", type=int, default=16384)
-    s.add_argument("--device")
-    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    s.add_argument("--no-progress", dest="progress", action="store_false")
+    add_runtime_args(s)
     s.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    from .checkpoint import load
+    from .cli import runtime
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, device=device)
+    model, device, dtype = runtime(args, args.model)
     ids, seqs, table = read_sequences(args.input)
     emb = embed(model, seqs, layers=args.layers, pooling=args.pooling, reverse_complement=args.reverse_complement,
                 overlap_bp=args.overlap_bp, batch_tokens=args.batch_tokens, device=device,
-                dtype=getattr(torch, args.dtype) if args.dtype else None, progress=args.progress)
+                dtype=dtype, progress=args.progress)
     out = write_embeddings(args.out, ids, emb, table if args.out.endswith(".parquet") else None)
     print(f"wrote {out}: {len(ids)} sequences, layers {args.layers}, {args.pooling} pooling")
     return 0

@@ -180,32 +180,21 @@ class Tokenizer:
             n_iupac = np.bincount(seq_of_pos, minlength=n_seq).astype(np.int64)
             codes = np.where(iupac, _N, codes).astype(np.uint8)
 
-        # ACGT runs between N / separators: 6-mers from each run's start, leftovers as singles.
-        is_base = codes < 4
-        padded = np.zeros(len(codes) + 2, dtype=bool)
-        padded[1:-1] = is_base
-        edges = np.flatnonzero(padded[1:] != padded[:-1])
-        run_start, run_end = edges[0::2], edges[1::2]
-        n_kmer, n_left = np.divmod(run_end - run_start, KMER)
-        kp = np.repeat(run_start, n_kmer) + KMER * _ranks(n_kmer)
-        single = np.repeat(run_start + KMER * n_kmer, n_left) + _ranks(n_left)
-        is_kmer_start = np.zeros(len(codes), dtype=bool)
-        is_kmer_start[kp] = True
-        is_token = is_kmer_start | (codes == _N)
-        is_token[single] = True
-
-        tok_pos = np.flatnonzero(is_token)
-        kmer_here = is_kmer_start[tok_pos]
-        kmer_hash = np.zeros(len(kp), dtype=np.int64)
-        for i in range(KMER):
-            kmer_hash = kmer_hash * 4 + codes[kp + i]
-        ids = self.single_offset + codes[tok_pos].astype(np.int64)
-        ids[kmer_here] = self.kmer_offset + kmer_hash
-        span = np.where(kmer_here, KMER, 1).astype(np.int8)
-
-        n_tok = np.add.reduceat(is_token, seq_start, dtype=np.int64) if n_seq else np.zeros(0, np.int64)
-        tok_seq = np.repeat(np.arange(n_seq), n_tok)
-        rank = _ranks(n_tok)
+        # Token lists (flat): sequence, column (rank in the sequence), id, nucleotide offset, span.
+        # N-free sequences (the common case) are tokenised without any per-base pass.
+        has_n = np.add.reduceat(codes == _N, seq_start) > 0 if n_seq else np.zeros(0, bool)
+        if n_seq and not has_n.any() and (seq_len == seq_len[0]).all():
+            uniform = self._encode_uniform(codes, n_seq, int(seq_len[0]), max_length, padding, truncation, add_cls)
+            if uniform is not None:
+                return TokenBatch(**uniform, n_iupac=n_iupac)
+        parts = []
+        if (~has_n).any():
+            parts.append(self._tokens_clean(codes, seq_start, seq_len, np.flatnonzero(~has_n)))
+        if has_n.any():
+            parts.append(self._tokens_with_n(codes, seq_start, seq_len, np.flatnonzero(has_n)))
+        tok_seq, rank, ids, pos, span = (np.concatenate(x) for x in zip(*parts)) if parts else (np.zeros(0, np.int64),) * 5
+        span = span.astype(np.int8)
+        n_tok = np.bincount(tok_seq, minlength=n_seq).astype(np.int64)
         extra = 1 if add_cls else 0
 
         n_truncated = np.zeros(n_seq, dtype=np.int64)
@@ -218,10 +207,9 @@ class Tokenizer:
                     f"({len(too_long)} sequence(s) too long); pass truncation=True or split it into windows"
                 )
             keep = rank + extra < max_length
-            cover = np.zeros(n_seq, dtype=np.int64)
-            np.add.at(cover, tok_seq[keep], span[keep].astype(np.int64))
+            cover = np.bincount(tok_seq[keep], weights=span[keep], minlength=n_seq).astype(np.int64)
             n_truncated = seq_len - cover
-            tok_pos, ids, span, tok_seq, rank = tok_pos[keep], ids[keep], span[keep], tok_seq[keep], rank[keep]
+            tok_seq, ids, span, pos, rank = tok_seq[keep], ids[keep], span[keep], pos[keep], rank[keep]
             n_tok = np.bincount(tok_seq, minlength=n_seq).astype(np.int64)
 
         width = int(n_tok.max(initial=0)) + extra
@@ -239,7 +227,7 @@ class Tokenizer:
             input_ids[:, 0] = self.cls_id
         col = rank + extra
         input_ids[tok_seq, col] = ids
-        offsets[tok_seq, col] = tok_pos - seq_start[tok_seq]
+        offsets[tok_seq, col] = pos
         spans[tok_seq, col] = span
         return TokenBatch(
             input_ids=input_ids,
@@ -250,6 +238,87 @@ class Tokenizer:
             n_iupac=n_iupac,
             n_truncated=n_truncated,
         )
+
+    def _encode_uniform(self, codes, n_seq, L, max_length, padding, truncation, add_cls):
+        """Equal-length N-free sequences (genome windows): the buffer is an [n, L + 1] grid, so
+        every row has the same token layout and 6-mers are strided views. None if it does not apply."""
+        nk, nl = divmod(L, KMER)
+        extra = 1 if add_cls else 0
+        n_tok = nk + nl
+        if max_length is not None and n_tok + extra > max_length:
+            return None  # truncation or its error: the general path
+        width = n_tok + extra
+        if padding == "max_length":
+            if max_length is None:
+                raise ValueError("padding='max_length' needs max_length")
+            width = max_length
+        elif padding != "longest":
+            raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
+        grid = codes[: n_seq * (L + 1)].reshape(n_seq, L + 1)
+        km = grid[:, : nk * KMER].reshape(n_seq, nk, KMER).astype(np.int64)
+        h = km[:, :, 0]
+        for i in range(1, KMER):
+            h = (h << 2) | km[:, :, i]
+        input_ids = np.full((n_seq, width), self.pad_id, dtype=np.int64)
+        if add_cls:
+            input_ids[:, 0] = self.cls_id
+        input_ids[:, extra : extra + nk] = h + self.kmer_offset
+        input_ids[:, extra + nk : extra + n_tok] = grid[:, nk * KMER : L].astype(np.int64) + self.single_offset
+        row_off = np.full(width, -1, dtype=np.int64)
+        row_off[extra : extra + n_tok] = np.concatenate([np.arange(nk) * KMER, nk * KMER + np.arange(nl)])
+        row_span = np.zeros(width, dtype=np.int8)
+        row_span[extra : extra + nk] = KMER
+        row_span[extra + nk : extra + n_tok] = 1
+        lengths = np.full(n_seq, L, dtype=np.int64)
+        return dict(input_ids=input_ids, attention_mask=input_ids != self.pad_id, offsets=np.broadcast_to(row_off, (n_seq, width)).copy(),
+                    spans=np.broadcast_to(row_span, (n_seq, width)).copy(), seq_lengths=lengths, n_truncated=np.zeros(n_seq, np.int64))
+
+    def _tokens_clean(self, codes, seq_start, seq_len, idx):
+        """Sequences without N: 6-mers from the start, then the 0-5 leftover bases."""
+        st, L = seq_start[idx], seq_len[idx]
+        nk, nl = np.divmod(L, KMER)
+        krank = _ranks(nk)
+        kp = np.repeat(st, nk) + KMER * krank
+        h = codes[kp].astype(np.int64)
+        for i in range(1, KMER):
+            h = (h << 2) | codes[kp + i]
+        srank = _ranks(nl)
+        spos = np.repeat(KMER * nk, nl) + srank
+        sids = self.single_offset + codes[np.repeat(st, nl) + spos].astype(np.int64)
+        return (np.concatenate([np.repeat(idx, nk), np.repeat(idx, nl)]),
+                np.concatenate([krank, np.repeat(nk, nl) + srank]),
+                np.concatenate([self.kmer_offset + h, sids]),
+                np.concatenate([KMER * krank, spos]),
+                np.concatenate([np.full(len(kp), KMER, np.int64), np.ones(len(sids), np.int64)]))
+
+    def _tokens_with_n(self, codes, seq_start, seq_len, idx):
+        """General rule: split on N (each N a token); 6-mers from each run's start, leftovers single."""
+        seg = [codes[seq_start[i] : seq_start[i] + seq_len[i] + 1] for i in idx]  # each ends with its separator
+        sub = np.concatenate(seg)
+        sub_len = seq_len[idx]
+        sub_start = np.cumsum(sub_len + 1) - (sub_len + 1)
+        is_base = sub < 4
+        padded = np.zeros(len(sub) + 2, dtype=bool)
+        padded[1:-1] = is_base
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
+        run_start, run_end = edges[0::2], edges[1::2]
+        n_kmer, n_left = np.divmod(run_end - run_start, KMER)
+        kp = np.repeat(run_start, n_kmer) + KMER * _ranks(n_kmer)
+        single = np.repeat(run_start + KMER * n_kmer, n_left) + _ranks(n_left)
+        is_kmer_start = np.zeros(len(sub), dtype=bool)
+        is_kmer_start[kp] = True
+        is_token = is_kmer_start | (sub == _N)
+        is_token[single] = True
+        tok_pos = np.flatnonzero(is_token)
+        kmer_here = is_kmer_start[tok_pos]
+        h = np.zeros(len(kp), dtype=np.int64)
+        for i in range(KMER):
+            h = (h << 2) | sub[kp + i]
+        ids = self.single_offset + sub[tok_pos].astype(np.int64)
+        ids[kmer_here] = self.kmer_offset + h
+        n_tok = np.add.reduceat(is_token, sub_start, dtype=np.int64)
+        tok_sub = np.repeat(np.arange(len(idx)), n_tok)
+        return idx[tok_sub], _ranks(n_tok), ids, tok_pos - sub_start[tok_sub], np.where(kmer_here, KMER, 1).astype(np.int64)
 
     # -- decoding -------------------------------------------------------------------------------
 

@@ -413,6 +413,8 @@ def evaluate_scores(scores: VariantScores) -> pd.DataFrame:
 
 
 def add_cli(sub) -> None:
+    from .cli import add_runtime_args
+
     s = sub.add_parser("score-variants", help="zero-shot variant effect scores: VCF + FASTA -> annotated VCF / table")
     s.add_argument("--vcf", required=True)
     s.add_argument("--fasta", required=True)
@@ -424,18 +426,14 @@ def add_cli(sub) -> None:
     s.add_argument("--unmasked-llr", action="store_true")
     s.add_argument("--label-key", help="INFO key holding a 0/1 label (or a Flag): report AUROC/AUPRC")
     s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--device")
-    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    s.add_argument("--no-progress", dest="progress", action="store_false")
+    add_runtime_args(s)
     s.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    from .checkpoint import load
+    from .cli import runtime
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, device=device)
-    dtype = getattr(torch, args.dtype) if args.dtype else None
+    model, device, dtype = runtime(args, args.model)
     scores = score_variants(model, args.vcf, args.fasta, layers=args.layers, window_tokens=args.window_tokens,
                             both_strands=args.both_strands, unmasked_llr=args.unmasked_llr, label_key=args.label_key,
                             batch_size=args.batch_size, device=device, dtype=dtype, progress=args.progress)

@@ -100,3 +100,19 @@ def test_save_load_roundtrip(tmp_path):
     (tmp_path / "vocab.txt").write_text("A\nC\n")
     with pytest.raises(ValueError, match="not an NT v1 or v2 vocabulary"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_uniform_fast_path_equals_general_path():
+    rng = np.random.default_rng(5)
+    tok = Tokenizer("v2")
+    for L in (6, 29, 600):
+        seqs = ["".join(rng.choice(list("ACGTacgt"), L)) for _ in range(7)]
+        fast = tok.batch_encode(seqs)  # equal lengths, no N: strided path
+        general = tok.batch_encode(seqs + ["ACGTAC" * 200])  # mixed lengths: general path
+        w = fast.input_ids.shape[1]
+        for name in ("input_ids", "attention_mask", "offsets", "spans"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(general, name)[:7, :w], err_msg=name)
+        assert (getattr(general, "input_ids")[:7, w:] == tok.pad_id).all()
+        np.testing.assert_array_equal(fast.seq_lengths, general.seq_lengths[:7])
+        padded = tok.batch_encode(seqs, max_length=w + 3, padding="max_length")
+        np.testing.assert_array_equal(padded.input_ids[:, :w], fast.input_ids)
