@@ -5,7 +5,7 @@
 
 transformers: the user's loop — batches of ``--batch`` in input order, padded to the longest,
 ``EsmModel`` (the encoder, no LM head) under ``torch.inference_mode``, SDPA attention, masked mean.
-ntkit: ``ntkit.embed.embed`` — length-sorted token-budget batches (``--batch`` x 1000 tokens),
+ntkit: ``ntkit.embed.embed`` — length-sorted batches of at most ``--budget`` tokens (default 4096),
 the same masked mean, output in input order. Both also report their FLOP rate against this
 machine's measured matmul peak (model FLOPs: 2 x non-embedding parameters per real token for the
 projections + 4 x L x hidden per token for attention scores and values). Each side runs in a
@@ -52,7 +52,7 @@ def model_flops(cfg, lengths) -> float:
     return sum(2 * per_layer * L * t + 4 * L * H * t * t for t in lengths)
 
 
-def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads: int) -> dict:
+def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads: int, budget: int) -> dict:
     import numpy as np
     import torch
 
@@ -82,7 +82,7 @@ def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads:
             return np.concatenate(out)
     else:
         def job(ss):
-            return embed(model, ss, batch_tokens=batch * 1000, dtype=None)[-1]
+            return embed(model, ss, batch_tokens=budget, dtype=None)[-1]
 
     del warm
     with PeakMemory("cpu") as pm:  # memory: the first (cold) run, from the level after loading
@@ -103,18 +103,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget", type=int, default=4096, help="ntkit's token budget per batch")
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--impl")
     ap.add_argument("--dtype")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.impl, args.preset, args.dtype, args.n, args.batch, args.threads)))
+        print(json.dumps(worker(args.impl, args.preset, args.dtype, args.n, args.batch, args.threads, args.budget)))
         return
     import numpy as np
 
-    print(f"{args.preset}: mean embeddings of {args.n} chr20 windows of 1-6 kb, batch {args.batch}, threads={args.threads}")
+    print(f"{args.preset}: mean embeddings of {args.n} chr20 windows of 1-6 kb, transformers batch {args.batch}, "
+          f"ntkit token budget {args.budget}, threads={args.threads}")
     print(f"{'dtype':<10}{'impl':<14}{'tokens/s':>10}{'peak mem':>11}{'speed x':>9}{'mem x':>7}{'FLOP/s':>10}{'of peak':>9}")
-    common = ["--preset", args.preset, "--n", str(args.n), "--batch", str(args.batch), "--threads", str(args.threads)]
+    common = ["--preset", args.preset, "--n", str(args.n), "--batch", str(args.batch), "--threads", str(args.threads), "--budget", str(args.budget)]
     for dtype in args.dtypes:
         ref = run_isolated(__file__, [*common, "--impl", "transformers", "--dtype", dtype])
         ours = run_isolated(__file__, [*common, "--impl", "ntkit", "--dtype", dtype])

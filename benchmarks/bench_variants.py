@@ -43,7 +43,7 @@ def naive(model, vcf, genome, window_tokens):
                 enc = tok([a.ref_window])
                 rel = a.pos0 - a.start
                 t = torch.as_tensor((enc.offsets[0] < rel + len(a.ref)) & (enc.offsets[0] + enc.spans[0] > rel))
-                ids = torch.as_tensor(enc.input_ids)
+                ids = torch.as_tensor(enc.input_ids).clone()  # as_tensor shares memory with the numpy ids
                 ids[0, t] = tok.mask_id
                 logp = torch.log_softmax(model(ids).logits[0, t], -1)
                 alt_ids = torch.as_tensor(tok([a.alt_window]).input_ids[0])[t]

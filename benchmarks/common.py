@@ -1,7 +1,7 @@
 """Benchmark helpers: peak-memory measurement, fresh-process runs, shared inputs.
 
 CPU peak memory is the rise of the process's resident set over its level just before the timed
-work, sampled every millisecond by a thread (torch's CPU allocator has no peak counter). On CUDA,
+work (after returning freed heap pages to the OS with ``malloc_trim``), sampled every millisecond by a thread (torch's CPU allocator has no peak counter). On CUDA,
 ``torch.cuda.max_memory_allocated`` is used instead. Every measured configuration runs in its own
 subprocess so that one run's freed-but-retained memory cannot hide another's peak.
 """
@@ -25,6 +25,19 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+def release_free_memory() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``), so that the RSS baseline is
+    live data only and neither side of a comparison reuses memory the other freed earlier."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """``with PeakMemory(device) as pm: ...``; then ``pm.peak`` is bytes above the starting level."""
 
@@ -40,6 +53,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
             return self
+        release_free_memory()
         self._base = rss_bytes()
         self._max = self._base
         self._stop = threading.Event()

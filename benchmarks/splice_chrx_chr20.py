@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--method", choices=["ia3", "full"], default="full")
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--site-weight", type=float, default=1.0, help="loss weight of splice sites vs none")
     ap.add_argument("--window-tokens", type=int, help="default: the model's context")
     ap.add_argument("--test-genes", type=int, default=60)
     ap.add_argument("--train-windows", type=int, default=3000)
@@ -46,14 +47,15 @@ def main() -> None:
     print(f"train: {len(train)} chrX windows of {wbp} bp, sites {train.counts()}, skipped {dict(train.skipped)}")
     print(f"test: {len(test)} chr20 windows, sites {test.counts()} ({time.time() - t0:.0f} s)")
     cfg = SpliceTrainConfig(method=args.method, lr=args.lr or (3e-3 if args.method == "ia3" else 1e-3), epochs=100,
-                            batch_size=4, max_minutes=args.minutes)
-    m = train_splice(model, train, cfg)
+                            batch_size=4, max_minutes=args.minutes, site_weight=args.site_weight)
+    m = train_splice(model, train, cfg, progress=False)
     d = DATA / "splice"
     base = {"MaxEntScan": MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt"), "PWM (fitted on chrX)": SitePWM().fit(train)}
     df = evaluate_splice(m, test, base)
     print(f"\nntkit {args.method}: {m.trainable_parameters():,} trainable parameters, {args.minutes} min of training on CPU\n")
     print(results_table(df))
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.out, index=False)
 
 

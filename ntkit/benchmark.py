@@ -268,6 +268,7 @@ def plot(summary: pd.DataFrame, path: str | Path) -> Path:
     ax.set_xticks(x, tasks, rotation=45, ha="right")
     ax.set_ylabel("MCC (mean ± 2 SD over folds)")
     ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylim(-1.05, 1.05)  # MCC range; error bars beyond it are clipped
     ax.legend(fontsize=8, ncol=min(len(methods), 4))
     return save_figure(fig, path)
 

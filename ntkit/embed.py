@@ -87,7 +87,7 @@ def embed(
     pooling: Pooling = "mean",
     reverse_complement: bool = False,
     overlap_bp: int | None = None,
-    batch_tokens: int = 16384,
+    batch_tokens: int = 8192,
     batch_size: int | None = None,
     device=None,
     dtype=None,
@@ -248,7 +248,7 @@ def add_cli(sub) -> None:
     s.add_argument("--pooling", choices=["mean", "cls", "token", "nucleotide"], default="mean")
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
-    s.add_argument("--batch-tokens", type=int, default=16384)
+    s.add_argument("--batch-tokens", type=int, default=8192, help="tokens per batch (rows x padded length); raise it on GPUs")
     add_runtime_args(s)
     s.set_defaults(func=_cli)
 

@@ -248,6 +248,7 @@ class SpliceTrainConfig:
     epochs: int = 3
     batch_size: int = 4
     max_minutes: float | None = None
+    site_weight: float = 1.0  # cross-entropy weight of acceptor/donor vs none (SpliceAI: 1; >1 helps short CPU runs)
     seed: int = 0
 
 
@@ -284,7 +285,8 @@ def train_splice(base, data: SpliceWindows, cfg: SpliceTrainConfig | None = None
                 y[b, :n] = torch.as_tensor(data.labels[k][:n].astype(np.int64), device=device)
             y[n2t < 0] = -100
             logits = model(ids, mask, n2t, slot)
-            loss = F.cross_entropy(logits.reshape(-1, len(CLASSES)).float(), y.reshape(-1), ignore_index=-100)
+            weight = torch.tensor([1.0, cfg.site_weight, cfg.site_weight], device=device) if cfg.site_weight != 1.0 else None
+            loss = F.cross_entropy(logits.reshape(-1, len(CLASSES)).float(), y.reshape(-1), weight=weight, ignore_index=-100)
             if not torch.isfinite(loss):
                 raise FloatingPointError("splice training loss is not finite")
             opt.zero_grad(set_to_none=True)
@@ -581,6 +583,7 @@ def add_cli(sub) -> None:
     t.add_argument("--lr", type=float)
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--max-minutes", type=float)
+    t.add_argument("--site-weight", type=float, default=1.0, help="loss weight of acceptor/donor positions vs none")
     t.add_argument("--out", required=True)
     t.add_argument("--device")
     t.set_defaults(func=_cli_train)
@@ -623,7 +626,7 @@ def _cli_train(args) -> int:
     base = load(args.model, device=_dev(args))
     data = SpliceWindows.load(args.data)
     cfg = SpliceTrainConfig(method=args.method, lr=args.lr or (3e-3 if args.method == "ia3" else 1e-4), epochs=args.epochs,
-                            batch_size=args.batch_size, max_minutes=args.max_minutes)
+                            batch_size=args.batch_size, max_minutes=args.max_minutes, site_weight=args.site_weight)
     m = train_splice(base, data, cfg, device=_dev(args))
     print(f"{m.trainable_parameters():,} trainable parameters; wrote {save_splice_model(m, args.out)}")
     return 0
