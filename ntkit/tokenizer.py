@@ -102,6 +102,16 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
 
 
+def _padded_width(longest: int, max_length: int | None, padding: str) -> int:
+    if padding == "max_length":
+        if max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        return max_length
+    if padding != "longest":
+        raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
+    return longest
+
+
 class Tokenizer:
     """NT 6-mer tokenizer. ``Tokenizer("v2")`` for NT v2, ``Tokenizer("v1")`` for NT v1."""
 
@@ -212,13 +222,7 @@ class Tokenizer:
             tok_seq, ids, span, pos, rank = tok_seq[keep], ids[keep], span[keep], pos[keep], rank[keep]
             n_tok = np.bincount(tok_seq, minlength=n_seq).astype(np.int64)
 
-        width = int(n_tok.max(initial=0)) + extra
-        if padding == "max_length":
-            if max_length is None:
-                raise ValueError("padding='max_length' needs max_length")
-            width = max_length
-        elif padding != "longest":
-            raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
+        width = _padded_width(int(n_tok.max(initial=0)) + extra, max_length, padding)
 
         input_ids = np.full((n_seq, width), self.pad_id, dtype=np.int64)
         offsets = np.full((n_seq, width), -1, dtype=np.int64)
@@ -247,13 +251,7 @@ class Tokenizer:
         n_tok = nk + nl
         if max_length is not None and n_tok + extra > max_length:
             return None  # truncation or its error: the general path
-        width = n_tok + extra
-        if padding == "max_length":
-            if max_length is None:
-                raise ValueError("padding='max_length' needs max_length")
-            width = max_length
-        elif padding != "longest":
-            raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
+        width = _padded_width(n_tok + extra, max_length, padding)
         grid = codes[: n_seq * (L + 1)].reshape(n_seq, L + 1)
         km = grid[:, : nk * KMER].reshape(n_seq, nk, KMER).astype(np.int64)
         h = km[:, :, 0]
