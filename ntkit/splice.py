@@ -123,16 +123,19 @@ class SpliceWindows:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, sequences=np.array(self.sequences), labels=np.array(self.labels, dtype=object), chrom=np.array(self.chrom),
+        lengths = np.array([len(l) for l in self.labels], dtype=np.int64)
+        flat = np.concatenate(self.labels).astype(np.uint8) if self.labels else np.zeros(0, np.uint8)
+        np.savez_compressed(path, sequences=np.array(self.sequences), labels=flat, label_lengths=lengths, chrom=np.array(self.chrom),
                             start=np.array(self.start), strand=np.array(self.strand), transcript=np.array(self.transcript),
                             skipped=json.dumps(dict(self.skipped)))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SpliceWindows":
-        z = np.load(path, allow_pickle=True)
-        return cls(list(z["sequences"]), list(z["labels"]), list(z["chrom"]), [int(s) for s in z["start"]], list(z["strand"]),
-                   list(z["transcript"]), Counter(json.loads(str(z["skipped"]))))
+        z = np.load(path, allow_pickle=False)
+        labels = np.split(z["labels"], np.cumsum(z["label_lengths"])[:-1]) if len(z["label_lengths"]) else []
+        return cls([str(x) for x in z["sequences"]], labels, [str(x) for x in z["chrom"]], [int(s) for s in z["start"]], [str(x) for x in z["strand"]],
+                   [str(x) for x in z["transcript"]], Counter(json.loads(str(z["skipped"]))))
 
     def counts(self) -> dict[str, int]:
         c = np.bincount(np.concatenate(self.labels) if self.labels else np.zeros(0, int), minlength=3)

@@ -44,7 +44,7 @@ def test_topk_and_prauc_known_answers():
     assert m["donor_prauc"] == pytest.approx(average_precision_score(y == 2, np.concatenate(sc)[:, 2]))
 
 
-def test_real_chr20_labels_follow_gt_ag(shared_data):
+def test_real_chr20_labels_follow_gt_ag(shared_data, tmp_path):
     tx = read_transcripts(shared_data / "splice/spliceai_canonical_dataset_hg19.txt", ["chr20"])
     assert len(tx) == 520 and {t.strand for t in tx} == {"+", "-"}
     g = Genome(shared_data / "genomes/GRCh37_chr20.fa.gz")
@@ -62,6 +62,10 @@ def test_real_chr20_labels_follow_gt_ag(shared_data):
                 ag += s[p - 2 : p] == "AG"
     assert nd > 50 and na > 50
     assert gt / nd > 0.97 and ag / na > 0.97  # canonical dinucleotides in transcript orientation, both strands
+    w.save(tmp_path / "w.npz")
+    back = SpliceWindows.load(tmp_path / "w.npz")
+    assert back.sequences == w.sequences and back.strand == w.strand and back.start == w.start
+    assert all(np.array_equal(a, b) for a, b in zip(back.labels, w.labels)) and back.counts() == w.counts()
     tr, te = split_by_chromosome(tx + read_transcripts(shared_data / "splice/spliceai_canonical_dataset_hg19.txt", ["chr1"])[:5])
     assert {t.chrom for t in te} == {"chr1"} and {t.chrom for t in tr} == {"chr20"}
 
