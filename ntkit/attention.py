@@ -67,7 +67,7 @@ class Annotation:
         return out
 
     def covered(self, contig: str, start: int, end: int) -> bool:
-        return any(len(self._contig(t, contig)) and self.mask(contig, start, end)[k].any() for k, t in enumerate(self.types))
+        return bool(self.mask(contig, start, end).any())
 
 
 def _open(path: Path):
@@ -308,10 +308,9 @@ def add_cli(sub) -> None:
 
 
 def _cli(args) -> int:
-    from .checkpoint import load
+    from .cli import runtime
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, device=device)
+    model, device, _ = runtime(args, args.model)
     genome = Genome(args.fasta)
     ann = read_annotation(args.annotation, args.types, args.bed_type)
     T = args.window_tokens or model.config.max_tokens

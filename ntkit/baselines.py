@@ -116,16 +116,16 @@ def evaluate_baselines(baselines: dict[str, object], windows, tok, window_tokens
                        mask_prob: float = 0.15, order: int = 5) -> dict[str, dict[str, float]]:
     """Masked 6-mer loss / accuracy / perplexity of each baseline on exactly the positions that
     :func:`ntkit.pretrain.evaluate_mlm` scores with the same ``seed`` (its ``kmer_*`` metrics)."""
-    from .pretrain import encode_windows
+    from .pretrain import mask_window
 
     k0 = tok.kmer_offset
     tot = {name: [0.0, 0, 0] for name in baselines}  # loss, correct, n
     bs = 8
     for i in range(0, len(windows), bs):
         chunk = windows[i : i + bs]
-        _, labels, _ = encode_windows(chunk, tok, window_tokens, seed, i, mask_prob, eval_mode=True)
+        # Tokenised once; masking as in encode_windows (window index i + b), for the offsets too.
         enc = tok.batch_encode([w.sequence for w in chunk], max_length=window_tokens, padding="max_length", truncation=True)
-        labels = labels.numpy()
+        labels = np.stack([mask_window(enc.input_ids[b], tok, seed, i + b, mask_prob, eval_mode=True)[1] for b in range(len(chunk))])
         for b, w in enumerate(chunk):
             seq = np.frombuffer(w.sequence.upper().encode("ascii"), dtype=np.uint8).copy()
             masked_tok = np.nonzero(labels[b] >= 0)[0]

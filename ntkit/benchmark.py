@@ -310,12 +310,9 @@ def add_cli(sub) -> None:
 
 
 def _cli(args) -> int:
-    import torch
+    from .cli import runtime
 
-    from .checkpoint import load
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, device=device) if args.model else None
+    model, device, _ = runtime(args, args.model)
     tasks = [t for p in args.tasks for t in load_tasks(p, None)]
     if args.only:
         tasks = [t for t in tasks if t.name in set(args.only)]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import NTConfig, get_preset
-from .model import NTModel, Rotary, build
+from .model import NTModel, build
 
 # ntkit name -> HF name. Per-block modules are under layers.{i} / esm.encoder.layer.{i}.
 TOP_NAMES = {
@@ -272,8 +272,7 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
     native, inv_freq = from_hf_state_dict(tensors, cfg)
 
     with torch.device("meta"):
-        model = NTModel(cfg)
-    expected = model.state_dict()
+        expected = NTModel(cfg).state_dict()
     missing = sorted(set(expected) - set(native))
     if missing:
         raise CheckpointError(f"{directory}: {len(missing)} tensor(s) missing, e.g. {[to_hf_name(m) for m in missing[:5]]}")
@@ -282,11 +281,8 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
             raise CheckpointError(f"{directory}: {to_hf_name(k)} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
         if check_finite and v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{directory}: {to_hf_name(k)} contains NaN or Inf values")
-    model.load_state_dict(native, assign=True)
-    if model.rotary is not None:
-        # Keep the checkpoint's frequencies when present (HF does: they may have been stored in fp16).
-        freq = inv_freq.float() if inv_freq is not None else Rotary.frequencies(cfg.head_dim, cfg.rope_theta)
-        model.rotary.inv_freq = freq.clone()
+    # Keep the checkpoint's rotary frequencies when present (HF does: they may have been stored in fp16).
+    model = NTModel.from_state_dict(cfg, native, inv_freq)
     load_dtype = dtype or next(iter(native.values())).dtype
     return model.to(device=device or "cpu", dtype=load_dtype if load_dtype.is_floating_point else None)
 

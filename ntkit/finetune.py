@@ -328,11 +328,10 @@ def add_cli(sub) -> None:
 
 def _cli(args) -> int:
     from .benchmark import _encode_labels
-    from .checkpoint import load
+    from .cli import runtime
     from .embed import read_sequences
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    base = load(args.model, device=device)
+    base, device, _ = runtime(args, args.model)
 
     def table(path):
         _, seqs, t = read_sequences(path)

@@ -186,13 +186,15 @@ class NTModel(nn.Module):
             nn.init.zeros_(m.bias)
 
     @classmethod
-    def from_state_dict(cls, config: NTConfig, state_dict: dict[str, torch.Tensor]) -> "NTModel":
-        """A model holding ``state_dict``'s tensors (no random initialisation, no copy)."""
+    def from_state_dict(cls, config: NTConfig, state_dict: dict[str, torch.Tensor], inv_freq: torch.Tensor | None = None) -> "NTModel":
+        """A model holding ``state_dict``'s tensors (no random initialisation, no copy). Rotary
+        frequencies: ``inv_freq`` when given (e.g. stored in a checkpoint), else computed."""
         with torch.device("meta"):
             model = cls(config)
         model.load_state_dict(state_dict, assign=True)
         if model.rotary is not None:
-            model.rotary.inv_freq = Rotary.frequencies(config.head_dim, config.rope_theta)
+            freq = inv_freq.float().clone() if inv_freq is not None else Rotary.frequencies(config.head_dim, config.rope_theta)
+            model.rotary.inv_freq = freq
         return model
 
     @property

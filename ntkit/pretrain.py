@@ -18,6 +18,7 @@ renamed, and ``out_dir/checkpoints/latest`` names the newest complete one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -388,7 +389,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
         bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", dynamic_ncols=True)
     exit_after = int(os.environ.get("NTKIT_TEST_EXIT_AFTER_STEP", "0"))  # tests: simulate a kill
-    t_start, tokens_seen, last = time.time(), 0, {}
+    t_start, last = time.time(), {}
     step = start_step
 
     def save(step_: int) -> None:
@@ -413,7 +414,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             for m, (ids, labels, mask) in enumerate(micro):
                 ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
                 sel = labels >= 0
-                sync_ctx = net.no_sync() if (d.world > 1 and cfg.strategy == "ddp" and m < accum - 1) else _null()
+                sync_ctx = net.no_sync() if (d.world > 1 and cfg.strategy == "ddp" and m < accum - 1) else contextlib.nullcontext()
                 with sync_ctx:
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         logits = net(ids, mask, logits_at=sel).logits
@@ -437,14 +438,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             step_tokens = G * cfg.window_tokens
-            tokens_seen += step_tokens
             dt = time.time() - t0
             last = {"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss, "accuracy": stats[1].item() / n_sel,
                     "tokens": step * step_tokens, "tokens_per_s": step_tokens / dt, "grad_norm": grad_norm, "elapsed_s": time.time() - t_start}
             if valid and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                ev = evaluate_mlm(model, valid, tok, cfg.window_tokens, device=device, dtype=torch.bfloat16 if use_bf16 else None) if cfg.strategy != "fsdp" or d.world == 1 else None
-                if ev is None:  # FSDP: evaluate through the wrapped module on every rank
-                    ev = evaluate_mlm(net, valid, tok, cfg.window_tokens, device=device)
+                sharded = cfg.strategy == "fsdp" and d.world > 1  # FSDP: every rank evaluates through the sharded module, fp32
+                ev = evaluate_mlm(net if sharded else model, valid, tok, cfg.window_tokens, device=device,
+                                  dtype=torch.bfloat16 if use_bf16 and not sharded else None)
                 last.update(valid_loss=ev["loss"], valid_accuracy=ev["accuracy"], valid_perplexity=ev["perplexity"])
             if step % cfg.log_every == 0 or "valid_loss" in last or step == cfg.max_steps:
                 log.write(last)
@@ -477,14 +477,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         print(f"pretrain: done at step {step}; model in {out_dir / 'model'}", flush=True)
     d.barrier()
     return {**last, "step": step, "out_dir": str(out_dir)}
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _fresh(cfg: PretrainConfig) -> NTModel:

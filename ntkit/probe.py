@@ -75,14 +75,11 @@ def add_cli(sub) -> None:
 
 
 def _cli(args) -> int:
-    import torch
-
     from .benchmark import _encode_labels
-    from .checkpoint import load
+    from .cli import runtime
     from .embed import embed, read_sequences
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, device=device)
+    model, device, _ = runtime(args, args.model)
     _, seqs, table = read_sequences(args.input)
     y = _encode_labels(table["label"])
     emb = embed(model, seqs, layers=args.layers, device=device, progress=True)

@@ -148,9 +148,6 @@ def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: 
     Overlapping transcripts label each other's sites too (all sites of the table are labelled).
     ``min_sites`` > 0 keeps only windows with at least that many sites (for training budgets;
     evaluate on all windows)."""
-    sites: dict[str, dict[str, list]] = defaultdict(lambda: {"+": [], "-": []})
-    for t in transcripts:
-        sites[t.chrom][t.strand].append(t)
     label_at: dict[tuple, dict[int, int]] = defaultdict(dict)
     for t in transcripts:
         d = label_at[(t.chrom, t.strand)]
@@ -158,6 +155,8 @@ def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: 
             d[p] = 1
         for p in t.donors:
             d[p] = 2
+    # (chrom, strand) -> sorted site positions and their classes
+    sites = {k: (np.array(sorted(d), dtype=np.int64), np.array([d[p] for p in sorted(d)], dtype=np.uint8)) for k, d in label_at.items()}
     out = SpliceWindows([], [], [], [], [], [])
     for t in transcripts:
         try:
@@ -170,7 +169,7 @@ def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: 
         if t.end > L:
             out.skipped["transcript beyond the FASTA's end"] += 1
             continue
-        d = label_at[(t.chrom, t.strand)]
+        pos, cls = sites[(t.chrom, t.strand)]
         for s in range(lo, hi, window_bp):
             e = min(s + window_bp, L)
             if e - s < window_bp // 4:
@@ -180,9 +179,8 @@ def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: 
                 out.skipped["N-rich window"] += 1
                 continue
             lab = np.zeros(e - s, dtype=np.uint8)
-            for p, c in d.items():
-                if s <= p < e:
-                    lab[p - s] = c
+            i, j = np.searchsorted(pos, [s, e])
+            lab[pos[i:j] - s] = cls[i:j]
             if (lab > 0).sum() < min_sites:
                 out.skipped[f"fewer than {min_sites} sites"] += 1
                 continue
@@ -611,10 +609,6 @@ def add_cli(sub) -> None:
     p.set_defaults(func=_cli_predict)
 
 
-def _dev(args):
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _cli_build(args) -> int:
     tx = read_transcripts(args.transcripts, args.chroms)
     w = build_windows(Genome(args.fasta), tx, args.window_bp, args.flank, args.max_windows, min_sites=args.min_sites)
@@ -624,20 +618,21 @@ def _cli_build(args) -> int:
 
 
 def _cli_train(args) -> int:
-    from .checkpoint import load
+    from .cli import runtime
 
-    base = load(args.model, device=_dev(args))
+    base, device, _ = runtime(args, args.model)
     data = SpliceWindows.load(args.data)
     cfg = SpliceTrainConfig(method=args.method, lr=args.lr or (3e-3 if args.method == "ia3" else 1e-4), epochs=args.epochs,
                             batch_size=args.batch_size, max_minutes=args.max_minutes, site_weight=args.site_weight)
-    m = train_splice(base, data, cfg, device=_dev(args))
+    m = train_splice(base, data, cfg, device=device)
     print(f"{m.trainable_parameters():,} trainable parameters; wrote {save_splice_model(m, args.out)}")
     return 0
 
 
 def _cli_evaluate(args) -> int:
-    from .checkpoint import load
+    from .cli import runtime
 
+    base, device, _ = runtime(args, args.model if args.splice_model else None)
     test = SpliceWindows.load(args.test)
     d = Path(args.maxentscan_dir)
     baselines = {"MaxEntScan": MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt")}
@@ -645,8 +640,8 @@ def _cli_evaluate(args) -> int:
         baselines["PWM"] = SitePWM().fit(SpliceWindows.load(args.train))
     model = None
     if args.splice_model:
-        model = load_splice_model(args.splice_model, load(args.model, device=_dev(args)) if args.model else None).to(_dev(args))
-    df = evaluate_splice(model, test, baselines, device=_dev(args))
+        model = load_splice_model(args.splice_model, base).to(device)
+    df = evaluate_splice(model, test, baselines, device=device)
     print(f"{len(test)} test windows, sites {test.counts()}")
     print(results_table(df))
     if args.out:
@@ -655,11 +650,12 @@ def _cli_evaluate(args) -> int:
 
 
 def _cli_predict(args) -> int:
-    from .checkpoint import load
+    from .cli import runtime
 
-    model = load_splice_model(args.splice_model, load(args.model, device=_dev(args)) if args.model else None).to(_dev(args))
+    base, device, _ = runtime(args, args.model)
+    model = load_splice_model(args.splice_model, base).to(device)
     data = SpliceWindows.load(args.data)
-    t = to_genome_table(data, predict_windows(model, data, device=_dev(args)), args.min_prob)
+    t = to_genome_table(data, predict_windows(model, data, device=device), args.min_prob)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t.to_csv(out, sep="\t", index=False)

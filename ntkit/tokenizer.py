@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -100,6 +100,15 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
     total = int(counts.sum())
     starts = np.cumsum(counts) - counts
     return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+
+
+def _kmer_index(base: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Index of each 6-mer among the 4096 (base-4, A T C G), from ``base(i)``: the codes of every
+    k-mer's ``i``-th base."""
+    h = base(0).astype(np.int64)
+    for i in range(1, KMER):
+        h = (h << 2) | base(i)
+    return h
 
 
 def _padded_width(longest: int, max_length: int | None, padding: str) -> int:
@@ -253,10 +262,8 @@ class Tokenizer:
             return None  # truncation or its error: the general path
         width = _padded_width(n_tok + extra, max_length, padding)
         grid = codes[: n_seq * (L + 1)].reshape(n_seq, L + 1)
-        km = grid[:, : nk * KMER].reshape(n_seq, nk, KMER).astype(np.int64)
-        h = km[:, :, 0]
-        for i in range(1, KMER):
-            h = (h << 2) | km[:, :, i]
+        km = grid[:, : nk * KMER].reshape(n_seq, nk, KMER)
+        h = _kmer_index(lambda i: km[:, :, i])
         input_ids = np.full((n_seq, width), self.pad_id, dtype=np.int64)
         if add_cls:
             input_ids[:, 0] = self.cls_id
@@ -277,9 +284,7 @@ class Tokenizer:
         nk, nl = np.divmod(L, KMER)
         krank = _ranks(nk)
         kp = np.repeat(st, nk) + KMER * krank
-        h = codes[kp].astype(np.int64)
-        for i in range(1, KMER):
-            h = (h << 2) | codes[kp + i]
+        h = _kmer_index(lambda i: codes[kp + i])
         srank = _ranks(nl)
         spos = np.repeat(KMER * nk, nl) + srank
         sids = self.single_offset + codes[np.repeat(st, nl) + spos].astype(np.int64)
@@ -309,9 +314,7 @@ class Tokenizer:
         is_token[single] = True
         tok_pos = np.flatnonzero(is_token)
         kmer_here = is_kmer_start[tok_pos]
-        h = np.zeros(len(kp), dtype=np.int64)
-        for i in range(KMER):
-            h = (h << 2) | sub[kp + i]
+        h = _kmer_index(lambda i: sub[kp + i])
         ids = self.single_offset + sub[tok_pos].astype(np.int64)
         ids[kmer_here] = self.kmer_offset + h
         n_tok = np.add.reduceat(is_token, sub_start, dtype=np.int64)
