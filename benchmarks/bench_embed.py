@@ -1,12 +1,13 @@
 """The embedding job end to end: mean last-layer embeddings of N mixed-length chr20 windows
 (1-6 kb), ntkit vs transformers ESM on the same weights and sequences, same precision.
 
-    python benchmarks/bench_embed.py [--preset nt-v2-50m] [--n 64] [--batch 8] [--dtypes float32 bfloat16]
+    python benchmarks/bench_embed.py [--preset nt-v2-50m] [--n 64] [--batch 8 1] [--dtypes float32 bfloat16]
 
 transformers: the user's loop — batches of ``--batch`` in input order, padded to the longest,
 ``EsmModel`` (the encoder, no LM head) under ``torch.inference_mode``, SDPA attention, masked mean.
-ntkit: ``ntkit.embed.embed`` — length-sorted batches of at most ``--budget`` tokens (default 4096),
-the same masked mean, output in input order. Both also report their FLOP rate against this
+Ratios are against the first ``--batch``; the others are extra reference rows (batch 1: no padding).
+ntkit: ``ntkit.embed.embed`` — length-sorted batches of at most ``--budget`` tokens (default:
+``ntkit.embed.default_batch_tokens``), the same masked mean, output in input order. Both also report their FLOP rate against this
 machine's measured matmul peak (model FLOPs: 2 x non-embedding parameters per real token for the
 projections + 4 x L x hidden per token for attention scores and values). Each side runs in a
 fresh process; peak memory is the RSS rise during a first, cold run; speed is timed on a second.
@@ -32,18 +33,23 @@ def sequences(preset: str, n: int, seed: int = 0) -> list[str]:
     return [w[:l] for w, l in zip(genome_windows(n, int(lengths.max()), seed=seed), lengths)]
 
 
-def matmul_peak(dtype, threads: int) -> float:
+def matmul_peak(dtype, threads: int, device: str = "cpu") -> float:
+    """Measured dense-GEMM FLOP/s of this machine (CPU: 2048^2, GPU: 8192^2) in ``dtype``."""
     import torch
 
     torch.set_num_threads(threads)
-    a = torch.randn(2048, 2048, dtype=dtype)
-    b = torch.randn(2048, 2048, dtype=dtype)
+    n = 8192 if device.startswith("cuda") else 2048
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     a @ b
+    sync()
     t = time.perf_counter()
-    reps = 5
+    reps = 20 if device.startswith("cuda") else 5
     for _ in range(reps):
         a @ b
-    return 2 * 2048**3 * reps / (time.perf_counter() - t)
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
 def model_flops(cfg, lengths) -> float:
@@ -52,7 +58,7 @@ def model_flops(cfg, lengths) -> float:
     return sum(2 * per_layer * L * t + 4 * L * H * t * t for t in lengths)
 
 
-def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads: int, budget: int) -> dict:
+def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads: int, budget: int, device: str) -> dict:
     import numpy as np
     import torch
 
@@ -61,71 +67,87 @@ def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads:
 
     torch.set_num_threads(threads)
     dtype = getattr(torch, dtype_name)
-    model = ntkit.build(preset, seed=0, dtype=dtype).eval()
+    model = ntkit.build(preset, seed=0, dtype=dtype).eval()  # same weights on every run (seed 0)
     tok = model.tokenizer
     seqs = sequences(preset, n)
-    warm = sequences(preset, batch, seed=1)
+    warm = sequences(preset, 2, seed=1)
     if impl == "transformers":
         from ntkit.hf_reference import hf_copy
 
-        enc_model = hf_copy(model, attn="sdpa", dtype=dtype).esm.eval()
+        enc_model = hf_copy(model, attn="sdpa", dtype=dtype).esm.eval().to(device)
         del model
 
         def job(ss):
             out = []
             with torch.inference_mode():
                 for i in range(0, len(ss), batch):
-                    ids, mask = tok.batch_encode(ss[i : i + batch]).to_torch()
+                    ids, mask = tok.batch_encode(ss[i : i + batch]).to_torch(device)
                     h = enc_model(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
                     keep = (mask & (ids != tok.cls_id)).unsqueeze(-1).float()
-                    out.append(((h * keep).sum(1) / keep.sum(1)).numpy())
+                    out.append(((h * keep).sum(1) / keep.sum(1)).cpu().numpy())
             return np.concatenate(out)
     else:
-        def job(ss):
-            return embed(model, ss, batch_tokens=budget, dtype=None)[-1]
+        model.to(device)
 
-    del warm
-    with PeakMemory("cpu") as pm:  # memory: the first (cold) run, from the level after loading
+        def job(ss):
+            return embed(model, ss, batch_tokens=budget or None, device=device, dtype=None)[-1]
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if device.startswith("cuda"):  # GPU: warm up kernels and autotuning outside the timed runs
+        job(warm)
+        sync()
+    with PeakMemory(device) as pm:  # memory: the first (cold on CPU) run, from the level after loading
         job(seqs)
     t = time.perf_counter()  # speed: a second run
     emb = job(seqs)
+    sync()
     dt = time.perf_counter() - t
     lengths = [tok.token_length(len(s)) for s in seqs]
     np.save(f"/tmp/ntkit_bench_embed_{impl}_{dtype_name}.npy", emb)
     return {"impl": impl, "dtype": dtype_name, "tokens_per_s": sum(lengths) / dt, "seconds": dt, "peak_bytes": pm.peak,
-            "flops_per_s": model_flops(ntkit.get_preset(preset), lengths) / dt, "peak_flops": matmul_peak(dtype, threads)}
+            "flops_per_s": model_flops(ntkit.get_preset(preset), lengths) / dt, "peak_flops": matmul_peak(dtype, threads, device)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="nt-v2-50m")
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, nargs="+", default=[8, 1], help="transformers batch sizes; ratios against the first")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--budget", type=int, default=4096, help="ntkit's token budget per batch")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU: peak memory from the CUDA allocator)")
+    ap.add_argument("--budget", type=int, default=0, help="ntkit's token budget per batch (0: ntkit's default)")
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--impl")
     ap.add_argument("--dtype")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.impl, args.preset, args.dtype, args.n, args.batch, args.threads, args.budget)))
+        print(json.dumps(worker(args.impl, args.preset, args.dtype, args.n, args.batch[0], args.threads, args.budget, args.device)))
         return
     import numpy as np
 
-    print(f"{args.preset}: mean embeddings of {args.n} chr20 windows of 1-6 kb, transformers batch {args.batch}, "
-          f"ntkit token budget {args.budget}, threads={args.threads}")
-    print(f"{'dtype':<10}{'impl':<14}{'tokens/s':>10}{'peak mem':>11}{'speed x':>9}{'mem x':>7}{'FLOP/s':>10}{'of peak':>9}")
-    common = ["--preset", args.preset, "--n", str(args.n), "--batch", str(args.batch), "--threads", str(args.threads), "--budget", str(args.budget)]
+    print(f"{args.preset}: mean embeddings of {args.n} chr20 windows of 1-6 kb, transformers batches {args.batch}, "
+          f"ntkit token budget {args.budget or 'default'}, device={args.device}, threads={args.threads}")
+    print(f"{'dtype':<10}{'impl':<18}{'tokens/s':>10}{'peak mem':>11}{'speed x':>9}{'mem x':>7}{'FLOP/s':>10}{'of peak':>9}")
+    common = ["--preset", args.preset, "--n", str(args.n), "--threads", str(args.threads), "--budget", str(args.budget), "--device", args.device]
     for dtype in args.dtypes:
-        ref = run_isolated(__file__, [*common, "--impl", "transformers", "--dtype", dtype])
-        ours = run_isolated(__file__, [*common, "--impl", "ntkit", "--dtype", dtype])
-        for r in (ref, ours):
-            print(f"{dtype:<10}{r['impl']:<14}{r['tokens_per_s']:>10,.0f}{fmt_bytes(r['peak_bytes']):>11}{r['tokens_per_s'] / ref['tokens_per_s']:>9.2f}"
+        refs = [run_isolated(__file__, [*common, "--batch", str(b), "--impl", "transformers", "--dtype", dtype]) for b in args.batch]
+        ours = run_isolated(__file__, [*common, "--batch", "1", "--impl", "ntkit", "--dtype", dtype])
+        ref = refs[0]
+        for r, name in [*zip(refs, [f"transformers b{b}" for b in args.batch]), (ours, "ntkit")]:
+            print(f"{dtype:<10}{name:<18}{r['tokens_per_s']:>10,.0f}{fmt_bytes(r['peak_bytes']):>11}{r['tokens_per_s'] / ref['tokens_per_s']:>9.2f}"
                   f"{r['peak_bytes'] / max(ref['peak_bytes'], 1):>7.2f}{r['flops_per_s'] / 1e9:>8.1f} G{100 * r['flops_per_s'] / r['peak_flops']:>8.1f}%")
         a = np.load(f"/tmp/ntkit_bench_embed_transformers_{dtype}.npy")
         b = np.load(f"/tmp/ntkit_bench_embed_ntkit_{dtype}.npy")
         print(f"{'':<10}max |embedding difference| ntkit vs transformers: {np.abs(a - b).max():.2e} (matmul peak {ours['peak_flops'] / 1e9:.0f} GFLOP/s)")
+    low = [d for d in args.dtypes if d != "float32"]
+    if "float32" in args.dtypes and low:
+        ref = np.load("/tmp/ntkit_bench_embed_ntkit_float32.npy")
+        for d in low:  # the same weights rounded to d, against fp32
+            x = np.load(f"/tmp/ntkit_bench_embed_ntkit_{d}.npy")
+            rel = np.linalg.norm(x - ref, axis=1) / np.linalg.norm(ref, axis=1)
+            cos = (x * ref).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(ref, axis=1)
+            print(f"ntkit {d} vs float32 embeddings: relative L2 error max {rel.max():.2e} (median {np.median(rel):.2e}), min cosine {cos.min():.6f}")
 
 
 if __name__ == "__main__":

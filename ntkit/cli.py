@@ -24,21 +24,23 @@ def add_runtime_args(s, dtype: bool = True, progress: bool = True) -> None:
     """The options every model-running command shares: --device, --dtype, --no-progress."""
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     if dtype:
-        s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="autocast precision (default: float32)")
+        s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                       help="inference precision: the weights are loaded in it (bf16/fp16 halve the model's memory; default float32)")
     if progress:
         s.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def runtime(args, model_path: str | None = None):
-    """(model or None, device, dtype) from the shared options."""
+    """(model or None, device, autocast dtype) from the shared options. ``--dtype`` casts the
+    weights at load (weights and activations in that precision), so no autocast is returned."""
     import torch
 
     from .checkpoint import load
 
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if getattr(args, "dtype", None) else None
-    model = load(model_path, device=device) if model_path else None
-    return model, device, dtype
+    model = load(model_path, device=device, dtype=dtype) if model_path else None
+    return model, device, None
 
 
 def cmd_info(args) -> int:

@@ -145,3 +145,14 @@ def test_gradient_checkpointing_same_gradients():
     model.gradient_checkpointing = True
     model(ids, mask).logits.square().mean().backward()
     torch.testing.assert_close(model.layers[0].attn.q_proj.weight.grad, g0)
+
+
+def test_rotary_frequencies_stay_fp32_under_dtype_casts():
+    model = ntkit.build("nt-v2-tiny")
+    freq = model.rotary.inv_freq.clone()
+    low = model.to(torch.bfloat16)
+    assert low.layers[0].attn.q_proj.weight.dtype == torch.bfloat16
+    assert low.rotary.inv_freq.dtype == torch.float32 and torch.equal(low.rotary.inv_freq, freq)
+    cos, sin = low.rotary(2048, torch.device("cpu"))
+    ref_cos, ref_sin = ntkit.build("nt-v2-tiny").rotary(2048, torch.device("cpu"))
+    assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)
