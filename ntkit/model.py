@@ -156,7 +156,8 @@ class LMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.norm(gelu(self.dense(x)))) + self.bias
+        # decoder + bias as one addmm: no second logits-sized [tokens, vocab] tensor.
+        return F.linear(self.norm(gelu(self.dense(x))), self.decoder.weight, self.bias)
 
 
 class NTModel(nn.Module):
