@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 DEVICE=${DEVICE:-cpu}
 if [[ $DEVICE == cpu ]]; then
     python bench_tokenizer.py
+    python bench_tokenizer.py --mixed
     python bench_forward.py --batch 4 --batches 2 --dtypes float32 bfloat16
     python bench_embed.py --n 32 --batch 8 1 --dtypes float32
     python bench_embed.py --n 8 --batch 8 --dtypes float32 bfloat16

@@ -42,6 +42,8 @@ _LUT[ord("N")] = _LUT[ord("n")] = _N
 for _c in IUPAC_AMBIGUOUS:
     _LUT[ord(_c)] = _LUT[ord(_c.lower())] = _IUPAC
 _LUT[0] = _SEP  # internal separator between the sequences of a batch
+_LUT_BYTES = _LUT.tobytes()
+_SEPS = [b"\x00" * i for i in range(KMER + 1)]
 _POW = 4 ** np.arange(KMER - 1, -1, -1, dtype=np.int64)
 
 
@@ -180,14 +182,16 @@ class Tokenizer:
         n_seq = len(sequences)
         raw = [s.encode("ascii", errors="replace") if isinstance(s, str) else bytes(s) for s in sequences]
         seq_len = np.fromiter((len(r) for r in raw), dtype=np.int64, count=n_seq)
-        buf = np.frombuffer(b"\x00".join(raw) + b"\x00", dtype=np.uint8)  # every sequence ends in a separator
-        seq_start = np.cumsum(seq_len + 1) - (seq_len + 1)
-
-        codes = _LUT[buf]
+        # Every sequence is followed by 1-6 separators so that the next one starts at a multiple of
+        # 6: the buffer viewed as [-1, 6] then holds every 6-mer of an N-free sequence as a row.
+        n_sep = (-(seq_len + 1)) % KMER + 1
+        joined = b"".join([x for r, k in zip(raw, n_sep.tolist()) for x in (r, _SEPS[k])])
+        codes = np.frombuffer(joined.translate(_LUT_BYTES), dtype=np.uint8)
+        seq_start = np.cumsum(seq_len + n_sep) - (seq_len + n_sep)
         if (codes == _BAD).any():
             p = int(np.flatnonzero(codes == _BAD)[0])
             s = int(np.searchsorted(seq_start, p, side="right") - 1)
-            ch = sequences[s][p - seq_start[s]] if isinstance(sequences[s], str) else chr(buf[p])
+            ch = sequences[s][p - seq_start[s]] if isinstance(sequences[s], str) else chr(joined[p])
             raise ValueError(
                 f"sequence {s}: invalid character {ch!r} at position {p - seq_start[s]} "
                 "(allowed: A C G T N, IUPAC codes R Y S W K M B D H V, any case)"
@@ -201,7 +205,8 @@ class Tokenizer:
 
         # Token lists (flat): sequence, column (rank in the sequence), id, nucleotide offset, span.
         # N-free sequences (the common case) are tokenised without any per-base pass.
-        has_n = np.add.reduceat(codes == _N, seq_start) > 0 if n_seq else np.zeros(0, bool)
+        has_n = np.zeros(n_seq, dtype=bool)
+        has_n[np.searchsorted(seq_start, np.flatnonzero(codes == _N), side="right") - 1] = True
         if n_seq and not has_n.any() and (seq_len == seq_len[0]).all():
             uniform = self._encode_uniform(codes, n_seq, int(seq_len[0]), max_length, padding, truncation, add_cls)
             if uniform is not None:
@@ -261,7 +266,7 @@ class Tokenizer:
         if max_length is not None and n_tok + extra > max_length:
             return None  # truncation or its error: the general path
         width = _padded_width(n_tok + extra, max_length, padding)
-        grid = codes[: n_seq * (L + 1)].reshape(n_seq, L + 1)
+        grid = codes.reshape(n_seq, -1)  # rows of L bases + separators
         km = grid[:, : nk * KMER].reshape(n_seq, nk, KMER)
         h = _kmer_index(lambda i: km[:, :, i])
         input_ids = np.full((n_seq, width), self.pad_id, dtype=np.int64)
@@ -283,8 +288,8 @@ class Tokenizer:
         st, L = seq_start[idx], seq_len[idx]
         nk, nl = np.divmod(L, KMER)
         krank = _ranks(nk)
-        kp = np.repeat(st, nk) + KMER * krank
-        h = _kmer_index(lambda i: codes[kp + i])
+        rows = codes.reshape(-1, KMER)  # sequences start at multiples of 6 (see batch_encode)
+        h = _kmer_index(lambda i: rows[:, i])[np.repeat(st // KMER, nk) + krank]
         srank = _ranks(nl)
         spos = np.repeat(KMER * nk, nl) + srank
         sids = self.single_offset + codes[np.repeat(st, nl) + spos].astype(np.int64)
@@ -292,7 +297,7 @@ class Tokenizer:
                 np.concatenate([krank, np.repeat(nk, nl) + srank]),
                 np.concatenate([self.kmer_offset + h, sids]),
                 np.concatenate([KMER * krank, spos]),
-                np.concatenate([np.full(len(kp), KMER, np.int64), np.ones(len(sids), np.int64)]))
+                np.concatenate([np.full(len(h), KMER, np.int64), np.ones(len(sids), np.int64)]))
 
     def _tokens_with_n(self, codes, seq_start, seq_len, idx):
         """General rule: split on N (each N a token); 6-mers from each run's start, leftovers single."""

@@ -33,13 +33,16 @@ def test_matches_hf_esm_tokenizer(tmp_path, version):
     tok = Tokenizer(version)
     tok.save_pretrained(tmp_path)
     hf = transformers.EsmTokenizer.from_pretrained(tmp_path)
-    seqs = random_seqs(400, seed=1) + ["", "N", "NNNN", "ACGTA", "ACGTAC", "ACGTACG", "A" * 60 + "N" + "C" * 11]
+    n_free = random_seqs(200, seed=3, alphabet="ACGT", p=(0.25,) * 4)  # all lengths mod 6, N-free path
+    seqs = random_seqs(400, seed=1) + n_free + ["", "N", "NNNN", "ACGTA", "ACGTAC", "ACGTACG", "A" * 60 + "N" + "C" * 11]
     for s in seqs:
         assert tok.encode(s).tolist() == hf(s)["input_ids"], s
     ref = hf(seqs, padding=True, return_tensors="np")
     ours = tok.batch_encode(seqs, max_length=None)
     np.testing.assert_array_equal(ours.input_ids, ref["input_ids"])
     np.testing.assert_array_equal(ours.attention_mask, ref["attention_mask"].astype(bool))
+    np.testing.assert_array_equal(tok.batch_encode([x.encode() for x in n_free], max_length=None).input_ids,
+                                  hf(n_free, padding=True, return_tensors="np")["input_ids"])
     ref = hf(seqs[:5], padding="max_length", max_length=40, return_tensors="np")
     ours = tok.batch_encode(seqs[:5], max_length=40, padding="max_length")
     np.testing.assert_array_equal(ours.input_ids, ref["input_ids"])
