@@ -73,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="nt-v2-tiny")
     ap.add_argument("--window-tokens", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, help="default: score_variants' default")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import numpy as np

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from .data import reverse_complement
+from .embed import default_batch_tokens
 from .genome import Genome, vcf_path
 
 EFFECT_SIGN = {"llr": -1, "llr_unmasked": -1, "l1": 1, "l2": 1, "cosine": -1, "dot": -1}
@@ -234,17 +235,19 @@ def score_variants(
     both_strands: bool = False,
     unmasked_llr: bool = False,
     label_key: str | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     device=None,
     dtype=None,
     progress: bool = True,
 ) -> VariantScores:
-    """Score every ALT allele of ``vcf``; see the module docstring for the scores and skips."""
+    """Score every ALT allele of ``vcf``; see the module docstring for the scores and skips.
+    ``batch_size``: windows per forward (default: as many as fit ``embed.default_batch_tokens``)."""
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     window_tokens = window_tokens or model.config.max_tokens
     if window_tokens > model.config.max_tokens or window_tokens < 2:
         raise ValueError(f"window_tokens must be in [2, {model.config.max_tokens}] for this model")
     device = device or next(model.parameters()).device
+    batch_size = batch_size or max(1, default_batch_tokens(device) // window_tokens)
     layers = list(layers)
     model.eval()
     alleles, _ = read_alleles(vcf, label_key)
@@ -425,7 +428,7 @@ def add_cli(sub) -> None:
     s.add_argument("--both-strands", action="store_true")
     s.add_argument("--unmasked-llr", action="store_true")
     s.add_argument("--label-key", help="INFO key holding a 0/1 label (or a Flag): report AUROC/AUPRC")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=int, help="windows per forward (default: 2,048 tokens' worth on CPU, 16,384 on GPU)")
     add_runtime_args(s)
     s.set_defaults(func=_cli)
 
