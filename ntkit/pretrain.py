@@ -450,7 +450,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 log.write(last)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
+                post = dict(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
+                if cfg.max_minutes is not None:  # the bar's ETA is for max_steps; the time budget ends first
+                    post["min_left"] = f"{max(cfg.max_minutes - (time.time() - t_start) / 60, 0):.1f}"
+                bar.set_postfix(post)
             out_of_time = cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
                 save(step)
