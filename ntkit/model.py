@@ -11,7 +11,6 @@ and ``num_layers`` is taken *after* the final LayerNorm. Negative indices count 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -30,11 +29,6 @@ class NTOutput:
     logits: torch.Tensor | None  # [B, L, vocab]; [n, vocab] with logits_at; None if return_logits=False
     hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, L, H]
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [B, heads, L, L]
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU, as ESM's ``x * 0.5 * (1 + erf(x / sqrt(2)))`` in one fused kernel."""
-    return F.gelu(x)
 
 
 class Rotary(nn.Module):
@@ -127,7 +121,7 @@ class FeedForward(nn.Module):
             # Without autograd, reuse fc1's output buffer: no new [tokens, ffn] allocation.
             h = F.silu(gate) * up if h.requires_grad else F.silu(gate, inplace=True).mul_(up)
         else:
-            h = gelu(h)
+            h = F.gelu(h)  # exact (erf) GELU, as ESM's x * 0.5 * (1 + erf(x / sqrt(2)))
         return self.fc2(h)
 
 
@@ -157,7 +151,7 @@ class LMHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # decoder + bias as one addmm: no second logits-sized [tokens, vocab] tensor.
-        return F.linear(self.norm(gelu(self.dense(x))), self.decoder.weight, self.bias)
+        return F.linear(self.norm(F.gelu(self.dense(x))), self.decoder.weight, self.bias)
 
 
 class NTModel(nn.Module):

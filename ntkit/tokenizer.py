@@ -44,7 +44,6 @@ for _c in IUPAC_AMBIGUOUS:
 _LUT[0] = _SEP  # internal separator between the sequences of a batch
 _LUT_BYTES = _LUT.tobytes()
 _SEPS = [b"\x00" * i for i in range(KMER + 1)]
-_POW = 4 ** np.arange(KMER - 1, -1, -1, dtype=np.int64)
 
 
 def build_vocab(version: Version) -> list[str]:
