@@ -187,8 +187,13 @@ class Tokenizer:
         joined = b"".join([x for r, k in zip(raw, n_sep.tolist()) for x in (r, _SEPS[k])])
         codes = np.frombuffer(joined.translate(_LUT_BYTES), dtype=np.uint8)
         seq_start = np.cumsum(seq_len + n_sep) - (seq_len + n_sep)
-        if (codes == _BAD).any():
-            p = int(np.flatnonzero(codes == _BAD)[0])
+        bad = codes == _BAD
+        if np.count_nonzero(codes == _SEP) != n_sep.sum():  # a NUL byte inside a sequence: find it
+            seg = seq_len + n_sep
+            in_seq = np.arange(len(codes)) - np.repeat(seq_start, seg) < np.repeat(seq_len, seg)
+            bad |= (codes == _SEP) & in_seq
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
             s = int(np.searchsorted(seq_start, p, side="right") - 1)
             ch = sequences[s][p - seq_start[s]] if isinstance(sequences[s], str) else chr(joined[p])
             raise ValueError(

@@ -73,7 +73,7 @@ def test_lowercase_and_iupac():
     np.testing.assert_array_equal(b.input_ids[0, b.attention_mask[0]], tok.encode("ACGTNNACGTAC"))
 
 
-@pytest.mark.parametrize("bad,pos", [("ACGTX", 4), ("AC GT", 2), ("ACGU", 3), ("AC-G", 2)])
+@pytest.mark.parametrize("bad,pos", [("ACGTX", 4), ("AC GT", 2), ("ACGU", 3), ("AC-G", 2), ("ACGTAC\x00G", 6)])
 def test_invalid_characters_raise(bad, pos):
     with pytest.raises(ValueError, match=f"sequence 1: invalid character .* at position {pos}"):
         Tokenizer("v2").batch_encode(["ACGT", bad])
