@@ -1,114 +1,117 @@
-"""Variant scoring throughput: ``ntkit.variants.score_variants`` (batched, reference windows and
-masked windows shared between the ALTs of a site, length-bucketed) vs a naive loop that scores
-one allele at a time with the same model, windows and scores (masked LLR where defined + last-
-layer embedding L2). Both timings include reading the VCF and the FASTA.
+"""SNV scoring throughput: ``ntkit`` (shared forwards through the engine) vs the naive loop that
+scores one allele at a time (one forward per score and allele, batch 1), same model, same tiles,
+same scores (checked equal on the alleles the naive loop scored).
 
-    python benchmarks/bench_variants.py [--model runs/tiny-cpu/model] [--window-tokens 512]
+    python benchmarks/bench_variants.py [--model nt-v2-tiny] [--window-tokens 128] [--naive-max 300]
 
-Inputs: the 194 real 1000 Genomes chr20 indels, and 100 chr20 SNV sites with all three ALTs each
-(multi-allelic records; REF from the FASTA) written to a temporary VCF.
+Inputs, GRCh37 chr20:
+- an SNV VCF at 1000 Genomes density (one SNV per 35 bp on average, Poisson positions, random ALT),
+  scored with ``score_variants``;
+- saturation mutagenesis of 6 kb (18,000 SNVs), scored with ``ntkit.mutagenesis.mutagenesis``.
+Per score mode (``llr`` masked marginal, ``llr_unmasked`` wild-type marginal, ``embedding``, and
+``llr+embedding``, the CLI's default: three forwards per allele in the naive loop) the
+naive loop costs the same per allele whatever the input, so it is timed on a random subset of
+``--naive-max`` alleles; ntkit on the whole input. Both sides include reading the inputs.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common import DATA, PeakMemory, fmt_bytes  # noqa: E402
+from common import DATA, PeakMemory, fmt_bytes, snv_vcf
 
 
-def naive(model, vcf, genome, window_tokens):
+def naive(model, genome, alleles, window_bp: int, stride: int, mode: str) -> list[float]:
+    """One allele at a time: its tile (``allele_windows``), one forward per score (two for the
+    embedding distance: reference and alternative window)."""
     import torch
 
-    from ntkit.variants import place_windows, read_alleles
+    from ntkit.variants import allele_windows
 
-    alleles, _ = read_alleles(vcf)
-    place_windows(alleles, genome, (window_tokens - 1) * 6)
     tok = model.tokenizer
-    L = model.config.num_layers
+    dev = next(model.parameters()).device
+    T = lambda x: torch.as_tensor(x, device=dev)  # noqa: E731
     out = []
     with torch.inference_mode():
         for a in alleles:
-            if a.status != "scored":
+            start, ref_w, alt_w = allele_windows(a, genome, window_bp, stride, tok=tok)
+            r_ids, a_ids = tok.encode(ref_w), tok.encode(alt_w)
+            if mode == "embedding":
+                h = [model(T(x)[None], repr_layers=[-1], return_logits=False).hidden_states[model.config.num_layers][0, 1:].mean(0)
+                     for x in (r_ids, a_ids)]
+                out.append(float((h[0] - h[1]).norm()))
                 continue
-            r = model(torch.as_tensor(tok.encode(a.ref_window))[None], repr_layers=[L], return_logits=False).hidden_states[L][0, 1:].mean(0)
-            v = model(torch.as_tensor(tok.encode(a.alt_window))[None], repr_layers=[L], return_logits=False).hidden_states[L][0, 1:].mean(0)
-            llr = float("nan")
-            if a.same_length:
-                enc = tok([a.ref_window])
-                rel = a.pos0 - a.start
-                t = torch.as_tensor((enc.offsets[0] < rel + len(a.ref)) & (enc.offsets[0] + enc.spans[0] > rel))
-                ids = torch.as_tensor(enc.input_ids).clone()  # as_tensor shares memory with the numpy ids
-                ids[0, t] = tok.mask_id
-                logp = torch.log_softmax(model(ids).logits[0, t], -1)
-                alt_ids = torch.as_tensor(tok([a.alt_window]).input_ids[0])[t]
-                llr = float((logp.gather(1, alt_ids[:, None]) - logp.gather(1, torch.as_tensor(enc.input_ids[0])[t][:, None])).sum())
-            out.append((float((r - v).norm()), llr))
+            enc = tok([ref_w])
+            rel = a.pos0 - start
+            t = (enc.spans[0] > 0) & (enc.offsets[0] < rel + len(a.ref)) & (enc.offsets[0] + enc.spans[0] > rel)
+            ids = T(r_ids)[None].clone()
+            if mode == "llr":
+                ids[0, T(t)] = tok.mask_id
+            logp = torch.log_softmax(model(ids).logits[0, T(t)].float(), -1)
+            ar = torch.arange(int(t.sum()), device=dev)
+            out.append(float((logp[ar, T(a_ids[t])] - logp[ar, T(r_ids[t])]).sum()))
     return out
-
-
-def snv_vcf(genome, n: int, path: Path, seed: int = 0) -> Path:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    rows = []
-    L = genome.length("20")
-    while len(rows) < n:
-        p = int(rng.integers(100_000, L - 100_000))
-        ref = genome.fetch("20", p, p + 1)
-        if ref in "ACGT":
-            rows.append((p + 1, ref, ",".join(b for b in "ACGT" if b != ref)))
-    lines = ["##fileformat=VCFv4.2", "##contig=<ID=20>", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
-    lines += [f"20\t{p}\t.\t{r}\t{a}\t.\t.\t." for p, r, a in sorted(rows)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="nt-v2-tiny")
-    ap.add_argument("--window-tokens", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, help="default: score_variants' default")
+    ap.add_argument("--window-tokens", type=int, default=128)
+    ap.add_argument("--snvs", type=int, default=6000, help="SNVs in the 1000G-density VCF")
+    ap.add_argument("--naive-max", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     import numpy as np
     import torch
 
     import ntkit
     from ntkit.genome import Genome
-    from ntkit.variants import score_variants
+    from ntkit.mutagenesis import mutagenesis
+    from ntkit.variants import ScoreOptions, check_allele, iter_records, score_variants
 
     torch.set_num_threads(args.threads)
-    model = ntkit.load(args.model).eval()
-    genome = Genome(DATA / "genomes/GRCh37_chr20.fa.gz")
+    model = ntkit.load(args.model).to(args.device).eval()
+    fasta = DATA / "genomes/GRCh37_chr20.fa.gz"
+    genome = Genome(fasta)
     tmp = Path(tempfile.mkdtemp())
-    inputs = {"1000G indels": DATA / "variants/chr20_indels_1000G.vcf.gz", "SNV sites x 3 ALTs": snv_vcf(genome, 100, tmp / "snv.vcf")}
-    print(f"{args.model} ({model.num_parameters():,} parameters), windows of {args.window_tokens} tokens, threads={args.threads}")
-    print(f"{'input':<20}{'alleles':>8}{'impl':>22}{'variants/s':>11}{'peak mem':>11}{'speed x':>9}")
-    for name, vcf in inputs.items():
-        score_variants(model, vcf, genome, window_tokens=args.window_tokens, progress=False)  # warm-up (and plain-gzip copy)
-        with PeakMemory("cpu") as pm_naive:
-            t = time.perf_counter()
-            ref = naive(model, vcf, genome, args.window_tokens)
-            t_naive = time.perf_counter() - t
-        with PeakMemory("cpu") as pm:
-            t = time.perf_counter()
-            s = score_variants(model, vcf, genome, window_tokens=args.window_tokens, batch_size=args.batch_size, progress=False)
-            t_ours = time.perf_counter() - t
-        sc = s.table[s.table.status == "scored"]
-        n = len(sc)
-        d_l2 = np.max(np.abs(np.array([r[0] for r in ref]) - sc["l2_-1"].to_numpy()))
-        llr = np.array([r[1] for r in ref])
-        ok = np.isfinite(llr)
-        d_llr = np.max(np.abs(llr[ok] - sc["llr"].to_numpy()[ok])) if ok.any() else 0.0
-        print(f"{name:<20}{n:>8}{'naive one-by-one':>22}{n / t_naive:>11.2f}{fmt_bytes(pm_naive.peak):>11}{1.0:>9.2f}")
-        print(f"{'':<20}{'':>8}{'ntkit score_variants':>22}{n / t_ours:>11.2f}{fmt_bytes(pm.peak):>11}{t_naive / t_ours:>9.2f}"
-              f"   (max diff: L2 {d_l2:.1e}, LLR {d_llr:.1e})")
+    vcf = snv_vcf(genome, tmp / "snv.vcf", args.snvs, every_bp=35, start=30_000_000)
+    opts = ScoreOptions(("llr",), (-1,), args.window_tokens).resolve(model)
+    w, stride = opts.window_bp, opts.tile_stride_bp
+    region = "20:31,000,001-31,006,000"
+    print(f"{args.model} ({model.num_parameters():,} parameters), tiles of {args.window_tokens} tokens ({w} bp, stride {stride} bp), "
+          f"threads={args.threads}, device={args.device}")
+    print(f"{'input':<34}{'score':<14}{'naive var/s':>12}{'ntkit var/s':>12}{'speed x':>9}{'peak mem ntkit':>16}{'max |diff|':>12}")
+    rng = np.random.default_rng(0)
+    for name in ("SNVs at 1000G density (1/35 bp)", "mutagenesis of 6 kb"):
+        for mode in ("llr_unmasked", "llr", "embedding", "llr+embedding"):
+            col = "l2_-1" if mode == "embedding" else mode.split("+")[0]
+            with PeakMemory(args.device) as pm:
+                t0 = time.perf_counter()
+                if name.startswith("SNV"):
+                    table = score_variants(model, vcf, fasta, window_tokens=args.window_tokens, scores=mode.split("+"), progress=False).table
+                else:
+                    table = mutagenesis(model, fasta, [region], scores=mode.split("+"), window_tokens=args.window_tokens)
+                t_ours = (time.perf_counter() - t0) / len(table)
+            if name.startswith("SNV"):
+                alleles = [a for rec in iter_records(vcf) for a in rec]
+            else:
+                from ntkit.data import Interval
+                from ntkit.mutagenesis import iter_positions
+
+                alleles = [a for p in iter_positions(genome, [Interval.parse(region)]) for a in p]
+            pick = np.sort(rng.choice(len(alleles), min(args.naive_max, len(alleles)), replace=False))
+            sub = [alleles[i] for i in pick]
+            for a in sub:
+                check_allele(a, genome, w)
+            t0 = time.perf_counter()
+            ref = [naive(model, genome, sub, w, stride, m) for m in mode.split("+")][0]  # both timed: the default CLI scores
+            t_naive = (time.perf_counter() - t0) / len(sub)
+            diff = np.nanmax(np.abs(np.array(ref) - table[col].to_numpy()[pick]))
+            print(f"{name:<34}{mode:<14}{1 / t_naive:>12.1f}{1 / t_ours:>12.1f}{t_naive / t_ours:>9.1f}{fmt_bytes(pm.peak):>16}{diff:>12.1e}")
 
 
 if __name__ == "__main__":

@@ -111,3 +111,29 @@ def genome_windows(n: int, length: int, seed: int = 0) -> list[str]:
 
 def fmt_bytes(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
+
+
+def snv_vcf(genome, path: Path, n: int, every_bp: int = 35, start: int = 30_000_000, contig: str = "20", seed: int = 0) -> Path:
+    """``n`` SNVs on ``contig`` from ``start`` (0-based), one per ``every_bp`` bases on average
+    (Poisson positions: the density of a 1000 Genomes chromosome VCF is about 1/35 bp), REF from
+    the FASTA (N skipped), one random ALT; an uncompressed VCF written line by line."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    block = 1_000_000
+    with open(path, "w") as f:
+        f.write(f"##fileformat=VCFv4.2\n##contig=<ID={contig},length={genome.length(contig)}>\n"
+                "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+        pos, written, cache_at, cache = start, 0, -1, ""
+        while written < n:
+            pos += int(rng.geometric(1 / every_bp))
+            if pos >= genome.length(contig):
+                raise ValueError(f"{contig} ends before {n} SNVs at 1/{every_bp} bp from {start}")
+            if not cache_at <= pos < cache_at + len(cache):
+                cache_at, cache = pos, genome.fetch(contig, pos, min(pos + block, genome.length(contig)))
+            ref = cache[pos - cache_at]
+            if ref not in "ACGT":
+                continue
+            f.write(f"{contig}\t{pos + 1}\t.\t{ref}\t{rng.choice([b for b in 'ACGT' if b != ref])}\t.\t.\t.\n")
+            written += 1
+    return path

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The speed and memory benchmarks of BENCHMARKS.md, each printing its ratios against transformers
-# (or a naive loop) measured in the same script. About 25 minutes on 2 CPU cores.
+# (or a naive loop) measured in the same script. About 40 minutes on 2 CPU cores.
 #   bash benchmarks/run_all.sh            # CPU, the figures of BENCHMARKS.md
 #   DEVICE=cuda bash benchmarks/run_all.sh  # GPU section: bf16 and fp32, larger inputs
 set -euo pipefail
@@ -14,7 +14,9 @@ if [[ $DEVICE == cpu ]]; then
     python bench_embed.py --n 8 --batch 8 --dtypes float32 bfloat16
     python bench_train.py
     python bench_variants.py
+    python bench_scale.py
 else
     python bench_forward.py --device "$DEVICE" --batch 16 --batches 5 --dtypes float32 bfloat16
     python bench_embed.py --device "$DEVICE" --n 512 --batch 32 8 --dtypes float32 bfloat16 --threads 8
+    python bench_variants.py --device "$DEVICE" --window-tokens 1000 --snvs 20000
 fi

@@ -219,42 +219,41 @@ def region_windows(genome: Genome, regions: Sequence[str], window_bp: int, annot
     return out
 
 
-@torch.inference_mode()
-def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequence[int] | None = None, batch_size: int = 4,
-                         device=None, dtype=None, progress: bool = True, alpha: float = 0.05) -> pd.DataFrame:
-    """Enrichment table (see the module docstring) over ``windows`` (``ntkit.data.Window``)."""
-    model.eval()
-    device = device or next(model.parameters()).device
-    tok = model.tokenizer
-    n_layers, H, K = model.config.num_layers, model.config.num_heads, len(annotation.types)
-    blocks = sorted(model._resolve_layers(layers, 1)) if layers else list(range(1, n_layers + 1))
-    share = np.zeros((len(windows), len(blocks), H, K), dtype=np.float64)
-    coverage = np.zeros((len(windows), K), dtype=np.float64)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequence[int] | None = None, batch_size: int | None = None,
+                         batch_tokens: int | None = None, device=None, dtype=None, progress: bool = True, alpha: float = 0.05) -> pd.DataFrame:
+    """Enrichment table (see the module docstring) over ``windows`` (``ntkit.data.Window``), through
+    ``ntkit.engine``: per window only its [layers, heads, types] attention shares are kept."""
+    from . import engine
 
-        bar = tqdm(total=len(windows), unit="window", desc="attention", dynamic_ncols=True)
-    for i0 in range(0, len(windows), batch_size):
-        ws = windows[i0 : i0 + batch_size]
+    tok, cap = model.tokenizer, model.config.max_tokens
+    blocks = sorted({model.resolve_layer(l) for l in layers}) if layers else list(range(1, model.config.num_layers + 1))
+    if 0 in blocks:
+        raise ValueError("layer 0 is the embedding output; attention maps exist for blocks 1..num_layers (or -1, -2, ...)")
+
+    def forward(m, ws):
+        dev = engine.model_device(m)
         enc = tok.batch_encode([w.sequence for w in ws], truncation=True)
         feats = np.stack([token_features(enc.offsets[b], enc.spans[b], annotation.mask(w.contig, w.start, w.start + len(w.sequence)))
                           for b, w in enumerate(ws)])
-        ids, mask = enc.to_torch(device)
-        f = torch.as_tensor(feats, device=device)
+        ids, mask = enc.to_torch(dev)
+        f = torch.as_tensor(feats, device=dev)
         qv = mask & (ids != tok.cls_id)
+        share = np.zeros((len(ws), len(blocks), model.config.num_heads, len(annotation.types)))
+        cov = np.zeros((len(ws), len(annotation.types)))
 
         def collect(block: int, attn: torch.Tensor) -> None:
             s, c = attention_shares(attn.float(), f, mask, qv)
-            share[i0 : i0 + len(ws), blocks.index(block)] = s.cpu().numpy()
-            coverage[i0 : i0 + len(ws)] = c.cpu().numpy()
+            share[:, blocks.index(block)] = s.cpu().numpy()
+            cov[:] = c.cpu().numpy()
 
-        with torch.autocast(device_type=torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
-            model(ids, mask, need_attentions=blocks, return_logits=False, attention_callback=collect)
-        if bar is not None:
-            bar.update(len(ws))
-    if bar is not None:
-        bar.close()
+        m(ids, mask, need_attentions=blocks, return_logits=False, attention_callback=collect)
+        return list(zip(share, cov))
+
+    res = list(engine.run(model, windows, forward, length=lambda w: min(tok.token_length(len(w.sequence)), cap),
+                          batch_tokens=batch_tokens, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+                          desc="attention", unit="window"))
+    share = np.stack([r[0] for r in res]) if res else np.zeros((0, len(blocks), model.config.num_heads, len(annotation.types)))
+    coverage = np.stack([r[1] for r in res]) if res else np.zeros((0, len(annotation.types)))
     df = enrichment_table(share, coverage, annotation.types, alpha)
     df["layer"] = [blocks[l - 1] for l in df["layer"]]
     return df
@@ -309,6 +308,7 @@ def add_cli(sub) -> None:
 
 def _cli(args) -> int:
     from .cli import runtime
+    from .jobs import atomic_output, check_output
 
     model, device, _ = runtime(args, args.model)
     genome = Genome(args.fasta)
@@ -317,10 +317,11 @@ def _cli(args) -> int:
     windows = region_windows(genome, args.regions, (T - 1) * 6, ann, args.max_windows, require_element=not args.all_windows)
     if not windows:
         raise ValueError("no window: regions too short, N-rich or without elements")
-    table = attention_enrichment(model, windows, ann, layers=args.layers, batch_size=args.batch_size, device=device, alpha=args.alpha)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "attention_enrichment.csv", index=False)
+    check_output(out / "attention_enrichment.csv", [args.fasta, args.annotation])
+    table = attention_enrichment(model, windows, ann, layers=args.layers, batch_size=args.batch_size, device=device, alpha=args.alpha)
+    with atomic_output(out / "attention_enrichment.csv") as tmp:
+        table.to_csv(tmp, index=False)
     plot_heatmaps(table, out / "attention_enrichment.png")
     top = table.sort_values("enrichment", ascending=False).groupby("element").head(3)
     print(f"{len(windows)} windows of {(T - 1) * 6} bp; {int(table['significant'].sum())} of {len(table)} (layer, head, element) "

@@ -19,22 +19,20 @@ Layer convention: as in ``NTModel.forward`` (0 = embedding output, ``i`` = block
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
-import torch
+import pyarrow as pa
+from tqdm.auto import tqdm
 
+from . import engine
 from .data import reverse_complement as revcomp
+from .engine import default_batch_tokens  # noqa: F401  (re-exported: the default budget)
 
 Pooling = Literal["mean", "cls", "token", "nucleotide"]
-
-
-def default_batch_tokens(device) -> int:
-    """Tokens per batch (rows x padded length) when none is given. On CPUs small batches win:
-    on 2 cores, 1-2k-token batches embedded 1.2-1.3x faster than 8k-token ones (the activations
-    stay in cache; BENCHMARKS.md). GPUs need large batches to fill their cores."""
-    return 2048 if torch.device(device).type == "cpu" else 16384
 
 
 def _chunks(length: int, size: int, overlap: int) -> list[tuple[int, int]]:
@@ -45,45 +43,126 @@ def _chunks(length: int, size: int, overlap: int) -> list[tuple[int, int]]:
     return [(s, s + size) for s in starts]
 
 
-@torch.inference_mode()
-def _embed_windows(model, seqs: list[str], layers: list[int], pooling: str, batch_tokens: int, device, dtype, bar):
-    """Embeddings of sequences that fit the context: per layer, per sequence (pooled [H] or
-    per-token [T, H] / per-nucleotide [n, H])."""
-    tok = model.tokenizer
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    out = {l: [None] * len(seqs) for l in layers}
-    i = 0
-    while i < len(order):
-        j = i + 1
-        # Token budget: rows x padded length (the longest, last in sorted order).
-        while j < len(order) and (j - i + 1) * tok.token_length(len(seqs[order[j]])) <= batch_tokens:
-            j += 1
-        idx = order[i:j]
-        enc = tok.batch_encode([seqs[k] for k in idx])
-        ids, mask = enc.to_torch(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
-            res = model(ids, mask, repr_layers=layers, return_logits=False)
-        keep = (mask & (ids != tok.cls_id)).unsqueeze(-1).float()
+@dataclass
+class _Window:
+    seq: int  # index of the sequence in the input stream
+    strand: int  # 0: forward, 1: reverse complement
+    a: int  # forward coordinates of the chunk: [a, b)
+    b: int
+    seq_len: int
+    sequence: str  # the chunk on its strand
+
+
+def _forward(layers: list[int], pooling: str):
+    def forward(model, batch: list[_Window]):
+        tok = model.tokenizer
+        enc, ids, mask = engine.encode(tok, [w.sequence for w in batch], engine.model_device(model))
+        res = model(ids, mask, repr_layers=layers, return_logits=False)
+        n_tok = mask.sum(1).cpu().numpy()
         n2t = enc.nucleotide_to_token() if pooling == "nucleotide" else None
+        out = [(w, {}, int(n_tok[b]) - 1) for b, w in enumerate(batch)]
         for l in layers:
-            h = res.hidden_states[model.resolve_layer(l)].float()
+            h = res.hidden_states[model.resolve_layer(l)]
             if pooling == "mean":
-                v = ((h * keep).sum(1) / keep.sum(1).clamp(min=1)).cpu().numpy()
+                v = engine.mean_pool(h, ids, mask, tok.cls_id).cpu().numpy()
             elif pooling == "cls":
-                v = h[:, 0].cpu().numpy()
+                v = h[:, 0].float().cpu().numpy()
             else:
-                v = h.cpu().numpy()
-            for b, k in enumerate(idx):
+                v = h.float().cpu().numpy()
+            for b, w in enumerate(batch):
                 if pooling in ("mean", "cls"):
-                    out[l][k] = v[b]
+                    out[b][1][l] = v[b]
                 elif pooling == "token":
-                    out[l][k] = v[b, : int(mask[b].sum())]
+                    out[b][1][l] = v[b, : n_tok[b]]
                 else:
-                    out[l][k] = v[b, n2t[b, : len(seqs[k])]]
-        if bar is not None:
-            bar.update(len(idx))
-        i = j
+                    out[b][1][l] = v[b, n2t[b, : len(w.sequence)]]
+        return out
+
+    return forward
+
+
+def _combine(results: list, layers: list[int], pooling: str, strands: int) -> dict[int, np.ndarray]:
+    """One sequence's vectors from its chunks' (see the module docstring), strands averaged."""
+    out = {}
+    for l in layers:
+        per_strand = []
+        for s in range(strands):
+            rs = [(w, v[l], n) for w, v, n in results if w.strand == s]
+            if pooling == "token":
+                per_strand.append(rs[0][1])
+            elif pooling in ("mean", "cls"):
+                wts = np.array([n if pooling == "mean" else 1 for _, _, n in rs], dtype=np.float64)
+                per_strand.append((np.stack([v for _, v, _ in rs]) * wts[:, None]).sum(0) / wts.sum())
+            else:
+                L = rs[0][0].seq_len
+                merged = np.zeros((L, rs[0][1].shape[1]), dtype=np.float32)
+                best = np.full(L, -1)
+                for w, v, _ in rs:
+                    v = v[::-1] if s == 1 else v  # back to forward coordinates
+                    pos = np.arange(w.a, w.b)
+                    centrality = np.minimum(pos - w.a, w.b - 1 - pos)  # distance to the chunk edge
+                    better = centrality > best[w.a : w.b]
+                    merged[w.a : w.b][better] = v[better]
+                    best[w.a : w.b][better] = centrality[better]
+                per_strand.append(merged)
+        out[l] = (per_strand[0] if strands == 1 else (per_strand[0] + per_strand[1]) / 2).astype(np.float32)
     return out
+
+
+def iter_embeddings(
+    model,
+    sequences: Iterable[str],
+    *,
+    layers: Sequence[int] = (-1,),
+    pooling: Pooling = "mean",
+    reverse_complement: bool = False,
+    overlap_bp: int | None = None,
+    batch_tokens: int | None = None,
+    batch_size: int | None = None,
+    lookahead: int = 4096,
+    device=None,
+    dtype=None,
+    progress: bool = False,
+) -> Iterator[dict[int, np.ndarray]]:
+    """``{layer: vector}`` per sequence, in input order, as the sequences stream in (memory: the
+    look-ahead buffer of ``lookahead`` chunks). Options as in ``embed``."""
+    if pooling not in ("mean", "cls", "token", "nucleotide"):
+        raise ValueError(f"pooling must be mean, cls, token or nucleotide, not {pooling!r}")
+    if pooling == "token" and reverse_complement:
+        raise ValueError("per-token embeddings cannot be averaged over strands (the 6-mer frames differ)")
+    layers = list(layers)
+    for l in layers:
+        model.resolve_layer(l)
+    ctx_bp = (model.config.max_tokens - 1) * 6
+    if overlap_bp is None:  # default: 600 bp (100 6-mers), at most a quarter of the context
+        overlap_bp = min(600, ctx_bp // 4)
+    if overlap_bp >= ctx_bp:
+        raise ValueError(f"overlap_bp must be smaller than the context ({ctx_bp} bp)")
+    if batch_size is not None:
+        batch_tokens = min(batch_tokens or engine.default_batch_tokens(device or engine.model_device(model)),
+                           batch_size * model.config.max_tokens)
+    tok = model.tokenizer
+    strands = 2 if reverse_complement else 1
+
+    def windows():
+        for i, s in enumerate(sequences):
+            if len(s) == 0:
+                raise ValueError(f"sequence {i} is empty")
+            # Chunks that fit the context (in tokens: every N is a token of its own).
+            spans = _split(tok, s, 0, len(s), model.config.max_tokens, ctx_bp, overlap_bp)
+            if len(spans) > 1 and pooling == "token":
+                raise ValueError(f"sequence {i} ({len(s)} bp) exceeds the context; per-token output is not defined across chunks")
+            for strand in range(strands):
+                for a, b in spans:
+                    yield _Window(i, strand, a, b, len(s), s[a:b] if strand == 0 else revcomp(s[a:b].upper()))
+
+    def length(w: _Window) -> int:
+        return tok.token_length(len(w.sequence))
+
+    results = engine.run(model, windows(), _forward(layers, pooling), length=length, batch_tokens=batch_tokens,
+                         lookahead=lookahead, device=device, dtype=dtype, progress=progress, desc="embedding", unit="window")
+    for _, group in itertools.groupby(results, key=lambda r: r[0].seq):
+        yield _combine(list(group), layers, pooling, strands)
 
 
 def embed(
@@ -102,77 +181,17 @@ def embed(
 ) -> dict[int, np.ndarray | list[np.ndarray]]:
     """``{layer: array}``: [N, H] for mean/cls; a list of [T_i, H] (token) or [len_i, H]
     (nucleotide) arrays otherwise. ``batch_tokens``: token budget per batch (default
-    ``default_batch_tokens(device)``; a sequence longer than the budget forms a batch of its own);
-    ``batch_size`` (sequences) caps it when given."""
-    if pooling not in ("mean", "cls", "token", "nucleotide"):
-        raise ValueError(f"pooling must be mean, cls, token or nucleotide, not {pooling!r}")
-    model.eval()
-    device = device or next(model.parameters()).device
-    layers = list(layers)
-    ctx_bp = (model.config.max_tokens - 1) * 6
-    if overlap_bp is None:  # default: 600 bp (100 6-mers), at most a quarter of the context
-        overlap_bp = min(600, ctx_bp // 4)
-    if overlap_bp >= ctx_bp:
-        raise ValueError(f"overlap_bp must be smaller than the context ({ctx_bp} bp)")
-    batch_tokens = batch_tokens or default_batch_tokens(device)
-    if batch_size is not None:
-        batch_tokens = min(batch_tokens, batch_size * model.config.max_tokens)
-    tok = model.tokenizer
-    for i, s in enumerate(sequences):
-        if len(s) == 0:
-            raise ValueError(f"sequence {i} is empty")
-
-    if pooling == "token" and reverse_complement:
-        raise ValueError("per-token embeddings cannot be averaged over strands (the 6-mer frames differ)")
-    # Flatten to windows that fit the context (in tokens: every N is a token of its own).
-    windows, owner = [], []
-    for i, s in enumerate(sequences):
-        spans = _split(tok, s, 0, len(s), model.config.max_tokens, ctx_bp, overlap_bp)
-        if len(spans) > 1 and pooling == "token":
-            raise ValueError(f"sequence {i} ({len(s)} bp) exceeds the context; per-token output is not defined across chunks")
-        for a, b in spans:
-            windows.append(s[a:b])
-            owner.append((i, a, b))
-    strands = [windows] + ([[revcomp(w.upper()) for w in windows]] if reverse_complement else [])
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(windows) * len(strands), unit="window", desc="embedding", dynamic_ncols=True)
-    per_strand = [_embed_windows(model, ws, layers, pooling, batch_tokens, device, dtype, bar) for ws in strands]
-    if bar is not None:
-        bar.close()
-
-    result = {}
+    ``engine.default_batch_tokens(device)``; a sequence longer than the budget forms a batch of its
+    own); ``batch_size`` (sequences) caps it when given. In memory: for files of any size use
+    ``embed_to_file``."""
+    vecs = list(iter_embeddings(model, sequences, layers=layers, pooling=pooling, reverse_complement=reverse_complement,
+                                overlap_bp=overlap_bp, batch_tokens=batch_tokens, batch_size=batch_size, device=device,
+                                dtype=dtype, progress=progress))
+    out = {}
     for l in layers:
-        wvecs = per_strand[0][l]
-        if reverse_complement:
-            rc = per_strand[1][l]
-            wvecs = [(f + (r[::-1] if pooling == "nucleotide" else r)) / 2 for f, r in zip(wvecs, rc)]
-        merged: list = [None] * len(sequences)
-        weights: list = [None] * len(sequences)
-        for (i, a, b), v, w in zip(owner, wvecs, windows):
-            if pooling in ("mean", "cls"):
-                n = len(tok.encode(w)) - 1 if pooling == "mean" else 1
-                merged[i] = v * n if merged[i] is None else merged[i] + v * n
-                weights[i] = n if weights[i] is None else weights[i] + n
-            elif pooling == "token":
-                merged[i] = v
-            else:
-                L = len(sequences[i])
-                if merged[i] is None:
-                    merged[i] = np.zeros((L, v.shape[1]), dtype=np.float32)
-                    weights[i] = np.full(L, -1.0)
-                pos = np.arange(a, b)
-                centrality = np.minimum(pos - a, b - 1 - pos)  # distance to the chunk edge
-                better = centrality > weights[i][a:b]
-                merged[i][a:b][better] = v[better]
-                weights[i][a:b][better] = centrality[better]
-        if pooling in ("mean", "cls"):
-            result[l] = np.stack([m / w for m, w in zip(merged, weights)]).astype(np.float32)
-        else:
-            result[l] = merged
-    return result
+        col = [v[l] for v in vecs]
+        out[l] = (np.stack(col) if col else np.zeros((0, model.config.hidden_size), np.float32)) if pooling in ("mean", "cls") else col
+    return out
 
 
 def _split(tok, s: str, a: int, b: int, max_tokens: int, ctx_bp: int, overlap: int) -> list[tuple[int, int]]:
@@ -190,74 +209,238 @@ def _split(tok, s: str, a: int, b: int, max_tokens: int, ctx_bp: int, overlap: i
 
 # -- I/O ----------------------------------------------------------------------------------------------------
 
+_FASTA = (".fa", ".fasta", ".fna")
 
-def read_sequences(path: str | Path, sequence_column: str | None = None, id_column: str | None = None):
-    """(ids, sequences, table) from FASTA (.fa/.fasta/.fna[.gz]) or a TSV/CSV/parquet table with a
-    ``sequence`` (or ``seq``) column; ``table`` is the other columns (None for FASTA)."""
-    import pandas as pd
 
+def iter_sequences(path: str | Path, sequence_column: str | None = None, id_column: str | None = None,
+                   batch_rows: int = 8192) -> Iterator[tuple[str, str, dict]]:
+    """(id, sequence, other columns) per record, read lazily from FASTA (.fa/.fasta/.fna[.gz]) or
+    a TSV/CSV/parquet table with a ``sequence`` (or ``seq``) column. Ids default to the row number."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path}")
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(_FASTA):
+        import pysam
+
+        with pysam.FastxFile(str(path)) as fh:
+            for rec in fh:
+                yield rec.name, rec.sequence, {}
+        return
+    schema = table_schema(path)
+    col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in schema.names), None)
+    if col is None or col not in schema.names:
+        raise ValueError(f"{path}: no sequence column (have {schema.names}); pass sequence_column")
+    idc = id_col(schema, id_column)
+    i = 0
+    for batch in _table_batches(path, batch_rows):
+        d = batch.to_pydict()
+        seqs, extra = d.pop(col), d
+        ids = [str(x) for x in extra.pop(idc)] if idc else [str(i + k) for k in range(len(seqs))]
+        for k, s in enumerate(seqs):
+            yield ids[k], "" if s is None else str(s), {c: v[k] for c, v in extra.items()}
+        i += len(seqs)
+
+
+def id_col(schema: pa.Schema, id_column: str | None = None) -> str | None:
+    """The column that names the records: ``id_column``, else ``id`` or ``name`` when present."""
+    if id_column is not None and id_column not in schema.names:
+        raise ValueError(f"no column {id_column!r} (have {schema.names})")
+    return id_column or next((c for c in ("id", "name") if c in schema.names), None)
+
+
+def _table_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    if path.name.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        return
+    import pyarrow.csv as pcsv
+
+    name = path.name.lower().removesuffix(".gz")
+    sep = "\t" if name.endswith((".tsv", ".txt")) else ","
+    reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=sep),
+                           read_options=pcsv.ReadOptions(block_size=1 << 24))
+    try:
+        yield from reader
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"{path}: {e} (a column's type changes after the first rows?)") from e
+
+
+def table_schema(path: str | Path) -> pa.Schema:
+    """The columns of a FASTA (none) or table input, types as read."""
     path = Path(path)
     name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".fa", ".fasta", ".fna")):
-        from .genome import read_fasta_records
-
-        recs = list(read_fasta_records(path))
-        return [r[0] for r in recs], [r[1] for r in recs], None
+    if name.endswith(_FASTA):
+        return pa.schema([])
     if name.endswith(".parquet"):
-        t = pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).schema_arrow
+    return next(_table_batches(path, 1024)).schema
+
+
+def read_sequences(path: str | Path, sequence_column: str | None = None, id_column: str | None = None):
+    """(ids, sequences, table) in memory; ``table`` is the other columns (None for FASTA)."""
+    import pandas as pd
+
+    recs = list(iter_sequences(path, sequence_column, id_column))
+    ids, seqs = [r[0] for r in recs], [r[1] for r in recs]
+    if Path(path).name.lower().removesuffix(".gz").endswith(_FASTA):
+        return ids, seqs, None
+    cols = [c for c in table_schema(path).names if recs and c in recs[0][2]]
+    return ids, seqs, pd.DataFrame([r[2] for r in recs], columns=cols)
+
+
+def embedding_schema(layers: Sequence[int], hidden: int, pooling: str, extra: pa.Schema | None = None) -> pa.Schema:
+    """Pooled: ``id``, the input's other columns, ``L{layer}_{k}`` float32 columns (one row per
+    sequence). Per-token / per-nucleotide: ``id``, the other columns, ``length`` (tokens or bases)
+    and ``L{layer}`` as a list of ``hidden``-float vectors (``read_embeddings`` gives arrays)."""
+    fields = [pa.field("id", pa.string())] + [f for f in (extra or pa.schema([])) if f.name not in ("id",)]
+    if pooling in ("mean", "cls"):
+        fields += [pa.field(f"L{l}_{k}", pa.float32()) for l in layers for k in range(hidden)]
     else:
-        t = pd.read_csv(path, sep="\t" if name.endswith((".tsv", ".txt")) else ",")
-    col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in t), None)
-    if col is None or col not in t:
-        raise ValueError(f"{path}: no sequence column (have {list(t.columns)}); pass sequence_column")
-    idc = id_column or next((c for c in ("id", "name") if c in t), None)
-    ids = t[idc].astype(str).tolist() if idc else [str(i) for i in range(len(t))]
-    return ids, t[col].astype(str).tolist(), t.drop(columns=[col])
+        fields += [pa.field("length", pa.int64())]
+        fields += [pa.field(f"L{l}", pa.list_(pa.list_(pa.float32(), hidden))) for l in layers]
+    return pa.schema(fields)
+
+
+def _row(sid: str, extra: dict, vecs: dict[int, np.ndarray], pooling: str) -> dict:
+    row = {"id": sid, **{k: v for k, v in extra.items() if k != "id"}}
+    for l, v in vecs.items():
+        if pooling in ("mean", "cls"):
+            row.update({f"L{l}_{k}": float(x) for k, x in enumerate(v.tolist())})
+        else:
+            row["length"] = len(v)
+            row[f"L{l}"] = v.tolist()
+    return row
 
 
 def write_embeddings(path: str | Path, ids: Sequence[str], emb: dict[int, np.ndarray | list], extra=None) -> Path:
-    """Pooled embeddings -> parquet (one row per sequence, columns id + ``L{layer}_{k}``) or npz
-    (``ids`` + ``layer_{layer}``); per-token/nucleotide -> npz with one array per sequence."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pooled = all(isinstance(v, np.ndarray) for v in emb.values())
-    if path.suffix == ".parquet":
-        if not pooled:
-            raise ValueError("per-token / per-nucleotide embeddings are written as .npz")
-        import pandas as pd
+    """In-memory embeddings (``embed``'s output) -> parquet in ``embedding_schema``, atomically."""
+    from .jobs import PartWriter, check_output
 
-        cols = {"id": list(ids)}
-        for l, a in emb.items():
-            for k in range(a.shape[1]):
-                cols[f"L{l}_{k}"] = a[:, k]
-        t = pd.DataFrame(cols)
-        if extra is not None:
-            t = pd.concat([t, extra.reset_index(drop=True)], axis=1)
-        t.to_parquet(path, index=False)
-    else:
-        arrays = {"ids": np.array(ids)}
-        for l, a in emb.items():
-            if pooled:
-                arrays[f"layer_{l}"] = a
-            else:
-                for sid, x in zip(ids, a):
-                    arrays[f"layer_{l}/{sid}"] = x
-        np.savez(path, **arrays)
+    path = check_output(path)
+    if not str(path).endswith(".parquet"):
+        raise ValueError(f"{path}: embeddings are written as .parquet (row groups; read back with ntkit.embed.read_embeddings)")
+    layers = list(emb)
+    pooled = all(isinstance(v, np.ndarray) for v in emb.values())
+    hidden = (emb[layers[0]].shape[1] if pooled else emb[layers[0]][0].shape[1]) if len(ids) else 0
+    extra_schema = pa.Schema.from_pandas(extra, preserve_index=False) if extra is not None else None
+    schema = embedding_schema(layers, hidden, "mean" if pooled else "token", extra_schema)
+    rows = extra.to_dict("records") if extra is not None else [{}] * len(ids)
+    with PartWriter(path, schema) as w:
+        for i, sid in enumerate(ids):
+            w.add(_row(sid, rows[i], {l: emb[l][i] for l in layers}, "mean" if pooled else "token"))
     return path
 
 
+def read_embeddings(path: str | Path, layers: Sequence[int] | None = None) -> tuple[list[str], dict[int, np.ndarray | list[np.ndarray]]]:
+    """(ids, {layer: [N, H] array, or a list of [n_i, H] arrays for per-token / per-nucleotide})."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    names = f.schema_arrow.names
+    ids: list[str] = []
+    per_pos = "length" in names
+    found = sorted({int(n[1:]) if per_pos else int(n[1:].rsplit("_", 1)[0]) for n in names
+                    if n.startswith("L") and (per_pos and n[1:].lstrip("-").isdigit() or not per_pos and "_" in n)})
+    layers = list(layers) if layers is not None else found
+    out: dict[int, list] = {l: [] for l in layers}
+    for b in f.iter_batches(batch_size=4096):
+        ids += b.column("id").to_pylist()
+        for l in layers:
+            if per_pos:
+                col = b.column(f"L{l}")
+                for i in range(len(col)):
+                    out[l].append(np.asarray(col[i].values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+                                  .reshape(-1, col.type.value_type.list_size))
+            else:
+                cols = [c for c in b.schema.names if c.startswith(f"L{l}_")]
+                out[l].append(np.stack([b.column(c).to_numpy() for c in cols], axis=1))
+    if not per_pos:
+        return ids, {l: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for l, v in out.items()}
+    return ids, out
+
+
+def embed_to_file(
+    model,
+    input: str | Path,
+    out: str | Path,
+    *,
+    layers: Sequence[int] = (-1,),
+    pooling: Pooling = "mean",
+    reverse_complement: bool = False,
+    overlap_bp: int | None = None,
+    sequence_column: str | None = None,
+    id_column: str | None = None,
+    chunk_size: int = 4096,
+    shard=None,
+    restart: bool = False,
+    batch_tokens: int | None = None,
+    device=None,
+    dtype=None,
+    progress: bool = True,
+) -> dict:
+    """Embeddings of every record of ``input`` (FASTA or table) into ``out`` (parquet, see
+    ``embedding_schema``), as a sharded, resumable job (``ntkit.jobs``): chunks of ``chunk_size``
+    records. Returns a summary (``merged``: whether ``out`` was written by this call)."""
+    from . import jobs
+
+    out = jobs.check_output(out, [input])
+    if not str(out).endswith(".parquet"):
+        raise ValueError(f"{out}: embeddings are written as .parquet")
+    shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
+    extra = table_schema(input)
+    seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
+    extra = pa.schema([f for f in extra if f.name not in (seq_col, id_col(extra, id_column))])
+    layers = list(layers)
+    schema = embedding_schema(layers, model.config.hidden_size, pooling, extra)
+    manifest = {"job": "embed", "inputs": {"sequences": jobs.file_checksum(input)}, "outputs": [str(Path(out).resolve())],
+                "chunk_size": chunk_size, "model": jobs.model_fingerprint(model),
+                "options": {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
+                            "sequence_column": sequence_column, "id_column": id_column},
+                "schema": schema.to_string()}
+    store = jobs.PartStore(out, manifest, shard, restart)
+
+    def process(chunk: list[tuple[str, str, dict]]) -> Iterator[dict]:
+        vecs = iter_embeddings(model, [r[1] for r in chunk], layers=layers, pooling=pooling, reverse_complement=reverse_complement,
+                               overlap_bp=overlap_bp, batch_tokens=batch_tokens, device=device, dtype=dtype)
+        for (sid, _, ex), v in zip(chunk, vecs):
+            yield _row(sid, ex, v, pooling)
+
+    # Chunks close at chunk_size records or 64 Mb of sequence, whichever comes first.
+    n_chunks = jobs.run_chunks(store, iter_sequences(input, sequence_column, id_column), chunk_size, process, schema,
+                               weight=lambda r: len(r[1]), max_weight=64_000_000, progress=progress, desc="embedding",
+                               unit="seq", row_group=256 if pooling in ("token", "nucleotide") else 4096)
+    return {"shard": str(shard), "chunks": n_chunks, **jobs.finish(store, merge_outputs)}
+
+
+def merge_outputs(store) -> dict:
+    """``out`` from a complete part store: the parts' row groups in input order."""
+    import pyarrow.parquet as pq
+
+    from .jobs import write_parquet
+
+    out = store.manifest["outputs"][0]
+    schema = pq.ParquetFile(store.parts()[0]).schema_arrow if store.parts() else pa.schema([("id", pa.string())])
+    write_parquet(store.batches(), schema, out)
+    n = sum(pq.ParquetFile(p).metadata.num_rows for p in store.parts())
+    return {"outputs": [out], "sequences": n, "summary": f"{n} sequences embedded"}
+
+
 def add_cli(sub) -> None:
-    from .cli import add_runtime_args
+    from .cli import add_job_args, add_runtime_args
 
     s = sub.add_parser("embed", help="embeddings of sequences (FASTA or table) from any layers")
     s.add_argument("input", help="FASTA or TSV/CSV/parquet with a sequence column")
     s.add_argument("--model", required=True)
-    s.add_argument("--out", required=True, help=".parquet or .npz")
+    s.add_argument("--out", required=True, help=".parquet (pooled: one column per dimension; token/nucleotide: list columns)")
     s.add_argument("--layers", type=int, nargs="+", default=[-1])
     s.add_argument("--pooling", choices=["mean", "cls", "token", "nucleotide"], default="mean")
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
-    s.add_argument("--batch-tokens", type=int, help="tokens per batch (rows x padded length); default 2048 on CPU, 16384 on GPU")
+    add_job_args(s, "sequences")
     add_runtime_args(s)
     s.set_defaults(func=_cli)
 
@@ -266,10 +449,13 @@ def _cli(args) -> int:
     from .cli import runtime
 
     model, device, dtype = runtime(args, args.model)
-    ids, seqs, table = read_sequences(args.input)
-    emb = embed(model, seqs, layers=args.layers, pooling=args.pooling, reverse_complement=args.reverse_complement,
-                overlap_bp=args.overlap_bp, batch_tokens=args.batch_tokens, device=device,
-                dtype=dtype, progress=args.progress)
-    out = write_embeddings(args.out, ids, emb, table if args.out.endswith(".parquet") else None)
-    print(f"wrote {out}: {len(ids)} sequences, layers {args.layers}, {args.pooling} pooling")
+    res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,
+                        reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, chunk_size=args.chunk_size,
+                        shard=args.shard, restart=args.restart, batch_tokens=args.batch_tokens, device=device, dtype=dtype,
+                        progress=args.progress)
+    if not res["merged"]:
+        print(f"shard {res['shard']}: done; output waits for {res['waiting_for']} "
+              f"(`ntkit merge {args.out}` once every shard has finished)")
+        return 0
+    print(f"wrote {args.out}: {res['sequences']} sequences, layers {args.layers}, {args.pooling} pooling")
     return 0

@@ -19,13 +19,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import engine
 from .model import NTModel
 
 Method = Literal["ia3", "lora", "full", "head"]
@@ -144,20 +145,29 @@ class FinetunedModel(nn.Module):
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    @torch.inference_mode()
-    def predict(self, sequences: Sequence[str], batch_size: int = 32, device=None, progress: bool = False) -> np.ndarray:
-        self.eval()
-        device = device or next(self.parameters()).device
-        tok = self.base.tokenizer
-        order = np.argsort([len(s) for s in sequences], kind="stable")
-        out = [None] * len(sequences)
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            ids, mask = tok.batch_encode([sequences[k] for k in idx], truncation=True).to_torch(device)
-            y = self(ids, mask).float()
+    def iter_predict(self, sequences: Iterable[str], *, batch_tokens: int | None = None, batch_size: int | None = None,
+                     device=None, dtype=None, progress: bool = False) -> Iterator[np.ndarray]:
+        """Per sequence, in input order, as they stream in: class probabilities [n_classes] or a value
+        (through ``ntkit.engine``; sequences longer than the context are truncated)."""
+        tok, cap = self.base.tokenizer, self.base.config.max_tokens
+
+        def forward(model, batch: list[str]):
+            _, ids, mask = engine.encode(tok, batch, engine.model_device(model), truncation=True)
+            y = model(ids, mask).float()
             y = torch.softmax(y, -1) if self.cfg.task == "classification" else y
-            for b, k in enumerate(idx):
-                out[k] = y[b].cpu().numpy()
+            return list(y.cpu().numpy())
+
+        yield from engine.run(self, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap),
+                              batch_tokens=batch_tokens, batch_size=batch_size, device=device, dtype=dtype,
+                              progress=progress, desc="predict")
+
+    def predict(self, sequences: Sequence[str], *, batch_tokens: int | None = None, batch_size: int | None = None,
+                device=None, dtype=None, progress: bool = False) -> np.ndarray:
+        """``iter_predict`` collected: [N, n_classes] probabilities or [N] values."""
+        out = list(self.iter_predict(sequences, batch_tokens=batch_tokens, batch_size=batch_size, device=device,
+                                     dtype=dtype, progress=progress))
+        if not out:
+            return np.zeros((0, self.cfg.n_classes) if self.cfg.task == "classification" else (0,), dtype=np.float32)
         return np.stack(out)
 
     # -- adapters on disk --------------------------------------------------------------------------------
@@ -202,6 +212,61 @@ class FinetunedModel(nn.Module):
         if m.adapter is not None:
             m.adapter.load_state_dict({k[8:]: v for k, v in t.items() if k.startswith("adapter.")})
         return m
+
+
+def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *, sequence_column: str | None = None,
+                    id_column: str | None = None, chunk_size: int = 4096, shard=None, restart: bool = False,
+                    batch_tokens: int | None = None, device=None, dtype=None, progress: bool = True) -> dict:
+    """Predictions of a fine-tuned model for every record of ``input`` (FASTA or table) into ``out``
+    (parquet / TSV / CSV): ``id``, the input's other columns, then ``prob_<class>`` per class and
+    ``predicted`` (classification) or ``prediction`` (regression). A sharded, resumable job
+    (``ntkit.jobs``), as ``embed_to_file``."""
+    import pyarrow as pa
+
+    from . import jobs
+    from .embed import id_col, iter_sequences, table_schema
+
+    out = jobs.check_output(out, [input])
+    shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
+    extra = table_schema(input)
+    seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
+    fields = [pa.field("id", pa.string())] + [f for f in extra if f.name not in (seq_col, "id", id_col(extra, id_column))]
+    classification = model.cfg.task == "classification"
+    if classification:
+        fields += [pa.field(f"prob_{k}", pa.float32()) for k in range(model.cfg.n_classes)] + [pa.field("predicted", pa.int64())]
+    else:
+        fields += [pa.field("prediction", pa.float32())]
+    schema = pa.schema(fields)
+    manifest = {"job": "predict", "inputs": {"sequences": jobs.file_checksum(input)}, "outputs": [str(Path(out).resolve())],
+                "chunk_size": chunk_size, "model": jobs.model_fingerprint(model),
+                "options": {"sequence_column": sequence_column, "id_column": id_column}, "schema": schema.to_string()}
+    store = jobs.PartStore(out, manifest, shard, restart)
+
+    def process(chunk):
+        preds = model.iter_predict([r[1] for r in chunk], batch_tokens=batch_tokens, device=device, dtype=dtype)
+        for (sid, _, ex), y in zip(chunk, preds):
+            row = {"id": sid, **{k: v for k, v in ex.items() if k != "id"}}
+            if classification:
+                row.update({f"prob_{k}": float(v) for k, v in enumerate(y)}, predicted=int(np.argmax(y)))
+            else:
+                row["prediction"] = float(y)
+            yield row
+
+    n_chunks = jobs.run_chunks(store, iter_sequences(input, sequence_column, id_column), chunk_size, process, schema,
+                               weight=lambda r: len(r[1]), max_weight=64_000_000, progress=progress, desc="predict", unit="seq")
+    return {"shard": str(shard), "chunks": n_chunks, **jobs.finish(store, merge_outputs)}
+
+
+def merge_outputs(store) -> dict:
+    import pyarrow.parquet as pq
+
+    from .jobs import write_table_file
+
+    out = store.manifest["outputs"][0]
+    parts = store.parts()
+    write_table_file(store.batches(), pq.ParquetFile(parts[0]).schema_arrow, out)
+    n = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    return {"outputs": [out], "sequences": n, "summary": f"{n} sequences predicted"}
 
 
 def count_ia3_parameters(model_cfg) -> int:
@@ -324,6 +389,36 @@ def add_cli(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device")
     s.set_defaults(func=_cli)
+
+    from .cli import add_job_args, add_runtime_args
+
+    s = sub.add_parser("predict", help="predictions of a fine-tuned model (adapter folder) for sequences (FASTA or table)")
+    s.add_argument("input", help="FASTA or TSV/CSV/parquet with a sequence column")
+    s.add_argument("--adapter", required=True, help="folder written by `ntkit finetune`")
+    s.add_argument("--model", help="the base model the adapter was trained on (not needed for full fine-tuning)")
+    s.add_argument("--out", required=True, help=".parquet, .tsv or .csv")
+    add_job_args(s, "sequences")
+    add_runtime_args(s)
+    s.set_defaults(func=_cli_predict)
+
+
+def _cli_predict(args) -> int:
+    from .cli import runtime
+
+    base, device, dtype = runtime(args, None if _is_full(args.adapter) else args.model)
+    model = FinetunedModel.load_adapter(base, args.adapter)
+    res = predict_to_file(model, args.input, args.out, chunk_size=args.chunk_size, shard=args.shard, restart=args.restart,
+                          batch_tokens=args.batch_tokens, device=device, dtype=dtype, progress=args.progress)
+    if not res["merged"]:
+        print(f"shard {res['shard']}: done; output waits for {res['waiting_for']} (`ntkit merge {args.out}` once every shard has finished)")
+        return 0
+    print(f"wrote {args.out}: {res['sequences']} sequences")
+    return 0
+
+
+def _is_full(adapter: str) -> bool:
+    meta = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    return meta["finetune"]["method"] == "full"
 
 
 def _cli(args) -> int:

@@ -14,10 +14,14 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path, dpi: int = 130) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 130, tight: bool = True) -> Path:
+    """Save ``fig`` atomically (temporary name, then rename) and close it."""
+    from .jobs import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    if tight:
+        fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     pyplot().close(fig)
     return path

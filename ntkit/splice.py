@@ -28,7 +28,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -307,21 +307,29 @@ def train_splice(base, data: SpliceWindows, cfg: SpliceTrainConfig | None = None
     return model.eval()
 
 
-@torch.inference_mode()
-def predict_windows(model: SpliceModel, data: SpliceWindows, batch_size: int = 8, device=None, progress: bool = False) -> list[np.ndarray]:
+def iter_predict_windows(model: SpliceModel, sequences: Iterable[str], *, batch_tokens: int | None = None,
+                         batch_size: int | None = None, device=None, dtype=None, progress: bool = False) -> Iterator[np.ndarray]:
+    """Per window, in input order as they stream in: float32 [len, 3] class probabilities
+    (none / acceptor / donor, transcript orientation), through ``ntkit.engine``."""
+    from . import engine
+
+    tok, cap = model.base.tokenizer, model.base.config.max_tokens
+
+    def forward(m, batch: list[str]):
+        ids, mask, n2t, slot, _ = _encode(tok, batch, engine.model_device(m))
+        p = torch.softmax(m(ids, mask, n2t, slot).float(), -1).cpu().numpy()
+        return [p[b, : len(s)] for b, s in enumerate(batch)]
+
+    yield from engine.run(model, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap),
+                          batch_tokens=batch_tokens, batch_size=batch_size, device=device, dtype=dtype,
+                          progress=progress, desc="splice", unit="window")
+
+
+def predict_windows(model: SpliceModel, data: SpliceWindows, batch_size: int | None = None, device=None, progress: bool = False,
+                    *, batch_tokens: int | None = None, dtype=None) -> list[np.ndarray]:
     """Per window: float32 [len, 3] class probabilities (transcript orientation)."""
-    model.eval()
-    device = device or next(model.parameters()).device
-    tok = model.base.tokenizer
-    out = [None] * len(data)
-    order = np.argsort([len(s) for s in data.sequences])
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        ids, mask, n2t, slot, _ = _encode(tok, [data.sequences[k] for k in idx], device)
-        p = torch.softmax(model(ids, mask, n2t, slot).float(), -1).cpu().numpy()
-        for b, k in enumerate(idx):
-            out[k] = p[b, : len(data.sequences[k])]
-    return out
+    return list(iter_predict_windows(model, data.sequences, batch_tokens=batch_tokens, batch_size=batch_size,
+                                     device=device, dtype=dtype, progress=progress))
 
 
 # -- classical baselines ---------------------------------------------------------------------------------------------
@@ -512,8 +520,10 @@ def to_genome_table(data: SpliceWindows, probs: Sequence[np.ndarray], min_prob: 
 
 def write_bedgraph(table: pd.DataFrame, path: str | Path, column: str = "p_donor", strand: str = "+") -> Path:
     t = table[table["strand"] == strand]
+    from .jobs import atomic_output
+
     path = Path(path)
-    with open(path, "w") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w") as fh:
         fh.write(f'track type=bedGraph name="ntkit {column} {strand}"\n')
         for c, p, v in zip(t["chrom"], t["pos"], t[column]):
             fh.write(f"{c}\t{p}\t{p + 1}\t{v:.4g}\n")
@@ -652,13 +662,15 @@ def _cli_evaluate(args) -> int:
 def _cli_predict(args) -> int:
     from .cli import runtime
 
+    from .jobs import atomic_output, check_output
+
+    out = check_output(args.out, [args.data])
     base, device, _ = runtime(args, args.model)
     model = load_splice_model(args.splice_model, base).to(device)
     data = SpliceWindows.load(args.data)
-    t = to_genome_table(data, predict_windows(model, data, device=device), args.min_prob)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t.to_csv(out, sep="\t", index=False)
+    t = to_genome_table(data, predict_windows(model, data, device=device, progress=True), args.min_prob)
+    with atomic_output(out) as tmp:
+        t.to_csv(tmp, sep="\t", index=False)
     for col in ("p_acceptor", "p_donor"):
         for strand, tag in (("+", "plus"), ("-", "minus")):
             write_bedgraph(t, out.with_name(f"{out.stem}.{col[2:]}.{tag}.bedgraph"), col, strand)

@@ -1,55 +1,67 @@
-"""Zero-shot variant effect scores from a VCF and a reference FASTA.
+"""Zero-shot variant effect scores from a VCF and a reference FASTA, at genome scale.
 
-Per ALT allele (multi-allelic records are split), on a window of the model's context centred on
-the variant:
+Windows are *tiles*: reference windows of ``w = (window_tokens - 1) * 6`` bp whose starts lie on a
+grid of ``tile_stride_bp`` (a multiple of 6, default a quarter of the window) along each contig,
+plus one tile flush with the contig end (a contig shorter than ``w`` is one tile). Each allele is
+scored in the tile where it lies most central (largest distance from its bases to the tile's
+edges; ties to the left tile), so its context is at least ``(w - stride) / 2`` bp on each side
+away from contig ends. A score depends on the allele, the reference, the model and the options,
+never on which other variants are in the file, how it is chunked or sharded.
 
-- ``llr``: log P(alt) - log P(ref) summed over the tokens that cover the variant, with those
-  tokens masked (the masked marginal; one forward serves all ALTs at the same position). Defined
-  when REF and ALT have the same length (SNVs, MNVs) and ALT has no N; NaN otherwise.
-- ``llr_unmasked`` (``unmasked_llr=True``): the same ratio read from the unmasked reference
-  window (the wild-type marginal).
-- ``l1_<layer>``, ``l2_<layer>``, ``cosine_<layer>``, ``dot_<layer>``: distances between the
-  mean token embeddings (``<cls>`` and padding excluded) of the reference and alternative
-  windows at each requested layer (NT's zero-shot embedding scores; layer convention as in
-  ``NTModel.forward``: 0 = embeddings, -1 = last layer after the final LayerNorm).
+Scores (``scores=``), per ALT allele (multi-allelic records are split):
 
-With ``both_strands=True`` every score is the mean over the forward window and its reverse
-complement. Orientation for AUROC: larger ``l1``/``l2`` and smaller ``llr``/``cosine``/``dot``
-mean "more different from the reference" (see ``EFFECT_SIGN``).
+- ``llr``, the masked marginal: log P(alt) - log P(ref) summed over the tokens that cover the
+  variant, read from the tile with those tokens replaced by ``<mask>``. One forward serves every
+  allele whose bases fall in the same tokens: up to 18 SNVs (6 bases x 3 ALTs) per 6-mer.
+- ``llr_unmasked``, the wild-type marginal: the same ratio read from the unmasked tile. One
+  forward of a tile scores every SNV in it.
+- ``embedding``: ``l1_<layer>``, ``l2_<layer>``, ``cosine_<layer>``, ``dot_<layer>`` between the
+  mean token embeddings (``<cls>`` and padding excluded) of the reference tile and the
+  alternative window (the tile with the allele applied; indels filled or trimmed on the right to
+  the tile's length). The reference embedding is one forward per tile, shared by all its alleles;
+  the alternative window needs one forward per allele.
 
-Windows: ``window_tokens`` tokens (default: the model's context) = ``(window_tokens - 1) * 6`` bp.
-The window starts a multiple of 6 bp before the variant so that the variant begins a 6-mer, and is
-centred as far as that allows; near a contig end it is shifted to stay inside the contig (and is
-shorter on a contig shorter than the window). Alternative windows of indels are filled or
-trimmed on the right to the same length when the contig allows.
+Both LLRs are defined when REF and ALT have the same length and neither holds an N (the ALT window
+then has the same 6-mer frame); NaN otherwise. The ALT tokens are the tile's tokens with the ALT
+bases substituted. With ``both_strands=True`` every score is the mean over the tile and its
+reverse complement. Orientation for AUROC: larger ``l1``/``l2`` and smaller ``llr``/``cosine``/
+``dot`` mean "more different from the reference" (``EFFECT_SIGN``). Layer convention as in
+``NTModel.forward`` (0 = embeddings, -1 = last layer after the final LayerNorm).
 
 Bad input never yields a number silently: alleles are skipped with a reason in ``status``
-(``ref_mismatch``, ``contig_not_in_fasta``, ``symbolic_alt``, ``spanning_deletion``,
-``invalid_allele``, ``too_long``, ``outside_contig``, ``no_alt``) and counted in the summary.
-REF is compared to the FASTA case-insensitively; ``chr20`` and ``20`` are the same contig.
+(``SKIP_REASONS``) and counted in the summary. REF is compared to the FASTA case-insensitively;
+``chr20`` and ``20`` are the same contig.
+
+Scale: records are read lazily and scored chunk by chunk (``chunk_size`` records); memory depends
+on the chunk and the model, not on the VCF. ``score_variants_to_files`` writes a table and/or an
+annotated, bgzipped and tabix-indexed VCF through ``ntkit.jobs`` parts (sharded, resumable,
+atomic outputs); ``score_variants`` returns an in-memory table for small inputs.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
+from tqdm.auto import tqdm
 
+from . import engine
 from .data import reverse_complement
-from .embed import default_batch_tokens
 from .genome import Genome, vcf_path
 
 EFFECT_SIGN = {"llr": -1, "llr_unmasked": -1, "l1": 1, "l2": 1, "cosine": -1, "dot": -1}
+SCORES = ("llr", "llr_unmasked", "embedding")
 _ALLELE = re.compile(r"[ACGTN]+")
 SKIP_REASONS = ("ref_mismatch", "contig_not_in_fasta", "symbolic_alt", "spanning_deletion", "invalid_allele", "too_long",
-                "outside_contig", "no_alt")
+                "outside_contig", "no_alt", "n_rich_window")
 
 
 @dataclass
@@ -64,9 +76,7 @@ class Allele:
     label: float | None = None
     status: str = "scored"
     contig: str | None = None  # FASTA name
-    start: int = 0  # window start (0-based)
-    ref_window: str = ""
-    alt_window: str = ""
+    start: int = 0  # tile start (0-based)
 
     @property
     def pos0(self) -> int:
@@ -74,7 +84,8 @@ class Allele:
 
     @property
     def same_length(self) -> bool:
-        return len(self.ref) == len(self.alt) and "N" not in self.alt
+        """Both LLRs are defined: same length, no N on either side (same 6-mer frame)."""
+        return len(self.ref) == len(self.alt) and "N" not in self.alt and "N" not in self.ref
 
 
 @dataclass
@@ -84,145 +95,363 @@ class VariantScores:
     score_columns: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        n = len(self.table)
-        scored = int((self.table["status"] == "scored").sum())
-        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return f"{scored}/{n} alleles scored; skipped {skipped}"
+        return summary_line(len(self.table), int((self.table["status"] == "scored").sum()), self.skipped)
 
 
-def read_alleles(vcf: str | Path, label_key: str | None = None) -> tuple[list[Allele], list[tuple[int, int]]]:
-    """ALT alleles of every record (multi-allelic split) and, per record, its rows' [first, last)."""
+def summary_line(n: int, scored: int, skipped: Counter) -> str:
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "none"
+    return f"{scored}/{n} alleles scored; skipped {reasons}"
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+def iter_records(vcf: str | Path, label_key: str | None = None) -> Iterator[list[Allele]]:
+    """The ALT alleles of each record (one list per record, multi-allelic split), read lazily;
+    ``row`` numbers the alleles over the whole file."""
     import pysam
 
-    alleles, spans = [], []
+    row = 0
     with pysam.VariantFile(vcf_path(vcf)) as vf:
         if label_key and label_key not in vf.header.info:
             raise ValueError(f"INFO key {label_key!r} is not declared in {vcf}")
+        flag = label_key is not None and vf.header.info[label_key].type == "Flag"
         for rec in vf:
-            first = len(alleles)
             label = None
             if label_key:
                 v = rec.info.get(label_key)
-                label = float(v[0] if isinstance(v, tuple) else v) if v is not None else (0.0 if vf.header.info[label_key].type == "Flag" else None)
+                label = float(v[0] if isinstance(v, tuple) else v) if v is not None else (0.0 if flag else None)
             alts = rec.alts or ()
             if not alts:
-                alleles.append(Allele(len(alleles), rec.chrom, rec.pos, rec.id or ".", rec.ref, ".", 0, label, "no_alt"))
-            for k, alt in enumerate(alts, start=1):
-                alleles.append(Allele(len(alleles), rec.chrom, rec.pos, rec.id or ".", rec.ref.upper(), alt.upper(), k, label))
-            spans.append((first, len(alleles)))
+                out = [Allele(row, rec.chrom, rec.pos, rec.id or ".", rec.ref, ".", 0, label, "no_alt")]
+            else:
+                out = [Allele(row + k, rec.chrom, rec.pos, rec.id or ".", rec.ref.upper(), alt.upper(), k + 1, label)
+                       for k, alt in enumerate(alts)]
+            row += len(out)
+            yield out
+
+
+def read_alleles(vcf: str | Path, label_key: str | None = None) -> tuple[list[Allele], list[tuple[int, int]]]:
+    """All alleles in memory and, per record, its rows' [first, last)."""
+    alleles, spans = [], []
+    for rec in iter_records(vcf, label_key):
+        spans.append((len(alleles), len(alleles) + len(rec)))
+        alleles.extend(rec)
     return alleles, spans
 
 
-def place_windows(alleles: Iterable[Allele], genome: Genome, window_bp: int) -> None:
-    """Check each allele against the FASTA and set its reference / alternative windows (in place)."""
-    for a in alleles:
-        if a.status != "scored":
-            continue
-        if a.alt == "*":
-            a.status = "spanning_deletion"
-            continue
-        if a.alt.startswith("<") or "[" in a.alt or "]" in a.alt or a.alt == ".":
-            a.status = "symbolic_alt"
-            continue
-        if not (_ALLELE.fullmatch(a.ref) and _ALLELE.fullmatch(a.alt)):
-            a.status = "invalid_allele"
-            continue
-        try:
-            a.contig = genome.resolve(a.chrom)
-        except KeyError:
-            a.status = "contig_not_in_fasta"
-            continue
+# -- tiles ------------------------------------------------------------------------------------------------
+
+
+def default_stride(window_bp: int) -> int:
+    return max(6, window_bp // 4 // 6 * 6)
+
+
+def tile_start(pos0: int, n: int, length: int, window_bp: int, stride: int) -> int:
+    """Start of the tile in which bases [pos0, pos0 + n) lie most central (see the module docstring)."""
+    if length <= window_bp:
+        return 0
+    last = length - window_bp
+    k0 = max(0, (pos0 + n // 2 - window_bp // 2) // stride)
+    cands = {min(k * stride, last) for k in (k0, k0 + 1)} | {last}
+    best, best_c = 0, -1
+    for s in sorted(cands):
+        c = min(pos0 - s, s + window_bp - pos0 - n)
+        if c > best_c:
+            best, best_c = s, c
+    return best
+
+
+def check_allele(a: Allele, genome: Genome, window_bp: int) -> None:
+    """Set ``a.status`` (a skip reason) and ``a.contig`` against the FASTA."""
+    if a.status != "scored":
+        return
+    if a.alt == "*":
+        a.status = "spanning_deletion"
+    elif a.alt.startswith("<") or "[" in a.alt or "]" in a.alt or a.alt == ".":
+        a.status = "symbolic_alt"
+    elif not (_ALLELE.fullmatch(a.ref) and _ALLELE.fullmatch(a.alt)):
+        a.status = "invalid_allele"
+    elif not genome.has(a.chrom):
+        a.status = "contig_not_in_fasta"
+    else:
+        a.contig = genome.resolve(a.chrom)
         length = genome.lengths[a.contig]
         if a.pos0 < 0 or a.pos0 + len(a.ref) > length:
             a.status = "outside_contig"
-            continue
-        if genome.fetch(a.contig, a.pos0, a.pos0 + len(a.ref)) != a.ref:
+        elif genome.fetch(a.contig, a.pos0, a.pos0 + len(a.ref)) != a.ref:
             a.status = "ref_mismatch"
-            continue
-        if max(len(a.ref), len(a.alt)) > window_bp // 2:
+        elif max(len(a.ref), len(a.alt)) > window_bp // 2:
             a.status = "too_long"
-            continue
-        w = min(window_bp, length)
-        lead = (w - len(a.ref)) // 2 // 6 * 6  # bases before the variant: a multiple of 6, centred
-        a.start = min(max(a.pos0 - lead, 0), length - w)
-        # Extra reference on the right so a deletion's alternative window keeps the length.
-        extra = max(0, len(a.ref) - len(a.alt))
-        seq = genome.fetch(a.contig, a.start, min(a.start + w + extra, length))
-        a.ref_window = seq[:w]
-        rel = a.pos0 - a.start
-        a.alt_window = (seq[:rel] + a.alt + seq[rel + len(a.ref) :])[:w]
 
 
-# -- model passes -----------------------------------------------------------------------------------------
+def fit_tokens(tok, seq: str, max_tokens: int) -> int:
+    """Bases of ``seq`` that fit ``max_tokens`` tokens (``<cls>`` included). Every N is a token of
+    its own and breaks the 6-mer frame, so a window with Ns holds fewer bases than (T - 1) x 6."""
+    enc = tok.batch_encode([seq], max_length=None)
+    if enc.attention_mask[0].sum() <= max_tokens:
+        return len(seq)
+    return int(enc.offsets[0, max_tokens - 1] + enc.spans[0, max_tokens - 1])
+
+
+def allele_windows(a: Allele, genome: Genome, window_bp: int, stride: int | None = None, tok=None) -> tuple[int, str, str]:
+    """(tile start, reference window, alternative window) of a checked allele: the definition
+    that the shared forwards reproduce, one allele at a time. With ``tok``, a tile with Ns is cut
+    on the right to fit ``window_bp / 6 + 1`` tokens (``fit_tokens``)."""
+    length = genome.lengths[a.contig]
+    w = min(window_bp, length)
+    start = tile_start(a.pos0, len(a.ref), length, window_bp, stride or default_stride(window_bp))
+    extra = max(0, len(a.ref) - len(a.alt))  # reference beyond the tile keeps a deletion's window full
+    seq = genome.fetch(a.contig, start, min(start + w + extra, length))
+    if tok is not None:
+        w = fit_tokens(tok, seq[:w], window_bp // 6 + 1)
+    rel = a.pos0 - start
+    return start, seq[:w], (seq[:rel] + a.alt + seq[rel + len(a.ref):])[:w]
+
+
+class _Tile:
+    def __init__(self, genome: Genome, contig: str, start: int, w: int, extra: int, tok, strands: int):
+        length = genome.lengths[contig]
+        self.contig, self.start = contig, start
+        self.w = min(w, length)
+        full = genome.fetch(contig, start, min(start + self.w + extra, length))
+        self.max_tokens = w // 6 + 1
+        self.w = fit_tokens(tok, full[: self.w], self.max_tokens)  # Ns: fewer bases fit (cut on the right)
+        self.seq, self.full = full[: self.w], full
+        self.strand_seq = [self.seq, reverse_complement(self.seq)][:strands]
+        enc = tok.batch_encode(self.strand_seq, max_length=None)
+        n = enc.attention_mask.sum(1)
+        self.ids = [enc.input_ids[s, : n[s]] for s in range(strands)]
+        self.offsets = [enc.offsets[s, : n[s]] for s in range(strands)]
+        self.spans = [enc.spans[s, : n[s]].astype(np.int64) for s in range(strands)]
+
+    def alt_window(self, a: Allele) -> str:
+        rel = a.pos0 - self.start
+        return (self.full[:rel] + a.alt + self.full[rel + len(a.ref):])[: self.w]
+
+    def tokens(self, strand: int, lo: int, hi: int) -> np.ndarray:
+        """Token indices (in the strand's encoding) whose bases intersect [lo, hi)."""
+        o, s = self.offsets[strand], self.spans[strand]
+        return np.nonzero((s > 0) & (o < hi) & (o + s > lo))[0]
 
 
 @dataclass
 class _Pass:
-    sequence: str
-    embed: bool  # pooled embeddings wanted
-    span: tuple[int, int] | None = None  # nucleotides [start, end) of the variant: its tokens' ids are recorded
-    mask: bool = False  # mask the span's tokens and return their log-probs
-    logits: bool = False  # return the span's log-probs without masking
-    result: dict = field(default_factory=dict)
+    tile: _Tile
+    strand: int
+    embed: bool = False
+    mask: tuple[int, ...] = ()  # token indices replaced by <mask>
+    alt: Allele | None = None  # alternative window of this allele
+    pairs: list = field(default_factory=list)  # (token, id): log-probabilities wanted
+    logp: np.ndarray | None = None
+    pooled: dict = field(default_factory=dict)
+
+    def sequence(self) -> str:
+        w = self.tile.alt_window(self.alt)
+        return w if self.strand == 0 else reverse_complement(w)
 
 
-def _span_tokens(offsets: np.ndarray, spans: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Token indices whose nucleotides intersect [lo, hi)."""
-    return np.nonzero((spans > 0) & (offsets < hi) & (offsets + spans > lo))[0]
-
-
-@torch.inference_mode()
-def _run_passes(model, passes: list[_Pass], layers: list[int], batch_size: int, device, dtype, progress: bool) -> None:
-    tok = model.tokenizer
-    order = sorted(range(len(passes)), key=lambda i: len(passes[i].sequence))  # length bucketing
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(passes), unit="window", desc="scoring", dynamic_ncols=True)
-    for first in range(0, len(order), batch_size):
-        idx = order[first : first + batch_size]
-        enc = tok.batch_encode([passes[i].sequence for i in idx], truncation=True)
-        ids = enc.input_ids.copy()
-        want = np.zeros(ids.shape, dtype=bool)
-        for b, i in enumerate(idx):
-            p = passes[i]
-            if p.span is None:
-                continue
-            t = _span_tokens(enc.offsets[b], enc.spans[b], *p.span)
-            p.result.update(tokens=t, ids=enc.input_ids[b, t], offsets=enc.offsets[b, t])
-            if p.mask:
-                ids[b, t] = tok.mask_id
-            want[b, t] = p.mask or p.logits
-        x = torch.as_tensor(ids, device=device)
-        mask = torch.as_tensor(enc.attention_mask, device=device)
-        need_embed = any(passes[i].embed for i in idx)
-        with torch.autocast(device_type=torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
-            out = model(x, mask, repr_layers=layers if need_embed else (), return_logits=False,
-                        logits_at=torch.as_tensor(want, device=device) if want.any() else None)
+def _forward(layers: list[int]):
+    def forward(model, batch: list[_Pass]) -> list[None]:
+        tok = model.tokenizer
+        dev = engine.model_device(model)
+        rows = [None] * len(batch)
+        alt = [i for i, p in enumerate(batch) if p.alt is not None]
+        if alt:
+            # An indel can bring Ns from beyond the tile into its alternative window: keep the tile's budget.
+            enc = tok.batch_encode([batch[i].sequence() for i in alt], max_length=batch[alt[0]].tile.max_tokens, truncation=True)
+            for b, i in enumerate(alt):
+                rows[i] = enc.input_ids[b, enc.attention_mask[b]]
+        for i, p in enumerate(batch):
+            if p.alt is None:
+                rows[i] = p.tile.ids[p.strand]
+                if p.mask:
+                    rows[i] = rows[i].copy()
+                    rows[i][list(p.mask)] = tok.mask_id
+        L = max(len(r) for r in rows)
+        ids = np.full((len(batch), L), tok.pad_id, dtype=np.int64)
+        want = np.zeros((len(batch), L), dtype=bool)
+        for i, (r, p) in enumerate(zip(rows, batch)):
+            ids[i, : len(r)] = r
+            for t, _ in p.pairs:
+                want[i, t] = True
+        x = torch.as_tensor(ids, device=dev)
+        m = x != tok.pad_id
+        need_emb = any(p.embed for p in batch)
+        out = model(x, m, repr_layers=layers if need_emb else (), return_logits=False,
+                    logits_at=torch.as_tensor(want, device=dev) if want.any() else None)
         if want.any():
-            logp = torch.log_softmax(out.logits.float(), dim=-1).cpu().numpy()
-            ends = np.cumsum(want.sum(1))
-            for b, i in enumerate(idx):
-                if want[b].any():
-                    passes[i].result["logp"] = logp[ends[b] - want[b].sum() : ends[b]]
-        if need_embed:
-            keep = (mask & (x != tok.cls_id)).unsqueeze(-1).float()
+            logp = torch.log_softmax(out.logits.float(), dim=-1)
+            row_of = np.cumsum(want.ravel()).reshape(want.shape) - 1  # x[want] is row-major
+            for i, p in enumerate(batch):
+                if p.pairs:
+                    t, v = np.array(p.pairs, dtype=np.int64).T
+                    p.logp = logp[torch.as_tensor(row_of[i, t], device=dev), torch.as_tensor(v, device=dev)].cpu().numpy().astype(np.float64)
+        if need_emb:
             for layer in layers:
-                h = out.hidden_states[model.resolve_layer(layer)].float()
-                pooled = ((h * keep).sum(1) / keep.sum(1).clamp(min=1)).cpu().numpy()
-                for b, i in enumerate(idx):
-                    if passes[i].embed:
-                        passes[i].result[layer] = pooled[b]
-        if bar is not None:
-            bar.update(len(idx))
-    if bar is not None:
-        bar.close()
+                pooled = engine.mean_pool(out.hidden_states[model.resolve_layer(layer)], x, m, tok.cls_id).cpu().numpy()
+                for i, p in enumerate(batch):
+                    if p.embed:
+                        p.pooled[layer] = pooled[i].astype(np.float64)
+        return [None] * len(batch)
+
+    return forward
 
 
-def _llr(logp: np.ndarray, ref_ids: np.ndarray, alt_ids: np.ndarray) -> float:
-    r = np.arange(len(ref_ids))
-    return float((logp[r, alt_ids] - logp[r, ref_ids]).sum())
+@dataclass
+class ScoreOptions:
+    """What is scored and how (the fields that change a score; recorded in a job's manifest)."""
+
+    scores: tuple[str, ...] = ("llr", "embedding")
+    layers: tuple[int, ...] = (-1,)
+    window_tokens: int | None = None  # default: the model's context
+    tile_stride_bp: int | None = None  # default: a quarter of the window, a multiple of 6
+    both_strands: bool = False
+    label_key: str | None = None
+
+    def __post_init__(self):
+        bad = [s for s in self.scores if s not in SCORES]
+        if bad or not self.scores:
+            raise ValueError(f"scores must be among {', '.join(SCORES)}, not {bad or 'none'}")
+        self.scores = tuple(dict.fromkeys(self.scores))
+        self.layers = tuple(self.layers)
+
+    def resolve(self, model) -> "ScoreOptions":
+        T = self.window_tokens or model.config.max_tokens
+        if not 2 <= T <= model.config.max_tokens:
+            raise ValueError(f"window_tokens must be in [2, {model.config.max_tokens}] for this model")
+        w = (T - 1) * 6
+        stride = self.tile_stride_bp or default_stride(w)
+        if stride % 6 or not 6 <= stride <= w:
+            raise ValueError(f"tile_stride_bp must be a multiple of 6 in [6, {w}], not {stride}")
+        for layer in self.layers:
+            model.resolve_layer(layer)
+        return ScoreOptions(self.scores, self.layers, T, stride, self.both_strands, self.label_key)
+
+    @property
+    def window_bp(self) -> int:
+        return (self.window_tokens - 1) * 6
+
+    def columns(self) -> list[str]:
+        cols = [s for s in ("llr", "llr_unmasked") if s in self.scores]
+        if "embedding" in self.scores:
+            cols += [f"{m}_{l}" for l in self.layers for m in ("l1", "l2", "cosine", "dot")]
+        return cols
+
+    def schema(self) -> pa.Schema:
+        f = [("chrom", pa.string()), ("pos", pa.int64()), ("id", pa.string()), ("ref", pa.string()), ("alt", pa.string()),
+             ("alt_index", pa.int64()), ("status", pa.string()), ("window_start", pa.float64())]
+        f += [("label", pa.float64())] if self.label_key else []
+        return pa.schema(f + [(c, pa.float64()) for c in self.columns()])
+
+
+def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptions, *, batch_tokens=None, batch_size=None,
+                  device=None, dtype=None) -> list[dict]:
+    """One output row per allele (input order); ``opts`` resolved. Forwards are shared as the
+    module docstring says; memory is proportional to ``len(alleles)``."""
+    tok = model.tokenizer
+    w, strands = opts.window_bp, 2 if opts.both_strands else 1
+    want_emb = "embedding" in opts.scores
+    by_tile: dict[tuple[str, int], list[Allele]] = {}
+    for a in alleles:
+        check_allele(a, genome, w)
+        if a.status == "scored":
+            a.start = tile_start(a.pos0, len(a.ref), genome.lengths[a.contig], w, opts.tile_stride_bp)
+            by_tile.setdefault((a.contig, a.start), []).append(a)
+
+    passes: list[_Pass] = []
+    plan = []  # (allele, strand, ref pass, [(pass, first pair, n pairs) for llr, llr_unmasked], alt pass)
+    for (contig, start), group in by_tile.items():
+        extra = max(max(0, len(a.ref) - len(a.alt)) for a in group)
+        tile = _Tile(genome, contig, start, w, extra, tok, strands)
+        for s in range(strands):
+            ref = _Pass(tile, s, embed=want_emb)
+            passes.append(ref)
+            masked: dict[tuple[int, ...], _Pass] = {}
+            for a in group:
+                rel, n = a.pos0 - start, len(a.ref)
+                if rel + n > tile.w:  # cut off by the Ns of its tile
+                    a.status = "n_rich_window"
+                    continue
+                lo, hi = (rel, rel + n) if s == 0 else (tile.w - rel - n, tile.w - rel)
+                llr = {}
+                if a.same_length:
+                    toks = tile.tokens(s, lo, hi)
+                    alt_seq = tile.alt_window(a) if s == 0 else reverse_complement(tile.alt_window(a))
+                    o, sp = tile.offsets[s][toks], tile.spans[s][toks]
+                    alt_ids = [tok.token_to_id[alt_seq[x : x + y]] for x, y in zip(o.tolist(), sp.tolist())]
+                    pairs = [p for t, r, v in zip(toks.tolist(), tile.ids[s][toks].tolist(), alt_ids) for p in ((t, r), (t, v))]
+                    targets = []
+                    if "llr" in opts.scores:
+                        key = tuple(toks.tolist())
+                        if key not in masked:
+                            masked[key] = _Pass(tile, s, mask=key)
+                            passes.append(masked[key])
+                        targets.append(("llr", masked[key]))
+                    if "llr_unmasked" in opts.scores:
+                        targets.append(("llr_unmasked", ref))
+                    for name, p in targets:
+                        llr[name] = (p, len(p.pairs), len(pairs))
+                        p.pairs.extend(pairs)
+                alt = None
+                if want_emb:
+                    alt = _Pass(tile, s, embed=True, alt=a)
+                    passes.append(alt)
+                plan.append((a, s, ref, llr, alt))
+
+    passes = [p for p in passes if p.embed or p.pairs]  # a tile pass with nothing to read is not run
+
+    def length(p: _Pass) -> int:
+        return len(p.tile.ids[p.strand]) + (len(p.alt.alt) - len(p.alt.ref) if p.alt is not None else 0)
+
+    for _ in engine.run(model, passes, _forward(list(opts.layers)), length=length, batch_tokens=batch_tokens,
+                        batch_size=batch_size, device=device, dtype=dtype):
+        pass
+
+    values: dict[int, dict[str, list[float]]] = {}
+    for a, s, ref, llr, alt in plan:
+        v = values.setdefault(a.row, {})
+        for name, (p, first, n) in llr.items():
+            lp = p.logp[first : first + n]
+            v.setdefault(name, []).append(float((lp[1::2] - lp[0::2]).sum()))
+        if alt is not None:
+            for layer in opts.layers:
+                r, x = ref.pooled[layer], alt.pooled[layer]
+                v.setdefault(f"l1_{layer}", []).append(float(np.abs(r - x).sum()))
+                v.setdefault(f"l2_{layer}", []).append(float(np.sqrt(((r - x) ** 2).sum())))
+                v.setdefault(f"cosine_{layer}", []).append(float(r @ x / max(np.linalg.norm(r) * np.linalg.norm(x), 1e-30)))
+                v.setdefault(f"dot_{layer}", []).append(float(r @ x))
+
+    rows = []
+    cols = opts.columns()
+    for a in alleles:
+        row = {"chrom": a.chrom, "pos": a.pos, "id": a.id, "ref": a.ref, "alt": a.alt, "alt_index": a.alt_index,
+               "status": a.status, "window_start": float(a.start + 1) if a.status == "scored" else math.nan}
+        if opts.label_key:
+            row["label"] = a.label
+        got = values.get(a.row, {})
+        for c in cols:
+            row[c] = float(np.mean(got[c])) if c in got else math.nan
+        rows.append(row)
+    return rows
+
+
+def _options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp) -> ScoreOptions:
+    scores = tuple(scores) if scores is not None else ("llr", "embedding")
+    if unmasked_llr and "llr_unmasked" not in scores:
+        scores = scores[:1] + ("llr_unmasked",) + scores[1:]
+    return ScoreOptions(scores, tuple(layers), window_tokens, tile_stride_bp, both_strands, label_key).resolve(model)
+
+
+def iter_scores(model, vcf: str | Path, fasta: str | Path | Genome, opts: ScoreOptions, *, chunk_size: int = 4096,
+                batch_tokens=None, batch_size=None, device=None, dtype=None) -> Iterator[list[dict]]:
+    """Rows chunk by chunk (``chunk_size`` records each), in VCF order; ``opts`` resolved."""
+    from .jobs import chunks
+
+    genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
+    for chunk in chunks(iter_records(vcf, opts.label_key), chunk_size):
+        yield score_alleles(model, [a for rec in chunk for a in rec], genome, opts, batch_tokens=batch_tokens,
+                            batch_size=batch_size, device=device, dtype=dtype)
 
 
 def score_variants(
@@ -235,104 +464,126 @@ def score_variants(
     both_strands: bool = False,
     unmasked_llr: bool = False,
     label_key: str | None = None,
+    scores: Sequence[str] | None = None,
+    tile_stride_bp: int | None = None,
+    chunk_size: int = 4096,
+    batch_tokens: int | None = None,
     batch_size: int | None = None,
     device=None,
     dtype=None,
     progress: bool = True,
 ) -> VariantScores:
-    """Score every ALT allele of ``vcf``; see the module docstring for the scores and skips.
-    ``batch_size``: windows per forward (default: as many as fit ``embed.default_batch_tokens``)."""
-    genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
-    window_tokens = window_tokens or model.config.max_tokens
-    if window_tokens > model.config.max_tokens or window_tokens < 2:
-        raise ValueError(f"window_tokens must be in [2, {model.config.max_tokens}] for this model")
-    device = device or next(model.parameters()).device
-    batch_size = batch_size or max(1, default_batch_tokens(device) // window_tokens)
-    layers = list(layers)
-    model.eval()
-    alleles, _ = read_alleles(vcf, label_key)
-    place_windows(alleles, genome, (window_tokens - 1) * 6)
-
-    passes: list[_Pass] = []
-    ref_pass: dict[tuple, int] = {}  # (contig, start, strand, mask span or None) -> pass index: shared windows
-    plan = []  # per allele and strand: (allele, strand, ref embed pass, masked pass, unmasked pass, alt pass)
-
-    def shared_pass(a: Allele, strand: str, span, mask: bool, embed: bool) -> int:
-        # Reference windows are shared by every allele with the same window (and masked span).
-        key = (a.contig, a.start, len(a.ref_window), strand, span if mask else None)
-        if key not in ref_pass:
-            seq = a.ref_window if strand == "+" else reverse_complement(a.ref_window)
-            ref_pass[key] = len(passes)
-            passes.append(_Pass(seq, embed=embed, span=span if mask else None, mask=mask))
-        passes[ref_pass[key]].embed |= embed
-        return ref_pass[key]
-
-    for a in alleles:
-        if a.status != "scored":
-            continue
-        rel, n = a.pos0 - a.start, len(a.ref)
-        w = len(a.ref_window)
-        for strand in ("+", "-") if both_strands else ("+",):
-            span = (rel, rel + n) if strand == "+" else (w - rel - n, w - rel)
-            emb = shared_pass(a, strand, None, mask=False, embed=True)
-            masked = shared_pass(a, strand, span, mask=True, embed=False) if a.same_length else None
-            alt_seq = a.alt_window if strand == "+" else reverse_complement(a.alt_window)
-            alt = len(passes)
-            passes.append(_Pass(alt_seq, embed=True, span=span if a.same_length else None))
-            unmasked = None
-            if unmasked_llr and a.same_length:
-                unmasked = len(passes)
-                passes.append(_Pass(passes[emb].sequence, embed=False, span=span, logits=True))
-            plan.append((a, strand, emb, masked, unmasked, alt))
-
-    _run_passes(model, passes, layers, batch_size, device, dtype, progress)
-
-    cols = ["llr"] + (["llr_unmasked"] if unmasked_llr else []) + [f"{m}_{l}" for l in layers for m in ("l1", "l2", "cosine", "dot")]
-    acc: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for a, strand, emb, masked, unmasked, alt in plan:
-        s = acc[a.row]
-        pa = passes[alt].result
-        if masked is not None:
-            pm = passes[masked].result
-            # Same length, no N in ALT: the ALT window has the same token frame at the variant.
-            if len(pa["ids"]) == len(pm["ids"]) and np.array_equal(pa["offsets"], pm["offsets"]):
-                s["llr"].append(_llr(pm["logp"], pm["ids"], pa["ids"]))
-                if unmasked is not None:
-                    pu = passes[unmasked].result
-                    s["llr_unmasked"].append(_llr(pu["logp"], pu["ids"], pa["ids"]))
-        for layer in layers:
-            r, v = passes[emb].result[layer].astype(np.float64), pa[layer].astype(np.float64)
-            s[f"l1_{layer}"].append(float(np.abs(r - v).sum()))
-            s[f"l2_{layer}"].append(float(np.sqrt(((r - v) ** 2).sum())))
-            s[f"cosine_{layer}"].append(float(r @ v / max(np.linalg.norm(r) * np.linalg.norm(v), 1e-30)))
-            s[f"dot_{layer}"].append(float(r @ v))
-
+    """Every ALT allele of ``vcf`` as an in-memory table (see the module docstring). ``scores``:
+    among ``llr``, ``llr_unmasked``, ``embedding`` (default ``llr`` + ``embedding``; ``unmasked_llr``
+    adds ``llr_unmasked``). ``batch_tokens``: tokens per forward (default
+    ``engine.default_batch_tokens``). For files of any size use ``score_variants_to_files``."""
+    opts = _options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
     rows = []
-    for a in alleles:
-        row = {"chrom": a.chrom, "pos": a.pos, "id": a.id, "ref": a.ref, "alt": a.alt, "alt_index": a.alt_index, "status": a.status,
-               "window_start": a.start + 1 if a.status == "scored" else np.nan}
-        if label_key:
-            row["label"] = a.label
-        for c in cols:
-            vals = acc[a.row].get(c, []) if a.status == "scored" else []
-            row[c] = float(np.mean(vals)) if vals else math.nan
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    skipped = Counter(a.status for a in alleles if a.status != "scored")
-    return VariantScores(table, skipped, cols)
+    with tqdm(unit="allele", desc="scoring", dynamic_ncols=True, disable=not progress) as bar:
+        for part in iter_scores(model, vcf, fasta, opts, chunk_size=chunk_size, batch_tokens=batch_tokens,
+                                batch_size=batch_size, device=device, dtype=dtype):
+            rows.extend(part)
+            bar.update(len(part))
+    table = pd.DataFrame(rows, columns=opts.schema().names)
+    skipped = Counter(table.loc[table["status"] != "scored", "status"])
+    return VariantScores(table, skipped, opts.columns())
+
+
+# -- files: sharded, resumable, atomic ---------------------------------------------------------------------------
+
+
+def _is_vcf(path) -> bool:
+    return str(path).endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
+
+
+def score_variants_to_files(
+    model,
+    vcf: str | Path,
+    fasta: str | Path,
+    outputs: Sequence[str | Path],
+    *,
+    layers: Sequence[int] = (-1,),
+    window_tokens: int | None = None,
+    both_strands: bool = False,
+    unmasked_llr: bool = False,
+    label_key: str | None = None,
+    scores: Sequence[str] | None = None,
+    tile_stride_bp: int | None = None,
+    chunk_size: int = 4096,
+    shard=None,
+    restart: bool = False,
+    batch_tokens: int | None = None,
+    batch_size: int | None = None,
+    device=None,
+    dtype=None,
+    progress: bool = True,
+) -> dict:
+    """Score ``vcf`` into ``outputs`` (``.vcf``/``.vcf.gz``: annotated copy, bgzipped and tabix-
+    indexed; ``.tsv``/``.csv``/``.parquet``: the table) as a job of ``ntkit.jobs``: chunk parts
+    beside the first output, this ``shard``'s chunks only, finished chunks skipped, the outputs
+    joined once every chunk is done. Returns a summary dict (``merged``: whether the outputs were
+    written by this call)."""
+    from . import jobs
+
+    outputs = [Path(o) for o in outputs]
+    if not outputs:
+        raise ValueError("no output given")
+    for o in outputs:
+        jobs.check_output(o, [vcf, fasta])
+    genome = Genome(fasta)
+    opts = _options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
+    shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
+    manifest = {"job": "score-variants", "inputs": {"vcf": jobs.file_checksum(vcf), "fasta": jobs.genome_fingerprint(genome)},
+                "vcf": str(Path(vcf).resolve()), "outputs": [str(o.resolve()) for o in outputs], "chunk_size": chunk_size,
+                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
+                "model": jobs.model_fingerprint(model)}
+    store = jobs.PartStore(outputs[0], manifest, shard, restart)
+
+    def process(chunk: list[list[Allele]]) -> list[dict]:
+        return score_alleles(model, [a for rec in chunk for a in rec], genome, opts, batch_tokens=batch_tokens,
+                             batch_size=batch_size, device=device, dtype=dtype)
+
+    n_chunks = jobs.run_chunks(store, iter_records(vcf, opts.label_key), chunk_size, process, opts.schema(),
+                               progress=progress, desc="scoring", unit="record")
+    return {"shard": str(shard), "chunks": n_chunks, **jobs.finish(store, merge_outputs)}
+
+
+def merge_outputs(store) -> dict:
+    """Final outputs from a complete part store: the table files and annotated VCFs."""
+    m = store.manifest
+    opts = m["options"]
+    opts = ScoreOptions(tuple(opts["scores"]), tuple(opts["layers"]), opts["window_tokens"], opts["tile_stride_bp"],
+                        opts["both_strands"], opts["label_key"])
+    schema, cols = opts.schema(), opts.columns()
+    from . import jobs
+
+    status = Counter()
+    for b in store.batches():
+        status.update(b.column("status").to_pylist())
+    for out in m["outputs"]:
+        if _is_vcf(out):
+            write_vcf_rows(_rows(store.batches()), cols, m["vcf"], out)
+        else:
+            jobs.write_table_file(store.batches(), schema, out)
+    n = sum(status.values())
+    skipped = Counter({k: v for k, v in status.items() if k != "scored"})
+    return {"alleles": n, "scored": status.get("scored", 0), "skipped": dict(skipped), "outputs": m["outputs"],
+            "summary": summary_line(n, status.get("scored", 0), skipped)}
+
+
+def _rows(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
+    for b in batches:
+        yield from b.to_pylist()
 
 
 # -- outputs -------------------------------------------------------------------------------------------------
 
 
 def write_table(scores: VariantScores, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        scores.table.to_parquet(path, index=False)
-    else:
-        scores.table.to_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", index=False, na_rep="NA")
-    return path
+    from .jobs import write_table_file
+
+    tab = pa.Table.from_pandas(scores.table, preserve_index=False)
+    return write_table_file(tab.to_batches(), tab.schema, path)
 
 
 def _describe(col: str) -> str:
@@ -350,45 +601,48 @@ def _info_id(col: str) -> str:
     return "NT_" + col.upper().replace("-", "M")
 
 
-def write_vcf(scores: VariantScores, vcf_in: str | Path, path: str | Path) -> Path:
-    """Copy ``vcf_in`` with one Number=A INFO field per score plus ``NT_STATUS``; ``.vcf.gz`` output
-    is bgzipped and tabix-indexed."""
+def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: str | Path, path: str | Path) -> Path:
+    """Copy ``vcf_in`` with one Number=A INFO field per score plus ``NT_STATUS``, taking the rows
+    (one per ALT, or one for a record without ALT) in VCF order as it streams. ``.vcf.gz`` output is
+    bgzipped and tabix-indexed; written under a temporary name and renamed when complete."""
     import pysam
 
+    from .jobs import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = scores.table
-    with pysam.VariantFile(vcf_path(vcf_in)) as vin:
+    rows = iter(rows)
+    gz = str(path).endswith((".gz", ".bgz"))
+    with pysam.VariantFile(vcf_path(vcf_in)) as vin, atomic_output(path, (".tbi",) if gz else ()) as tmp:
         header = vin.header.copy()
         if "END" not in header.info:  # htslib sets END on symbolic alleles
             header.add_meta("INFO", items=[("ID", "END"), ("Number", "1"), ("Type", "Integer"), ("Description", "End position of the variant")])
         header.add_meta("INFO", items=[("ID", "NT_STATUS"), ("Number", "A"), ("Type", "String"),
                                        ("Description", "ntkit: 'scored' or why the allele was skipped (" + ", ".join(SKIP_REASONS) + ")")])
-        for col in scores.score_columns:
+        for col in score_columns:
             header.add_meta("INFO", items=[("ID", _info_id(col)), ("Number", "A"), ("Type", "Float"), ("Description", _describe(col))])
-        tmp = path.with_name(path.name + ".tmp")
-        mode = "wz" if path.name.endswith(".gz") else "w"
-        with pysam.VariantFile(str(tmp), mode, header=header) as vout:
-            row = 0
+        with pysam.VariantFile(str(tmp), "wz" if gz else "w", header=header) as vout:
             for rec in vin:
                 n = len(rec.alts or ())
-                rows = table.iloc[row : row + max(n, 1)]
-                row += max(n, 1)
+                recs = [next(rows) for _ in range(max(n, 1))]
+                if any(r["pos"] != rec.pos for r in recs):
+                    raise ValueError(f"{vcf_in}: record {rec.chrom}:{rec.pos} does not match the scores (the VCF changed?)")
                 rec.translate(header)
-                new = rec
                 if n:
-                    new.info["NT_STATUS"] = tuple(rows["status"])
-                    for col in scores.score_columns:
-                        vals = [None if not np.isfinite(v) else float(v) for v in rows[col]]
+                    rec.info["NT_STATUS"] = tuple(r["status"] for r in recs)
+                    for col in score_columns:
+                        vals = [None if r[col] is None or not np.isfinite(r[col]) else float(r[col]) for r in recs]
                         if any(v is not None for v in vals):
-                            new.info[_info_id(col)] = tuple(vals)
-                vout.write(new)
-    import os
-
-    os.replace(tmp, path)
-    if mode == "wz":
-        pysam.tabix_index(str(path), preset="vcf", force=True)
+                            rec.info[_info_id(col)] = tuple(vals)
+                vout.write(rec)
+        if gz:
+            pysam.tabix_index(str(tmp), preset="vcf", force=True)
     return path
+
+
+def write_vcf(scores: VariantScores, vcf_in: str | Path, path: str | Path) -> Path:
+    """``write_vcf_rows`` for an in-memory ``VariantScores``."""
+    t = scores.table.astype(object).where(scores.table.notna(), None)
+    return write_vcf_rows(iter(t.to_dict("records")), scores.score_columns, vcf_in, path)
 
 
 def evaluate_scores(scores: VariantScores) -> pd.DataFrame:
@@ -416,36 +670,50 @@ def evaluate_scores(scores: VariantScores) -> pd.DataFrame:
 
 
 def add_cli(sub) -> None:
-    from .cli import add_runtime_args
+    from .cli import add_job_args, add_runtime_args
 
     s = sub.add_parser("score-variants", help="zero-shot variant effect scores: VCF + FASTA -> annotated VCF / table")
     s.add_argument("--vcf", required=True)
     s.add_argument("--fasta", required=True)
     s.add_argument("--model", required=True, help="checkpoint directory or preset")
     s.add_argument("--out", required=True, nargs="+", help="output files: .vcf/.vcf.gz (annotated), .tsv/.csv/.parquet (table)")
-    s.add_argument("--layers", type=int, nargs="+", default=[-1])
-    s.add_argument("--window-tokens", type=int)
-    s.add_argument("--both-strands", action="store_true")
-    s.add_argument("--unmasked-llr", action="store_true")
+    add_score_args(s, default=("llr", "embedding"))
+    s.add_argument("--unmasked-llr", action="store_true", help="also the wild-type marginal (same as adding llr_unmasked to --scores)")
     s.add_argument("--label-key", help="INFO key holding a 0/1 label (or a Flag): report AUROC/AUPRC")
-    s.add_argument("--batch-size", type=int, help="windows per forward (default: 2,048 tokens' worth on CPU, 16,384 on GPU)")
+    add_job_args(s, "records")
     add_runtime_args(s)
     s.set_defaults(func=_cli)
+
+
+def add_score_args(s, default: Sequence[str]) -> None:
+    """What is scored and in which windows (``ScoreOptions``): shared by score-variants and mutagenesis."""
+    s.add_argument("--scores", nargs="+", choices=SCORES, default=list(default),
+                   help=f"llr: masked marginal; llr_unmasked: wild-type marginal; embedding: L1/L2/cosine/dot (default: {' '.join(default)})")
+    s.add_argument("--layers", type=int, nargs="+", default=[-1], help="layers of the embedding distances")
+    s.add_argument("--window-tokens", type=int, help="tile length in tokens (default: the model's context)")
+    s.add_argument("--tile-stride-bp", type=int, help="tile grid step (default: a quarter of the window)")
+    s.add_argument("--both-strands", action="store_true", help="average every score over the tile and its reverse complement")
 
 
 def _cli(args) -> int:
     from .cli import runtime
 
     model, device, dtype = runtime(args, args.model)
-    scores = score_variants(model, args.vcf, args.fasta, layers=args.layers, window_tokens=args.window_tokens,
-                            both_strands=args.both_strands, unmasked_llr=args.unmasked_llr, label_key=args.label_key,
-                            batch_size=args.batch_size, device=device, dtype=dtype, progress=args.progress)
-    print(scores.summary())
-    for out in args.out:
-        if out.endswith((".vcf", ".vcf.gz")):
-            print(f"wrote {write_vcf(scores, args.vcf, out)}")
-        else:
-            print(f"wrote {write_table(scores, out)}")
+    res = score_variants_to_files(model, args.vcf, args.fasta, args.out, layers=args.layers, window_tokens=args.window_tokens,
+                                  both_strands=args.both_strands, unmasked_llr=args.unmasked_llr, label_key=args.label_key,
+                                  scores=args.scores, tile_stride_bp=args.tile_stride_bp, chunk_size=args.chunk_size,
+                                  shard=args.shard, restart=args.restart, batch_tokens=args.batch_tokens, device=device,
+                                  dtype=dtype, progress=args.progress)
+    if not res["merged"]:
+        print(f"shard {res['shard']}: done; outputs wait for {res['waiting_for']} "
+              f"(`ntkit merge {args.out[0]}` once every shard has finished)")
+        return 0
+    print(res["summary"])
+    for o in res["outputs"]:
+        print(f"wrote {o}")
     if args.label_key:
-        print(evaluate_scores(scores).to_string(index=False))
+        table = next((o for o in res["outputs"] if not _is_vcf(o)), None)
+        if table:
+            t = pd.read_parquet(table) if table.endswith(".parquet") else pd.read_csv(table, sep="\t" if table.endswith((".tsv", ".txt")) else ",")
+            print(evaluate_scores(VariantScores(t, Counter(), [c for c in t.columns if c.split("_")[0] in EFFECT_SIGN])).to_string(index=False))
     return 0

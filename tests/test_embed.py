@@ -4,7 +4,7 @@ import torch
 
 import ntkit
 from ntkit.data import reverse_complement
-from ntkit.embed import embed, read_sequences, write_embeddings
+from ntkit.embed import embed, read_embeddings, read_sequences, write_embeddings
 
 RNG = np.random.default_rng(2)
 
@@ -95,5 +95,12 @@ def test_io_roundtrip(model, tmp_path):
     p = write_embeddings(tmp_path / "e.parquet", ids, emb, table)
     t = pd.read_parquet(p)
     assert list(t["id"]) == ["a", "b"] and t.filter(like="L1_").shape == (2, 64) and "label" in t
-    z = np.load(write_embeddings(tmp_path / "e.npz", ids, emb))
-    np.testing.assert_array_equal(z["layer_-1"], emb[-1])
+    rid, back = read_embeddings(p)
+    assert rid == ["a", "b"] and sorted(back) == [-1, 1]
+    np.testing.assert_array_equal(back[-1], emb[-1])
+    nuc = embed(model, seqs, pooling="nucleotide")
+    rid, back = read_embeddings(write_embeddings(tmp_path / "n.parquet", ids, nuc))
+    assert [x.shape for x in back[-1]] == [(8, 64), (8, 64)]
+    np.testing.assert_array_equal(back[-1][1], nuc[-1][1])
+    with pytest.raises(ValueError, match="parquet"):
+        write_embeddings(tmp_path / "e.npz", ids, emb)

@@ -80,3 +80,25 @@ def test_regression_head():
     gc = np.array([(s.count("G") + s.count("C")) / len(s) for s in seqs], dtype=np.float32)
     m = finetune(base, seqs, gc, FinetuneConfig(method="ia3", task="regression", epochs=4, lr=1e-2))
     assert m.predict(seqs[:5]).shape == (5,)
+
+
+def test_predict_command_sharded_equals_in_memory(tmp_path):
+    import pandas as pd
+
+    from ntkit.checkpoint import save_checkpoint
+    from ntkit.cli import main
+
+    base = ntkit.build("nt-v2-tiny", seed=0)
+    save_checkpoint(base, tmp_path / "base")
+    seqs, y = motif_task(40)
+    m = finetune(base, seqs, y, FinetuneConfig(method="ia3", epochs=1, lr=1e-2, batch_size=8))
+    m.save_adapter(tmp_path / "ad")
+    pd.DataFrame({"name": [f"r{i}" for i in range(40)], "sequence": seqs, "label": y}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    common = ["predict", str(tmp_path / "t.tsv"), "--adapter", str(tmp_path / "ad"), "--model", str(tmp_path / "base"),
+              "--chunk-size", "7", "--no-progress", "--out", str(tmp_path / "p.csv")]
+    for i in (1, 0):
+        assert main(common + ["--shard", f"{i}/2"]) == 0
+    out = pd.read_csv(tmp_path / "p.csv")
+    assert list(out.columns) == ["id", "label", "prob_0", "prob_1", "predicted"] and list(out["id"]) == [f"r{i}" for i in range(40)]
+    np.testing.assert_allclose(out[["prob_0", "prob_1"]].to_numpy(), m.predict(seqs), rtol=1e-5, atol=1e-6)
+    assert (out["predicted"] == m.predict(seqs).argmax(1)).all()

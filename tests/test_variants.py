@@ -2,13 +2,14 @@ import subprocess
 import shutil
 
 import numpy as np
+import pandas as pd
 import pysam
 import pytest
 import torch
 
 import ntkit
 from ntkit.genome import write_fasta
-from ntkit.variants import evaluate_scores, read_alleles, score_variants, write_table, write_vcf
+from ntkit.variants import default_stride, evaluate_scores, read_alleles, score_variants, tile_start, write_table, write_vcf
 
 WINDOW_TOKENS = 41  # 240 bp windows
 
@@ -78,34 +79,72 @@ def test_statuses_and_skips(case):
     assert "5 " not in s.summary() and "9/14 alleles scored" in s.summary()
 
 
-def naive_scores(model, seq, pos1, ref, alt, w_bp):
-    """One variant by hand: centred 6-aligned window, masked token, mean embeddings of the last layer."""
+def naive_scores(model, seq, pos1, ref, alt, w_bp, stride=None):
+    """One allele by hand, one forward each: its tile (ntkit.variants.tile_start), the tokens over
+    the variant masked (llr) or not (llr_unmasked), mean embeddings of the last layer."""
     tok = model.tokenizer
-    start = pos1 - 1 - (w_bp - len(ref)) // 2 // 6 * 6
+    start = tile_start(pos1 - 1, len(ref), len(seq), w_bp, stride or default_stride(w_bp))
     ref_w = seq[start : start + w_bp]
     rel = pos1 - 1 - start
     alt_w = ref_w[:rel] + alt + ref_w[rel + len(ref) :]
+    enc = tok([ref_w])
     r_ids, a_ids = tok.encode(ref_w), tok.encode(alt_w)
-    t = 1 + rel // 6  # the variant starts a 6-mer: token after <cls>
+    t = np.nonzero((enc.spans[0] > 0) & (enc.offsets[0] < rel + len(ref)) & (enc.offsets[0] + enc.spans[0] > rel))[0]
     masked = torch.as_tensor(r_ids)[None].clone()
     masked[0, t] = tok.mask_id
+    L = model.config.num_layers
     with torch.no_grad():
-        logp = torch.log_softmax(model(masked).logits[0, t], -1)
-        hr = model(torch.as_tensor(r_ids)[None], repr_layers=[-1]).hidden_states[model.config.num_layers][0, 1:].mean(0)
-        ha = model(torch.as_tensor(a_ids)[None], repr_layers=[-1]).hidden_states[model.config.num_layers][0, 1:].mean(0)
-    return {"llr": float(logp[a_ids[t]] - logp[r_ids[t]]), "l1_-1": float((hr - ha).abs().sum()), "l2_-1": float((hr - ha).norm()),
+        lp_m = torch.log_softmax(model(masked).logits[0, t], -1)
+        out_r = model(torch.as_tensor(r_ids)[None], repr_layers=[L])
+        lp_u = torch.log_softmax(out_r.logits[0, t], -1)
+        hr = out_r.hidden_states[L][0, 1:].mean(0)
+        ha = model(torch.as_tensor(a_ids)[None], repr_layers=[L]).hidden_states[L][0, 1:].mean(0)
+    r, a = torch.as_tensor(r_ids[t]), torch.as_tensor(a_ids[t])
+    ar = torch.arange(len(t))
+    return {"llr": float((lp_m[ar, a] - lp_m[ar, r]).sum()), "llr_unmasked": float((lp_u[ar, a] - lp_u[ar, r]).sum()),
+            "l1_-1": float((hr - ha).abs().sum()), "l2_-1": float((hr - ha).norm()),
             "cosine_-1": float(torch.nn.functional.cosine_similarity(hr, ha, dim=0)), "dot_-1": float(hr @ ha)}
 
 
 def test_scores_equal_a_hand_computation(case):
     d, seq, model = case
-    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, batch_size=4)
+    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, batch_size=4, unmasked_llr=True)
     t = s.table.set_index(["pos", "alt_index"])
-    for pos in (1000, 1200):
-        row = t.loc[(pos, 1)]
+    for pos, k in ((1000, 1), (1200, 1), (1200, 2), (1600, 1), (3, 1), (2999, 1)):
+        row = t.loc[(pos, k)]
         ref = naive_scores(model, seq, pos, row["ref"], row["alt"], (WINDOW_TOKENS - 1) * 6)
-        for k, v in ref.items():
-            assert row[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (pos, k)
+        for key, v in ref.items():
+            assert row[key] == pytest.approx(v, rel=1e-4, abs=1e-5), (pos, key)
+
+
+def test_shared_forwards_equal_per_variant_scores(tmp_path):
+    """Dense SNVs (every ALT at every other base of 80 bp, so 9 alleles per 6-mer and many per
+    tile): the shared masked / wild-type / reference-embedding forwards give the per-variant scores."""
+    rng = np.random.default_rng(7)
+    seq = "".join(rng.choice(list("ACGT"), 1500))
+    write_fasta(tmp_path / "ref.fa", [("1", seq)])
+    pysam.faidx(str(tmp_path / "ref.fa"))
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=1,length=1500>", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    for p in range(700, 780, 2):
+        lines.append(f"1\t{p}\t.\t{seq[p - 1]}\t{','.join(b for b in 'ACGT' if b != seq[p - 1])}\t.\t.\t.")
+    (tmp_path / "snv.vcf").write_text("\n".join(lines) + "\n")
+    model = ntkit.build("nt-v2-tiny", seed=3)
+    s = score_variants(model, tmp_path / "snv.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False,
+                       scores=["llr", "llr_unmasked", "embedding"], batch_tokens=300)
+    assert (s.table.status == "scored").all() and len(s.table) == 120
+    assert s.table["window_start"].nunique() > 1  # several tiles
+    for i in range(0, 120, 7):
+        row = s.table.iloc[i]
+        ref = naive_scores(model, seq, int(row["pos"]), row["ref"], row["alt"], (WINDOW_TOKENS - 1) * 6)
+        for key, v in ref.items():
+            assert row[key] == pytest.approx(v, rel=1e-4, abs=2e-5), (i, key)
+
+
+def test_scores_do_not_depend_on_chunking(case):
+    d, seq, model = case
+    a = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, chunk_size=1)
+    b = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, chunk_size=1000)
+    pd.testing.assert_frame_equal(a.table, b.table, rtol=1e-5, atol=1e-6)
 
 
 def test_batch_size_and_order_invariance(case):
@@ -123,7 +162,7 @@ def test_both_strands_is_mean_of_strands(case):
     fwd = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False).table.set_index("pos")
     both = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, both_strands=True).table.set_index("pos")
     w = (WINDOW_TOKENS - 1) * 6
-    start = 999 - (w - 1) // 2 // 6 * 6
+    start = tile_start(999, 1, len(seq), w, default_stride(w))
     ref_w = seq[start : start + w]
     alt_w = ref_w[: 999 - start] + fwd.loc[1000, "alt"] + ref_w[1000 - start :]
     tok, L = model.tokenizer, model.config.num_layers
@@ -181,3 +220,34 @@ def test_real_1000g_indels(shared_data):
     s = score_variants(model, vcf, shared_data / "genomes/GRCh37_chr20.fa.gz", window_tokens=101, progress=False, batch_size=64)
     assert len(s.table) == 194 and (s.table.status == "scored").all()  # README: every REF matches
     assert np.isfinite(s.table["l2_-1"]).all()
+
+
+def test_tiles_with_ns_are_cut_to_the_context(tmp_path):
+    """Every N is a token of its own: a tile with Ns holds fewer bases; it is cut on the right to
+    fit the window's tokens, and an allele beyond the cut is skipped as n_rich_window."""
+    from ntkit.variants import allele_windows, check_allele, fit_tokens, iter_records
+
+    rng = np.random.default_rng(5)
+    seq = list("".join(rng.choice(list("ACGT"), 1200)))
+    seq[9:400:10] = "N" * len(seq[9:400:10])  # 9 bases + N: 5 tokens per 10 bp
+    seq = "".join(seq)
+    model = ntkit.build("nt-v2-tiny", seed=1)
+    tok = model.tokenizer
+    assert fit_tokens(tok, seq[:240], 41) == 80 and fit_tokens(tok, seq[600:840], 41) == 240
+    write_fasta(tmp_path / "ref.fa", [("1", seq)])
+    lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    for pos in (5, 152, 700):
+        lines.append(f"1\t{pos}\t.\t{seq[pos - 1]}\t{'ACGT'[('ACGT'.index(seq[pos - 1]) + 1) % 4]}\t.\t.\t.")
+    (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
+    t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"],
+                       progress=False).table
+    assert list(t["status"]) == ["scored", "n_rich_window", "scored"] and np.isnan(t.loc[1, "l1_-1"])
+    genome = ntkit.genome.Genome(tmp_path / "ref.fa")
+    a = next(iter_records(tmp_path / "v.vcf"))[0]
+    check_allele(a, genome, 240)
+    start, ref_w, alt_w = allele_windows(a, genome, 240, tok=tok)
+    assert (start, len(ref_w), len(alt_w)) == (0, 80, 80)
+    with torch.no_grad():
+        hr = model(torch.as_tensor(tok.encode(ref_w))[None], repr_layers=[-1]).hidden_states[2][0, 1:].mean(0)
+        ha = model(torch.as_tensor(tok.encode(alt_w))[None], repr_layers=[-1]).hidden_states[2][0, 1:].mean(0)
+    assert t.loc[0, "l1_-1"] == pytest.approx(float((hr - ha).abs().sum()), rel=1e-4)

@@ -1,0 +1,222 @@
+"""Jobs that shard, resume and never leave a half-written output (ntkit.jobs, through the CLI)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pysam
+import pytest
+
+import ntkit
+from ntkit import jobs
+from ntkit.checkpoint import save_checkpoint
+from ntkit.cli import main
+from ntkit.genome import write_fasta
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    d = tmp_path_factory.mktemp("jobs")
+    rng = np.random.default_rng(7)
+    contigs = {"20": "".join(rng.choice(list("ACGT"), 20_000)), "21": "".join(rng.choice(list("ACGT"), 5_000))}
+    write_fasta(d / "ref.fa", list(contigs.items()))
+    pysam.faidx(str(d / "ref.fa"))
+    lines = ["##fileformat=VCFv4.2"] + [f"##contig=<ID={c},length={len(s)}>" for c, s in contigs.items()]
+    lines.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO")
+    for c, s in contigs.items():
+        for pos in sorted(rng.choice(np.arange(1, len(s) + 1), len(s) // 40, replace=False)):
+            ref = s[pos - 1]
+            lines.append(f"{c}\t{pos}\t.\t{ref}\t{'ACGT'[('ACGT'.index(ref) + 1) % 4]}\t.\tPASS\t.")
+    (d / "v.vcf").write_text("\n".join(lines) + "\n")
+    pysam.tabix_compress(str(d / "v.vcf"), str(d / "v.vcf.gz"))
+    write_fasta(d / "seqs.fa", [(f"s{i}", "".join(rng.choice(list("ACGT"), int(n)))) for i, n in enumerate(rng.integers(20, 400, 600))])
+    model = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=41), seed=3)
+    save_checkpoint(model, d / "model")
+    return d
+
+
+def cli(*args) -> None:
+    assert main([str(a) for a in args]) == 0
+
+
+def test_atomic_output_keeps_previous_file(tmp_path):
+    p = tmp_path / "out.tsv"
+    p.write_text("good\n")
+    with pytest.raises(RuntimeError):
+        with jobs.atomic_output(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+    assert p.read_text() == "good\n" and os.listdir(tmp_path) == ["out.tsv"]
+    with jobs.atomic_output(p) as tmp:
+        tmp.write_text("new\n")
+    assert p.read_text() == "new\n" and os.listdir(tmp_path) == ["out.tsv"]
+
+
+def test_check_output_refuses_inputs_and_unwritable_folders(tmp_path):
+    f = tmp_path / "in.fa"
+    f.write_text(">a\nACGT\n")
+    with pytest.raises(ValueError, match="is an input file"):
+        jobs.check_output(f, [f])
+    with pytest.raises(ValueError, match="cannot write into"):
+        jobs.check_output(f / "sub" / "out.parquet")  # a folder below a file
+    assert jobs.check_output(tmp_path / "new" / "out.parquet") == tmp_path / "new" / "out.parquet"
+
+
+def test_shard_parse_and_chunks(monkeypatch):
+    assert jobs.Shard.parse("1/4") == jobs.Shard(1, 4) and jobs.Shard(1, 4).owns(5) and not jobs.Shard(1, 4).owns(4)
+    for bad in ("4/4", "1", "-1/2", "a/b"):
+        with pytest.raises(ValueError):
+            jobs.Shard.parse(bad)
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert jobs.Shard.parse(None) == jobs.Shard(2, 3)
+    assert list(jobs.chunks(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(jobs.chunks([5, 1, 1, 9, 2], 10, weight=lambda x: x, max_weight=7)) == [[5, 1, 1], [9], [2]]
+
+
+def test_manifest_mismatch_refused_and_restart(tmp_path):
+    out = tmp_path / "o.parquet"
+    jobs.PartStore(out, {"job": "x", "options": {"a": 1}})
+    jobs.PartStore(out, {"job": "x", "options": {"a": 1}})  # same run: resumes
+    with pytest.raises(ValueError, match="differs in: options"):
+        jobs.PartStore(out, {"job": "x", "options": {"a": 2}})
+    s = jobs.PartStore(out, {"job": "x", "options": {"a": 2}}, restart=True)
+    assert s.manifest["options"] == {"a": 2}
+
+
+def test_embed_sharded_equals_unsharded(case, tmp_path):
+    args = ["embed", case / "seqs.fa", "--model", case / "model", "--chunk-size", 64, "--no-progress", "--layers", 1, -1]
+    cli(*args, "--out", tmp_path / "one.parquet")
+    cli(*args, "--out", tmp_path / "two.parquet", "--shard", "1/2")
+    assert not (tmp_path / "two.parquet").exists()  # waits for shard 0
+    cli(*args, "--out", tmp_path / "two.parquet", "--shard", "0/2")  # the last shard merges
+    one, two = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
+    assert len(one) == 600 and list(one["id"]) == [f"s{i}" for i in range(600)]
+    pd.testing.assert_frame_equal(one, two)
+    assert not (tmp_path / "two.parquet.parts").exists()
+
+
+@pytest.mark.parametrize("outs", [("t.tsv", "a.vcf.gz"), ("t.parquet",)])
+def test_score_variants_sharded_equals_unsharded_and_merge(case, tmp_path, outs):
+    base = ["score-variants", "--vcf", case / "v.vcf.gz", "--fasta", case / "ref.fa", "--model", case / "model",
+            "--scores", "llr", "llr_unmasked", "embedding", "--chunk-size", 50, "--no-progress"]
+    cli(*base, "--out", *[tmp_path / f"one.{o}" for o in outs])
+    three = [tmp_path / f"three.{o}" for o in outs]
+    for i in (2, 0, 1):
+        cli(*base, "--out", *three, "--shard", f"{i}/3")
+    read = (lambda p: pd.read_parquet(p)) if outs[0].endswith("parquet") else (lambda p: pd.read_csv(p, sep="\t"))
+    one, sharded = read(tmp_path / f"one.{outs[0]}"), read(three[0])
+    assert len(one) == 625 and (one["status"] == "scored").all()
+    pd.testing.assert_frame_equal(one, sharded)
+    if len(outs) > 1:
+        recs = lambda p: [str(r) for r in pysam.VariantFile(str(p))]  # noqa: E731
+        assert recs(tmp_path / f"one.{outs[1]}") == recs(three[1]) and (three[1].parent / (three[1].name + ".tbi")).exists()
+    # shards that do not merge themselves: `ntkit merge`
+    store = jobs.PartStore(tmp_path / "m.parquet", {"job": "x"})
+    store.remove()
+    manual = [tmp_path / f"m.{o}" for o in outs]
+    for i in (0, 1):
+        cli(*base, "--out", *manual, "--shard", f"{i}/2")
+    assert manual[0].exists()  # the second shard found every chunk done
+    pd.testing.assert_frame_equal(read(manual[0]), one)
+
+
+def test_merge_command(case, tmp_path, capsys):
+    out = tmp_path / "e.parquet"
+    args = ["embed", case / "seqs.fa", "--model", case / "model", "--chunk-size", 100, "--no-progress", "--out", out]
+    cli(*args, "--shard", "0/2")
+    assert main(["merge", str(out)]) == 2 and "not every chunk" in capsys.readouterr().err
+    # shard 1 ran elsewhere and left its parts, but did not merge (as when a Slurm task was killed after its last part)
+    store = jobs.PartStore.open(out)
+    cli(*args, "--shard", "1/2")
+    assert out.exists() and not store.dir.exists()
+    cli(*args[:-2], "--out", tmp_path / "ref.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "ref.parquet"))
+
+
+def test_kill_mid_run_then_rerun_equals_uninterrupted(case, tmp_path):
+    out = tmp_path / "s.tsv"
+    out.write_text("previous good output\n")
+    cmd = [sys.executable, "-m", "ntkit.cli", "score-variants", "--vcf", str(case / "v.vcf.gz"), "--fasta", str(case / "ref.fa"),
+           "--model", str(case / "model"), "--scores", "llr", "embedding", "--chunk-size", "10", "--batch-tokens", "256",
+           "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = tmp_path / "s.tsv.parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 3 and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(parts.glob("part-*.parquet")))
+    assert 3 <= done < 63, f"the kill did not land mid-run ({done} parts)"
+    assert out.read_text() == "previous good output\n"  # the old output is intact
+    for p in parts.glob("part-*.parquet"):
+        pq.ParquetFile(p).metadata  # every part on disk is complete
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    resumed = pd.read_csv(out, sep="\t")
+    cli(*cmd[3:-1], tmp_path / "clean.tsv")
+    pd.testing.assert_frame_equal(resumed, pd.read_csv(tmp_path / "clean.tsv", sep="\t"))
+    assert not parts.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+RSS_SCRIPT = """
+import resource, sys
+import numpy as np
+import ntkit
+from ntkit.genome import write_fasta
+from ntkit.variants import score_variants_to_files
+d, n = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+L = n * 10
+seq = "".join(rng.choice(list("ACGT"), L))
+write_fasta(f"{d}/ref.fa", [("1", seq)])
+with open(f"{d}/v.vcf", "w") as f:
+    f.write(f"##fileformat=VCFv4.2\\n##contig=<ID=1,length={L}>\\n#CHROM\\tPOS\\tID\\tREF\\tALT\\tQUAL\\tFILTER\\tINFO\\n")
+    for pos in range(5, L, 10):
+        ref = seq[pos - 1]
+        f.write(f"1\\t{pos}\\t.\\t{ref}\\t{'ACGT'[('ACGT'.index(ref) + 1) % 4]}\\t.\\tPASS\\t.\\n")
+del seq
+model = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=41), seed=0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = score_variants_to_files(model, f"{d}/v.vcf", f"{d}/ref.fa", [f"{d}/out.parquet", f"{d}/out.vcf.gz"],
+                              scores=["llr_unmasked"], chunk_size=1024, progress=False)
+assert res["scored"] == n - 1 or res["scored"] == n, res
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_as_input_grows(tmp_path):
+    """Peak RSS of the scoring itself (after setup), 2,000 vs 20,000 SNVs: the per-variant cost of
+    holding results (285 KB per variant before the engine) would add gigabytes."""
+    growth = {}
+    for n in (2_000, 20_000):
+        d = tmp_path / str(n)
+        d.mkdir()
+        r = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(d), str(n)], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        growth[n] = int(r.stdout.split()[-1]) / 1024  # MB
+    assert growth[20_000] - growth[2_000] < 60, growth
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(case, tmp_path):
+    """Under torchrun each rank takes its shard from RANK/WORLD_SIZE; the last to finish merges."""
+    args = ["score-variants", "--vcf", str(case / "v.vcf.gz"), "--fasta", str(case / "ref.fa"), "--model", str(case / "model"),
+            "--scores", "llr", "embedding", "--chunk-size", "40", "--no-progress"]
+    cli(*args, "--out", tmp_path / "one.tsv")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                        "-m", "ntkit.cli", *args, "--out", str(tmp_path / "two.tsv")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "shard 0/2" in r.stdout + r.stderr or "shard 1/2" in r.stdout + r.stderr  # one rank waited for the other
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two.tsv", sep="\t"), pd.read_csv(tmp_path / "one.tsv", sep="\t"))
