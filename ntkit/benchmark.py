@@ -37,36 +37,47 @@ METHODS = ("kmer", "probe", "mlp", "random-probe", "ia3", "random-ia3", "lora", 
 
 @dataclass
 class Task:
+    """A labelled task; ``labels`` / ``test_labels`` are class indices into ``classes`` (the
+    training labels' names, ``ntkit.labels``)."""
+
     name: str
     sequences: list[str]
     labels: np.ndarray
     test_sequences: list[str] | None = None
     test_labels: np.ndarray | None = None
+    classes: tuple = ()
 
     @property
     def n_classes(self) -> int:
+        if self.classes:
+            return len(self.classes)
         return int(max(self.labels.max(), -1 if self.test_labels is None else self.test_labels.max()) + 1)
 
 
-def _encode_labels(values) -> np.ndarray:
-    v = pd.Series(values)
-    if pd.api.types.is_integer_dtype(v) or pd.api.types.is_bool_dtype(v):
-        return v.astype(int).to_numpy()
-    cats = sorted(v.astype(str).unique())
-    return v.astype(str).map({c: i for i, c in enumerate(cats)}).to_numpy()
-
-
-def _read_split(path: Path) -> tuple[list[str], np.ndarray]:
+def _read_split(path: Path) -> tuple[list[str], list]:
+    """(sequences, raw labels) of one file: FASTA with ``|label`` at the end of each header, or a table."""
     name = path.name.lower().removesuffix(".gz")
     if name.endswith((".fa", ".fna", ".fasta")):
         from .genome import read_fasta_records
 
         recs = list(read_fasta_records(path))
-        return [s for _, s in recs], np.array([int(h.split("|")[-1]) for h, _ in recs])
+        return [s for _, s in recs], [h.rsplit("|", 1)[-1] if "|" in h else None for h, _ in recs]
     from .embed import read_sequences
 
     _, seqs, table = read_sequences(path)
-    return seqs, _encode_labels(table["label"])
+    if table is None or "label" not in table:
+        raise ValueError(f"{path}: no 'label' column")
+    return seqs, table["label"].tolist()
+
+
+def _task(name: str, train: tuple[list[str], list], test: tuple[list[str], list] | None, where: str) -> Task:
+    from .labels import Classes
+
+    classes = Classes.fit(train[1], f"{where} (task {name})")
+    t = Task(name, train[0], classes.encode(train[1], where), classes=classes.names)
+    if test is not None:
+        t.test_sequences, t.test_labels = test[0], classes.encode(test[1], f"{where} (task {name}, test)")
+    return t
 
 
 def load_tasks(path: str | Path, tasks: Sequence[str] | None = None) -> list[Task]:
@@ -82,11 +93,9 @@ def load_tasks(path: str | Path, tasks: Sequence[str] | None = None) -> list[Tas
             if not train:
                 continue
             parts = [_read_split(f) for f in train]
-            t = Task(d.name, sum((p[0] for p in parts), []), np.concatenate([p[1] for p in parts]))
-            if test:
-                tp = [_read_split(f) for f in test]
-                t.test_sequences, t.test_labels = sum((p[0] for p in tp), []), np.concatenate([p[1] for p in tp])
-            out.append(t)
+            tp = [_read_split(f) for f in test]
+            joined = lambda ps: (sum((p[0] for p in ps), []), sum((list(p[1]) for p in ps), []))  # noqa: E731
+            out.append(_task(d.name, joined(parts), joined(tp) if tp else None, str(d)))
     else:
         from .embed import read_sequences
 
@@ -98,7 +107,7 @@ def load_tasks(path: str | Path, tasks: Sequence[str] | None = None) -> list[Tas
         for name, g in groups:
             if tasks and name not in tasks:
                 continue
-            out.append(Task(str(name), g["_seq"].tolist(), _encode_labels(g["label"])))
+            out.append(_task(str(name), (g["_seq"].tolist(), g["label"].tolist()), None, str(path)))
     if tasks:
         missing = set(tasks) - {t.name for t in out}
         if missing:
@@ -278,13 +287,16 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, meta: dict | None =
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(results)
     paths = {"results": out / "results.csv", "summary": out / "summary.csv", "table": out / "table.md", "plot": out / "mcc.png"}
-    results.to_csv(paths["results"], index=False)
-    summary.to_csv(paths["summary"], index=False)
-    paths["table"].write_text(markdown_table(summary, results) + "\n")
+    from .jobs import atomic_output, write_text_atomic
+
+    for key, table in (("results", results), ("summary", summary)):
+        with atomic_output(paths[key]) as tmp:
+            table.to_csv(tmp, index=False)
+    write_text_atomic(paths["table"], markdown_table(summary, results) + "\n")
     if len(summary):
         plot(summary, paths["plot"])
     if meta:
-        (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        write_text_atomic(out / "meta.json", json.dumps(meta, indent=2, default=str))
     return paths
 
 
@@ -318,7 +330,8 @@ def _cli(args) -> int:
         tasks = [t for t in tasks if t.name in set(args.only)]
     res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, seed=args.seed,
                         finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, device=device, progress=args.progress)
-    paths = write_report(res, args.out, {"model": args.model, "methods": args.methods, "folds": args.folds, "layer": args.layer, "seed": args.seed})
+    paths = write_report(res, args.out, {"model": args.model, "methods": args.methods, "folds": args.folds, "layer": args.layer, "seed": args.seed,
+                                         "classes": {t.name: list(t.classes) for t in tasks}})
     print(paths["table"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
     return 0

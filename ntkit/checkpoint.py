@@ -238,7 +238,13 @@ def read_tensors(directory: Path) -> dict[str, torch.Tensor]:
             except Exception as e:
                 raise CheckpointError(f"cannot parse shard index {path}: {e}") from e
             tensors: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
+            root = directory.resolve()
+            shards = sorted(set(weight_map.values()), key=str)
+            for shard in shards:
+                # An index names files of its own folder; anything else (../, /abs, a link out) is refused.
+                if not isinstance(shard, str) or Path(shard).is_absolute() or root not in (root / shard).resolve().parents:
+                    raise CheckpointError(f"{path}: shard {shard!r} lies outside the checkpoint folder; refusing to read it")
+            for shard in shards:
                 tensors.update(_read_weight_file(directory / shard))
             missing = set(weight_map) - set(tensors)
             if missing:
@@ -267,8 +273,14 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
     if (directory / "vocab.txt").exists():
         from .tokenizer import Tokenizer
 
-        tok = Tokenizer.from_pretrained(directory)
-        cfg = cfg.replace(tokenizer=tok.version)
+        try:
+            tok = Tokenizer.from_pretrained(directory)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        if tok.version != cfg.tokenizer:
+            raise CheckpointError(f"{directory / 'vocab.txt'} is the NT {tok.version} vocabulary but {cfg_path.name} describes an NT "
+                                  f"{cfg.tokenizer} model (vocab_size {cfg.vocab_size}): every token id would be shifted; "
+                                  "use the vocab.txt of this checkpoint")
     native, inv_freq = from_hf_state_dict(tensors, cfg)
 
     with torch.device("meta"):

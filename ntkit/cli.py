@@ -75,8 +75,14 @@ def cmd_info(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .checkpoint import load, save_checkpoint
+    from .checkpoint import WEIGHT_FILES, load, save_checkpoint
 
+    out = Path(args.out)
+    if Path(args.model).exists() and out.exists() and out.resolve() == Path(args.model).resolve():
+        raise ValueError(f"{out} is the input checkpoint; choose another output folder")
+    held = [f for f in WEIGHT_FILES if (out / f).exists()]
+    if held and not args.force:
+        raise ValueError(f"{out} already holds a checkpoint ({held[0]}); pass --force to replace it")
     model = load(args.model, dtype=_dtype(args.dtype), seed=args.seed)
     out = save_checkpoint(model, args.out, safe_serialization=not args.bin)
     print(f"wrote {out} ({model.num_parameters():,} parameters, {model.config.name})")
@@ -109,6 +115,7 @@ MERGERS = {"score-variants": "variants", "embed": "embed", "mutagenesis": "mutag
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ntkit", description="Nucleotide Transformer toolkit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("info", help="print a model's configuration and parameter counts")
@@ -121,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=sorted(DTYPES))
     s.add_argument("--bin", action="store_true", help="pytorch_model.bin instead of model.safetensors")
     s.add_argument("--seed", type=int, default=0, help="seed for a preset's random initialisation")
+    s.add_argument("--force", action="store_true", help="replace a checkpoint already in the output folder")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("merge", help="join the parts of a sharded job into its outputs (after every shard has finished)")
@@ -132,13 +140,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error_line(e: BaseException) -> str:
+    """One line a person can act on, for the errors that input, disks and configurations cause."""
+    if isinstance(e, OSError) and e.strerror:
+        fix = {28: " (free space or choose another output folder)", 13: " (choose a writable folder)",
+               30: " (choose a writable folder)"}.get(e.errno, "")
+        return f"{e.strerror}: {e.filename or ''}{fix}".strip()
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 bad input, configuration or environment (one line on stderr: the file
+    and the fix); 3 training diverged (the last healthy checkpoint kept); 1 an internal error.
+    ``--debug`` shows the traceback instead."""
+    import pickle
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"ntkit {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"ntkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError, pickle.UnpicklingError, EOFError) as e:
+        if args.debug:
+            raise
+        print(f"ntkit {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"ntkit {args.command}: internal error: {type(e).__name__}: {error_line(e)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

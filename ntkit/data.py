@@ -64,6 +64,13 @@ class SourceConfig:
     vcf: str | None = None  # phased VCF: sample haplotypes instead of the reference
     samples: list[str] | None = None  # VCF samples to use (default: all)
 
+    def __post_init__(self) -> None:
+        from .config import check_fields
+
+        check_fields(self)
+        if not self.weight > 0:
+            raise ValueError(f"source {self.name or self.fasta}: weight must be > 0, not {self.weight}")
+
 
 @dataclass
 class Window:

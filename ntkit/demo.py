@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from .jobs import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +51,7 @@ def run(out: Path, data: Path, minutes: float, tasks: list[str], seed: int = 0) 
     res = compare_with_baselines(model, cfg, n_windows=64)
     table = baseline_table(res)
     print(table, flush=True)
-    (out / "mlm_vs_baselines.md").write_text(table + "\n")
+    write_text_atomic(out / "mlm_vs_baselines.md", table + "\n")
     summary["mlm"] = {k: v for k, v in res.items()}
 
     print("== 3/4 zero-shot scores of the chr20 1000 Genomes indels", flush=True)
@@ -67,7 +69,7 @@ def run(out: Path, data: Path, minutes: float, tasks: list[str], seed: int = 0) 
     print(paths["table"].read_text(), flush=True)
     summary["benchmark"] = pd.read_csv(paths["summary"]).to_dict(orient="records")
 
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"demo done: model in {model_dir}; outputs in {out}", flush=True)
     return summary
 

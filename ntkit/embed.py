@@ -221,11 +221,10 @@ def iter_sequences(path: str | Path, sequence_column: str | None = None, id_colu
         raise FileNotFoundError(f"input not found: {path}")
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(_FASTA):
-        import pysam
+        from .genome import iter_fasta
 
-        with pysam.FastxFile(str(path)) as fh:
-            for rec in fh:
-                yield rec.name, rec.sequence, {}
+        for rid, seq in iter_fasta(path):  # duplicate ids are kept: one row per record, in input order
+            yield rid, seq, {}
         return
     schema = table_schema(path)
     col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in schema.names), None)

@@ -48,6 +48,20 @@ class FinetuneConfig:
     valid_fraction: float = 0.1  # held out of the training data for early stopping
     max_steps: int | None = None
     seed: int = 0
+    classes: list[int | str] | None = None  # class k's label (from the training data); saved with the adapter
+
+    def __post_init__(self) -> None:
+        from .config import check_fields
+
+        if isinstance(self.classes, tuple):
+            self.classes = list(self.classes)
+        check_fields(self)
+        if self.classes is not None and len(self.classes) != self.n_classes:
+            raise ValueError(f"{len(self.classes)} class names for n_classes={self.n_classes}")
+        if self.task == "classification" and self.n_classes < 2:
+            raise ValueError(f"classification needs at least 2 classes, not {self.n_classes}")
+        if not self.lr > 0 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"FinetuneConfig: lr > 0, batch_size >= 1 and epochs >= 1 needed (got {self.lr}, {self.batch_size}, {self.epochs})")
 
 
 class Adapter(nn.Module):
@@ -176,6 +190,8 @@ class FinetunedModel(nn.Module):
         """Adapter (IA3/LoRA) + head, or every weight for full fine-tuning, apart from the base."""
         from safetensors.torch import save_file
 
+        from .jobs import atomic_output, write_text_atomic
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
@@ -185,10 +201,11 @@ class FinetunedModel(nn.Module):
             from .checkpoint import save_checkpoint
 
             save_checkpoint(self.base, d / "base")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(d / "adapter.safetensors"))
+        with atomic_output(d / "adapter.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         meta = {"finetune": asdict(self.cfg), "base_model": self.base.config.name, "base_config": self.base.config.to_dict(),
                 "trainable_parameters": self.trainable_parameters()}
-        (d / "adapter_config.json").write_text(json.dumps(meta, indent=2))
+        write_text_atomic(d / "adapter_config.json", json.dumps(meta, indent=2))
         return d
 
     @classmethod
@@ -218,8 +235,9 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
                     id_column: str | None = None, chunk_size: int = 4096, shard=None, restart: bool = False,
                     batch_tokens: int | None = None, device=None, dtype=None, progress: bool = True) -> dict:
     """Predictions of a fine-tuned model for every record of ``input`` (FASTA or table) into ``out``
-    (parquet / TSV / CSV): ``id``, the input's other columns, then ``prob_<class>`` per class and
-    ``predicted`` (classification) or ``prediction`` (regression). A sharded, resumable job
+    (parquet / TSV / CSV): ``id``, the input's other columns, then ``prob_<class>`` per class
+    (the training data's class names) and ``predicted`` (classification) or ``prediction``
+    (regression). A sharded, resumable job
     (``ntkit.jobs``), as ``embed_to_file``."""
     import pyarrow as pa
 
@@ -233,7 +251,9 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
     fields = [pa.field("id", pa.string())] + [f for f in extra if f.name not in (seq_col, "id", id_col(extra, id_column))]
     classification = model.cfg.task == "classification"
     if classification:
-        fields += [pa.field(f"prob_{k}", pa.float32()) for k in range(model.cfg.n_classes)] + [pa.field("predicted", pa.int64())]
+        names = model.cfg.classes or list(range(model.cfg.n_classes))
+        fields += [pa.field(f"prob_{n}", pa.float32()) for n in names]
+        fields += [pa.field("predicted", pa.string() if any(isinstance(n, str) for n in names) else pa.int64())]
     else:
         fields += [pa.field("prediction", pa.float32())]
     schema = pa.schema(fields)
@@ -247,7 +267,7 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
         for (sid, _, ex), y in zip(chunk, preds):
             row = {"id": sid, **{k: v for k, v in ex.items() if k != "id"}}
             if classification:
-                row.update({f"prob_{k}": float(v) for k, v in enumerate(y)}, predicted=int(np.argmax(y)))
+                row.update({f"prob_{n}": float(v) for n, v in zip(names, y)}, predicted=names[int(np.argmax(y))])
             else:
                 row["prediction"] = float(y)
             yield row
@@ -422,26 +442,26 @@ def _is_full(adapter: str) -> bool:
 
 
 def _cli(args) -> int:
-    from .benchmark import _encode_labels
     from .cli import runtime
-    from .embed import read_sequences
 
+    for f in (args.train, args.valid, args.test):
+        if f is not None and not Path(f).exists():
+            raise FileNotFoundError(f"input not found: {f}")
     base, device, _ = runtime(args, args.model)
+    from .labels import read_labelled
 
-    def table(path):
-        _, seqs, t = read_sequences(path)
-        y = _encode_labels(t["label"]) if args.task == "classification" else t["label"].to_numpy(np.float32)
-        return seqs, y
-
-    seqs, y = table(args.train)
+    seqs, y, classes = read_labelled(args.train, args.task)
+    table = lambda path: read_labelled(path, args.task, classes)[:2]  # noqa: E731  (the training classes)
+    valid = table(args.valid) if args.valid else None
     lr = args.lr or {"ia3": 3e-3, "lora": 1e-3, "full": 5e-5, "head": 1e-3}[args.method]
-    cfg = FinetuneConfig(method=args.method, task=args.task, n_classes=int(y.max()) + 1 if args.task == "classification" else 1,
+    cfg = FinetuneConfig(method=args.method, task=args.task, n_classes=len(classes) if classes else 1,
+                         classes=list(classes.names) if classes else None,
                          epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=args.seed)
-    model = finetune(base, seqs, y, cfg, valid=table(args.valid) if args.valid else None, device=device, progress=True)
+    model = finetune(base, seqs, y, cfg, valid=valid, device=device, progress=True)
     n_base = base.num_parameters()
     print(f"{args.method}: {model.trainable_parameters():,} trainable parameters "
           f"({100 * model.trainable_parameters() / n_base:.3f}% of the base model's {n_base:,})")
-    print(f"wrote {model.save_adapter(args.out)}")
+    print(f"wrote {model.save_adapter(args.out)}" + (f" (classes {list(classes.names)})" if classes else ""))
     if args.test:
         ts, ty = table(args.test)
         pred = model.predict(ts, device=device)

@@ -12,6 +12,7 @@ import gzip
 import os
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import pysam
 
@@ -130,10 +131,47 @@ class Genome:
             self._fasta = pysam.FastaFile(str(self.path))
 
 
+def iter_fasta(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
+    """(name, sequence) per record of a (possibly gzipped) FASTA, read lazily, sequences as written
+    (the name is the header up to the first whitespace). Checked as it is read, because C readers
+    stop a sequence silently at a NUL byte: text before the first ``>``, a NUL byte or a file
+    without records is an error naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"FASTA not found: {path}")
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    name, parts, n = None, [], 0
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if b"\x00" in raw:
+                    raise ValueError(f"{path}:{lineno}: NUL byte in the file (a corrupt or binary file?)")
+                line = raw.rstrip(b"\r\n")
+                if line.startswith(b">"):
+                    if name is not None:
+                        yield name, "".join(parts)
+                        n += 1
+                    name, parts = line[1:].decode(errors="replace").split(maxsplit=1)[0] if line[1:].strip() else "", []
+                elif name is None:
+                    if line.strip():
+                        raise ValueError(f"{path}:{lineno}: not FASTA (text before the first '>' header line)")
+                else:
+                    parts.append(line.decode("ascii", errors="strict").strip())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: non-ASCII bytes in a sequence ({e.reason})") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: {e} (a truncated or corrupt file)") from None
+    if name is not None:
+        yield name, "".join(parts)
+        n += 1
+    if n == 0:
+        raise ValueError(f"{path}: no FASTA records (empty file, or no '>' header line)")
+
+
 def read_fasta_records(path: str | os.PathLike) -> list[tuple[str, str]]:
     """(name, sequence) for every record of a (possibly gzipped) FASTA, sequences as written."""
-    with pysam.FastxFile(str(path)) as fh:
-        return [(rec.name, rec.sequence) for rec in fh]
+    return list(iter_fasta(path))
 
 
 def write_fasta(path: str | os.PathLike, records, width: int = 60) -> None:

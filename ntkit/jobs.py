@@ -338,14 +338,19 @@ def run_chunks(store: PartStore, items: Iterable[T], chunk_size: int, process: C
 
     n = 0
     desc = f"{desc} (shard {store.shard})" if store.shard.count > 1 else desc
-    with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=not progress) as bar:
-        for c, chunk in enumerate(chunks(items, chunk_size, weight, max_weight)):
-            n = c + 1
-            if store.todo(c):
-                with PartWriter(store.part(c), schema, row_group) as w:
-                    for row in process(chunk):
-                        w.add(row)
-            bar.update(len(chunk))
+    try:
+        with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=not progress) as bar:
+            for c, chunk in enumerate(chunks(items, chunk_size, weight, max_weight)):
+                n = c + 1
+                if store.todo(c):
+                    with PartWriter(store.part(c), schema, row_group) as w:
+                        for row in process(chunk):
+                            w.add(row)
+                bar.update(len(chunk))
+    except BaseException:
+        if not any(store.dir.glob("part-*.parquet")):  # nothing to resume: leave no trace
+            store.remove()
+        raise
     store.set_total(n)
     return n
 

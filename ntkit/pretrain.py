@@ -11,22 +11,29 @@ micro-batches; the loss is the sum over selected tokens divided by the step's gl
 selected tokens, so 1 process and N processes with the same global batch compute the same
 gradient, and a resumed run continues bit-for-bit.
 
-Checkpoints (``out_dir/checkpoints/step_XXXXXXX``) hold the model in HF layout plus
-``trainer_state.pt`` (optimizer, scheduler, step, RNG); they are written to a temporary folder and
-renamed, and ``out_dir/checkpoints/latest`` names the newest complete one.
+Checkpoints (``out_dir/checkpoints/step_XXXXXXX``) hold the model in HF layout plus the trainer
+state: ``trainer_state.safetensors`` (optimizer moments, CPU and CUDA RNG states) and
+``trainer_state.json`` (step, optimizer hyper-parameters, scheduler, recipe); no file read on
+resume can run code. They are written to a temporary folder and renamed, and
+``out_dir/checkpoints/latest`` names the newest complete one. A checkpoint is written only when
+the weights are finite and the training loss since the previous one stayed finite and below a
+uniform guess plus 2 nats (ln V + 2): a diverging run keeps its last healthy checkpoint. Re-running
+into an existing ``out_dir`` resumes only with the same recipe (run-defining fields); otherwise
+the differences are reported and nothing is trained.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -65,8 +72,8 @@ class PretrainConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    precision: str = "auto"  # auto (bf16 on CUDA with bf16 support, else fp32) | fp32 | bf16
-    strategy: str = "ddp"  # ddp | fsdp, when launched with torchrun
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # when launched with torchrun
     gradient_checkpointing: bool = False
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -82,6 +89,21 @@ class PretrainConfig:
     @property
     def window_bp(self) -> int:
         return (self.window_tokens - 1) * 6
+
+    def __post_init__(self) -> None:
+        from .config import check_fields
+
+        check_fields(self)
+        for name in ("batch_size", "tokens_per_step", "max_steps", "window_tokens", "checkpoint_every", "keep_checkpoints",
+                     "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PretrainConfig.{name} must be >= 1, not {getattr(self, name)}")
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"PretrainConfig.mask_prob must be in (0, 1), not {self.mask_prob}")
+        for name in ("lr_init", "lr_peak"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"PretrainConfig.{name}={getattr(self, name)}: Adam learning rates above 1 diverge "
+                                 "at once (NT used 1e-4); use a value in (0, 1]")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
@@ -170,7 +192,11 @@ class Dist:
 
     def all_sum(self, x: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
-            dist.all_reduce(x)
+            # NCCL reduces GPU tensors only; gloo CPU ones.
+            dev = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+            y = x.to(dev)
+            dist.all_reduce(y)
+            x = y.to(x.device)
         return x
 
     def barrier(self) -> None:
@@ -185,6 +211,20 @@ def init_distributed(device: str) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def teardown_distributed(in_step: bool = True) -> None:
+    """Leave the process group in step: every rank reaches a barrier, then destroys it, so no rank
+    exits while a peer's gloo/NCCL threads still talk to it (an abort at exit otherwise).
+    ``in_step=False`` after an error on this rank alone: no barrier (it would wait for peers that
+    will never come), only the destruction."""
+    if not dist.is_initialized():
+        return
+    try:
+        if in_step:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def wrap_model(model: NTModel, strategy: str, d: Dist, device: torch.device):
@@ -255,15 +295,71 @@ def evaluate_mlm(model, windows: list[Window], tok: Tokenizer, window_tokens: in
 # -- checkpoints -----------------------------------------------------------------------------------------
 
 
+STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
+LEGACY_STATE = "trainer_state.pt"  # read with weights_only=True only
+
+
+def _has_state(p: Path) -> bool:
+    return (p / STATE_JSON).exists() and (p / STATE_TENSORS).exists() or (p / LEGACY_STATE).exists()
+
+
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     ckdir = Path(out_dir) / "checkpoints"
     pointer = ckdir / "latest"
     if pointer.exists():
         p = ckdir / pointer.read_text().strip()
-        if (p / "trainer_state.pt").exists():
+        if p.parent == ckdir and _has_state(p):
             return p
-    done = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and (p / "trainer_state.pt").exists())
+    done = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and _has_state(p))
     return done[-1] if done else None
+
+
+def save_trainer_state(directory: Path, state: dict) -> None:
+    """``state``: step, optimizer (a full optimizer state dict keyed by parameter name), scheduler,
+    config, extra. Tensors to safetensors, the rest to JSON; RNG states of CPU and every GPU."""
+    from safetensors.torch import save_file
+
+    tensors, scalars = {}, {}
+    for name, st in state["optimizer"]["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optimizer/{name}/{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(name, {})[k] = v
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, r in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = r
+    meta = {"format": 1, "step": state["step"], "optimizer_param_groups": state["optimizer"]["param_groups"],
+            "optimizer_scalars": scalars, "scheduler": state["scheduler"], "config": state["config"], "extra": state.get("extra", {})}
+    save_file(tensors, str(directory / STATE_TENSORS))
+    (directory / STATE_JSON).write_text(json.dumps(meta, indent=1))
+
+
+def load_trainer_state(directory: Path) -> dict:
+    """The dict ``save_trainer_state`` wrote, RNG states under ``rng`` (``torch``, ``cuda``: list)."""
+    directory = Path(directory)
+    if not (directory / STATE_JSON).exists() and (directory / LEGACY_STATE).exists():
+        old = torch.load(directory / LEGACY_STATE, map_location="cpu", weights_only=True)
+        return {"step": old["step"], "optimizer": old["optimizer"], "scheduler": old["scheduler"], "config": old.get("config", {}),
+                "rng": {"torch": old["torch_rng"], "cuda": []}, "extra": {"windows_seen": old.get("windows_seen")}}
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads((directory / STATE_JSON).read_text())
+        tensors = load_file(str(directory / STATE_TENSORS))
+    except Exception as e:  # OSError, JSONDecodeError, safetensors' SafetensorError
+        raise ValueError(f"{directory}: unreadable trainer state ({e}); delete this checkpoint folder to resume from the one before") from e
+    state: dict = {name: dict(v) for name, v in meta["optimizer_scalars"].items()}
+    for key, v in tensors.items():
+        kind, _, rest = key.partition("/")
+        if kind == "optimizer":
+            name, _, k = rest.rpartition("/")
+            state.setdefault(name, {})[k] = v
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["optimizer_param_groups"]]
+    cuda = [tensors[f"rng/cuda/{i}"] for i in range(sum(k.startswith("rng/cuda/") for k in tensors))]
+    return {"step": meta["step"], "optimizer": {"state": state, "param_groups": groups}, "scheduler": meta["scheduler"],
+            "config": meta["config"], "rng": {"torch": tensors["rng/torch"], "cuda": cuda}, "extra": meta["extra"]}
 
 
 def _write_checkpoint(out_dir: Path, step: int, model_sd, optim_sd, sched_sd, cfg: PretrainConfig, model_cfg, extra: dict, keep: int) -> Path:
@@ -273,8 +369,7 @@ def _write_checkpoint(out_dir: Path, step: int, model_sd, optim_sd, sched_sd, cf
     tmp = ckdir / f".step_{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(NTModel.from_state_dict(model_cfg, model_sd), tmp)
-    state = {"step": step, "optimizer": optim_sd, "scheduler": sched_sd, "config": asdict(cfg), "torch_rng": torch.get_rng_state(), **extra}
-    torch.save(state, tmp / "trainer_state.pt")
+    save_trainer_state(tmp, {"step": step, "optimizer": optim_sd, "scheduler": sched_sd, "config": _jsonable(asdict(cfg)), "extra": extra})
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     pointer_tmp = ckdir / ".latest.tmp"
@@ -283,6 +378,34 @@ def _write_checkpoint(out_dir: Path, step: int, model_sd, optim_sd, sched_sd, cf
     for old in sorted(p for p in ckdir.glob("step_*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x))
+
+
+# Fields that change what a run computes: resuming with another value would silently mix two runs.
+RUN_FIELDS = ("model", "model_overrides", "sources", "valid_regions", "valid_fasta", "window_tokens", "max_n_fraction",
+              "reverse_complement", "mask_prob", "batch_size", "tokens_per_step", "lr_init", "lr_peak", "warmup_steps",
+              "adam_betas", "adam_eps", "weight_decay", "grad_clip", "precision", "seed")
+
+
+def resume_differences(saved: dict, cfg: PretrainConfig) -> list[str]:
+    """``field: saved -> now`` for the run-defining fields that differ from the checkpoint's recipe."""
+    now = _jsonable(asdict(cfg))
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in RUN_FIELDS if k in saved and saved.get(k) != now.get(k)]
+
+
+def healthy(model_sd: dict, worst_loss: float, vocab_size: int) -> str | None:
+    """None when a checkpoint may be written; else why not."""
+    if not math.isfinite(worst_loss):
+        return f"the training loss became {worst_loss}"
+    if worst_loss > math.log(vocab_size) + 2:
+        return f"the training loss reached {worst_loss:.3g}, worse than a uniform guess (ln {vocab_size} = {math.log(vocab_size):.2f}) by over 2 nats"
+    bad = [k for k, v in model_sd.items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    if bad:
+        return f"non-finite weights in {bad[0]}" + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else "")
+    return None
 
 
 # -- training ---------------------------------------------------------------------------------------------
@@ -346,7 +469,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     resume = latest_checkpoint(out_dir)
     state = None
     if resume is not None:
-        state = torch.load(resume / "trainer_state.pt", map_location="cpu", weights_only=False)
+        state = load_trainer_state(resume)
+        diffs = resume_differences(state["config"], cfg)
+        if diffs:
+            raise ValueError(f"{out_dir} holds a run with another recipe ({'; '.join(diffs)}); "
+                             "give another --out-dir, or the same recipe to resume it")
         model = load(resume)
     else:
         model = load(cfg.model, seed=cfg.seed) if Path(cfg.model).exists() else _fresh(cfg)
@@ -365,7 +492,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
         set_optimizer_state_dict(net, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and len(state["rng"]["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start_step = state["step"]
 
     tok = Tokenizer(model_cfg.tokenizer, max_tokens=model_cfg.max_tokens)
@@ -392,8 +521,29 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     t_start, last = time.time(), {}
     step = start_step
 
+    worst = -math.inf  # highest training loss since the last checkpoint
+
     def save(step_: int) -> None:
+        nonlocal worst
+        # The weights about to be saved were updated after the last measured loss: measure them too,
+        # on this step's first micro-batch, in eval mode (no dropout, no RNG drawn).
+        ids, labels, mask = (t.to(device) for t in micro[0])
+        sel = labels >= 0
+        net.eval()
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            ce = F.cross_entropy(net(ids, mask, logits_at=sel).logits.float(), labels[sel], reduction="sum")
+        net.train()
+        probe = d.all_sum(torch.stack([ce.detach().float().cpu(), torch.tensor(float(sel.sum()))]))
         msd, osd = _full_state(net, optimizer)
+        local_bad = sum(int(not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in net.parameters())
+        now = probe[0].item() / max(probe[1].item(), 1.0)
+        reason = healthy({}, now if not math.isfinite(now) else max(worst, now), model_cfg.vocab_size)
+        if reason is None and d.all_sum(torch.tensor(float(local_bad))).item() > 0:
+            reason = "non-finite weights"
+        if reason is not None:
+            raise TrainingDiverged(f"step {step_}: {reason}; checkpoint not written. Last good checkpoint: "
+                                   f"{latest_checkpoint(out_dir)} (resume from it with a lower learning rate)")
+        worst = -math.inf
         if d.main:
             _write_checkpoint(out_dir, step_, msd, osd, scheduler.state_dict(), cfg, model_cfg, {"windows_seen": step_ * G}, cfg.keep_checkpoints)
         d.barrier()
@@ -433,6 +583,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise TrainingDiverged(f"step {step + 1}: loss={loss} grad_norm={grad_norm}; stopped before the update. "
                                        f"Last good checkpoint: {latest_checkpoint(out_dir)}")
+            worst = max(worst, loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -512,12 +663,14 @@ def add_cli(sub) -> None:
 def _cli(args) -> int:
     over = {k: getattr(args, k) for k in ("out_dir", "max_steps", "max_minutes", "batch_size", "tokens_per_step", "strategy", "device", "precision", "seed", "progress")}
     cfg = PretrainConfig.from_yaml(args.config, **over)
+    in_step = False
     try:
         pretrain(cfg)
-    except TrainingDiverged as e:
+        in_step = True
+    except TrainingDiverged as e:  # every rank sees the same all-reduced loss and stops together
+        in_step = True
         print(f"ntkit pretrain: stopped: {e}", flush=True)
         return 3
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        teardown_distributed(in_step)
     return 0

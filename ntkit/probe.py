@@ -75,13 +75,12 @@ def add_cli(sub) -> None:
 
 
 def _cli(args) -> int:
-    from .benchmark import _encode_labels
     from .cli import runtime
-    from .embed import embed, read_sequences
+    from .embed import embed
+    from .labels import read_labelled
 
+    seqs, y, classes = read_labelled(args.input, "classification")
     model, device, _ = runtime(args, args.model)
-    _, seqs, table = read_sequences(args.input)
-    y = _encode_labels(table["label"])
     emb = embed(model, seqs, layers=args.layers, device=device, progress=True)
     print("| layer | folds | MCC (mean ± 2 SD) | macro F1 |\n|---|---|---|---|")
     for l in args.layers:

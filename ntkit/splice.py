@@ -28,7 +28,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -125,7 +125,10 @@ class SpliceWindows:
         path.parent.mkdir(parents=True, exist_ok=True)
         lengths = np.array([len(l) for l in self.labels], dtype=np.int64)
         flat = np.concatenate(self.labels).astype(np.uint8) if self.labels else np.zeros(0, np.uint8)
-        np.savez_compressed(path, sequences=np.array(self.sequences), labels=flat, label_lengths=lengths, chrom=np.array(self.chrom),
+        from .jobs import atomic_output
+
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, sequences=np.array(self.sequences), labels=flat, label_lengths=lengths, chrom=np.array(self.chrom),
                             start=np.array(self.start), strand=np.array(self.strand), transcript=np.array(self.transcript),
                             skipped=json.dumps(dict(self.skipped)))
         return path
@@ -244,13 +247,18 @@ def _encode(tok, seqs: list[str], device):
 
 @dataclass
 class SpliceTrainConfig:
-    method: str = "ia3"  # ia3 | full
+    method: Literal["ia3", "full"] = "ia3"
     lr: float = 3e-3
     epochs: int = 3
     batch_size: int = 4
     max_minutes: float | None = None
     site_weight: float = 1.0  # cross-entropy weight of acceptor/donor vs none (SpliceAI: 1; >1 helps short CPU runs)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from .config import check_fields
+
+        check_fields(self)
 
 
 def train_splice(base, data: SpliceWindows, cfg: SpliceTrainConfig | None = None, device=None, progress: bool = True) -> SpliceModel:
@@ -537,15 +545,17 @@ def save_splice_model(model: SpliceModel, directory: str | Path) -> Path:
     from safetensors.torch import save_file
 
     from .checkpoint import save_checkpoint
+    from .jobs import atomic_output, write_text_atomic
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     t = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     if model.adapter is not None:
         t.update({f"adapter.{k}": v.detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()})
-    save_file(t, str(d / "splice_head.safetensors"))
+    with atomic_output(d / "splice_head.safetensors") as tmp:
+        save_file(t, str(tmp))
     save_checkpoint(model.base, d / "base") if model.method == "full" else None
-    (d / "splice_config.json").write_text(json.dumps({"method": model.method, "base_config": model.base.config.to_dict()}, indent=2))
+    write_text_atomic(d / "splice_config.json", json.dumps({"method": model.method, "base_config": model.base.config.to_dict()}, indent=2))
     return d
 
 
@@ -655,7 +665,10 @@ def _cli_evaluate(args) -> int:
     print(f"{len(test)} test windows, sites {test.counts()}")
     print(results_table(df))
     if args.out:
-        df.to_csv(args.out, index=False)
+        from .jobs import atomic_output
+
+        with atomic_output(args.out) as tmp:
+            df.to_csv(tmp, index=False)
     return 0
 
 

@@ -349,9 +349,11 @@ class Tokenizer:
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``vocab.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json`` (EsmTokenizer layout)."""
+        from .jobs import write_text_atomic
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "vocab.txt").write_text("\n".join(self.vocab) + "\n")
+        write_text_atomic(d / "vocab.txt", "\n".join(self.vocab) + "\n")
         special = {"unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>", "cls_token": "<cls>"}
         config = {
             "tokenizer_class": "EsmTokenizer",
@@ -360,8 +362,8 @@ class Tokenizer:
             "model_max_length": self.max_tokens or 1_000_000_000_000_000_019_884_624_838_656,
             "ntkit_version": self.version,
         }
-        (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (d / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+        write_text_atomic(d / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        write_text_atomic(d / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, max_tokens: int | None = None) -> "Tokenizer":

@@ -112,11 +112,28 @@ def iter_records(vcf: str | Path, label_key: str | None = None) -> Iterator[list
     import pysam
 
     row = 0
-    with pysam.VariantFile(vcf_path(vcf)) as vf:
+    try:
+        vf = pysam.VariantFile(vcf_path(vcf))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{vcf}: not a readable VCF/BCF ({e})") from None
+    with vf:
         if label_key and label_key not in vf.header.info:
             raise ValueError(f"INFO key {label_key!r} is not declared in {vcf}")
         flag = label_key is not None and vf.header.info[label_key].type == "Flag"
-        for rec in vf:
+        done_contigs, last = set(), None
+        records = iter(vf)
+        while True:
+            try:
+                rec = next(records)
+            except StopIteration:
+                break
+            except OSError as e:
+                raise ValueError(f"{vcf}: {e} (a truncated or corrupt file: re-download it, or re-compress with bgzip)") from None
+            if last is not None and (rec.chrom != last[0] and rec.chrom in done_contigs or rec.chrom == last[0] and rec.pos < last[1]):
+                raise ValueError(f"{vcf}: not sorted: {rec.chrom}:{rec.pos} comes after {last[0]}:{last[1]} (bcftools sort)")
+            if last is not None and rec.chrom != last[0]:
+                done_contigs.add(last[0])
+            last = (rec.chrom, rec.pos)
             label = None
             if label_key:
                 v = rec.info.get(label_key)
@@ -557,12 +574,13 @@ def merge_outputs(store) -> dict:
     schema, cols = opts.schema(), opts.columns()
     from . import jobs
 
-    status = Counter()
+    status, contigs = Counter(), {}
     for b in store.batches():
         status.update(b.column("status").to_pylist())
+        contigs.update(dict.fromkeys(b.column("chrom").to_pylist()))
     for out in m["outputs"]:
         if _is_vcf(out):
-            write_vcf_rows(_rows(store.batches()), cols, m["vcf"], out)
+            write_vcf_rows(_rows(store.batches()), cols, m["vcf"], out, contigs)
         else:
             jobs.write_table_file(store.batches(), schema, out)
     n = sum(status.values())
@@ -601,10 +619,36 @@ def _info_id(col: str) -> str:
     return "NT_" + col.upper().replace("-", "M")
 
 
-def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: str | Path, path: str | Path) -> Path:
+def _vcf_lines(vcf: str | Path) -> Iterator[str]:
+    import gzip
+
+    path = vcf_path(vcf)
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"BC":
+        raise ValueError(f"{vcf}: BCF input: write a table output, or convert it to VCF (bcftools view -Oz)")
+    opener = gzip.open if magic == b"\x1f\x8b" else open  # bgzip is gzip
+    try:
+        with opener(path, "rt") as fh:
+            yield from fh
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{vcf}: {e} (a truncated or corrupt file)") from None
+
+
+def _fmt(v) -> str:
+    return "." if v is None or not np.isfinite(v) else format(float(v), ".7g")
+
+
+def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: str | Path, path: str | Path,
+                   contigs: Iterable[str] = ()) -> Path:
     """Copy ``vcf_in`` with one Number=A INFO field per score plus ``NT_STATUS``, taking the rows
     (one per ALT, or one for a record without ALT) in VCF order as it streams. ``.vcf.gz`` output is
-    bgzipped and tabix-indexed; written under a temporary name and renamed when complete."""
+    bgzipped and tabix-indexed; written under a temporary name and renamed when complete.
+
+    The copy is textual (the INFO column extended, every other byte kept): a record that htslib
+    would refuse to translate into a new header (an undeclared contig, INFO, FILTER or FORMAT
+    key) is copied as it is, and genotype columns are never parsed. ``contigs``: the records'
+    contigs, declared in the output header when the input's lacks them."""
     import pysam
 
     from .jobs import atomic_output
@@ -612,28 +656,40 @@ def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: s
     path = Path(path)
     rows = iter(rows)
     gz = str(path).endswith((".gz", ".bgz"))
-    with pysam.VariantFile(vcf_path(vcf_in)) as vin, atomic_output(path, (".tbi",) if gz else ()) as tmp:
-        header = vin.header.copy()
-        if "END" not in header.info:  # htslib sets END on symbolic alleles
-            header.add_meta("INFO", items=[("ID", "END"), ("Number", "1"), ("Type", "Integer"), ("Description", "End position of the variant")])
-        header.add_meta("INFO", items=[("ID", "NT_STATUS"), ("Number", "A"), ("Type", "String"),
-                                       ("Description", "ntkit: 'scored' or why the allele was skipped (" + ", ".join(SKIP_REASONS) + ")")])
-        for col in score_columns:
-            header.add_meta("INFO", items=[("ID", _info_id(col)), ("Number", "A"), ("Type", "Float"), ("Description", _describe(col))])
-        with pysam.VariantFile(str(tmp), "wz" if gz else "w", header=header) as vout:
-            for rec in vin:
-                n = len(rec.alts or ())
+    ids = {c: _info_id(c) for c in score_columns}
+    with atomic_output(path, (".tbi",) if gz else ()) as tmp:
+        out = pysam.BGZFile(str(tmp), "wb") if gz else open(tmp, "wb")
+        with out:
+            declared = set()
+            for line in _vcf_lines(vcf_in):
+                if line.startswith("##"):
+                    m = re.match(r"##contig=<ID=([^,>]+)", line)
+                    if m:
+                        declared.add(m.group(1))
+                    out.write(line.encode())
+                    continue
+                if line.startswith("#"):
+                    head = [f"##contig=<ID={c}>\n" for c in dict.fromkeys(contigs) if c not in declared]
+                    head.append('##INFO=<ID=NT_STATUS,Number=A,Type=String,Description="ntkit: \'scored\' or why the allele '
+                                f'was skipped ({", ".join(SKIP_REASONS)})">\n')
+                    head += [f'##INFO=<ID={ids[c]},Number=A,Type=Float,Description="{_describe(c)}">\n' for c in score_columns]
+                    out.write("".join(head).encode() + line.encode())
+                    continue
+                f = line.rstrip("\r\n").split("\t", 8)
+                if len(f) < 8:
+                    raise ValueError(f"{vcf_in}: malformed record (fewer than 8 columns): {line[:80]!r}")
+                n = 0 if f[4] == "." else f[4].count(",") + 1
                 recs = [next(rows) for _ in range(max(n, 1))]
-                if any(r["pos"] != rec.pos for r in recs):
-                    raise ValueError(f"{vcf_in}: record {rec.chrom}:{rec.pos} does not match the scores (the VCF changed?)")
-                rec.translate(header)
+                if any(r["pos"] != int(f[1]) for r in recs):
+                    raise ValueError(f"{vcf_in}: record {f[0]}:{f[1]} does not match the scores (the VCF changed?)")
                 if n:
-                    rec.info["NT_STATUS"] = tuple(r["status"] for r in recs)
-                    for col in score_columns:
-                        vals = [None if r[col] is None or not np.isfinite(r[col]) else float(r[col]) for r in recs]
-                        if any(v is not None for v in vals):
-                            rec.info[_info_id(col)] = tuple(vals)
-                vout.write(rec)
+                    extra = ["NT_STATUS=" + ",".join(r["status"] for r in recs)]
+                    for c in score_columns:
+                        vals = [r[c] for r in recs]
+                        if any(v is not None and np.isfinite(v) for v in vals):
+                            extra.append(f"{ids[c]}=" + ",".join(_fmt(v) for v in vals))
+                    f[7] = ";".join(extra) if f[7] in (".", "") else f[7] + ";" + ";".join(extra)
+                out.write(("\t".join(f) + "\n").encode())
         if gz:
             pysam.tabix_index(str(tmp), preset="vcf", force=True)
     return path
@@ -642,7 +698,7 @@ def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: s
 def write_vcf(scores: VariantScores, vcf_in: str | Path, path: str | Path) -> Path:
     """``write_vcf_rows`` for an in-memory ``VariantScores``."""
     t = scores.table.astype(object).where(scores.table.notna(), None)
-    return write_vcf_rows(iter(t.to_dict("records")), scores.score_columns, vcf_in, path)
+    return write_vcf_rows(iter(t.to_dict("records")), scores.score_columns, vcf_in, path, scores.table["chrom"].tolist())
 
 
 def evaluate_scores(scores: VariantScores) -> pd.DataFrame:

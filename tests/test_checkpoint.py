@@ -102,6 +102,12 @@ def test_sharded_checkpoint(tmp_path):
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError, match="cannot read"):
         ntkit.load(tmp_path)
+    # an index naming a file outside its folder is refused before anything is read
+    for outside in ("../elsewhere.safetensors", "/etc/passwd", "sub/../../x.safetensors"):
+        index["weight_map"][keys[0]] = outside
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(CheckpointError, match="outside the checkpoint folder"):
+            ntkit.load(tmp_path)
 
 
 def test_bad_checkpoints(tmp_path):
@@ -143,6 +149,14 @@ def test_bad_checkpoints(tmp_path):
         ntkit.load(tmp_path)
     with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a preset"):
         ntkit.load(tmp_path / "nope")
+
+
+def test_vocab_of_another_generation_is_refused(tmp_path):
+    ntkit.save_checkpoint(ntkit.build("nt-v2-tiny"), tmp_path / "v2")
+    ntkit.save_checkpoint(ntkit.build("nt-v1-tiny"), tmp_path / "v1")
+    (tmp_path / "v2" / "vocab.txt").write_bytes((tmp_path / "v1" / "vocab.txt").read_bytes())
+    with pytest.raises(CheckpointError, match="NT v1 vocabulary but config.json describes an NT v2 model"):
+        ntkit.load(tmp_path / "v2")
 
 
 def load_file_bytes(b):

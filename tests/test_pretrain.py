@@ -11,7 +11,7 @@ import yaml
 
 import ntkit
 from ntkit.genome import write_fasta
-from ntkit.pretrain import PretrainConfig, TrainingDiverged, latest_checkpoint, lr_at, mask_window, pretrain
+from ntkit.pretrain import PretrainConfig, TrainingDiverged, latest_checkpoint, load_trainer_state, lr_at, mask_window, pretrain
 from ntkit.tokenizer import Tokenizer
 
 
@@ -112,8 +112,9 @@ def test_pretrain_runs_logs_and_saves_hf_model(reference_run):
     model = ntkit.load(reference_run / "model")
     assert model.config.max_tokens == 64 and model.config.name == "nt-v2-tiny"
     assert latest_checkpoint(reference_run).name == "step_0000006"
-    state = torch.load(latest_checkpoint(reference_run) / "trainer_state.pt", weights_only=False)
-    assert state["step"] == 6 and state["windows_seen"] == 6 * 8
+    state = load_trainer_state(latest_checkpoint(reference_run))
+    assert state["step"] == 6 and state["extra"]["windows_seen"] == 6 * 8
+    assert sorted(p.name for p in latest_checkpoint(reference_run).glob("trainer_state*")) == ["trainer_state.json", "trainer_state.safetensors"]
 
 
 def test_kill_and_resume_is_bit_exact(recipe, reference_run):
@@ -157,7 +158,7 @@ def test_nan_loss_stops_with_checkpoint_intact(recipe, monkeypatch):
     def poisoned(*a, **kw):
         calls["n"] += 1
         loss = real(*a, **kw)
-        return loss * float("nan") if calls["n"] > 12 else loss  # step 4 (4 micro-batches per step)
+        return loss * float("nan") if calls["n"] > 13 else loss  # step 4 (4 micro-batches per step + the checkpoint probe of step 3)
 
     cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(recipe / "nan"), eval_every=100)
     monkeypatch.setattr(pt.F, "cross_entropy", poisoned)
@@ -165,3 +166,59 @@ def test_nan_loss_stops_with_checkpoint_intact(recipe, monkeypatch):
         pretrain(cfg)
     assert latest_checkpoint(recipe / "nan").name == "step_0000003"
     ntkit.load(latest_checkpoint(recipe / "nan"))  # loads: finite weights
+
+
+def test_divergence_keeps_the_last_healthy_checkpoint(recipe):
+    """lr 1 (no clipping): the weights explode after an update whose loss looked fine; the
+    checkpoint probe measures the weights about to be saved and refuses them."""
+    cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(recipe / "diverge"), lr_peak=1.0, lr_init=1.0,
+                                   grad_clip=0.0, checkpoint_every=1, eval_every=100)
+    with pytest.raises(TrainingDiverged, match="checkpoint not written"):
+        pretrain(cfg)
+    last = latest_checkpoint(recipe / "diverge")
+    if last is not None:  # whatever was written passed the check
+        w = weights(last)
+        assert max(float(v.abs().max()) for v in w.values()) < 20
+
+
+def test_resume_with_another_recipe_is_refused(recipe, reference_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(out), lr_peak=5e-3, seed=4, max_steps=8)
+    with pytest.raises(ValueError, match=r"another recipe \(lr_peak: 0.002 -> 0.005; seed: 3 -> 4\)"):
+        pretrain(cfg)
+
+
+def test_crafted_pickle_in_a_checkpoint_never_runs(recipe, reference_run, tmp_path):
+    import pickle
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    ck = latest_checkpoint(out)
+    for f in ck.glob("trainer_state*"):
+        f.unlink()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (ck / "trainer_state.pt").write_bytes(pickle.dumps({"step": Payload()}))
+    cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(out), max_steps=8)
+    with pytest.raises(pickle.UnpicklingError):
+        pretrain(cfg)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad,match", [({"strategy": "dp"}, "strategy: 'dp' is not one of 'ddp', 'fsdp'"),
+                                       ({"precision": "fp16"}, "precision: 'fp16' is not one of"),
+                                       ({"batch_size": "8"}, "batch_size: '8' is not an integer"),
+                                       ({"lr_peak": 100}, "learning rates above 1 diverge"),
+                                       ({"methd": "x"}, "unknown pretraining options")])
+def test_recipe_values_are_validated(recipe, bad, match):
+    d = yaml.safe_load((recipe / "recipe.yaml").read_text())
+    with pytest.raises(ValueError, match=match):
+        PretrainConfig.from_dict({**d, **bad, "sources": [{"fasta": "x.fa"}]})

@@ -1,0 +1,47 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ntkit.labels import Classes, read_labelled, regression_targets
+
+
+def test_classes_are_defined_by_training_and_applied_to_later_files(tmp_path):
+    pd.DataFrame({"sequence": ["ACGT"] * 4, "label": ["promoter", "none", "enhancer", "none"]}).to_csv(tmp_path / "train.tsv", sep="\t", index=False)
+    pd.DataFrame({"sequence": ["ACGT"] * 2, "label": ["promoter", "none"]}).to_csv(tmp_path / "test.tsv", sep="\t", index=False)
+    _, y, classes = read_labelled(tmp_path / "train.tsv", "classification")
+    assert classes.names == ("enhancer", "none", "promoter") and y.tolist() == [2, 1, 0, 1]
+    # a test file with a subset of the classes keeps the training numbering (numbered on its own: none=0, promoter=1)
+    _, ty, _ = read_labelled(tmp_path / "test.tsv", "classification", classes)
+    assert ty.tolist() == [2, 1]
+    pd.DataFrame({"sequence": ["ACGT"], "label": ["silencer"]}).to_csv(tmp_path / "new.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match=r"label\(s\) \['silencer'\] not among the training classes"):
+        read_labelled(tmp_path / "new.tsv", "classification", classes)
+
+
+def test_integer_labels_sort_by_value_and_floats_that_are_integers_are_integers():
+    c = Classes.fit([10, 2, 2.0, "1", True])
+    assert c.names == (1, 2, 10) and c.encode([2.0, "10", 1]).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("values,match", [([0, 0, 0], "at least 2 classes"), ([0, 1, float("nan")], "missing label"),
+                                          ([0, 1, None], "missing label"), (["a", "b", ""], "missing label")])
+def test_bad_class_labels(values, match):
+    with pytest.raises(ValueError, match=match):
+        Classes.fit(values, "t.tsv")
+
+
+def test_regression_targets():
+    np.testing.assert_array_equal(regression_targets(["1.5", 2, 3.25]), np.array([1.5, 2, 3.25], dtype=np.float32))
+    with pytest.raises(ValueError, match="row 2: regression target 'high' is not a number"):
+        regression_targets([1, "high"])
+    with pytest.raises(ValueError, match="row 1: regression target nan is missing"):
+        regression_targets([float("nan")])
+
+
+def test_table_errors(tmp_path):
+    pd.DataFrame({"sequence": ["ACGT", ""], "label": [0, 1]}).to_csv(tmp_path / "e.csv", index=False)
+    with pytest.raises(ValueError, match=r"empty sequence in row\(s\) \[2\]"):
+        read_labelled(tmp_path / "e.csv", "classification")
+    pd.DataFrame({"sequence": ["ACGT"], "class": [0]}).to_csv(tmp_path / "n.csv", index=False)
+    with pytest.raises(ValueError, match="no 'label' column"):
+        read_labelled(tmp_path / "n.csv", "classification")
