@@ -448,8 +448,10 @@ def _cli(args) -> int:
         if f is not None and not Path(f).exists():
             raise FileNotFoundError(f"input not found: {f}")
     base, device, _ = runtime(args, args.model)
+    from .jobs import check_output
     from .labels import read_labelled
 
+    check_output(Path(args.out) / "adapter_config.json", [args.train])  # before any training
     seqs, y, classes = read_labelled(args.train, args.task)
     table = lambda path: read_labelled(path, args.task, classes)[:2]  # noqa: E731  (the training classes)
     valid = table(args.valid) if args.valid else None

@@ -462,8 +462,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     d = init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     device = _pick_device(cfg.device, d)
     out_dir = Path(cfg.out_dir)
-    if d.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    from .jobs import check_output
+
+    check_output(out_dir / "log.csv")  # writable, before any compute (every rank: none waits for a failed one)
     d.barrier()
 
     resume = latest_checkpoint(out_dir)

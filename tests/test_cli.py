@@ -93,3 +93,12 @@ def test_label_errors_and_debug(d, capsys):
     fails(capsys, ["finetune", d / "nolabel.tsv", "--model", d / "model", "--out", d / "ad"], "no 'label' column")
     with pytest.raises(ValueError, match="no 'label' column"):
         main(["--debug", "finetune", str(d / "nolabel.tsv"), "--model", str(d / "model"), "--out", str(d / "ad")])
+
+
+def test_error_lines_for_disks():
+    from ntkit.cli import error_line
+
+    assert error_line(OSError(28, "No space left on device", "/x/out.parquet")) == \
+        "No space left on device: /x/out.parquet (free space or choose another output folder)"
+    assert error_line(PermissionError(13, "Permission denied", "/ro/e.parquet")) == "Permission denied: /ro/e.parquet (choose a writable folder)"
+    assert error_line(KeyError("unknown preset 'x'")) == "unknown preset 'x'"
