@@ -72,13 +72,3 @@ def run(out: Path, data: Path, minutes: float, tasks: list[str], seed: int = 0) 
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"demo done: model in {model_dir}; outputs in {out}", flush=True)
     return summary
-
-
-def add_cli(sub) -> None:
-    s = sub.add_parser("demo", help="pretrain a tiny model on chr20, evaluate, score variants, benchmark (offline)")
-    s.add_argument("--out", default="runs/demo")
-    s.add_argument("--data", help="shared data folder (default $NTKIT_DATA or ../shared/data)")
-    s.add_argument("--minutes", type=float, default=3.0, help="pretraining time budget")
-    s.add_argument("--tasks", nargs="+", default=["promoter_all", "enhancers", "splice_sites_donors", "H3K4me3"])
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=lambda a: (run(Path(a.out), data_dir(a.data), a.minutes, a.tasks, a.seed), 0)[1])

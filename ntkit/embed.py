@@ -26,7 +26,6 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from . import engine
 from .data import reverse_complement as revcomp
@@ -426,35 +425,3 @@ def merge_outputs(store) -> dict:
     write_parquet(store.batches(), schema, out)
     n = sum(pq.ParquetFile(p).metadata.num_rows for p in store.parts())
     return {"outputs": [out], "sequences": n, "summary": f"{n} sequences embedded"}
-
-
-def add_cli(sub) -> None:
-    from .cli import add_job_args, add_runtime_args
-
-    s = sub.add_parser("embed", help="embeddings of sequences (FASTA or table) from any layers")
-    s.add_argument("input", help="FASTA or TSV/CSV/parquet with a sequence column")
-    s.add_argument("--model", required=True)
-    s.add_argument("--out", required=True, help=".parquet (pooled: one column per dimension; token/nucleotide: list columns)")
-    s.add_argument("--layers", type=int, nargs="+", default=[-1])
-    s.add_argument("--pooling", choices=["mean", "cls", "token", "nucleotide"], default="mean")
-    s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
-    s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
-    add_job_args(s, "sequences")
-    add_runtime_args(s)
-    s.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    from .cli import runtime
-
-    model, device, dtype = runtime(args, args.model)
-    res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,
-                        reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, chunk_size=args.chunk_size,
-                        shard=args.shard, restart=args.restart, batch_tokens=args.batch_tokens, device=device, dtype=dtype,
-                        progress=args.progress)
-    if not res["merged"]:
-        print(f"shard {res['shard']}: done; output waits for {res['waiting_for']} "
-              f"(`ntkit merge {args.out}` once every shard has finished)")
-        return 0
-    print(f"wrote {args.out}: {res['sequences']} sequences, layers {args.layers}, {args.pooling} pooling")
-    return 0

@@ -205,39 +205,3 @@ def plot_heatmap(table: str | Path, path: str | Path, columns: Sequence[str], ch
         box = ax.get_position()
         fig.colorbar(im, cax=fig.add_axes((0.91, box.y0, 0.008, box.height)))
     return save_figure(fig, path, tight=False)
-
-
-def add_cli(sub) -> None:
-    from .cli import add_job_args, add_runtime_args
-    from .variants import add_score_args
-
-    s = sub.add_parser("mutagenesis", help="in-silico saturation mutagenesis of regions: table, bedGraph tracks, heatmap")
-    s.add_argument("--fasta", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--regions", nargs="*", default=[], help="chrom:start-end (1-based, inclusive) or whole contigs")
-    s.add_argument("--bed", help="BED file of regions (0-based half-open)")
-    s.add_argument("--out", required=True, help="output folder")
-    add_score_args(s, default=("llr", "llr_unmasked"))
-    add_job_args(s, "bases")
-    add_runtime_args(s)
-    s.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    from .cli import runtime
-
-    model, device, dtype = runtime(args, args.model)
-    res = mutagenesis_to_files(model, args.fasta, args.out, args.regions, bed=args.bed, scores=args.scores, layers=args.layers,
-                               window_tokens=args.window_tokens, tile_stride_bp=args.tile_stride_bp,
-                               both_strands=args.both_strands, chunk_size=args.chunk_size, shard=args.shard,
-                               restart=args.restart, batch_tokens=args.batch_tokens, device=device, dtype=dtype,
-                               progress=args.progress)
-    if res["n_bases_skipped"]:
-        print(f"skipped {res['n_bases_skipped']:,} reference bases that are N")
-    if not res["merged"]:
-        print(f"shard {res['shard']}: done; outputs wait for {res['waiting_for']} (`ntkit merge {args.out}/mutagenesis.parquet`)")
-        return 0
-    print(res["summary"])
-    for o in res["outputs"]:
-        print(f"wrote {o}")
-    return 0

@@ -640,38 +640,3 @@ def _fresh(cfg: PretrainConfig) -> NTModel:
 
     mc = get_preset(cfg.model).replace(**cfg.model_overrides) if cfg.model_overrides else get_preset(cfg.model)
     return build(mc, seed=cfg.seed)
-
-
-# -- CLI ---------------------------------------------------------------------------------------------------
-
-
-def add_cli(sub) -> None:
-    s = sub.add_parser("pretrain", help="masked-language-model pretraining (torchrun for several processes)")
-    s.add_argument("--config", required=True, help="YAML recipe (configs/*.yaml)")
-    s.add_argument("--out-dir")
-    s.add_argument("--max-steps", type=int)
-    s.add_argument("--max-minutes", type=float)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--tokens-per-step", type=int)
-    s.add_argument("--strategy", choices=["ddp", "fsdp"])
-    s.add_argument("--device")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    s.add_argument("--seed", type=int)
-    s.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    s.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    over = {k: getattr(args, k) for k in ("out_dir", "max_steps", "max_minutes", "batch_size", "tokens_per_step", "strategy", "device", "precision", "seed", "progress")}
-    cfg = PretrainConfig.from_yaml(args.config, **over)
-    in_step = False
-    try:
-        pretrain(cfg)
-        in_step = True
-    except TrainingDiverged as e:  # every rank sees the same all-reduced loss and stops together
-        in_step = True
-        print(f"ntkit pretrain: stopped: {e}", flush=True)
-        return 3
-    finally:
-        teardown_distributed(in_step)
-    return 0

@@ -60,30 +60,3 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str = "logreg", n_f
         f1.append(f1_score(y[te], pred, average="macro"))
     return {"folds": k, "mcc": mcc, "f1": f1, "mcc_mean": float(np.mean(mcc)), "mcc_2sd": float(2 * np.std(mcc, ddof=1)),
             "f1_mean": float(np.mean(f1)), "f1_2sd": float(2 * np.std(f1, ddof=1))}
-
-
-def add_cli(sub) -> None:
-    s = sub.add_parser("probe", help="probe frozen embeddings of a labelled table with k-fold CV")
-    s.add_argument("input", help="TSV/CSV/parquet with sequence and label columns")
-    s.add_argument("--model", required=True)
-    s.add_argument("--layers", type=int, nargs="+", default=[-1], help="probe each of these layers")
-    s.add_argument("--probe", choices=["logreg", "mlp"], default="logreg")
-    s.add_argument("--folds", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device")
-    s.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    from .cli import runtime
-    from .embed import embed
-    from .labels import read_labelled
-
-    seqs, y, classes = read_labelled(args.input, "classification")
-    model, device, _ = runtime(args, args.model)
-    emb = embed(model, seqs, layers=args.layers, device=device, progress=True)
-    print("| layer | folds | MCC (mean ± 2 SD) | macro F1 |\n|---|---|---|---|")
-    for l in args.layers:
-        r = cross_validate_probe(emb[l], y, args.probe, args.folds, args.seed)
-        print(f"| {l} | {r['folds']} | {r['mcc_mean']:.3f} ± {r['mcc_2sd']:.3f} | {r['f1_mean']:.3f} ± {r['f1_2sd']:.3f} |")
-    return 0

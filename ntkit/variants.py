@@ -722,54 +722,8 @@ def evaluate_scores(scores: VariantScores) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-# -- CLI -------------------------------------------------------------------------------------------------------
-
-
-def add_cli(sub) -> None:
-    from .cli import add_job_args, add_runtime_args
-
-    s = sub.add_parser("score-variants", help="zero-shot variant effect scores: VCF + FASTA -> annotated VCF / table")
-    s.add_argument("--vcf", required=True)
-    s.add_argument("--fasta", required=True)
-    s.add_argument("--model", required=True, help="checkpoint directory or preset")
-    s.add_argument("--out", required=True, nargs="+", help="output files: .vcf/.vcf.gz (annotated), .tsv/.csv/.parquet (table)")
-    add_score_args(s, default=("llr", "embedding"))
-    s.add_argument("--unmasked-llr", action="store_true", help="also the wild-type marginal (same as adding llr_unmasked to --scores)")
-    s.add_argument("--label-key", help="INFO key holding a 0/1 label (or a Flag): report AUROC/AUPRC")
-    add_job_args(s, "records")
-    add_runtime_args(s)
-    s.set_defaults(func=_cli)
-
-
-def add_score_args(s, default: Sequence[str]) -> None:
-    """What is scored and in which windows (``ScoreOptions``): shared by score-variants and mutagenesis."""
-    s.add_argument("--scores", nargs="+", choices=SCORES, default=list(default),
-                   help=f"llr: masked marginal; llr_unmasked: wild-type marginal; embedding: L1/L2/cosine/dot (default: {' '.join(default)})")
-    s.add_argument("--layers", type=int, nargs="+", default=[-1], help="layers of the embedding distances")
-    s.add_argument("--window-tokens", type=int, help="tile length in tokens (default: the model's context)")
-    s.add_argument("--tile-stride-bp", type=int, help="tile grid step (default: a quarter of the window)")
-    s.add_argument("--both-strands", action="store_true", help="average every score over the tile and its reverse complement")
-
-
-def _cli(args) -> int:
-    from .cli import runtime
-
-    model, device, dtype = runtime(args, args.model)
-    res = score_variants_to_files(model, args.vcf, args.fasta, args.out, layers=args.layers, window_tokens=args.window_tokens,
-                                  both_strands=args.both_strands, unmasked_llr=args.unmasked_llr, label_key=args.label_key,
-                                  scores=args.scores, tile_stride_bp=args.tile_stride_bp, chunk_size=args.chunk_size,
-                                  shard=args.shard, restart=args.restart, batch_tokens=args.batch_tokens, device=device,
-                                  dtype=dtype, progress=args.progress)
-    if not res["merged"]:
-        print(f"shard {res['shard']}: done; outputs wait for {res['waiting_for']} "
-              f"(`ntkit merge {args.out[0]}` once every shard has finished)")
-        return 0
-    print(res["summary"])
-    for o in res["outputs"]:
-        print(f"wrote {o}")
-    if args.label_key:
-        table = next((o for o in res["outputs"] if not _is_vcf(o)), None)
-        if table:
-            t = pd.read_parquet(table) if table.endswith(".parquet") else pd.read_csv(table, sep="\t" if table.endswith((".tsv", ".txt")) else ",")
-            print(evaluate_scores(VariantScores(t, Counter(), [c for c in t.columns if c.split("_")[0] in EFFECT_SIGN])).to_string(index=False))
-    return 0
+def evaluate_table(path: str | Path) -> pd.DataFrame:
+    """``evaluate_scores`` of a written score table (TSV/CSV/parquet with a ``label`` column)."""
+    path = str(path)
+    t = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path, sep="\t" if path.endswith((".tsv", ".txt")) else ",")
+    return evaluate_scores(VariantScores(t, Counter(), [c for c in t.columns if c.split("_")[0] in EFFECT_SIGN]))

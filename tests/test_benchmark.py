@@ -1,6 +1,5 @@
 import numpy as np
 import pandas as pd
-import pytest
 
 import ntkit
 from ntkit.benchmark import kmer_features, load_tasks, markdown_table, run_benchmark, summarise, write_report

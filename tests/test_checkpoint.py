@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ntkit
-from ntkit.checkpoint import CheckpointError, from_hf_name, hf_config, to_hf_name, to_hf_state_dict
+from ntkit.checkpoint import CheckpointError, from_hf_name, hf_config, to_hf_name
 
 from .conftest import hf_reference, perturbed
 

@@ -84,7 +84,7 @@ def test_gtf_minus_strand_and_genome_mapping(tmp_path):
     assert tx["m"].donors == [500] and tx["m"].acceptors == [199]  # minus: donor at the upstream exon's genomic start
     w = build_windows(Genome(tmp_path / "g.fa"), list(tx.values()), 1000)
     mi = w.strand.index("-")
-    s, lab = w.sequences[mi], w.labels[mi]
+    s = w.sequences[mi]
     assert s == reverse_complement(seq[w.start[mi] : w.start[mi] + len(s)])
     onehot = [np.eye(3)[l] for l in w.labels]
     t = to_genome_table(w, onehot, min_prob=0.5)

@@ -1,0 +1,52 @@
+"""``ntkit attention``: attention enrichment over annotated elements, per layer and head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_runtime_args, runtime
+
+
+def register(sub) -> None:
+    s = sub.add_parser("attention", help="attention enrichment over annotated elements, per layer and head")
+    s.add_argument("--model", required=True)
+    s.add_argument("--fasta", required=True, help="reference genome")
+    s.add_argument("--annotation", required=True, help="BED, GTF/GFF or SpliceAI gene table")
+    s.add_argument("--regions", nargs="+", required=True, help="chrom:start-end (1-based) or whole contigs to tile")
+    s.add_argument("--types", nargs="+", help="element types to test (default: all in the annotation)")
+    s.add_argument("--bed-type", help="element type for every BED interval (default: the name column)")
+    s.add_argument("--window-tokens", type=int, help="default: the model's context")
+    s.add_argument("--max-windows", type=int, default=200)
+    s.add_argument("--all-windows", action="store_true", help="also windows without any element")
+    s.add_argument("--layers", type=int, nargs="+")
+    s.add_argument("--alpha", type=float, default=0.05, help="FDR level")
+    s.add_argument("--out", default="runs/attention")
+    add_runtime_args(s)
+    s.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..attention import attention_enrichment, plot_heatmaps, read_annotation, region_windows
+    from ..genome import Genome
+    from ..jobs import atomic_output, check_output
+
+    out = Path(args.out)
+    check_output(out / "attention_enrichment.csv", [args.fasta, args.annotation])
+    model, device = runtime(args, args.model)
+    genome = Genome(args.fasta)
+    ann = read_annotation(args.annotation, args.types, args.bed_type)
+    T = args.window_tokens or model.config.max_tokens
+    windows = region_windows(genome, args.regions, (T - 1) * 6, ann, args.max_windows, require_element=not args.all_windows)
+    if not windows:
+        raise ValueError("no window: regions too short, N-rich or without elements")
+    table = attention_enrichment(model, windows, ann, layers=args.layers, batch_tokens=args.batch_tokens, device=device,
+                                 progress=args.progress, alpha=args.alpha)
+    with atomic_output(out / "attention_enrichment.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    plot_heatmaps(table, out / "attention_enrichment.png")
+    top = table.sort_values("enrichment", ascending=False).groupby("element").head(3)
+    print(f"{len(windows)} windows of {(T - 1) * 6} bp; {int(table['significant'].sum())} of {len(table)} (layer, head, element) "
+          f"enriched at FDR {args.alpha}")
+    print(top[["element", "layer", "head", "attention_share", "coverage", "enrichment", "q_value"]].to_string(index=False))
+    print(f"wrote {out / 'attention_enrichment.csv'}, {out / 'attention_enrichment.png'}")
+    return 0

@@ -1,0 +1,42 @@
+"""``ntkit benchmark``: downstream tasks, k-fold CV, probing / fine-tuning / baselines."""
+
+from __future__ import annotations
+
+from .common import add_runtime_args, runtime
+
+
+def register(sub) -> None:
+    from ..benchmark import METHODS
+
+    s = sub.add_parser("benchmark", help="downstream tasks with k-fold CV: probing, fine-tuning and baselines")
+    s.add_argument("tasks", nargs="+", help="task tables (TSV/CSV/parquet) or task folders")
+    s.add_argument("--model", help="pretrained model (checkpoint or preset); not needed for --methods kmer")
+    s.add_argument("--methods", nargs="+", default=["kmer", "probe", "random-probe", "ia3"], choices=METHODS)
+    s.add_argument("--only", nargs="+", help="task names to run")
+    s.add_argument("--folds", type=int, default=10)
+    s.add_argument("--layer", type=int, default=-1, help="layer probed")
+    s.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping on validation MCC)")
+    s.add_argument("--lr", type=float, help="fine-tuning learning rate (default: 3e-3 IA3, 1e-3 LoRA, 5e-5 full)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="runs/benchmark")
+    add_runtime_args(s, batch_tokens=False)
+    s.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..benchmark import load_tasks, run_benchmark, write_report
+
+    model, device = runtime(args, args.model)
+    tasks = [t for p in args.tasks for t in load_tasks(p, None)]
+    if args.only:
+        tasks = [t for t in tasks if t.name in set(args.only)]
+    res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, seed=args.seed,
+                        finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, device=device,
+                        progress=args.progress)
+    meta = {"model": args.model, "methods": args.methods, "folds": args.folds, "layer": args.layer, "seed": args.seed,
+            "classes": {t.name: list(t.classes) for t in tasks}}
+    paths = write_report(res, args.out, meta)
+    print(paths["table"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
+    return 0

@@ -1,0 +1,36 @@
+"""``ntkit mutagenesis``: saturation mutagenesis of regions (table, bedGraph tracks, heatmap)."""
+
+from __future__ import annotations
+
+from .common import add_job_args, add_runtime_args, report_job, runtime
+from .variants import add_score_args
+
+
+def register(sub) -> None:
+    s = sub.add_parser("mutagenesis", help="in-silico saturation mutagenesis of regions: table, bedGraph tracks, heatmap")
+    s.add_argument("--fasta", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--regions", nargs="*", default=[], help="chrom:start-end (1-based, inclusive) or whole contigs")
+    s.add_argument("--bed", help="BED file of regions (0-based half-open)")
+    s.add_argument("--out", required=True, help="output folder")
+    add_score_args(s, default=("llr", "llr_unmasked"))
+    add_job_args(s, "bases")
+    add_runtime_args(s)
+    s.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..mutagenesis import mutagenesis_to_files
+
+    model, device = runtime(args, args.model)
+    res = mutagenesis_to_files(model, args.fasta, args.out, args.regions, bed=args.bed, scores=args.scores, layers=args.layers,
+                               window_tokens=args.window_tokens, tile_stride_bp=args.tile_stride_bp,
+                               both_strands=args.both_strands, chunk_size=args.chunk_size, shard=args.shard,
+                               restart=args.restart, batch_tokens=args.batch_tokens, device=device, progress=args.progress)
+    if res["n_bases_skipped"]:
+        print(f"skipped {res['n_bases_skipped']:,} reference bases that are N")
+    if report_job(res, f"{args.out}/mutagenesis.parquet"):
+        print(res["summary"])
+        for o in res["outputs"]:
+            print(f"wrote {o}")
+    return 0
