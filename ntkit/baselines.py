@@ -19,15 +19,16 @@ from typing import Iterable
 
 import numpy as np
 
-from .tokenizer import KMER, _LUT
+from .sequence import base_codes
+from .tokenizer import KMER, NUCLEOTIDES
 
 NBASE = 4
 
 
 def encode_bases(seq: str) -> np.ndarray:
-    """uint8 codes A,T,C,G -> 0..3; anything else (N, IUPAC, masked) -> 4."""
-    codes = _LUT[np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8)]
-    return np.where(codes < NBASE, codes, NBASE).astype(np.uint8)
+    """uint8 codes in NT's vocabulary order (A, T, C, G -> 0..3); anything else (N, IUPAC, masked) -> 4."""
+    codes = base_codes(seq, NUCLEOTIDES)
+    return np.where(codes >= 0, codes, NBASE).astype(np.uint8)
 
 
 def _complement(codes: np.ndarray) -> np.ndarray:

@@ -175,17 +175,14 @@ def run_benchmark(
         raise ValueError("a model is needed for every method but kmer")
     random_model = build(model.config, seed=seed + 1, device=device) if model is not None and any(m.startswith("random") for m in methods) else None
     rows = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(tasks) * len(methods), unit="task-method", desc="benchmark", dynamic_ncols=True)
+    bar = tqdm(total=len(tasks) * len(methods), unit="task-method", desc="benchmark", dynamic_ncols=True, disable=not progress)
     for task in tasks:
         folds, k = folds_for(task, n_folds, seed)
         if not folds:
             rows.append({"task": task.name, "method": "-", "fold": -1, "status": f"skipped: a class has {k} example(s)"})
-            if bar is not None:
-                bar.update(len(methods))
+            bar.update(len(methods))
             continue
         all_seqs = task.sequences + (task.test_sequences or [])
         n_train_pool = len(task.sequences)
@@ -222,10 +219,8 @@ def run_benchmark(
                 rows.append({"task": task.name, "method": method, "fold": f, "status": "ok", **_scores(y_eval, pred),
                              "n_train": len(fit_idx), "n_eval": len(eval_idx), "folds": k, "seconds": time.time() - t0})
                 t0 = time.time()
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     return pd.DataFrame(rows)
 
 

@@ -24,12 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .genome import Genome, contig_aliases, vcf_path
+from .sequence import reverse_complement
 
-_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
-
-
-def reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
 
 
 @dataclass(frozen=True)

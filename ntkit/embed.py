@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import engine
-from .data import reverse_complement as revcomp
+from .sequence import reverse_complement as revcomp
 from .engine import default_batch_tokens  # noqa: F401  (re-exported: the default budget)
 
 Pooling = Literal["mean", "cls", "token", "nucleotide"]

@@ -340,11 +340,9 @@ def finetune(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)
     best, best_state, bad, step = -math.inf, None, 0, 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"finetune ({cfg.method})", dynamic_ncols=True)
+    bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"finetune ({cfg.method})", dynamic_ncols=True, disable=not progress)
     for epoch in range(cfg.epochs):
         model.train()
         perm = rng.permutation(len(seqs))
@@ -364,8 +362,7 @@ def finetune(
             step += 1
             if cfg.max_steps and step >= cfg.max_steps:
                 break
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if valid is None:
             continue
         score = _metric(cfg.task, np.asarray(valid[1]), model.predict(valid[0], batch_size=cfg.batch_size * 2, device=device))
@@ -378,8 +375,7 @@ def finetune(
                 break
         if cfg.max_steps and step >= cfg.max_steps:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()

@@ -513,11 +513,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
               f"precision={'bf16' if use_bf16 else 'fp32'}, {'resuming from ' + str(resume) if resume else 'from scratch'}", flush=True)
 
     log = _Log(out_dir / "log.csv", d.main)
-    bar = None
-    if d.main and cfg.progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not (d.main and cfg.progress))
     exit_after = int(os.environ.get("NTKIT_TEST_EXIT_AFTER_STEP", "0"))  # tests: simulate a kill
     t_start, last = time.time(), {}
     step = start_step
@@ -600,12 +598,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 last.update(valid_loss=ev["loss"], valid_accuracy=ev["accuracy"], valid_perplexity=ev["perplexity"])
             if step % cfg.log_every == 0 or "valid_loss" in last or step == cfg.max_steps:
                 log.write(last)
-            if bar is not None:
-                bar.update(1)
-                post = dict(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
-                if cfg.max_minutes is not None:  # the bar's ETA is for max_steps; the time budget ends first
-                    post["min_left"] = f"{max(cfg.max_minutes - (time.time() - t_start) / 60, 0):.1f}"
-                bar.set_postfix(post)
+            bar.update(1)
+            post = dict(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
+            if cfg.max_minutes is not None:  # the bar's ETA is for max_steps; the time budget ends first
+                post["min_left"] = f"{max(cfg.max_minutes - (time.time() - t_start) / 60, 0):.1f}"
+            bar.set_postfix(post)
             out_of_time = cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
                 save(step)
@@ -616,8 +613,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     print(f"pretrain: time budget of {cfg.max_minutes} min reached at step {step}", flush=True)
                 break
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         log.close()
 
     msd, _ = _full_state(net)

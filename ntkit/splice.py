@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import reverse_complement
+from .sequence import base_codes, reverse_complement
 from .genome import Genome
 
 CLASSES = ("none", "acceptor", "donor")
@@ -276,12 +276,10 @@ def train_splice(base, data: SpliceWindows, cfg: SpliceTrainConfig | None = None
     tok = base.tokenizer
     rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
-    bar = None
     steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, unit="batch", desc=f"splice ({cfg.method})", dynamic_ncols=True)
+    bar = tqdm(total=steps, unit="batch", desc=f"splice ({cfg.method})", dynamic_ncols=True, disable=not progress)
     done = False
     for _ in range(cfg.epochs):
         perm = rng.permutation(len(data))
@@ -302,16 +300,14 @@ def train_splice(base, data: SpliceWindows, cfg: SpliceTrainConfig | None = None
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
             if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
                 done = True
                 break
         if done:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return model.eval()
 
 
@@ -343,9 +339,6 @@ def predict_windows(model: SpliceModel, data: SpliceWindows, batch_size: int | N
 # -- classical baselines ---------------------------------------------------------------------------------------------
 
 _BGD = {"A": 0.27, "C": 0.23, "G": 0.23, "T": 0.27}
-_HASH = np.full(256, -1, dtype=np.int64)
-for _i, _c in enumerate("ACGT"):
-    _HASH[ord(_c)] = _i
 
 
 class MaxEntScan:
@@ -367,12 +360,12 @@ class MaxEntScan:
 
     @staticmethod
     def _hash_many(kmers: list[str], k: int) -> np.ndarray:
-        a = _HASH[np.frombuffer("".join(kmers).upper().encode(), dtype=np.uint8)].reshape(-1, k)
+        a = base_codes("".join(kmers)).astype(np.int64).reshape(-1, k)
         return a @ (4 ** np.arange(k - 1, -1, -1))
 
     @staticmethod
     def _windows(seq: str, k: int) -> np.ndarray:
-        codes = _HASH[np.frombuffer(seq.upper().encode(), dtype=np.uint8)]
+        codes = base_codes(seq).astype(np.int64)
         return np.lib.stride_tricks.sliding_window_view(codes, k)
 
     def _cons(self, codes2: np.ndarray, cons) -> np.ndarray:
@@ -435,13 +428,13 @@ class SitePWM:
         self.w = {}
         bg = np.ones(4)
         for s in data.sequences:
-            c = _HASH[np.frombuffer(s.upper().encode(), dtype=np.uint8)]
+            c = base_codes(s).astype(np.int64)
             bg += np.bincount(c[c >= 0], minlength=4)
         bg /= bg.sum()
         for cls, (before, after) in self.SPANS.items():
             counts = np.ones((before + after, 4))
             for s, lab in zip(data.sequences, data.labels):
-                c = _HASH[np.frombuffer(s.upper().encode(), dtype=np.uint8)]
+                c = base_codes(s).astype(np.int64)
                 for p in np.nonzero(lab == cls)[0]:
                     if p - before >= 0 and p + after <= len(s):
                         k = c[p - before : p + after]
@@ -452,7 +445,7 @@ class SitePWM:
 
     def site_scores(self, seq: str) -> np.ndarray:
         n = len(seq)
-        c = _HASH[np.frombuffer(seq.upper().encode(), dtype=np.uint8)]
+        c = base_codes(seq).astype(np.int64)
         out = np.full((n, 3), -np.inf)
         for cls, (before, after) in self.SPANS.items():
             k = before + after

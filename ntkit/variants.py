@@ -54,7 +54,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import engine
-from .data import reverse_complement
+from .sequence import reverse_complement
 from .genome import Genome, vcf_path
 
 EFFECT_SIGN = {"llr": -1, "llr_unmasked": -1, "l1": 1, "l2": 1, "cosine": -1, "dot": -1}

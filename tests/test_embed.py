@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.data import reverse_complement
+from ntkit.sequence import reverse_complement
 from ntkit.embed import embed, read_embeddings, read_sequences, write_embeddings
 
 RNG = np.random.default_rng(2)

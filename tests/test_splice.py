@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 import ntkit
-from ntkit.data import reverse_complement
+from ntkit.sequence import reverse_complement
 from ntkit.genome import Genome, write_fasta
 from ntkit.splice import (MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, build_windows, evaluate_splice, load_splice_model,
                           predict_windows, read_transcripts, results_table, save_splice_model, splice_metrics, split_by_chromosome,

@@ -156,7 +156,7 @@ def test_batch_size_and_order_invariance(case):
 
 
 def test_both_strands_is_mean_of_strands(case):
-    from ntkit.data import reverse_complement
+    from ntkit.sequence import reverse_complement
 
     d, seq, model = case
     fwd = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False).table.set_index("pos")
