@@ -17,9 +17,6 @@ Maps come from the model's exact (eager softmax) attention path, one layer at a 
 
 from __future__ import annotations
 
-import gzip
-import re
-from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -27,122 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .genome import Genome, contig_aliases
-
-# -- annotation -----------------------------------------------------------------------------------------------
-
-
-class Annotation:
-    """Intervals per element type and contig (0-based, half-open), merged."""
-
-    def __init__(self, intervals: dict[str, dict[str, list[tuple[int, int]]]]):
-        self.types = sorted(intervals)
-        self.iv: dict[str, dict[str, np.ndarray]] = {}
-        for t, by_contig in intervals.items():
-            self.iv[t] = {}
-            for c, ivs in by_contig.items():
-                a = np.array(sorted(ivs), dtype=np.int64).reshape(-1, 2)
-                merged = []
-                for s, e in a:
-                    if merged and s <= merged[-1][1]:
-                        merged[-1][1] = max(merged[-1][1], e)
-                    else:
-                        merged.append([s, e])
-                self.iv[t][c] = np.array(merged, dtype=np.int64).reshape(-1, 2)
-
-    def _contig(self, t: str, contig: str) -> np.ndarray:
-        for a in contig_aliases(contig):
-            if a in self.iv[t]:
-                return self.iv[t][a]
-        return np.zeros((0, 2), dtype=np.int64)
-
-    def mask(self, contig: str, start: int, end: int) -> np.ndarray:
-        """bool [n_types, end - start]: bases covered by each type."""
-        out = np.zeros((len(self.types), end - start), dtype=bool)
-        for k, t in enumerate(self.types):
-            iv = self._contig(t, contig)
-            lo, hi = np.searchsorted(iv[:, 1], start, side="right"), np.searchsorted(iv[:, 0], end, side="left")
-            for s, e in iv[lo:hi]:
-                out[k, max(s, start) - start : min(e, end) - start] = True
-        return out
-
-    def covered(self, contig: str, start: int, end: int) -> bool:
-        return bool(self.mask(contig, start, end).any())
-
-
-def _open(path: Path):
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
-
-
-def _introns(exons_by_tx: dict) -> dict[str, list]:
-    out = defaultdict(list)
-    for (contig, _tx), ex in exons_by_tx.items():
-        ex = sorted(ex)
-        for (s1, e1), (s2, e2) in zip(ex, ex[1:]):
-            if s2 > e1:
-                out[contig].append((e1, s2))
-    return out
-
-
-def read_annotation(path: str | Path, types: Sequence[str] | None = None, bed_type: str | None = None) -> Annotation:
-    """BED (type = name column, or ``bed_type``), GTF/GFF (type = feature column; ``intron`` is
-    derived from the exons of each transcript when absent), or SpliceAI's gene table
-    (``#NAME CHROM STRAND TX_START TX_END EXON_START EXON_END``: exon and intron)."""
-    path = Path(path)
-    name = path.name.lower().removesuffix(".gz")
-    iv: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    with _open(path) as fh:
-        first = fh.readline()
-        fh.seek(0)
-        if first.startswith("#NAME") and "EXON_START" in first:
-            for line in fh:
-                if line.startswith("#") or not line.strip():
-                    continue
-                f = line.rstrip("\n").split("\t")
-                chrom = f[1]
-                starts = [int(x) for x in f[5].strip(",").split(",") if x]
-                ends = [int(x) for x in f[6].strip(",").split(",") if x]
-                ex = sorted(zip(starts, ends))
-                for s, e in ex:
-                    iv["exon"][chrom].append((s, e))
-                for (s1, e1), (s2, e2) in zip(ex, ex[1:]):
-                    if s2 > e1:
-                        iv["intron"][chrom].append((e1, s2))
-        elif name.endswith((".gtf", ".gff", ".gff3")):
-            exons = defaultdict(list)
-            for line in fh:
-                if line.startswith("#") or not line.strip():
-                    continue
-                f = line.rstrip("\n").split("\t")
-                if len(f) < 9:
-                    raise ValueError(f"{path}: not a GTF/GFF line: {line[:80]!r}")
-                s, e = int(f[3]) - 1, int(f[4])  # 1-based inclusive -> 0-based half-open
-                iv[f[2]][f[0]].append((s, e))
-                if f[2] == "exon":
-                    m = re.search(r'transcript_id "([^"]+)"', f[8]) or re.search(r"Parent=([^;]+)", f[8])
-                    if m:
-                        exons[(f[0], m.group(1))].append((s, e))
-            if "intron" not in iv and exons:
-                for c, ivs in _introns(exons).items():
-                    iv["intron"][c].extend(ivs)
-        elif name.endswith(".bed"):
-            for line in fh:
-                if line.startswith(("#", "track", "browser")) or not line.strip():
-                    continue
-                f = line.rstrip("\n").split("\t")
-                t = bed_type or (f[3] if len(f) > 3 else path.name.split(".")[0])
-                iv[t][f[0]].append((int(f[1]), int(f[2])))
-        else:
-            raise ValueError(f"{path}: annotation must be BED, GTF/GFF or SpliceAI's gene table")
-    if types:
-        missing = set(types) - set(iv)
-        if missing:
-            raise ValueError(f"element types not in {path}: {sorted(missing)} (have {sorted(iv)[:20]})")
-        iv = {t: iv[t] for t in types}
-    if not iv:
-        raise ValueError(f"{path}: no intervals")
-    return Annotation(dict(iv))
-
+from .annotation import Annotation
+from .genome import Genome
 
 # -- arithmetic ---------------------------------------------------------------------------------------------------
 

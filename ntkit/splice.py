@@ -24,7 +24,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .sequence import base_codes, reverse_complement
+from .annotation import GTF_SUFFIXES, transcripts
 from .genome import Genome
 
 CLASSES = ("none", "acceptor", "donor")
@@ -60,23 +60,10 @@ def read_transcripts(path: str | Path, chroms: Sequence[str] | None = None, skip
     opener = gzip.open if path.suffix == ".gz" else open
     name = path.name.lower().removesuffix(".gz")
     out: list[Transcript] = []
-    if name.endswith((".gtf", ".gff", ".gff3")):
-        exons = defaultdict(list)
-        info = {}
-        with opener(path, "rt") as fh:
-            for line in fh:
-                f = line.rstrip("\n").split("\t")
-                if line.startswith("#") or len(f) < 9 or f[2] != "exon":
-                    continue
-                m = re.search(r'transcript_id "([^"]+)"', f[8]) or re.search(r"Parent=(?:transcript:)?([^;]+)", f[8])
-                if m:
-                    exons[m.group(1)].append((int(f[3]) - 1, int(f[4])))
-                    info[m.group(1)] = (f[0], f[6])
-        for tx, ex in exons.items():
-            chrom, strand = info[tx]
+    if name.endswith(GTF_SUFFIXES):
+        for tx, (chrom, strand, ex) in transcripts(path).items():
             if keep is not None and chrom.removeprefix("chr") not in keep:
                 continue
-            ex = sorted(ex)
             ends = [e - 1 for _, e in ex[:-1]]  # last base of each exon but the last
             starts = [s for s, _ in ex[1:]]  # first base of each exon but the first
             t = Transcript(tx, chrom, strand, ex[0][0], ex[-1][1])

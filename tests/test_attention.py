@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.attention import (Annotation, attention_enrichment, attention_shares, enrichment_table, plot_heatmaps,
-                             read_annotation, region_windows, token_features)
+from ntkit.annotation import Annotation
+from ntkit.attention import attention_enrichment, attention_shares, enrichment_table, plot_heatmaps, region_windows, token_features
 from ntkit.genome import Genome, write_fasta
 
 
@@ -50,24 +50,6 @@ def test_enrichment_table_test_and_bh():
     np.testing.assert_allclose(t["p_value"], p)
     np.testing.assert_allclose(t["q_value"], false_discovery_control(p, method="bh"))
     assert t["significant"].tolist() == [True, False]
-
-
-def test_read_annotation_formats(tmp_path, shared_data):
-    ann = read_annotation(shared_data / "splice/spliceai_annotation_grch37.txt")
-    assert ann.types == ["exon", "intron"]
-    m = ann.mask("chr1", 69000, 70100)  # OR4F5: single exon 69090-70008
-    assert m[0].sum() == 70008 - 69090 and m[1].sum() == 0
-    (tmp_path / "a.gtf").write_text(
-        'c1\tx\texon\t11\t20\t.\t+\t.\ttranscript_id "t1";\n'
-        'c1\tx\texon\t31\t40\t.\t+\t.\ttranscript_id "t1";\n')
-    g = read_annotation(tmp_path / "a.gtf")
-    assert g.types == ["exon", "intron"]
-    np.testing.assert_array_equal(np.nonzero(g.mask("c1", 0, 50)[1])[0], np.arange(20, 30))
-    (tmp_path / "b.bed").write_text("chr2\t5\t10\tCTCF\nchr2\t8\t12\tCTCF\n")
-    b = read_annotation(tmp_path / "b.bed")
-    assert b.iv["CTCF"]["chr2"].tolist() == [[5, 12]]
-    with pytest.raises(ValueError, match="not in"):
-        read_annotation(tmp_path / "b.bed", types=["enhancer"])
 
 
 def test_end_to_end_streams_layers(tmp_path):

@@ -26,7 +26,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..attention import attention_enrichment, plot_heatmaps, read_annotation, region_windows
+    from ..annotation import read_annotation
+    from ..attention import attention_enrichment, plot_heatmaps, region_windows
     from ..genome import Genome
     from ..jobs import atomic_output, check_output
 
