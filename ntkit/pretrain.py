@@ -33,12 +33,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .checkpoint import load, save_checkpoint
 from .data import Interval, SourceConfig, Window, WindowSampler, tile_windows
@@ -457,8 +458,61 @@ class _Log:
                 self.tb.close()
 
 
-def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Run (or resume) pretraining; returns the final metrics. Rank 0 writes all files."""
+@dataclass
+class _Run:
+    """What the steps of one training run share (built by ``_setup``)."""
+
+    cfg: PretrainConfig
+    d: Dist
+    device: torch.device
+    model: NTModel  # the unwrapped model (its config, its parameters under DDP/FSDP)
+    net: torch.nn.Module  # what runs forward/backward: the model, or its DDP/FSDP wrapping
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    tok: Tokenizer
+    sampler: WindowSampler
+    valid: list
+    accum: int  # micro-batches per process per optimizer step
+    G: int  # windows per optimizer step, all processes
+    use_bf16: bool
+    resume: Path | None
+    step: int = 0
+    worst: float = -math.inf  # highest training loss since the last checkpoint
+    micro: list = field(default_factory=list)  # this step's micro-batches (the checkpoint probe reads the first)
+    t_start: float = field(default_factory=time.time)
+
+
+def pretrain(cfg: PretrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns the final metrics. Rank 0 writes all files.
+    ``on_step(step)`` is called after every optimizer step and its checkpoint."""
+    run = _setup(cfg)
+    log = _Log(Path(cfg.out_dir) / "log.csv", run.d.main)
+    bar = tqdm(total=cfg.max_steps, initial=run.step, unit="step", dynamic_ncols=True, disable=not (run.d.main and cfg.progress))
+    last: dict = {}
+    try:
+        while run.step < cfg.max_steps:
+            last = train_step(run)  # one optimizer step over G windows, accumulated over micro-batches and processes
+            last.update(maybe_evaluate(run))  # held-out MLM loss every eval_every steps
+            if run.step % cfg.log_every == 0 or "valid_loss" in last or run.step == cfg.max_steps:
+                log.write(last)
+            _show(bar, last, cfg)
+            out_of_time = cfg.max_minutes is not None and (time.time() - run.t_start) / 60 > cfg.max_minutes
+            maybe_checkpoint(run, force=out_of_time)  # every checkpoint_every steps, at the end, when time is up
+            if on_step is not None:
+                on_step(run.step)
+            if out_of_time:
+                if run.d.main:
+                    print(f"pretrain: time budget of {cfg.max_minutes} min reached at step {run.step}", flush=True)
+                break
+    finally:
+        bar.close()
+        log.close()
+    _save_final(run)
+    return {**last, "step": run.step, "out_dir": str(cfg.out_dir)}
+
+
+def _setup(cfg: PretrainConfig) -> _Run:
+    """Processes, the model (fresh or resumed), optimizer and schedule, the data."""
     d = init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     device = _pick_device(cfg.device, d)
     out_dir = Path(cfg.out_dir)
@@ -480,12 +534,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         model = load(cfg.model, seed=cfg.seed) if Path(cfg.model).exists() else _fresh(cfg)
     if cfg.window_tokens > model.config.max_tokens:
         raise ValueError(f"window_tokens={cfg.window_tokens} exceeds the model context ({model.config.max_tokens})")
-    model_cfg = model.config
     model.gradient_checkpointing = cfg.gradient_checkpointing
     model = model.to(device).train()
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     net = wrap_model(model, cfg.strategy, d, device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr_peak, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(param_groups(net, cfg.weight_decay), lr=cfg.lr_peak, betas=cfg.adam_betas, eps=cfg.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr_peak)
     start_step = 0
     if state is not None:
@@ -498,136 +551,146 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start_step = state["step"]
 
-    tok = Tokenizer(model_cfg.tokenizer, max_tokens=model_cfg.max_tokens)
+    mc = model.config
+    tok = Tokenizer(mc.tokenizer, max_tokens=mc.max_tokens)
     first = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
     valid_iv = [Interval.parse(r, first) for r in cfg.valid_regions]
     sampler = WindowSampler(cfg.sources, cfg.window_bp, cfg.max_n_fraction, cfg.reverse_complement, exclude=valid_iv, seed=cfg.seed)
     valid = tile_windows(first, valid_iv, cfg.window_bp, cfg.max_n_fraction, limit=cfg.eval_windows) if valid_iv else []
 
-    per_micro = cfg.batch_size * cfg.window_tokens
-    accum = max(1, round(cfg.tokens_per_step / (per_micro * d.world)))
-    G = cfg.batch_size * accum * d.world  # windows per optimizer step
+    accum = max(1, round(cfg.tokens_per_step / (cfg.batch_size * cfg.window_tokens * d.world)))
+    G = cfg.batch_size * accum * d.world
     if d.main:
-        print(f"pretrain: {model_cfg.name} ({model.num_parameters():,} params) on {device}, world={d.world} ({cfg.strategy}), "
+        print(f"pretrain: {mc.name} ({model.num_parameters():,} params) on {device}, world={d.world} ({cfg.strategy}), "
               f"{G} windows x {cfg.window_tokens} tokens = {G * cfg.window_tokens:,} tokens/step (accumulation {accum}), "
               f"precision={'bf16' if use_bf16 else 'fp32'}, {'resuming from ' + str(resume) if resume else 'from scratch'}", flush=True)
+    return _Run(cfg, d, device, model, net, optimizer, scheduler, tok, sampler, valid, accum, G, use_bf16, resume, step=start_step)
 
-    log = _Log(out_dir / "log.csv", d.main)
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not (d.main and cfg.progress))
-    exit_after = int(os.environ.get("NTKIT_TEST_EXIT_AFTER_STEP", "0"))  # tests: simulate a kill
-    t_start, last = time.time(), {}
-    step = start_step
+def param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (projections, embeddings), never on LayerNorm weights and
+    biases, as nanoGPT's ``configure_optimizers`` does."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
-    worst = -math.inf  # highest training loss since the last checkpoint
 
-    def save(step_: int) -> None:
-        nonlocal worst
-        # The weights about to be saved were updated after the last measured loss: measure them too,
-        # on this step's first micro-batch, in eval mode (no dropout, no RNG drawn).
-        ids, labels, mask = (t.to(device) for t in micro[0])
+def train_step(run: _Run) -> dict[str, float]:
+    """Step ``run.step + 1``: windows ``[step * G, (step + 1) * G)``, this process's share in
+    micro-batches; the loss is the sum over masked tokens divided by the step's global count of
+    masked tokens (so any number of processes computes the same gradient). Raises
+    ``TrainingDiverged`` before the update when the loss or the gradient is not finite."""
+    cfg, d, device = run.cfg, run.d, run.device
+    t0 = time.time()
+    base = run.step * run.G
+    run.micro = []
+    for m in range(run.accum):
+        first_idx = base + (m * d.world + d.rank) * cfg.batch_size
+        windows = [run.sampler(first_idx + j) for j in range(cfg.batch_size)]
+        run.micro.append(encode_windows(windows, run.tok, cfg.window_tokens, cfg.seed, first_idx, cfg.mask_prob))
+    n_sel = max(d.all_sum(torch.tensor(float(sum(int((lab >= 0).sum()) for _, lab, _ in run.micro)))).item(), 1.0)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    for m, (ids, labels, mask) in enumerate(run.micro):
+        ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
         sel = labels >= 0
-        net.eval()
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            ce = F.cross_entropy(net(ids, mask, logits_at=sel).logits.float(), labels[sel], reduction="sum")
-        net.train()
-        probe = d.all_sum(torch.stack([ce.detach().float().cpu(), torch.tensor(float(sel.sum()))]))
-        msd, osd = _full_state(net, optimizer)
-        local_bad = sum(int(not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in net.parameters())
-        now = probe[0].item() / max(probe[1].item(), 1.0)
-        reason = healthy({}, now if not math.isfinite(now) else max(worst, now), model_cfg.vocab_size)
-        if reason is None and d.all_sum(torch.tensor(float(local_bad))).item() > 0:
-            reason = "non-finite weights"
-        if reason is not None:
-            raise TrainingDiverged(f"step {step_}: {reason}; checkpoint not written. Last good checkpoint: "
-                                   f"{latest_checkpoint(out_dir)} (resume from it with a lower learning rate)")
-        worst = -math.inf
-        if d.main:
-            _write_checkpoint(out_dir, step_, msd, osd, scheduler.state_dict(), cfg, model_cfg, {"windows_seen": step_ * G}, cfg.keep_checkpoints)
-        d.barrier()
+        # DDP: all-reduce gradients on the last micro-batch only.
+        sync = run.net.no_sync() if (d.world > 1 and cfg.strategy == "ddp" and m < run.accum - 1) else contextlib.nullcontext()
+        with sync, torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+            logits = run.net(ids, mask, logits_at=sel).logits
+            ce = F.cross_entropy(logits.float(), labels[sel], reduction="sum")
+            # DDP/FSDP average gradients over processes; x world makes it a global sum / n_sel.
+            (ce * d.world / n_sel).backward()
+        loss_sum += ce.detach()
+        correct += (logits.detach().argmax(-1) == labels[sel]).sum()
+    params = run.net.parameters()
+    if cfg.grad_clip and cfg.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    else:
+        grad_norm = torch.sqrt(sum(p.grad.float().square().sum() for p in params if p.grad is not None))
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+    stats = d.all_sum(torch.stack([loss_sum.float(), correct.float()]).cpu())
+    loss = stats[0].item() / n_sel
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise TrainingDiverged(f"step {run.step + 1}: loss={loss} grad_norm={grad_norm}; stopped before the update. "
+                               f"Last good checkpoint: {latest_checkpoint(cfg.out_dir)}")
+    run.worst = max(run.worst, loss)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    step_tokens = run.G * cfg.window_tokens
+    return {"step": run.step, "lr": run.scheduler.get_last_lr()[0], "loss": loss, "accuracy": stats[1].item() / n_sel,
+            "tokens": run.step * step_tokens, "tokens_per_s": step_tokens / (time.time() - t0), "grad_norm": grad_norm,
+            "elapsed_s": time.time() - run.t_start}
 
-    try:
-        while step < cfg.max_steps:
-            t0 = time.time()
-            base = step * G
-            micro = []
-            for m in range(accum):
-                first_idx = base + (m * d.world + d.rank) * cfg.batch_size
-                windows = [sampler(first_idx + j) for j in range(cfg.batch_size)]
-                micro.append(encode_windows(windows, tok, cfg.window_tokens, cfg.seed, first_idx, cfg.mask_prob))
-            n_sel = d.all_sum(torch.tensor(float(sum(int((lab >= 0).sum()) for _, lab, _ in micro))))
-            n_sel = max(n_sel.item(), 1.0)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for m, (ids, labels, mask) in enumerate(micro):
-                ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
-                sel = labels >= 0
-                sync_ctx = net.no_sync() if (d.world > 1 and cfg.strategy == "ddp" and m < accum - 1) else contextlib.nullcontext()
-                with sync_ctx:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        logits = net(ids, mask, logits_at=sel).logits
-                    ce = F.cross_entropy(logits.float(), labels[sel], reduction="sum")
-                    # DDP/FSDP average gradients over processes; x world makes it a global sum / n_sel.
-                    (ce * d.world / n_sel).backward()
-                loss_sum += ce.detach()
-                correct += (logits.detach().argmax(-1) == labels[sel]).sum()
-            if cfg.grad_clip and cfg.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            else:
-                grad_norm = torch.sqrt(sum(p.grad.float().square().sum() for p in net.parameters() if p.grad is not None))
-            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            stats = d.all_sum(torch.stack([loss_sum.float(), correct.float()]).cpu())
-            loss = stats[0].item() / n_sel
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                raise TrainingDiverged(f"step {step + 1}: loss={loss} grad_norm={grad_norm}; stopped before the update. "
-                                       f"Last good checkpoint: {latest_checkpoint(out_dir)}")
-            worst = max(worst, loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            step_tokens = G * cfg.window_tokens
-            dt = time.time() - t0
-            last = {"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss, "accuracy": stats[1].item() / n_sel,
-                    "tokens": step * step_tokens, "tokens_per_s": step_tokens / dt, "grad_norm": grad_norm, "elapsed_s": time.time() - t_start}
-            if valid and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                sharded = cfg.strategy == "fsdp" and d.world > 1  # FSDP: every rank evaluates through the sharded module, fp32
-                ev = evaluate_mlm(net if sharded else model, valid, tok, cfg.window_tokens, device=device,
-                                  dtype=torch.bfloat16 if use_bf16 and not sharded else None)
-                last.update(valid_loss=ev["loss"], valid_accuracy=ev["accuracy"], valid_perplexity=ev["perplexity"])
-            if step % cfg.log_every == 0 or "valid_loss" in last or step == cfg.max_steps:
-                log.write(last)
-            bar.update(1)
-            post = dict(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
-            if cfg.max_minutes is not None:  # the bar's ETA is for max_steps; the time budget ends first
-                post["min_left"] = f"{max(cfg.max_minutes - (time.time() - t_start) / 60, 0):.1f}"
-            bar.set_postfix(post)
-            out_of_time = cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
-                save(step)
-            if exit_after and step >= exit_after:
-                os._exit(137)
-            if out_of_time:
-                if d.main:
-                    print(f"pretrain: time budget of {cfg.max_minutes} min reached at step {step}", flush=True)
-                break
-    finally:
-        bar.close()
-        log.close()
 
-    msd, _ = _full_state(net)
+def maybe_evaluate(run: _Run) -> dict[str, float]:
+    """Masked-token loss on the held-out windows every ``eval_every`` steps and at the last step."""
+    cfg = run.cfg
+    if not run.valid or not (run.step % cfg.eval_every == 0 or run.step == cfg.max_steps):
+        return {}
+    sharded = cfg.strategy == "fsdp" and run.d.world > 1  # FSDP: every rank evaluates through the sharded module, fp32
+    ev = evaluate_mlm(run.net if sharded else run.model, run.valid, run.tok, cfg.window_tokens, device=run.device,
+                      dtype=torch.bfloat16 if run.use_bf16 and not sharded else None)
+    return {"valid_loss": ev["loss"], "valid_accuracy": ev["accuracy"], "valid_perplexity": ev["perplexity"]}
+
+
+def maybe_checkpoint(run: _Run, force: bool = False) -> Path | None:
+    """A checkpoint every ``checkpoint_every`` steps, at the last step and when ``force``d, if the
+    run is healthy (``healthy``): the weights about to be saved were updated after the last
+    measured loss, so they are measured too, on this step's first micro-batch in eval mode (no
+    dropout, no RNG drawn). Raises ``TrainingDiverged`` instead of writing a diverged checkpoint."""
+    cfg, d, device = run.cfg, run.d, run.device
+    if not (force or run.step % cfg.checkpoint_every == 0 or run.step == cfg.max_steps):
+        return None
+    ids, labels, mask = (t.to(device) for t in run.micro[0])
+    sel = labels >= 0
+    run.net.eval()
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+        ce = F.cross_entropy(run.net(ids, mask, logits_at=sel).logits.float(), labels[sel], reduction="sum")
+    run.net.train()
+    probe = d.all_sum(torch.stack([ce.detach().float().cpu(), torch.tensor(float(sel.sum()))]))
+    msd, osd = _full_state(run.net, run.optimizer)
+    local_bad = sum(int(not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in run.net.parameters())
+    now = probe[0].item() / max(probe[1].item(), 1.0)
+    reason = healthy({}, now if not math.isfinite(now) else max(run.worst, now), run.model.config.vocab_size)
+    if reason is None and d.all_sum(torch.tensor(float(local_bad))).item() > 0:
+        reason = "non-finite weights"
+    if reason is not None:
+        raise TrainingDiverged(f"step {run.step}: {reason}; checkpoint not written. Last good checkpoint: "
+                               f"{latest_checkpoint(cfg.out_dir)} (resume from it with a lower learning rate)")
+    run.worst = -math.inf
+    path = None
     if d.main:
-        save_checkpoint(NTModel.from_state_dict(model_cfg, msd), out_dir / "model")
-        rejected = dict(sampler.rejected)
+        path = _write_checkpoint(Path(cfg.out_dir), run.step, msd, osd, run.scheduler.state_dict(), cfg, run.model.config,
+                                 {"windows_seen": run.step * run.G}, cfg.keep_checkpoints)
+    d.barrier()
+    return path
+
+
+def _show(bar, last: dict, cfg: PretrainConfig) -> None:
+    bar.update(1)
+    post = dict(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
+    if cfg.max_minutes is not None:  # the bar's ETA is for max_steps; the time budget ends first
+        post["min_left"] = f"{max(cfg.max_minutes - last['elapsed_s'] / 60, 0):.1f}"
+    bar.set_postfix(post)
+
+
+def _save_final(run: _Run) -> None:
+    """The trained model in HF layout (``out_dir/model``) and what the data sources skipped."""
+    msd, _ = _full_state(run.net)
+    if run.d.main:
+        out = Path(run.cfg.out_dir) / "model"
+        save_checkpoint(NTModel.from_state_dict(run.model.config, msd), out)
+        rejected = dict(run.sampler.rejected)
         if rejected:
             print(f"pretrain: windows rejected while sampling: {rejected}", flush=True)
-        for s in sampler.sources:
+        for s in run.sampler.sources:
             if s.variants is not None and (s.variants.stats.skipped or s.variants.stats.applied):
                 print(f"pretrain: {s.name} haplotypes: {s.variants.stats.applied} variants applied, skipped {dict(s.variants.stats.skipped)}", flush=True)
-        print(f"pretrain: done at step {step}; model in {out_dir / 'model'}", flush=True)
-    d.barrier()
-    return {**last, "step": step, "out_dir": str(out_dir)}
+        print(f"pretrain: done at step {run.step}; model in {out}", flush=True)
+    run.d.barrier()
 
 
 def _fresh(cfg: PretrainConfig) -> NTModel:

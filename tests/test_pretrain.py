@@ -119,8 +119,13 @@ def test_pretrain_runs_logs_and_saves_hf_model(reference_run):
 
 def test_kill_and_resume_is_bit_exact(recipe, reference_run):
     out = recipe / "killed"
-    r = run_cli(recipe, out, env={"NTKIT_TEST_EXIT_AFTER_STEP": "4"})  # dies after step 4; last checkpoint: step 3
-    assert r.returncode == 137
+    # a real SIGKILL right after step 4 (last checkpoint: step 3), through the public on_step callback
+    kill = ("import os, signal, sys\nfrom ntkit.pretrain import PretrainConfig, pretrain\n"
+            "cfg = PretrainConfig.from_yaml(sys.argv[1], out_dir=sys.argv[2])\n"
+            "pretrain(cfg, on_step=lambda s: s == 4 and os.kill(os.getpid(), signal.SIGKILL))\n")
+    r = subprocess.run([sys.executable, "-c", kill, str(recipe / "recipe.yaml"), str(out)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == -9, r.stderr
     assert latest_checkpoint(out).name == "step_0000003" and not (out / "model").exists()
     r = run_cli(recipe, out)
     assert r.returncode == 0, r.stderr
@@ -222,3 +227,15 @@ def test_recipe_values_are_validated(recipe, bad, match):
     d = yaml.safe_load((recipe / "recipe.yaml").read_text())
     with pytest.raises(ValueError, match=match):
         PretrainConfig.from_dict({**d, **bad, "sources": [{"fasta": "x.fa"}]})
+
+
+def test_weight_decay_on_matrices_only():
+    from ntkit.pretrain import param_groups
+
+    model = ntkit.build("nt-v2-tiny")
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.dim() == 2 for p in decay["params"]) and any("embed_tokens" in names[id(p)] for p in decay["params"])
+    assert {names[id(p)].rsplit(".", 1)[-1] for p in no_decay["params"]} <= {"weight", "bias"}
+    assert all(p.dim() == 1 for p in no_decay["params"]) and len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
