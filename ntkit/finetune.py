@@ -188,47 +188,65 @@ class FinetunedModel(nn.Module):
 
     def save_adapter(self, directory: str | Path) -> Path:
         """Adapter (IA3/LoRA) + head, or every weight for full fine-tuning, apart from the base."""
-        from safetensors.torch import save_file
-
-        from .jobs import atomic_output, write_text_atomic
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
-        if self.adapter is not None:
-            tensors.update({f"adapter.{k}": v for k, v in self.adapter.state_dict().items()})
-        if self.cfg.method == "full":
-            from .checkpoint import save_checkpoint
-
-            save_checkpoint(self.base, d / "base")
-        with atomic_output(d / "adapter.safetensors") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        meta = {"finetune": asdict(self.cfg), "base_model": self.base.config.name, "base_config": self.base.config.to_dict(),
-                "trainable_parameters": self.trainable_parameters()}
-        write_text_atomic(d / "adapter_config.json", json.dumps(meta, indent=2))
-        return d
+        meta = {"finetune": asdict(self.cfg), "base_model": self.base.config.name, "trainable_parameters": self.trainable_parameters()}
+        return save_adapted(directory, self.base, {"head": self.head, "adapter": self.adapter}, meta,
+                            full=self.cfg.method == "full", weights="adapter.safetensors", config="adapter_config.json")
 
     @classmethod
     def load_adapter(cls, base: NTModel | None, directory: str | Path) -> "FinetunedModel":
-        from safetensors.torch import load_file
-
-        from .checkpoint import load
-
-        d = Path(directory)
-        meta = json.loads((d / "adapter_config.json").read_text())
+        meta = json.loads((Path(directory) / "adapter_config.json").read_text())
         cfg = FinetuneConfig(**meta["finetune"])
-        if cfg.method == "full":
-            base = load(d / "base")
-        if base is None:
-            raise ValueError("load_adapter needs the base model for IA3 / LoRA / head adapters")
-        if base.config.to_dict() != meta["base_config"]:
-            raise ValueError(f"adapter was trained on {meta['base_model']} with a different configuration than the given base model")
+        base, parts = load_adapted(directory, base, full=cfg.method == "full", weights="adapter.safetensors", config="adapter_config.json")
         m = cls(base, cfg)
-        t = load_file(str(d / "adapter.safetensors"))
-        m.head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
+        m.head.load_state_dict(parts["head"])
         if m.adapter is not None:
-            m.adapter.load_state_dict({k[8:]: v for k, v in t.items() if k.startswith("adapter.")})
+            m.adapter.load_state_dict(parts["adapter"])
         return m
+
+
+def save_adapted(directory: str | Path, base: NTModel, parts: dict[str, nn.Module | None], meta: dict, *, full: bool,
+                 weights: str, config: str) -> Path:
+    """What training added to a base model, apart from it: every module of ``parts`` in one
+    safetensors file (``<part>.<parameter>`` keys), ``meta`` with the base's configuration in
+    JSON, and for full fine-tuning the whole base (``base/``, HF layout). Files are atomic."""
+    from safetensors.torch import save_file
+
+    from .checkpoint import save_checkpoint
+    from .jobs import atomic_output, write_text_atomic
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in parts.items() if mod is not None
+               for k, v in mod.state_dict().items()}
+    if full:
+        save_checkpoint(base, d / "base")
+    with atomic_output(d / weights) as tmp:
+        save_file(tensors, str(tmp))
+    write_text_atomic(d / config, json.dumps({**meta, "base_config": base.config.to_dict()}, indent=2))
+    return d
+
+
+def load_adapted(directory: str | Path, base: NTModel | None, *, full: bool, weights: str, config: str):
+    """(base, {part: state dict}) of a folder written by ``save_adapted``; the given base must have
+    the configuration the parts were trained on (for full fine-tuning the saved base is used)."""
+    from safetensors.torch import load_file
+
+    from .checkpoint import load
+
+    d = Path(directory)
+    meta = json.loads((d / config).read_text())
+    if full:
+        base = load(d / "base")
+    if base is None:
+        raise ValueError(f"{d} holds adapters of a base model: give the base model (--model)")
+    if base.config.to_dict() != meta["base_config"]:
+        raise ValueError(f"{d} was trained on {meta.get('base_model', meta['base_config'].get('name'))} with another "
+                         "configuration than the given base model")
+    parts: dict[str, dict] = {}
+    for k, v in load_file(str(d / weights)).items():
+        name, _, key = k.partition(".")
+        parts.setdefault(name, {})[key] = v
+    return base, parts
 
 
 def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *, sequence_column: str | None = None,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import Interval
 from .genome import Genome
-from .variants import EFFECT_SIGN, Allele, ScoreOptions, _options, score_alleles
+from .variants import EFFECT_SIGN, Allele, ScoreOptions, score_options, score_alleles
 
 
 def read_bed(path: str | Path) -> list[Interval]:
@@ -84,7 +84,7 @@ def mutagenesis(model, fasta: str | Path | Genome, regions: Sequence[str] = (), 
 
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     ivs = regions_from(genome, regions, bed)
-    opts = _options(model, layers, window_tokens, both_strands, False, None, scores, tile_stride_bp)
+    opts = score_options(model, layers, window_tokens, both_strands, False, None, scores, tile_stride_bp)
     rows = []
     with tqdm(unit="base", desc="mutagenesis", disable=not progress, dynamic_ncols=True) as bar:
         for chunk in chunks(iter_positions(genome, ivs), chunk_size):
@@ -106,7 +106,7 @@ def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Seq
     table = jobs.check_output(out / "mutagenesis.parquet", [fasta, bed])
     genome = Genome(fasta)
     ivs = regions_from(genome, regions, bed)
-    opts = _options(model, layers, window_tokens, both_strands, False, None, scores, tile_stride_bp)
+    opts = score_options(model, layers, window_tokens, both_strands, False, None, scores, tile_stride_bp)
     shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
     manifest = {"job": "mutagenesis", "inputs": {"fasta": jobs.genome_fingerprint(genome)},
                 "regions": [[iv.contig, iv.start, iv.end] for iv in ivs], "outputs": [str(table.resolve())],

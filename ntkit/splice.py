@@ -522,37 +522,20 @@ def write_bedgraph(table: pd.DataFrame, path: str | Path, column: str = "p_donor
 
 
 def save_splice_model(model: SpliceModel, directory: str | Path) -> Path:
-    from safetensors.torch import save_file
+    from .finetune import save_adapted
 
-    from .checkpoint import save_checkpoint
-    from .jobs import atomic_output, write_text_atomic
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    t = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    if model.adapter is not None:
-        t.update({f"adapter.{k}": v.detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()})
-    with atomic_output(d / "splice_head.safetensors") as tmp:
-        save_file(t, str(tmp))
-    save_checkpoint(model.base, d / "base") if model.method == "full" else None
-    write_text_atomic(d / "splice_config.json", json.dumps({"method": model.method, "base_config": model.base.config.to_dict()}, indent=2))
-    return d
+    return save_adapted(directory, model.base, {"head": model.head, "adapter": model.adapter}, {"method": model.method},
+                        full=model.method == "full", weights="splice_head.safetensors", config="splice_config.json")
 
 
 def load_splice_model(directory: str | Path, base=None) -> SpliceModel:
-    from safetensors.torch import load_file
+    from .finetune import load_adapted
 
-    from .checkpoint import load
-
-    d = Path(directory)
-    meta = json.loads((d / "splice_config.json").read_text())
-    if meta["method"] == "full":
-        base = load(d / "base")
-    if base is None:
-        raise ValueError("an IA3 splice model needs its base model (--model)")
+    meta = json.loads((Path(directory) / "splice_config.json").read_text())
+    base, parts = load_adapted(directory, base, full=meta["method"] == "full", weights="splice_head.safetensors",
+                               config="splice_config.json")
     m = SpliceModel(base, meta["method"])
-    t = load_file(str(d / "splice_head.safetensors"))
-    m.head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
+    m.head.load_state_dict(parts["head"])
     if m.adapter is not None:
-        m.adapter.load_state_dict({k[8:]: v for k, v in t.items() if k.startswith("adapter.")})
+        m.adapter.load_state_dict(parts["adapter"])
     return m.eval()

@@ -453,7 +453,8 @@ def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptio
     return rows
 
 
-def _options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp) -> ScoreOptions:
+def score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp) -> ScoreOptions:
+    """``ScoreOptions`` from the keyword arguments of the scoring functions, resolved for ``model``."""
     scores = tuple(scores) if scores is not None else ("llr", "embedding")
     if unmasked_llr and "llr_unmasked" not in scores:
         scores = scores[:1] + ("llr_unmasked",) + scores[1:]
@@ -494,7 +495,7 @@ def score_variants(
     among ``llr``, ``llr_unmasked``, ``embedding`` (default ``llr`` + ``embedding``; ``unmasked_llr``
     adds ``llr_unmasked``). ``batch_tokens``: tokens per forward (default
     ``engine.default_batch_tokens``). For files of any size use ``score_variants_to_files``."""
-    opts = _options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
+    opts = score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
     rows = []
     with tqdm(unit="allele", desc="scoring", dynamic_ncols=True, disable=not progress) as bar:
         for part in iter_scores(model, vcf, fasta, opts, chunk_size=chunk_size, batch_tokens=batch_tokens,
@@ -548,7 +549,7 @@ def score_variants_to_files(
     for o in outputs:
         jobs.check_output(o, [vcf, fasta])
     genome = Genome(fasta)
-    opts = _options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
+    opts = score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
     shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
     manifest = {"job": "score-variants", "inputs": {"vcf": jobs.file_checksum(vcf), "fasta": jobs.genome_fingerprint(genome)},
                 "vcf": str(Path(vcf).resolve()), "outputs": [str(o.resolve()) for o in outputs], "chunk_size": chunk_size,
