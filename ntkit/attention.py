@@ -144,12 +144,11 @@ def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequ
 
 def plot_heatmaps(table: pd.DataFrame, path: str | Path) -> Path:
     """One panel per element: log2 enrichment, layer x head; significant cells marked with *."""
-    from .plotting import pyplot, save_figure
-
-    plt = pyplot()
+    from .plotting import figure, save_figure
 
     elements = list(dict.fromkeys(table["element"]))
-    fig, axes = plt.subplots(1, len(elements), figsize=(3.2 * len(elements) + 1, 3.5), squeeze=False)
+    fig = figure(figsize=(3.2 * len(elements) + 1, 3.5))
+    axes = fig.subplots(1, len(elements), squeeze=False)
     for ax, e in zip(axes[0], elements):
         t = table[table["element"] == e]
         layers, heads = sorted(t["layer"].unique()), sorted(t["head"].unique())

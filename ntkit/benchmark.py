@@ -257,14 +257,13 @@ def markdown_table(summary: pd.DataFrame, results: pd.DataFrame | None = None) -
 
 
 def plot(summary: pd.DataFrame, path: str | Path) -> Path:
-    from .plotting import pyplot, save_figure
-
-    plt = pyplot()
+    from .plotting import figure, save_figure
 
     tasks = sorted(summary["task"].unique())
     methods = list(dict.fromkeys(summary["method"]))
     w = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(tasks) * max(1, len(methods) / 2)), 4.5))
+    fig = figure(figsize=(max(8, 0.6 * len(tasks) * max(1, len(methods) / 2)), 4.5))
+    ax = fig.subplots()
     x = np.arange(len(tasks))
     for i, m in enumerate(methods):
         g = summary[summary["method"] == m].set_index("task").reindex(tasks)

@@ -167,17 +167,18 @@ def plot_heatmap(table: str | Path, path: str | Path, columns: Sequence[str], ch
                  max_bases: int = 20_000) -> Path:
     """Position x ALT base heatmap per score for ``chrom:start-end`` (its first ``max_bases``
     bases), oriented by ``EFFECT_SIGN`` so that red = more damaging, reference base blank."""
+    import matplotlib
     import pyarrow.parquet as pq
 
-    from .plotting import pyplot, save_figure
+    from .plotting import figure, save_figure
 
     end = min(end, start + max_bases)
     t = pq.read_table(table, columns=["chrom", "pos", "ref", "alt"] + list(columns),
                       filters=[("chrom", "=", chrom), ("pos", ">", start), ("pos", "<=", end)]).to_pandas()
-    plt = pyplot()
     n = end - start
-    fig, axes = plt.subplots(2 * len(columns), 1, figsize=(min(4 + n / 60, 40), 2.6 * len(columns)), squeeze=False,
-                             gridspec_kw={"height_ratios": [1, 2] * len(columns)}, sharex=True)
+    fig = figure(figsize=(min(4 + n / 60, 40), 2.6 * len(columns)))
+    axes = fig.subplots(2 * len(columns), 1, squeeze=False,
+                        gridspec_kw={"height_ratios": [1, 2] * len(columns)}, sharex=True)
     x = np.arange(start + 1, end + 1)
     images = []
     for k, col in enumerate(columns):
@@ -192,7 +193,7 @@ def plot_heatmap(table: str | Path, path: str | Path, columns: Sequence[str], ch
         mean_ax.set_ylabel("mean")
         mean_ax.set_title(f"{col}, oriented: below 0 (red) = predicted damaging; grey = reference base", fontsize=9)
         lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
-        cmap = plt.get_cmap("RdBu").with_extremes(bad="lightgrey")  # the reference base
+        cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="lightgrey")  # the reference base
         im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest",
                        extent=(start + 0.5, end + 0.5, 3.5, -0.5))
         ax.set_yticks(range(4), list("ACGT"))

@@ -1,21 +1,20 @@
-"""Matplotlib without a display, and figure saving."""
+"""Figures without pyplot: ``matplotlib.figure.Figure`` objects, so importing or plotting with
+ntkit never switches a notebook's backend nor registers figures with pyplot; atomic saving."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def pyplot():
-    import matplotlib
+def figure(**kwargs):
+    """A ``matplotlib.figure.Figure`` (``figsize=...``); draw with ``fig.subplots(...)``."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 130, tight: bool = True) -> Path:
-    """Save ``fig`` atomically (temporary name, then rename) and close it."""
+    """Save ``fig`` atomically (temporary name, then rename)."""
     from .jobs import atomic_output
 
     path = Path(path)
@@ -23,5 +22,4 @@ def save_figure(fig, path: str | Path, dpi: int = 130, tight: bool = True) -> Pa
         fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-    pyplot().close(fig)
     return path
