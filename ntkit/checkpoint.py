@@ -100,7 +100,6 @@ def hf_config(cfg: NTConfig, dtype: torch.dtype = torch.float32) -> dict:
         "token_dropout": cfg.token_dropout,
         "emb_layer_norm_before": False,
         "layer_norm_eps": cfg.layer_norm_eps,
-        "hidden_act": "gelu",
         "hidden_dropout_prob": cfg.hidden_dropout,
         "attention_probs_dropout_prob": cfg.attention_dropout,
         "initializer_range": cfg.initializer_range,
@@ -117,8 +116,24 @@ def hf_config(cfg: NTConfig, dtype: torch.dtype = torch.float32) -> dict:
     if cfg.position_embedding == "rotary":
         d["rope_theta"] = cfg.rope_theta
     if cfg.ffn_activation == "swiglu":
+        # NT v2 is not stock ESM (SwiGLU, no FFN bias): transformers loads it through NT's remote
+        # code, named in the "repo--module.Class" form so that a local folder finds it on the hub.
         d["add_bias_fnn"] = cfg.ffn_bias
+        repo = NT_V2_HUB.get(cfg.name, NT_V2_HUB["nt-v2-50m"])
+        d["auto_map"] = {k: f"{repo}--{v}" for k, v in NT_V2_AUTO_MAP.items()}
+    else:
+        d["hidden_act"] = "gelu"  # v1: stock ESM
     return d
+
+
+# NT v2 remote code (each repository of the v2 family holds the same esm_config.py / modeling_esm.py).
+NT_V2_HUB = {"nt-v2-50m": "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species",
+             "nt-v2-100m": "InstaDeepAI/nucleotide-transformer-v2-100m-multi-species",
+             "nt-v2-250m": "InstaDeepAI/nucleotide-transformer-v2-250m-multi-species",
+             "nt-v2-500m": "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"}
+NT_V2_AUTO_MAP = {"AutoConfig": "esm_config.EsmConfig", "AutoModelForMaskedLM": "modeling_esm.EsmForMaskedLM",
+                  "AutoModelForSequenceClassification": "modeling_esm.EsmForSequenceClassification",
+                  "AutoModelForTokenClassification": "modeling_esm.EsmForTokenClassification"}
 
 
 def config_from_hf(d: dict, tensors: dict[str, torch.Tensor] | None = None) -> NTConfig:

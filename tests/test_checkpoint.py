@@ -49,6 +49,13 @@ def test_config_json_fields(tmp_path):
     sd = load_file(tmp_path / "model.safetensors")
     assert "esm.encoder.layer.0.attention.self.rotary_embeddings.inv_freq" in sd
     assert sd["esm.contact_head.regression.weight"].shape == (1, 2 * 4)
+    # v2 is loaded by transformers through NT's remote code on the hub; v1 is stock ESM
+    repo = "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"
+    assert cfg["auto_map"]["AutoModelForMaskedLM"] == f"{repo}--modeling_esm.EsmForMaskedLM"
+    assert cfg["auto_map"]["AutoConfig"] == f"{repo}--esm_config.EsmConfig" and "hidden_act" not in cfg
+    ntkit.save_checkpoint(ntkit.build("nt-v1-tiny"), tmp_path / "v1")
+    v1 = json.loads((tmp_path / "v1" / "config.json").read_text())
+    assert "auto_map" not in v1 and v1["hidden_act"] == "gelu"
 
 
 @pytest.mark.parametrize("preset", ["nt-v1-tiny", "nt-v2-tiny"])
