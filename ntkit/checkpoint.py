@@ -351,14 +351,40 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
     return directory
 
 
-def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | None = None, seed: int = 0) -> NTModel:
-    """Load an HF-format NT checkpoint directory, or build a preset (``nt-v2-50m`` ...) with random weights."""
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local folder of a Hugging Face hub model (``InstaDeepAI/nucleotide-transformer-v2-50m-multi-species``)
+    through ``huggingface_hub``: its cache first, a download otherwise (``HF_HUB_OFFLINE=1``: the
+    cache only), ``revision`` a branch, tag or commit, the token from the usual places. Weights as
+    safetensors when the repository has them, else ``pytorch_model*.bin`` (read with ``weights_only``)."""
+    from huggingface_hub import snapshot_download
+
+    meta = ["config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=meta + ["*.safetensors", "*.safetensors.index.json"]))
+        if not any(path.glob("*.safetensors")):
+            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=meta + ["pytorch_model*.bin", "*.bin.index.json"]))
+    except Exception as e:  # offline without a cached copy, unknown repository, no access ...
+        raise CheckpointError(f"{repo_id}: not a checkpoint directory, a preset or a reachable hub model ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]})") from None
+    return path
+
+
+def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | None = None, seed: int = 0,
+         revision: str | None = None) -> NTModel:
+    """Load an HF-format NT checkpoint directory, a Hugging Face hub model by name (``org/name``,
+    see ``hub_snapshot``), or build a preset (``nt-v2-50m`` ...) with random weights."""
     p = Path(path_or_preset)
     if p.exists():
         return load_checkpoint(p, device=device, dtype=dtype)
+    if _HUB_ID.fullmatch(str(path_or_preset)):
+        return load_checkpoint(hub_snapshot(str(path_or_preset), revision), device=device, dtype=dtype)
     try:
         cfg = get_preset(str(path_or_preset))
     except KeyError as e:
-        raise CheckpointError(f"{path_or_preset!s} is neither a checkpoint directory nor a preset ({e.args[0]})") from None
+        raise CheckpointError(f"{path_or_preset!s} is neither a checkpoint directory, a hub model (org/name) nor a preset "
+                              f"({e.args[0]})") from None
     warnings.warn(f"{cfg.name}: randomly initialised weights (seed={seed}); pass a checkpoint directory for trained weights", stacklevel=2)
     return build(cfg, seed=seed, device=device, dtype=dtype)

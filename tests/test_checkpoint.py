@@ -154,7 +154,7 @@ def test_bad_checkpoints(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         ntkit.load(tmp_path)
-    with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a preset"):
+    with pytest.raises(CheckpointError, match="neither a checkpoint directory, a hub model"):
         ntkit.load(tmp_path / "nope")
 
 
@@ -180,3 +180,24 @@ def test_load_preset_and_dtype(tmp_path):
     ntkit.save_checkpoint(m.to(torch.bfloat16), tmp_path / "bf16")
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
     assert ntkit.load(tmp_path / "bf16").embed_tokens.weight.dtype == torch.bfloat16
+
+
+def test_hub_names_resolve_through_the_huggingface_cache_offline(tmp_path, monkeypatch):
+    """A model in the local Hugging Face cache loads by its hub name, offline, at a revision."""
+    repo = "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"
+    cache = tmp_path / "hub"
+    snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots" / ("a" * 40)
+    model = perturbed(ntkit.build("nt-v2-tiny"))
+    ntkit.save_checkpoint(model, snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    _same_model(model, ntkit.load(repo))
+    _same_model(model, ntkit.load(repo, revision="a" * 40))
+    with pytest.raises(CheckpointError, match="reachable hub model"):
+        ntkit.load("InstaDeepAI/not-in-the-cache")
