@@ -163,6 +163,7 @@ def run_benchmark(
     progress: bool = True,
 ) -> pd.DataFrame:
     """One row per (task, method, fold): mcc, f1, n_train, n_eval, folds."""
+    from . import adapters
     from .embed import embed
     from .finetune import FinetuneConfig, finetune
     from .model import build
@@ -214,8 +215,7 @@ def run_benchmark(
                     valid = ([all_seqs[i] for i in val_idx], y_all[val_idx]) if val_idx is not None else None
                     ftm = finetune(base, [all_seqs[i] for i in fit_idx], y_all[fit_idx], cfg, valid=valid, device=device)
                     pred = ftm.predict([all_seqs[i] for i in eval_idx], batch_size=batch_size * 2, device=device).argmax(1)
-                    if ftm.adapter is not None:
-                        ftm.adapter.detach()  # leave the shared base model clean
+                    adapters.detach(base)  # leave the shared base model clean
                 rows.append({"task": task.name, "method": method, "fold": f, "status": "ok", **_scores(y_eval, pred),
                              "n_train": len(fit_idx), "n_eval": len(eval_idx), "folds": k, "seconds": time.time() - t0})
                 t0 = time.time()

@@ -1,15 +1,11 @@
 """Fine-tuning: IA3 (as in NT), LoRA and full, with classification / regression heads.
 
-IA3 (Liu et al. 2022, used by NT): learned vectors, initialised at 1, rescale element-wise the
-keys and values of every attention layer (``l_k``, ``l_v``: hidden size each) and the FFN
-intermediate activation (``l_ff``: the input of ``fc2``, ffn_size). Only these vectors and the
-head train. LoRA (Hu et al. 2021): ``W x + (alpha / r) B A x`` on the query and value projections
-(A Gaussian, B zero, so training starts from the base model). Both are attached with forward
-hooks: the base model's modules and state-dict names are untouched, and adapters are saved apart
-from it (``adapter.safetensors`` + ``adapter_config.json``).
-
-The head mean-pools the last layer over the sequence tokens (``<cls>`` and padding excluded) and
-applies dropout + a linear layer: ``n_classes`` logits (cross-entropy) or one value (MSE).
+IA3 and LoRA are peft adapters (``ntkit.adapters``) injected into the base model; only their
+parameters and the head train, and ``full`` trains every weight. The head mean-pools the last
+layer over the sequence tokens (``<cls>`` and padding excluded) and applies dropout + a linear
+layer: ``n_classes`` logits (cross-entropy) or one value (MSE). A fine-tuned model is saved
+apart from its base: the peft adapter in peft's format, the head (``head.safetensors``) and
+``finetune_config.json`` (the recipe, the training data's class names, the base's configuration).
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import engine
+from . import adapters, engine
 from .model import NTModel
 
 Method = Literal["ia3", "lora", "full", "head"]
@@ -64,67 +60,6 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig: lr > 0, batch_size >= 1 and epochs >= 1 needed (got {self.lr}, {self.batch_size}, {self.epochs})")
 
 
-class Adapter(nn.Module):
-    """IA3 or LoRA parameters for an ``NTModel``, attached with hooks (``attach`` / ``detach``)."""
-
-    def __init__(self, model: NTModel, method: str, rank: int = 8, alpha: float = 16.0):
-        super().__init__()
-        cfg = model.config
-        self.method = method
-        self.rank, self.alpha = rank, alpha
-        self._handles: list = []
-        if method == "ia3":
-            self.l_k = nn.ParameterList([nn.Parameter(torch.ones(cfg.hidden_size)) for _ in range(cfg.num_layers)])
-            self.l_v = nn.ParameterList([nn.Parameter(torch.ones(cfg.hidden_size)) for _ in range(cfg.num_layers)])
-            self.l_ff = nn.ParameterList([nn.Parameter(torch.ones(cfg.ffn_size)) for _ in range(cfg.num_layers)])
-        elif method == "lora":
-            H = cfg.hidden_size
-            self.lora_a = nn.ParameterList([nn.Parameter(torch.randn(rank, H) / math.sqrt(H)) for _ in range(2 * cfg.num_layers)])
-            self.lora_b = nn.ParameterList([nn.Parameter(torch.zeros(H, rank)) for _ in range(2 * cfg.num_layers)])
-        else:
-            raise ValueError(f"adapter method must be ia3 or lora, not {method!r}")
-
-    def attach(self, model: NTModel) -> "Adapter":
-        self.detach()
-        for i, block in enumerate(model.layers):
-            if self.method == "ia3":
-                self._handles.append(block.attn.k_proj.register_forward_hook(_scale_output(self.l_k[i])))
-                self._handles.append(block.attn.v_proj.register_forward_hook(_scale_output(self.l_v[i])))
-                self._handles.append(block.ffn.fc2.register_forward_pre_hook(_scale_input(self.l_ff[i])))
-            else:
-                s = self.alpha / self.rank
-                self._handles.append(block.attn.q_proj.register_forward_hook(_lora(self.lora_a[2 * i], self.lora_b[2 * i], s)))
-                self._handles.append(block.attn.v_proj.register_forward_hook(_lora(self.lora_a[2 * i + 1], self.lora_b[2 * i + 1], s)))
-        return self
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-
-def _scale_output(vec):
-    def hook(module, inputs, output):
-        return output * vec.to(output.dtype)
-
-    return hook
-
-
-def _scale_input(vec):
-    def hook(module, inputs):
-        return (inputs[0] * vec.to(inputs[0].dtype),)
-
-    return hook
-
-
-def _lora(a, b, scale):
-    def hook(module, inputs, output):
-        x = inputs[0]
-        return output + scale * (x.to(a.dtype) @ a.t() @ b.t()).to(output.dtype)
-
-    return hook
-
-
 class SequenceHead(nn.Module):
     def __init__(self, hidden: int, n_out: int, dropout: float = 0.1):
         super().__init__()
@@ -141,14 +76,15 @@ class FinetunedModel(nn.Module):
     """Base model + optional adapter + head; ``predict(sequences)`` returns class probabilities
     [N, n_classes] or values [N]."""
 
-    def __init__(self, base: NTModel, cfg: FinetuneConfig):
+    def __init__(self, base: NTModel, cfg: FinetuneConfig, attach: bool = True):
         super().__init__()
         self.base = base
         self.cfg = cfg
-        self.adapter = Adapter(base, cfg.method, cfg.lora_rank, cfg.lora_alpha).attach(base) if cfg.method in ("ia3", "lora") else None
         self.head = SequenceHead(base.config.hidden_size, cfg.n_classes if cfg.task == "classification" else 1, cfg.head_dropout)
         for p in base.parameters():
             p.requires_grad_(cfg.method == "full")
+        if attach and cfg.method in ("ia3", "lora"):  # peft layers injected into the base, in place (adapters.detach undoes it)
+            adapters.attach(base, cfg.method, cfg.lora_rank, cfg.lora_alpha)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         L = self.base.config.num_layers
@@ -187,28 +123,39 @@ class FinetunedModel(nn.Module):
     # -- adapters on disk --------------------------------------------------------------------------------
 
     def save_adapter(self, directory: str | Path) -> Path:
-        """Adapter (IA3/LoRA) + head, or every weight for full fine-tuning, apart from the base."""
+        """The peft adapter (IA3/LoRA), the head and the classes, or every weight for full
+        fine-tuning, apart from the base (see ``save_adapted``)."""
         meta = {"finetune": asdict(self.cfg), "base_model": self.base.config.name, "trainable_parameters": self.trainable_parameters()}
-        return save_adapted(directory, self.base, {"head": self.head, "adapter": self.adapter}, meta,
-                            full=self.cfg.method == "full", weights="adapter.safetensors", config="adapter_config.json")
+        return save_adapted(directory, self.base, {"head": self.head}, meta, full=self.cfg.method == "full",
+                            weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG)
 
     @classmethod
     def load_adapter(cls, base: NTModel | None, directory: str | Path) -> "FinetunedModel":
-        meta = json.loads((Path(directory) / "adapter_config.json").read_text())
-        cfg = FinetuneConfig(**meta["finetune"])
-        base, parts = load_adapted(directory, base, full=cfg.method == "full", weights="adapter.safetensors", config="adapter_config.json")
-        m = cls(base, cfg)
+        d = Path(directory)
+        if not (d / FINETUNE_CONFIG).exists():
+            raise FileNotFoundError(f"{d}: not an ntkit adapter folder ({FINETUNE_CONFIG} not found)")
+        cfg = FinetuneConfig(**json.loads((d / FINETUNE_CONFIG).read_text())["finetune"])
+        base, parts = load_adapted(d, base, full=cfg.method == "full", weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG)
+        m = cls(base, cfg, attach=False)
         m.head.load_state_dict(parts["head"])
-        if m.adapter is not None:
-            m.adapter.load_state_dict(parts["adapter"])
         return m
+
+    def merged(self) -> NTModel:
+        """The base with the adapter folded into its weights (peft's ``merge_and_unload``): a plain
+        ``NTModel``; the head is not part of it."""
+        return adapters.merge(self.base)
+
+
+FINETUNE_CONFIG, HEAD_WEIGHTS = "finetune_config.json", "head.safetensors"
 
 
 def save_adapted(directory: str | Path, base: NTModel, parts: dict[str, nn.Module | None], meta: dict, *, full: bool,
                  weights: str, config: str) -> Path:
-    """What training added to a base model, apart from it: every module of ``parts`` in one
-    safetensors file (``<part>.<parameter>`` keys), ``meta`` with the base's configuration in
-    JSON, and for full fine-tuning the whole base (``base/``, HF layout). Files are atomic."""
+    """What training added to a base model, apart from it: the peft adapter injected into the
+    base, if any (``adapter_config.json`` + ``adapter_model.safetensors``), every module of
+    ``parts`` in one safetensors file (``<part>.<parameter>`` keys), ``meta`` with the base's
+    configuration in JSON, and for full fine-tuning the whole base (``base/``, HF layout). Files
+    are atomic."""
     from safetensors.torch import save_file
 
     from .checkpoint import save_checkpoint
@@ -220,6 +167,8 @@ def save_adapted(directory: str | Path, base: NTModel, parts: dict[str, nn.Modul
                for k, v in mod.state_dict().items()}
     if full:
         save_checkpoint(base, d / "base")
+    if adapters.has_adapter(base):
+        adapters.save(base, d)
     with atomic_output(d / weights) as tmp:
         save_file(tensors, str(tmp))
     write_text_atomic(d / config, json.dumps({**meta, "base_config": base.config.to_dict()}, indent=2))
@@ -227,8 +176,9 @@ def save_adapted(directory: str | Path, base: NTModel, parts: dict[str, nn.Modul
 
 
 def load_adapted(directory: str | Path, base: NTModel | None, *, full: bool, weights: str, config: str):
-    """(base, {part: state dict}) of a folder written by ``save_adapted``; the given base must have
-    the configuration the parts were trained on (for full fine-tuning the saved base is used)."""
+    """(base, {part: state dict}) of a folder written by ``save_adapted``, the saved peft adapter
+    injected into the base; the given base must have the configuration the parts were trained on
+    (for full fine-tuning the saved base is used)."""
     from safetensors.torch import load_file
 
     from .checkpoint import load
@@ -242,6 +192,8 @@ def load_adapted(directory: str | Path, base: NTModel | None, *, full: bool, wei
     if base.config.to_dict() != meta["base_config"]:
         raise ValueError(f"{d} was trained on {meta.get('base_model', meta['base_config'].get('name'))} with another "
                          "configuration than the given base model")
+    if (d / adapters.WEIGHTS).exists():
+        adapters.load(base, d)
     parts: dict[str, dict] = {}
     for k, v in load_file(str(d / weights)).items():
         name, _, key = k.partition(".")

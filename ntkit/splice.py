@@ -200,16 +200,17 @@ def split_by_chromosome(transcripts: Sequence[Transcript], test_chroms: Sequence
 class SpliceModel(nn.Module):
     """Base model (+ optional IA3) + a token -> 6 x 3 head; ``forward`` gives per-nucleotide logits."""
 
-    def __init__(self, base, method: str = "ia3"):
+    def __init__(self, base, method: str = "ia3", attach: bool = True):
         super().__init__()
-        from .finetune import Adapter
+        from . import adapters
 
         self.base = base
         self.method = method
-        self.adapter = Adapter(base, "ia3").attach(base) if method == "ia3" else None
         self.head = nn.Linear(base.config.hidden_size, 6 * len(CLASSES))
         for p in base.parameters():
             p.requires_grad_(method == "full")
+        if attach and method == "ia3":
+            adapters.attach(base, "ia3")
 
     def forward(self, ids, mask, gather_tok, gather_slot):
         """``gather_tok`` / ``gather_slot`` [B, N]: token and slot of each nucleotide (-1 = none)."""
@@ -524,7 +525,7 @@ def write_bedgraph(table: pd.DataFrame, path: str | Path, column: str = "p_donor
 def save_splice_model(model: SpliceModel, directory: str | Path) -> Path:
     from .finetune import save_adapted
 
-    return save_adapted(directory, model.base, {"head": model.head, "adapter": model.adapter}, {"method": model.method},
+    return save_adapted(directory, model.base, {"head": model.head}, {"method": model.method},
                         full=model.method == "full", weights="splice_head.safetensors", config="splice_config.json")
 
 
@@ -534,8 +535,6 @@ def load_splice_model(directory: str | Path, base=None) -> SpliceModel:
     meta = json.loads((Path(directory) / "splice_config.json").read_text())
     base, parts = load_adapted(directory, base, full=meta["method"] == "full", weights="splice_head.safetensors",
                                config="splice_config.json")
-    m = SpliceModel(base, meta["method"])
+    m = SpliceModel(base, meta["method"], attach=False)
     m.head.load_state_dict(parts["head"])
-    if m.adapter is not None:
-        m.adapter.load_state_dict(parts["adapter"])
     return m.eval()

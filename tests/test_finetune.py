@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.finetune import Adapter, FinetuneConfig, FinetunedModel, count_ia3_parameters, finetune
+from ntkit import adapters
+from ntkit.finetune import FinetuneConfig, FinetunedModel, count_ia3_parameters, finetune
 
 
 def test_ia3_parameter_count_nt_v2_50m_on_meta():
@@ -11,34 +12,65 @@ def test_ia3_parameter_count_nt_v2_50m_on_meta():
     with torch.device("meta"):
         base = ntkit.NTModel(cfg)
         m = FinetunedModel(base, FinetuneConfig(method="ia3", n_classes=2))
-    n_ia3 = sum(p.numel() for p in m.adapter.parameters())
+    n_ia3 = adapters.adapter_parameters(base)
     assert n_ia3 == count_ia3_parameters(cfg) == 12 * (512 + 512 + 2048) == 36_864
     share = n_ia3 / 55_904_972
     assert 0.0005 < share < 0.0015  # ~0.1% of the HF-layout parameters
     assert m.trainable_parameters() == n_ia3 + 512 * 2 + 2
 
 
-def test_ia3_at_init_is_identity_and_rescales_the_right_tensors():
+def _ia3_by_hand(base, l_k, l_v, l_ff, x):
+    """IA3 written out: k and v projection outputs and the fc2 input rescaled, with hooks."""
+    hs = []
+    for i, blk in enumerate(base.layers):
+        hs.append(blk.attn.k_proj.register_forward_hook(lambda m, inp, out, v=l_k[i]: out * v))
+        hs.append(blk.attn.v_proj.register_forward_hook(lambda m, inp, out, v=l_v[i]: out * v))
+        hs.append(blk.ffn.fc2.register_forward_pre_hook(lambda m, inp, v=l_ff[i]: (inp[0] * v,)))
+    try:
+        return base(x).logits
+    finally:
+        for h in hs:
+            h.remove()
+
+
+def test_peft_ia3_equals_ia3_written_out_and_detaches():
     base = ntkit.build("nt-v2-tiny", seed=0)
-    x = torch.as_tensor(base.tokenizer.encode("ACGTTGCAACGTAGGA"))[None]
+    x = torch.as_tensor(base.tokenizer.encode("ACGTTGCAACGTAGGA" * 3))[None]
     ref = base(x).logits
-    ad = Adapter(base, "ia3").attach(base)
-    torch.testing.assert_close(base(x).logits, ref)
+    adapters.attach(base, "ia3")
+    torch.testing.assert_close(base(x).logits, ref)  # initialised at 1: the base model
+    g = torch.Generator().manual_seed(0)
+    vecs = {n: torch.rand(p.shape, generator=g) + 0.5 for n, p in base.named_parameters() if "ia3_l" in n}
     with torch.no_grad():
-        ad.l_v[0].zero_()  # values of block 1 -> 0: attention output of block 1 is out_proj bias only
-    changed = base(x).logits
-    assert not torch.allclose(changed, ref)
-    ad.detach()
-    torch.testing.assert_close(base(x).logits, ref)
+        for n, p in base.named_parameters():
+            if n in vecs:
+                p.copy_(vecs[n])
+    out = base(x).logits
+    L = base.config.num_layers
+    get = lambda i, mod: vecs[f"layers.{i}.{mod}.ia3_l.default"].flatten()  # noqa: E731
+    adapters.detach(base)
+    torch.testing.assert_close(base(x).logits, ref)  # the original modules back
+    by_hand = _ia3_by_hand(base, [get(i, "attn.k_proj") for i in range(L)], [get(i, "attn.v_proj") for i in range(L)],
+                           [get(i, "ffn.fc2") for i in range(L)], x)
+    torch.testing.assert_close(out, by_hand, rtol=0, atol=1e-6)
 
 
-def test_lora_starts_at_base_model():
+def test_lora_starts_at_base_model_and_merges():
     base = ntkit.build("nt-v1-tiny", seed=0)
     x = torch.as_tensor(base.tokenizer.encode("ACGTTGCAACGTAGGA"))[None]
     ref = base(x).logits
     m = FinetunedModel(base, FinetuneConfig(method="lora", lora_rank=4))
     torch.testing.assert_close(base(x).logits, ref)
     assert m.trainable_parameters() == 2 * 2 * (4 * 64 + 64 * 4) + 64 * 2 + 2
+    with torch.no_grad():
+        for n, p in base.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    adapted = base(x).logits
+    assert not torch.allclose(adapted, ref)
+    merged = m.merged()
+    assert not adapters.has_adapter(merged) and type(merged.layers[0].attn.q_proj) is torch.nn.Linear
+    torch.testing.assert_close(merged(x).logits, adapted, rtol=1e-5, atol=1e-5)
 
 
 def motif_task(n=80, seed=0):
@@ -65,11 +97,11 @@ def test_finetune_learns_and_adapters_round_trip(method, tmp_path):
     p = m.predict(ts)
     acc = (p.argmax(1) == ty).mean()
     assert acc > 0.75, acc
-    if method != "full":  # adapters leave the base weights untouched
-        assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     m.save_adapter(tmp_path / "ad")
-    if m.adapter is not None:
-        m.adapter.detach()
+    if method != "full":  # adapters leave the base weights untouched
+        assert (tmp_path / "ad" / "adapter_config.json").exists() and (tmp_path / "ad" / "adapter_model.safetensors").exists()
+        adapters.detach(base)
+        assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     m2 = FinetunedModel.load_adapter(ntkit.build("nt-v2-tiny", seed=0) if method != "full" else None, tmp_path / "ad")
     np.testing.assert_allclose(m2.predict(ts), p, rtol=1e-4, atol=1e-5)
 

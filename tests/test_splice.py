@@ -3,6 +3,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 import ntkit
+from ntkit import adapters
 from ntkit.sequence import reverse_complement
 from ntkit.genome import Genome, write_fasta
 from ntkit.splice import (MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, build_windows, evaluate_splice, load_splice_model,
@@ -109,7 +110,7 @@ def test_train_predict_save_load_and_evaluate(tmp_path, mes):
     p = predict_windows(m, data)
     assert p[0].shape == (300, 3) and np.allclose(p[0].sum(1), 1, atol=1e-5)
     save_splice_model(m, tmp_path / "sm")
-    m.adapter.detach()
+    adapters.detach(m.base)
     m2 = load_splice_model(tmp_path / "sm", ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0))
     np.testing.assert_allclose(predict_windows(m2, data)[0], p[0], rtol=1e-4, atol=1e-6)
     df = evaluate_splice(m2, data, {"MaxEntScan": mes, "PWM": SitePWM().fit(data)})

@@ -44,7 +44,7 @@ def finetune(args) -> int:
     for f in (args.train, args.valid, args.test):
         if f is not None and not Path(f).exists():
             raise FileNotFoundError(f"input not found: {f}")
-    check_output(Path(args.out) / "adapter_config.json", [args.train])  # before any training
+    check_output(Path(args.out) / "finetune_config.json", [args.train])  # before any training
     seqs, y, classes = read_labelled(args.train, args.task)
     table = lambda path: read_labelled(path, args.task, classes)[:2]  # noqa: E731  (the training classes number every file)
     valid = table(args.valid) if args.valid else None
@@ -73,10 +73,12 @@ def finetune(args) -> int:
 
 
 def predict(args) -> int:
-    from ..finetune import FinetunedModel, predict_to_file
+    from ..finetune import FINETUNE_CONFIG, FinetunedModel, predict_to_file
 
-    meta = json.loads((Path(args.adapter) / "adapter_config.json").read_text())
-    base, device = runtime(args, None if meta["finetune"]["method"] == "full" else args.model)
+    config = Path(args.adapter) / FINETUNE_CONFIG
+    if not config.exists():
+        raise FileNotFoundError(f"{args.adapter}: not an adapter folder of `ntkit finetune` ({FINETUNE_CONFIG} not found)")
+    base, device = runtime(args, None if json.loads(config.read_text())["finetune"]["method"] == "full" else args.model)
     model = FinetunedModel.load_adapter(base, args.adapter)
     res = predict_to_file(model, args.input, args.out, chunk_size=args.chunk_size, shard=args.shard, restart=args.restart,
                           batch_tokens=args.batch_tokens, device=device, progress=args.progress)
