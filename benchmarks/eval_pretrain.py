@@ -1,6 +1,6 @@
 """Evaluate a pretrained model on the held-out region of its recipe against count baselines.
 
-    python benchmarks/eval_pretrain.py --model runs/tiny-cpu/model --config configs/tiny-cpu.yaml
+    python benchmarks/eval_pretrain.py --model runs/tiny-cpu/model --config tiny-cpu
 
 The unigram 6-mer and order-5 Markov baselines are fitted here on the recipe's training sequence
 (every source contig minus the held-out regions, both strands) and scored on exactly the masked

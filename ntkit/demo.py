@@ -1,6 +1,6 @@
 """``ntkit demo``: the whole pipeline offline on the demo data, in a few minutes on a CPU.
 
-1. pretrain the tiny recipe (``configs/tiny-cpu.yaml``) on GRCh37 chr20 for ``--minutes``;
+1. pretrain the tiny recipe (``tiny-cpu``, shipped in ``ntkit/recipes``) on GRCh37 chr20 for ``--minutes``;
 2. evaluate it on the held-out end of chr20 against the unigram 6-mer and order-5 Markov baselines;
 3. score the 194 real 1000 Genomes chr20 indels (annotated VCF + table);
 4. benchmark probing vs the 6-mer baseline on a few NT downstream tasks (table + plot).
@@ -12,16 +12,14 @@ Everything is written under ``--out`` (default ``runs/demo``); the data folder d
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from .jobs import write_text_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def data_dir(arg: str | None = None) -> Path:
-    d = Path(arg or os.environ.get("NTKIT_DATA") or ROOT.parent / "shared" / "data")
+    from .recipes import data_dir as default
+
+    d = default(arg)
     if not (d / "genomes" / "GRCh37_chr20.fa.gz").exists():
         raise FileNotFoundError(f"demo data not found in {d} (set NTKIT_DATA or --data to the shared data folder)")
     return d
@@ -39,8 +37,8 @@ def run(out: Path, data: Path, minutes: float, tasks: list[str], seed: int = 0) 
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
 
-    print(f"== 1/4 pretraining for {minutes} min (configs/tiny-cpu.yaml on {data / 'genomes/GRCh37_chr20.fa.gz'})", flush=True)
-    cfg = PretrainConfig.from_yaml(ROOT / "configs" / "tiny-cpu.yaml")
+    print(f"== 1/4 pretraining for {minutes} min (recipe tiny-cpu on {data / 'genomes/GRCh37_chr20.fa.gz'})", flush=True)
+    cfg = PretrainConfig.from_yaml("tiny-cpu")  # shipped with the package (ntkit/recipes)
     cfg.sources[0].fasta = str(data / "genomes" / "GRCh37_chr20.fa.gz")
     cfg.out_dir, cfg.max_minutes, cfg.seed, cfg.eval_windows = str(out / "pretrain"), minutes, seed, 32
     summary["pretrain"] = pretrain(cfg)

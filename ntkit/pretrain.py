@@ -119,12 +119,20 @@ class PretrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "PretrainConfig":
+        """A YAML recipe: a file, or a shipped recipe by name (``ntkit.recipes``: ``tiny-cpu`` ...)."""
+        import re
+
         import yaml
 
-        d = yaml.safe_load(Path(path).read_text()) or {}
-        base = Path(path).resolve().parent
-        def path(v: str) -> str:  # ${VARS} expanded; relative paths are relative to the file
-            v = os.path.expandvars(os.path.expanduser(v))
+        from .recipes import data_dir, recipe_path
+
+        file = recipe_path(path)
+        d = yaml.safe_load(file.read_text()) or {}
+        base = file.resolve().parent
+        env = {"NTKIT_DATA": str(data_dir()), **os.environ}
+
+        def path(v: str) -> str:  # ${VARS} expanded (NTKIT_DATA has a default); relative paths are relative to the file
+            v = os.path.expanduser(re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), m.group(0)), v))
             return v if os.path.isabs(v) else str((base / v).resolve())
 
         for s in d.get("sources", []):

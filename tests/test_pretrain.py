@@ -48,13 +48,18 @@ def test_lr_schedule_nt():
     assert lr_at(64_000, cfg) == pytest.approx(5e-5)  # 1e-4 * sqrt(16k / 64k)
 
 
-def test_yaml_recipes_parse():
-    from pathlib import Path
+def test_yaml_recipes_parse(monkeypatch):
+    from ntkit.recipes import names
 
-    for path in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")):
+    assert names() == ["1000g", "human-ref", "multispecies", "tiny-cpu"]
+    for path in names():  # shipped recipes, by name (package data: they work from an installed wheel too)
         cfg = PretrainConfig.from_yaml(path)
         assert cfg.sources and all(os.path.isabs(s.fasta) for s in cfg.sources), path
         assert cfg.window_tokens <= ntkit.get_preset(cfg.model).replace(**cfg.model_overrides).max_tokens
+    monkeypatch.setenv("NTKIT_DATA", "/data/nt")
+    assert PretrainConfig.from_yaml("tiny-cpu").sources[0].fasta == "/data/nt/genomes/GRCh37_chr20.fa.gz"
+    with pytest.raises(FileNotFoundError, match="recipe not found: tiny-gpu"):
+        PretrainConfig.from_yaml("tiny-gpu")
     with pytest.raises(ValueError, match="unknown"):
         PretrainConfig.from_dict({"learning_rate": 1})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(sub) -> None:
     s = sub.add_parser("pretrain", help="masked-language-model pretraining (torchrun for several processes)")
-    s.add_argument("--config", required=True, help="YAML recipe (configs/*.yaml)")
+    s.add_argument("--config", required=True, help="a shipped recipe by name (tiny-cpu, human-ref, 1000g, multispecies: ntkit/recipes) or a YAML file")
     s.add_argument("--out-dir")
     s.add_argument("--max-steps", type=int)
     s.add_argument("--max-minutes", type=float)
