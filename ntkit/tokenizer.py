@@ -20,6 +20,7 @@ Input handling: lowercase (soft-masked) bases are upper-cased; IUPAC ambiguity c
 from __future__ import annotations
 
 import itertools
+import re
 import json
 import os
 from dataclasses import dataclass
@@ -135,6 +136,8 @@ class Tokenizer:
         self.single_offset = self.token_to_id["A"]
         self.n_id = self.token_to_id["N"]
         self.special_ids = [self.token_to_id[t] for t in self.vocab if t.startswith("<")]
+        # Special-token text inside an input string ("ACGTAC<mask>GG") is that token, as in the hub tokenizer.
+        self._special_text = re.compile(b"(" + b"|".join(re.escape(t.encode()) for t in self.vocab if t.startswith("<")) + b")")
         # Rows of the model's embedding matrix (v1 embeddings stop before <eos>/<bos>).
         self.embedding_rows = 4105 if version == "v1" else 4107
         self.max_tokens = max_tokens
@@ -180,6 +183,8 @@ class Tokenizer:
             max_length = self.max_tokens
         n_seq = len(sequences)
         raw = [s.encode("ascii", errors="replace") if isinstance(s, str) else bytes(s) for s in sequences]
+        if any(b"<" in r for r in raw):
+            return self._encode_with_special_text(raw, max_length, padding, truncation, add_cls)
         seq_len = np.fromiter((len(r) for r in raw), dtype=np.int64, count=n_seq)
         # Every sequence is followed by 1-6 separators so that the next one starts at a multiple of
         # 6: the buffer viewed as [-1, 6] then holds every 6-mer of an N-free sequence as a row.
@@ -260,6 +265,59 @@ class Tokenizer:
             n_iupac=n_iupac,
             n_truncated=n_truncated,
         )
+
+    def _encode_with_special_text(self, raw: list[bytes], max_length, padding, truncation, add_cls) -> TokenBatch:
+        """Sequences holding special-token text (``<mask>`` ...): the text between specials is
+        tokenised as usual (its 6-mer frame restarts after each special, as the hub tokenizer's
+        greedy split does), each special is its token (offset -1, span 0, no bases)."""
+        rows, n_iupac, seq_len = [], [], []
+        for i, r in enumerate(raw):
+            parts = self._special_text.split(r)
+            try:
+                enc = self.batch_encode(parts[0::2], max_length=None, add_cls=False)
+            except ValueError as e:  # positions in the piece -> positions in the sequence
+                m = re.match(r"sequence (\d+): (.*) at position (\d+)(.*)", str(e))
+                if not m:
+                    raise
+                starts = np.cumsum([0] + [len(x) for x in parts])[0::2]
+                raise ValueError(f"sequence {i}: {m.group(2)} at position {starts[int(m.group(1))] + int(m.group(3))}{m.group(4)}") from None
+            ids, offs, spans, base = [self.cls_id] if add_cls else [], [-1] if add_cls else [], [0] if add_cls else [], 0
+            for k, piece in enumerate(parts):
+                if k % 2:
+                    ids.append(self.token_to_id[piece.decode()])
+                    offs.append(-1)
+                    spans.append(0)
+                    continue
+                j = k // 2
+                n = int(enc.attention_mask[j].sum())
+                ids += enc.input_ids[j, :n].tolist()
+                offs += (enc.offsets[j, :n] + base).tolist()
+                spans += enc.spans[j, :n].tolist()
+                base += len(piece)
+            rows.append((ids, offs, spans))
+            n_iupac.append(int(enc.n_iupac.sum()))
+            seq_len.append(base)
+        seq_len = np.asarray(seq_len, dtype=np.int64)
+        n_truncated = np.zeros(len(raw), dtype=np.int64)
+        if max_length is not None:
+            for i, (ids, offs, spans) in enumerate(rows):
+                if len(ids) > max_length:
+                    if not truncation:
+                        raise ValueError(f"sequence {i} has {len(ids)} tokens, over max_length={max_length}; "
+                                         "pass truncation=True or split it into windows")
+                    n_truncated[i] = seq_len[i] - sum(spans[:max_length])
+                    rows[i] = (ids[:max_length], offs[:max_length], spans[:max_length])
+        width = _padded_width(max((len(r[0]) for r in rows), default=0), max_length, padding)
+        input_ids = np.full((len(raw), width), self.pad_id, dtype=np.int64)
+        offsets = np.full((len(raw), width), -1, dtype=np.int64)
+        spans = np.zeros((len(raw), width), dtype=np.int8)
+        for i, (ids, offs, sp) in enumerate(rows):
+            input_ids[i, : len(ids)], offsets[i, : len(ids)], spans[i, : len(ids)] = ids, offs, sp
+        mask = np.zeros((len(raw), width), dtype=bool)
+        for i, r in enumerate(rows):
+            mask[i, : len(r[0])] = True
+        return TokenBatch(input_ids=input_ids, attention_mask=mask, offsets=offsets, spans=spans,
+                          seq_lengths=seq_len - n_truncated, n_iupac=np.asarray(n_iupac, dtype=np.int64), n_truncated=n_truncated)
 
     def _encode_uniform(self, codes, n_seq, L, max_length, padding, truncation, add_cls):
         """Equal-length N-free sequences (genome windows): the buffer is an [n, L + 1] grid, so

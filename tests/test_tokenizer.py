@@ -46,6 +46,12 @@ def test_matches_hf_esm_tokenizer(tmp_path, version):
     ref = hf(seqs[:5], padding="max_length", max_length=40, return_tensors="np")
     ours = tok.batch_encode(seqs[:5], max_length=40, padding="max_length")
     np.testing.assert_array_equal(ours.input_ids, ref["input_ids"])
+    # special-token text inside a sequence is that token, and the 6-mer frame restarts after it
+    special = ["ACGTAC<mask>ACG", "<mask>", "ACGTACGGT<mask><mask>TTTTTTA", "NNACG<unk>ACGTACGTAC", "GATTACA<eos>"]
+    for s in special:
+        assert tok.encode(s).tolist() == hf(s)["input_ids"], s
+    b = tok.batch_encode(special + seqs[:3], max_length=None)
+    np.testing.assert_array_equal(b.input_ids, hf(special + seqs[:3], padding=True, return_tensors="np")["input_ids"])
 
 
 def test_offsets_reconstruct_sequence():
@@ -119,3 +125,14 @@ def test_uniform_fast_path_equals_general_path():
         np.testing.assert_array_equal(fast.seq_lengths, general.seq_lengths[:7])
         padded = tok.batch_encode(seqs, max_length=w + 3, padding="max_length")
         np.testing.assert_array_equal(padded.input_ids[:, :w], fast.input_ids)
+
+
+def test_special_text_offsets_and_errors():
+    tok = Tokenizer("v2")
+    b = tok.batch_encode(["ACGTACGG<mask>TT"])
+    assert b.input_ids[0].tolist() == [tok.cls_id, tok.token_to_id["ACGTAC"], tok.token_to_id["G"], tok.token_to_id["G"],
+                                       tok.mask_id, tok.token_to_id["T"], tok.token_to_id["T"]]
+    assert b.offsets[0].tolist() == [-1, 0, 6, 7, -1, 8, 9] and b.spans[0].tolist() == [0, 6, 1, 1, 0, 1, 1]
+    assert b.seq_lengths.tolist() == [10]  # bases only
+    with pytest.raises(ValueError, match="sequence 1: invalid character 'X' at position 10"):
+        tok.batch_encode(["ACGT", "AC<mask>GGX"])
