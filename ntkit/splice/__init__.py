@@ -1,0 +1,33 @@
+"""Splice-site prediction at nucleotide resolution, SpliceAI's metrics and classical baselines.
+
+Labels (per nucleotide, transcript orientation): 0 none, 1 acceptor (first base of an exon after
+an intron), 2 donor (last base of an exon before an intron), as in SpliceAI. Minus-strand genes
+are reverse-complemented, so the model always reads 5' -> 3' of the transcript; predictions are
+mapped back to genome coordinates on output.
+
+Transcript tables: SpliceAI's ``canonical_dataset.txt`` (name, paralog, chrom, strand, tx_start,
+tx_end, exon ends, exon starts; 1-based) or a GTF/GFF (exons grouped by transcript).
+
+Head: every token's final embedding -> 6 x 3 logits (a linear layer, as NT/SegmentNT): slot ``k``
+of a 6-mer token is its ``k``-th nucleotide; a single-base token (N or a leftover base) uses
+slot 0. Trained with per-nucleotide cross-entropy, fully or with IA3.
+
+Metrics (SpliceAI, per class on held-out data): top-k accuracy, with k the number of true sites of
+the class: the fraction of true sites among the k highest-scoring positions; and PR-AUC
+(average precision, scikit-learn). Baselines scored on the same positions: MaxEntScan (donor
+9-mer, acceptor 23-mer; Yeo & Burge 2004, from its published tables) and a position weight
+matrix fitted on the training sites.
+"""
+
+from .baselines import MaxEntScan, SitePWM
+from .data import CLASSES, SPLICEAI_TEST_CHROMS, SpliceWindows, Transcript, build_windows, read_transcripts, split_by_chromosome
+from .metrics import evaluate_splice, results_table, splice_metrics, topk_accuracy
+from .model import SpliceModel
+from .predict import (iter_predict_windows, load_splice_model, predict_windows, save_splice_model, to_genome_table,
+                      write_bedgraph)
+from .train import SpliceTrainConfig, train_splice
+
+__all__ = ["CLASSES", "SPLICEAI_TEST_CHROMS", "MaxEntScan", "SitePWM", "SpliceModel", "SpliceTrainConfig", "SpliceWindows",
+           "Transcript", "build_windows", "evaluate_splice", "iter_predict_windows", "load_splice_model", "predict_windows",
+           "read_transcripts", "results_table", "save_splice_model", "split_by_chromosome", "splice_metrics", "to_genome_table",
+           "topk_accuracy", "train_splice", "write_bedgraph"]

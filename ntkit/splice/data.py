@@ -1,0 +1,170 @@
+"""Transcripts, labelled windows and chromosome splits (transcript orientation, SpliceAI labels)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..annotation import GTF_SUFFIXES, transcripts
+from ..genome import Genome
+from ..sequence import reverse_complement
+
+CLASSES = ("none", "acceptor", "donor")
+SPLICEAI_TEST_CHROMS = ("chr1", "chr3", "chr5", "chr7", "chr9")
+
+
+@dataclass
+class Transcript:
+    name: str
+    chrom: str
+    strand: str
+    start: int  # 0-based, half-open transcript span
+    end: int
+    acceptors: list[int] = field(default_factory=list)  # 0-based genome positions of the labelled base
+    donors: list[int] = field(default_factory=list)
+
+
+def read_transcripts(path: str | Path, chroms: Sequence[str] | None = None, skip_paralogs: bool = False) -> list[Transcript]:
+    path = Path(path)
+    keep = None if not chroms else {c.removeprefix("chr") for c in chroms}
+    opener = gzip.open if path.suffix == ".gz" else open
+    name = path.name.lower().removesuffix(".gz")
+    out: list[Transcript] = []
+    if name.endswith(GTF_SUFFIXES):
+        for tx, (chrom, strand, ex) in transcripts(path).items():
+            if keep is not None and chrom.removeprefix("chr") not in keep:
+                continue
+            ends = [e - 1 for _, e in ex[:-1]]  # last base of each exon but the last
+            starts = [s for s, _ in ex[1:]]  # first base of each exon but the first
+            t = Transcript(tx, chrom, strand, ex[0][0], ex[-1][1])
+            t.donors, t.acceptors = (ends, starts) if strand == "+" else (starts, ends)
+            out.append(t)
+        return out
+    with opener(path, "rt") as fh:
+        for line in fh:
+            f = line.rstrip("\n").split("\t")
+            if len(f) < 8 or line.startswith("#"):
+                continue
+            chrom, strand = f[2], f[3]
+            if keep is not None and chrom.removeprefix("chr") not in keep:
+                continue
+            if skip_paralogs and f[1] == "1":
+                continue
+            ends = [int(x) - 1 for x in f[6].strip(",").split(",") if x]  # 1-based last exon base -> 0-based
+            starts = [int(x) - 1 for x in f[7].strip(",").split(",") if x]  # 1-based first exon base -> 0-based
+            t = Transcript(f[0], chrom, strand, int(f[4]) - 1, int(f[5]))
+            t.donors, t.acceptors = (ends, starts) if strand == "+" else (starts, ends)
+            out.append(t)
+    return out
+
+
+# -- dataset ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpliceWindows:
+    """Windows in transcript orientation: ``sequences[i]`` with ``labels[i]`` (uint8 per base) taken
+    from ``chrom[i]`` at genome ``start[i]`` (0-based, + strand coordinates) on ``strand[i]``."""
+
+    sequences: list[str]
+    labels: list[np.ndarray]
+    chrom: list[str]
+    start: list[int]
+    strand: list[str]
+    transcript: list[str]
+    skipped: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lengths = np.array([len(l) for l in self.labels], dtype=np.int64)
+        flat = np.concatenate(self.labels).astype(np.uint8) if self.labels else np.zeros(0, np.uint8)
+        from ..jobs import atomic_output
+
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, sequences=np.array(self.sequences), labels=flat, label_lengths=lengths, chrom=np.array(self.chrom),
+                            start=np.array(self.start), strand=np.array(self.strand), transcript=np.array(self.transcript),
+                            skipped=json.dumps(dict(self.skipped)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SpliceWindows":
+        z = np.load(path, allow_pickle=False)
+        labels = np.split(z["labels"], np.cumsum(z["label_lengths"])[:-1]) if len(z["label_lengths"]) else []
+        return cls([str(x) for x in z["sequences"]], labels, [str(x) for x in z["chrom"]], [int(s) for s in z["start"]], [str(x) for x in z["strand"]],
+                   [str(x) for x in z["transcript"]], Counter(json.loads(str(z["skipped"]))))
+
+    def counts(self) -> dict[str, int]:
+        c = np.bincount(np.concatenate(self.labels) if self.labels else np.zeros(0, int), minlength=3)
+        return {k: int(v) for k, v in zip(CLASSES, c)}
+
+
+def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: int, flank: int = 0,
+                  max_windows: int | None = None, max_n_fraction: float = 0.1, min_sites: int = 0) -> SpliceWindows:
+    """Tile each transcript (plus ``flank`` bp each side) with non-overlapping ``window_bp`` windows.
+    Overlapping transcripts label each other's sites too (all sites of the table are labelled).
+    ``min_sites`` > 0 keeps only windows with at least that many sites (for training budgets;
+    evaluate on all windows)."""
+    label_at: dict[tuple, dict[int, int]] = defaultdict(dict)
+    for t in transcripts:
+        d = label_at[(t.chrom, t.strand)]
+        for p in t.acceptors:
+            d[p] = 1
+        for p in t.donors:
+            d[p] = 2
+    # (chrom, strand) -> sorted site positions and their classes
+    sites = {k: (np.array(sorted(d), dtype=np.int64), np.array([d[p] for p in sorted(d)], dtype=np.uint8)) for k, d in label_at.items()}
+    out = SpliceWindows([], [], [], [], [], [])
+    for t in transcripts:
+        try:
+            contig = genome.resolve(t.chrom)
+        except KeyError:
+            out.skipped["chromosome not in FASTA"] += 1
+            continue
+        L = genome.lengths[contig]
+        lo, hi = max(0, t.start - flank), min(L, t.end + flank)
+        if t.end > L:
+            out.skipped["transcript beyond the FASTA's end"] += 1
+            continue
+        pos, cls = sites[(t.chrom, t.strand)]
+        for s in range(lo, hi, window_bp):
+            e = min(s + window_bp, L)
+            if e - s < window_bp // 4:
+                continue
+            seq = genome.fetch(contig, s, e)
+            if seq.count("N") > max_n_fraction * len(seq):
+                out.skipped["N-rich window"] += 1
+                continue
+            lab = np.zeros(e - s, dtype=np.uint8)
+            i, j = np.searchsorted(pos, [s, e])
+            lab[pos[i:j] - s] = cls[i:j]
+            if (lab > 0).sum() < min_sites:
+                out.skipped[f"fewer than {min_sites} sites"] += 1
+                continue
+            if t.strand == "-":
+                seq, lab = reverse_complement(seq), lab[::-1].copy()
+            out.sequences.append(seq)
+            out.labels.append(lab)
+            out.chrom.append(t.chrom)
+            out.start.append(s)
+            out.strand.append(t.strand)
+            out.transcript.append(t.name)
+            if max_windows and len(out) >= max_windows:
+                return out
+    return out
+
+
+def split_by_chromosome(transcripts: Sequence[Transcript], test_chroms: Sequence[str] = SPLICEAI_TEST_CHROMS):
+    test = {c.removeprefix("chr") for c in test_chroms}
+    tr = [t for t in transcripts if t.chrom.removeprefix("chr") not in test]
+    te = [t for t in transcripts if t.chrom.removeprefix("chr") in test]
+    return tr, te

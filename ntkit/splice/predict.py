@@ -1,0 +1,86 @@
+"""Prediction: per-base probabilities, genome coordinates, bedGraph tracks, saving and loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import SpliceWindows
+from .model import SpliceModel, _encode
+
+
+def iter_predict_windows(model: SpliceModel, sequences: Iterable[str], *, batch_tokens: int | None = None,
+                         batch_size: int | None = None, device=None, dtype=None, progress: bool = False) -> Iterator[np.ndarray]:
+    """Per window, in input order as they stream in: float32 [len, 3] class probabilities
+    (none / acceptor / donor, transcript orientation), through ``ntkit.engine``."""
+    from .. import engine
+
+    tok, cap = model.base.tokenizer, model.base.config.max_tokens
+
+    def forward(m, batch: list[str]):
+        ids, mask, n2t, slot, _ = _encode(tok, batch, engine.model_device(m))
+        p = torch.softmax(m(ids, mask, n2t, slot).float(), -1).cpu().numpy()
+        return [p[b, : len(s)] for b, s in enumerate(batch)]
+
+    yield from engine.run(model, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap),
+                          batch_tokens=batch_tokens, batch_size=batch_size, device=device, dtype=dtype,
+                          progress=progress, desc="splice", unit="window")
+
+
+def predict_windows(model: SpliceModel, data: SpliceWindows, batch_size: int | None = None, device=None, progress: bool = False,
+                    *, batch_tokens: int | None = None, dtype=None) -> list[np.ndarray]:
+    """Per window: float32 [len, 3] class probabilities (transcript orientation)."""
+    return list(iter_predict_windows(model, data.sequences, batch_tokens=batch_tokens, batch_size=batch_size,
+                                     device=device, dtype=dtype, progress=progress))
+
+
+def to_genome_table(data: SpliceWindows, probs: Sequence[np.ndarray], min_prob: float = 0.0) -> pd.DataFrame:
+    """One row per (window base) with p(acceptor) or p(donor) >= ``min_prob``: chrom, 0-based
+    position, strand, probabilities (minus-strand windows flipped back to + coordinates)."""
+    parts = []
+    for seq_i, p in enumerate(probs):
+        n = len(p)
+        pos = data.start[seq_i] + (np.arange(n) if data.strand[seq_i] == "+" else np.arange(n)[::-1])
+        keep = (p[:, 1] >= min_prob) | (p[:, 2] >= min_prob)
+        parts.append(pd.DataFrame({"chrom": data.chrom[seq_i], "pos": pos[keep], "strand": data.strand[seq_i],
+                                   "p_acceptor": p[keep, 1], "p_donor": p[keep, 2]}))
+    t = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["chrom", "pos", "strand", "p_acceptor", "p_donor"])
+    return t.sort_values(["chrom", "pos", "strand"]).drop_duplicates(["chrom", "pos", "strand"]).reset_index(drop=True)
+
+
+def write_bedgraph(table: pd.DataFrame, path: str | Path, column: str = "p_donor", strand: str = "+") -> Path:
+    t = table[table["strand"] == strand]
+    from ..jobs import atomic_output
+
+    path = Path(path)
+    with atomic_output(path) as tmp, open(tmp, "w") as fh:
+        fh.write(f'track type=bedGraph name="ntkit {column} {strand}"\n')
+        for c, p, v in zip(t["chrom"], t["pos"], t[column]):
+            fh.write(f"{c}\t{p}\t{p + 1}\t{v:.4g}\n")
+    return path
+
+
+# -- saving ---------------------------------------------------------------------------------------------------------------
+
+
+def save_splice_model(model: SpliceModel, directory: str | Path) -> Path:
+    from ..finetune import save_adapted
+
+    return save_adapted(directory, model.base, {"head": model.head}, {"method": model.method},
+                        full=model.method == "full", weights="splice_head.safetensors", config="splice_config.json")
+
+
+def load_splice_model(directory: str | Path, base=None) -> SpliceModel:
+    from ..finetune import load_adapted
+
+    meta = json.loads((Path(directory) / "splice_config.json").read_text())
+    base, parts = load_adapted(directory, base, full=meta["method"] == "full", weights="splice_head.safetensors",
+                               config="splice_config.json")
+    m = SpliceModel(base, meta["method"], attach=False)
+    m.head.load_state_dict(parts["head"])
+    return m.eval()
