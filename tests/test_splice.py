@@ -6,7 +6,8 @@ import ntkit
 from ntkit import adapters
 from ntkit.sequence import reverse_complement
 from ntkit.genome import Genome, write_fasta
-from ntkit.splice import (MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, build_windows, evaluate_splice, load_splice_model,
+from ntkit.splice import (CONTEXT, MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, Transcript, build_windows, evaluate_splice,
+                          load_splice_model,
                           predict_windows, read_transcripts, results_table, save_splice_model, splice_metrics, split_by_chromosome,
                           to_genome_table, topk_accuracy, train_splice)
 
@@ -114,6 +115,58 @@ def test_train_predict_save_load_and_evaluate(tmp_path, mes):
     m2 = load_splice_model(tmp_path / "sm", ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0))
     np.testing.assert_allclose(predict_windows(m2, data)[0], p[0], rtol=1e-4, atol=1e-6)
     df = evaluate_splice(m2, data, {"MaxEntScan": mes, "PWM": SitePWM().fit(data)})
-    assert list(df["method"]) == ["ntkit (ia3)", "MaxEntScan", "PWM"]
+    assert list(df["method"]) == ["ntkit (linear head, ia3)", "MaxEntScan", "PWM"]
     assert df.set_index("method").loc["MaxEntScan", "donor_topk"] == 1.0  # perfect consensus sites
     assert "| MaxEntScan |" in results_table(df)
+
+
+def planted(n=16, L=300, seed=1):
+    """Windows with donors at consensus CAG|GTAAGT sites, acceptors at a polypyrimidine + AG."""
+    rng = np.random.default_rng(seed)
+    seqs, labels = [], []
+    for _ in range(n):
+        s = list(rng.choice(list("ACGT"), L))
+        lab = np.zeros(L, np.uint8)
+        for p in rng.choice(np.arange(30, L - 30, 20), 3, replace=False):
+            s[p - 2 : p + 7] = list("CAGGTAAGT")
+            lab[p] = 2
+        seqs.append("".join(s))
+        labels.append(lab)
+    return SpliceWindows(seqs, labels, ["c"] * n, [0] * n, ["+"] * n, ["t"] * n)
+
+
+@pytest.mark.parametrize("head,method", [("segment", "frozen"), ("bases", "frozen"), ("segment", "ia3")])
+def test_convolutional_heads_learn_and_round_trip(tmp_path, head, method):
+    data, valid = planted(24), planted(8, seed=2)
+    base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
+    cfg = SpliceTrainConfig(method=method, head=head, lr=3e-3, epochs=8, batch_size=4, site_weight=20.0, loss="focal", eval_every=6)
+    m = train_splice(base, data, cfg, progress=False, valid=valid)
+    assert m.best_valid_prauc is not None
+    metrics = splice_metrics(valid.labels, predict_windows(m, valid))
+    assert metrics["donor_topk"] >= 0.8, metrics
+    if head == "bases":
+        assert all(not p.requires_grad for p in m.base.parameters())
+    p = predict_windows(m, valid)
+    save_splice_model(m, tmp_path / "sm")
+    if method == "ia3":
+        adapters.detach(m.base)
+    m2 = load_splice_model(tmp_path / "sm", ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0))
+    assert m2.head_kind == head
+    np.testing.assert_allclose(predict_windows(m2, valid)[0], p[0], rtol=1e-4, atol=1e-5)
+
+
+def test_context_bases_are_seen_not_scored(tmp_path):
+    rng = np.random.default_rng(0)
+    seq = "".join(rng.choice(list("ACGT"), 3000))
+    write_fasta(tmp_path / "g.fa", [("c1", seq)])
+    tx = Transcript("t", "c1", "+", 1000, 2000, acceptors=[1500], donors=[1200])
+    w = build_windows(Genome(tmp_path / "g.fa"), [tx], 500, context=300)
+    assert [len(s) for s in w.sequences] == [1100, 1100] and w.start == [700, 1200]
+    assert (w.labels[0][:300] == CONTEXT).all() and (w.labels[0][800:] == CONTEXT).all()
+    assert w.counts() == {"none": 998, "acceptor": 1, "donor": 1}
+    assert w.sequences[0] == seq[700:1800]
+    probs = [np.tile([0.0, 1.0, 1.0], (len(s), 1)) for s in w.sequences]
+    t = to_genome_table(w, probs)
+    assert t["pos"].min() == 1000 and t["pos"].max() == 1999 and len(t) == 1000  # context positions are not output
+    m = splice_metrics(w.labels, [np.tile([0.0, 0.5, 0.5], (len(s), 1)) for s in w.sequences])
+    assert m["acceptor_sites"] == 1 and m["donor_sites"] == 1

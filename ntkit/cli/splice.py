@@ -19,18 +19,26 @@ def register(sub) -> None:
     b.add_argument("--flank", type=int, default=0)
     b.add_argument("--max-windows", type=int)
     b.add_argument("--min-sites", type=int, default=0, help="keep windows with at least this many sites")
+    b.add_argument("--context", type=int, default=0, help="bp of unlabelled sequence the model sees on each side of a window")
     b.add_argument("--out", required=True, help=".npz")
     b.set_defaults(func=build)
 
-    t = ss.add_parser("train", help="fine-tune a token -> 6x3 head (IA3 or full)")
+    t = ss.add_parser("train", help="train a per-nucleotide head on NT (frozen, IA3 or full) or on the bases alone")
     t.add_argument("--model", required=True)
     t.add_argument("--data", required=True, help="windows from `ntkit splice build`")
-    t.add_argument("--method", choices=["ia3", "full"], default="ia3")
+    t.add_argument("--valid", help="validation windows (held-out genes): early stopping on their PR-AUC")
+    t.add_argument("--method", choices=["ia3", "full", "frozen"], default="ia3")
+    t.add_argument("--head", choices=["linear", "segment", "bases"], default="segment",
+                   help="segment: NT embeddings + base stem -> dilated residual convolutions; bases: the same without NT; linear: token -> 6x3")
+    t.add_argument("--channels", type=int, default=32)
+    t.add_argument("--loss", choices=["ce", "focal"], default="focal")
+    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--patience", type=int, default=5)
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--lr", type=float)
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--max-minutes", type=float)
-    t.add_argument("--site-weight", type=float, default=1.0, help="loss weight of acceptor/donor positions vs none")
+    t.add_argument("--site-weight", type=float, default=10.0, help="loss weight of acceptor/donor positions vs none")
     t.add_argument("--out", required=True)
     add_runtime_args(t, batch_tokens=False)
     t.set_defaults(func=train)
@@ -62,7 +70,7 @@ def build(args) -> int:
 
     check_output(args.out, [args.fasta, args.transcripts])
     tx = read_transcripts(args.transcripts, args.chroms)
-    w = build_windows(Genome(args.fasta), tx, args.window_bp, args.flank, args.max_windows, min_sites=args.min_sites)
+    w = build_windows(Genome(args.fasta), tx, args.window_bp, args.flank, args.max_windows, min_sites=args.min_sites, context=args.context)
     w.save(args.out)
     print(f"{len(tx)} transcripts -> {len(w)} windows of <= {args.window_bp} bp; labels {w.counts()}; skipped {dict(w.skipped) or 'none'}")
     return 0
@@ -75,10 +83,14 @@ def train(args) -> int:
     check_output(Path(args.out) / "splice_config.json", [args.data])
     base, device = runtime(args, args.model)
     data = SpliceWindows.load(args.data)
-    cfg = SpliceTrainConfig(method=args.method, lr=args.lr or (3e-3 if args.method == "ia3" else 1e-4), epochs=args.epochs,
-                            batch_size=args.batch_size, max_minutes=args.max_minutes, site_weight=args.site_weight)
-    m = train_splice(base, data, cfg, device=device, progress=args.progress)
-    print(f"{m.trainable_parameters():,} trainable parameters; wrote {save_splice_model(m, args.out)}")
+    valid = SpliceWindows.load(args.valid) if args.valid else None
+    lr = args.lr or (1e-4 if args.method == "full" and args.head == "linear" else 1e-3 if args.head != "linear" else 3e-3)
+    cfg = SpliceTrainConfig(method=args.method, head=args.head, channels=args.channels, lr=lr, epochs=args.epochs,
+                            batch_size=args.batch_size, max_minutes=args.max_minutes, site_weight=args.site_weight, loss=args.loss,
+                            eval_every=args.eval_every, patience=args.patience)
+    m = train_splice(base, data, cfg, device=device, progress=args.progress, valid=valid)
+    best = f"; best validation PR-AUC {m.best_valid_prauc:.3f}" if m.best_valid_prauc is not None else ""
+    print(f"{m.trainable_parameters():,} trainable parameters, {m.steps} steps{best}; wrote {save_splice_model(m, args.out)}")
     return 0
 
 

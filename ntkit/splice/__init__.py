@@ -8,9 +8,11 @@ mapped back to genome coordinates on output.
 Transcript tables: SpliceAI's ``canonical_dataset.txt`` (name, paralog, chrom, strand, tx_start,
 tx_end, exon ends, exon starts; 1-based) or a GTF/GFF (exons grouped by transcript).
 
-Head: every token's final embedding -> 6 x 3 logits (a linear layer, as NT/SegmentNT): slot ``k``
-of a 6-mer token is its ``k``-th nucleotide; a single-base token (N or a leftover base) uses
-slot 0. Trained with per-nucleotide cross-entropy, fully or with IA3.
+Heads (``ntkit.splice.model``): ``linear`` (each token's embedding -> 6 x 3 logits, as NT), ``segment``
+(NT token embeddings brought to the bases they cover, added to a one-hot stem of the bases, then
+SpliceAI's dilated residual convolutions) and ``bases`` (the same without NT). Windows can carry
+unlabelled context on each side (``build_windows(context=...)``), as SpliceAI's flanks. Training
+(``ntkit.splice.train``): weighted or focal cross-entropy, early stopping on validation PR-AUC.
 
 Metrics (SpliceAI, per class on held-out data): top-k accuracy, with k the number of true sites of
 the class: the fraction of true sites among the k highest-scoring positions; and PR-AUC
@@ -20,14 +22,14 @@ matrix fitted on the training sites.
 """
 
 from .baselines import MaxEntScan, SitePWM
-from .data import CLASSES, SPLICEAI_TEST_CHROMS, SpliceWindows, Transcript, build_windows, read_transcripts, split_by_chromosome
+from .data import CLASSES, CONTEXT, SPLICEAI_TEST_CHROMS, SpliceWindows, Transcript, build_windows, read_transcripts, split_by_chromosome
 from .metrics import evaluate_splice, results_table, splice_metrics, topk_accuracy
-from .model import SpliceModel
+from .model import HEADS, SpliceModel
 from .predict import (iter_predict_windows, load_splice_model, predict_windows, save_splice_model, to_genome_table,
                       write_bedgraph)
 from .train import SpliceTrainConfig, train_splice
 
-__all__ = ["CLASSES", "SPLICEAI_TEST_CHROMS", "MaxEntScan", "SitePWM", "SpliceModel", "SpliceTrainConfig", "SpliceWindows",
+__all__ = ["CLASSES", "CONTEXT", "SPLICEAI_TEST_CHROMS", "MaxEntScan", "SitePWM", "HEADS", "SpliceModel", "SpliceTrainConfig", "SpliceWindows",
            "Transcript", "build_windows", "evaluate_splice", "iter_predict_windows", "load_splice_model", "predict_windows",
            "read_transcripts", "results_table", "save_splice_model", "split_by_chromosome", "splice_metrics", "to_genome_table",
            "topk_accuracy", "train_splice", "write_bedgraph"]

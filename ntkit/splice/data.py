@@ -16,6 +16,7 @@ from ..genome import Genome
 from ..sequence import reverse_complement
 
 CLASSES = ("none", "acceptor", "donor")
+CONTEXT = 255  # label of a context base: seen by the model, not labelled (not trained on, not scored)
 SPLICEAI_TEST_CHROMS = ("chr1", "chr3", "chr5", "chr7", "chr9")
 
 
@@ -104,16 +105,20 @@ class SpliceWindows:
                    [str(x) for x in z["transcript"]], Counter(json.loads(str(z["skipped"]))))
 
     def counts(self) -> dict[str, int]:
-        c = np.bincount(np.concatenate(self.labels) if self.labels else np.zeros(0, int), minlength=3)
+        y = np.concatenate(self.labels) if self.labels else np.zeros(0, int)
+        c = np.bincount(y[y != CONTEXT], minlength=3)
         return {k: int(v) for k, v in zip(CLASSES, c)}
 
 
 def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: int, flank: int = 0,
-                  max_windows: int | None = None, max_n_fraction: float = 0.1, min_sites: int = 0) -> SpliceWindows:
+                  max_windows: int | None = None, max_n_fraction: float = 0.1, min_sites: int = 0,
+                  context: int = 0) -> SpliceWindows:
     """Tile each transcript (plus ``flank`` bp each side) with non-overlapping ``window_bp`` windows.
     Overlapping transcripts label each other's sites too (all sites of the table are labelled).
     ``min_sites`` > 0 keeps only windows with at least that many sites (for training budgets;
-    evaluate on all windows)."""
+    evaluate on all windows). ``context`` bp of sequence on each side of a window (as SpliceAI's
+    flanks; fewer at contig ends) are part of its sequence with the label ``CONTEXT``: the model
+    sees them, nothing is trained on or scored there."""
     label_at: dict[tuple, dict[int, int]] = defaultdict(dict)
     for t in transcripts:
         d = label_at[(t.chrom, t.strand)]
@@ -150,12 +155,16 @@ def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: 
             if (lab > 0).sum() < min_sites:
                 out.skipped[f"fewer than {min_sites} sites"] += 1
                 continue
+            cs, ce = max(0, s - context), min(L, e + context)
+            if context:
+                seq = genome.fetch(contig, cs, s) + seq + genome.fetch(contig, e, ce)
+                lab = np.concatenate([np.full(s - cs, CONTEXT, np.uint8), lab, np.full(ce - e, CONTEXT, np.uint8)])
             if t.strand == "-":
                 seq, lab = reverse_complement(seq), lab[::-1].copy()
             out.sequences.append(seq)
             out.labels.append(lab)
             out.chrom.append(t.chrom)
-            out.start.append(s)
+            out.start.append(cs)
             out.strand.append(t.strand)
             out.transcript.append(t.name)
             if max_windows and len(out) >= max_windows:

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .data import SpliceWindows
+from .data import CONTEXT, SpliceWindows
 from .model import SpliceModel
 from .predict import predict_windows
 
@@ -27,6 +27,8 @@ def splice_metrics(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -
 
     y = np.concatenate(labels)
     s = np.concatenate(scores)
+    keep = y != CONTEXT  # context bases are not scored
+    y, s = y[keep], s[keep]
     out = {}
     for c, name in ((1, "acceptor"), (2, "donor")):
         t = (y == c).astype(np.int8)
@@ -41,7 +43,7 @@ def evaluate_splice(model: SpliceModel | None, test: SpliceWindows, baselines: d
     rows = []
     if model is not None:
         pred = predict_windows(model, test, batch_size, device)
-        rows.append({"method": f"ntkit ({model.method})", **splice_metrics(test.labels, pred)})
+        rows.append({"method": f"ntkit ({model.head_kind} head, {model.method})", **splice_metrics(test.labels, pred)})
     for name, b in baselines.items():
         rows.append({"method": name, **splice_metrics(test.labels, [b.site_scores(s) for s in test.sequences])})
     return pd.DataFrame(rows)

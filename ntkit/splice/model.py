@@ -1,4 +1,17 @@
-"""The splice model: a base NT model (+ IA3) and a per-nucleotide head."""
+"""The splice model: a base NT model (frozen, + IA3, or fully trained) and a per-nucleotide head.
+
+Heads (``head=``):
+
+- ``linear`` (NT/SegmentNT's probe): each token's last-layer embedding -> 6 x 3 logits; slot ``k``
+  of a 6-mer token is its ``k``-th nucleotide, a single-base token (N, a leftover base) uses slot 0.
+- ``segment``: per nucleotide, the embedding of the token covering it (projected to ``channels``)
+  plus a learned embedding of its slot in that token, added to a one-hot stem of the bases
+  themselves, then SpliceAI's residual units (BatchNorm-ReLU-dilated Conv, twice, plus the skip)
+  with growing dilation, and a 1x1 convolution to 3 logits. The convolutions see every base
+  (receptive field ``receptive_field`` bp), the NT branch the model's context.
+- ``bases``: the ``segment`` head without the NT branch (the base model is not run): the
+  "no NT" ablation.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +19,78 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..sequence import base_codes
 from .data import CLASSES
+
+HEADS = ("linear", "segment", "bases")
+# (kernel, dilation) of the residual units: SpliceAI-80nt's 4 x (11, 1), then wider.
+UNITS = ((11, 1),) * 4 + ((11, 4),) * 4 + ((21, 10),) * 2
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, kernel: int, dilation: int):
+        super().__init__()
+        pad = dilation * (kernel - 1) // 2  # 'same' length
+        self.body = nn.Sequential(
+            nn.BatchNorm1d(channels), nn.ReLU(), nn.Conv1d(channels, channels, kernel, dilation=dilation, padding=pad),
+            nn.BatchNorm1d(channels), nn.ReLU(), nn.Conv1d(channels, channels, kernel, dilation=dilation, padding=pad),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SegmentHead(nn.Module):
+    def __init__(self, hidden: int | None, channels: int = 32, units=UNITS):
+        super().__init__()
+        self.stem = nn.Conv1d(4, channels, 1)
+        self.token = nn.Linear(hidden, channels) if hidden else None
+        self.slot = nn.Embedding(6, channels) if hidden else None
+        self.units = nn.Sequential(*(ResidualUnit(channels, k, d) for k, d in units))
+        self.out = nn.Conv1d(channels, len(CLASSES), 1)
+        self.receptive_field = 1 + sum(2 * d * (k - 1) for k, d in units)
+
+    def forward(self, onehot: torch.Tensor, h: torch.Tensor | None, gather_tok, gather_slot) -> torch.Tensor:
+        x = self.stem(onehot.transpose(1, 2))  # [B, C, N]
+        if self.token is not None:
+            b = torch.arange(h.shape[0], device=h.device)[:, None]
+            per_base = self.token(h[b, gather_tok.clamp(min=0)]) + self.slot(gather_slot.clamp(min=0))  # [B, N, C]
+            per_base = per_base * (gather_tok >= 0).unsqueeze(-1).to(per_base.dtype)  # no token (padding, truncated): 0
+            x = x + per_base.transpose(1, 2).to(x.dtype)
+        return self.out(self.units(x)).transpose(1, 2)  # [B, N, 3]
 
 
 class SpliceModel(nn.Module):
-    """Base model (+ optional IA3) + a token -> 6 x 3 head; ``forward`` gives per-nucleotide logits."""
+    """Base model + a head (``HEADS``); ``forward`` gives per-nucleotide logits [B, N, 3].
+    ``method``: ``ia3`` (IA3 adapter trained), ``full`` (every weight), ``frozen`` (the base
+    fixed, the head alone trains)."""
 
-    def __init__(self, base, method: str = "ia3", attach: bool = True):
+    def __init__(self, base, method: str = "ia3", attach: bool = True, head: str = "linear", channels: int = 32):
         super().__init__()
         from .. import adapters
 
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+        if method not in ("ia3", "full", "frozen"):
+            raise ValueError(f"method must be ia3, full or frozen, not {method!r}")
         self.base = base
-        self.method = method
-        self.head = nn.Linear(base.config.hidden_size, 6 * len(CLASSES))
+        self.method, self.head_kind, self.channels = method, head, channels
+        hidden = base.config.hidden_size
+        self.head = nn.Linear(hidden, 6 * len(CLASSES)) if head == "linear" else SegmentHead(hidden if head == "segment" else None, channels)
         for p in base.parameters():
-            p.requires_grad_(method == "full")
-        if attach and method == "ia3":
+            p.requires_grad_(method == "full" and head != "bases")
+        if attach and method == "ia3" and head != "bases":
             adapters.attach(base, "ia3")
 
-    def forward(self, ids, mask, gather_tok, gather_slot):
-        """``gather_tok`` / ``gather_slot`` [B, N]: token and slot of each nucleotide (-1 = none)."""
-        L = self.base.config.num_layers
-        h = self.base(ids, mask, repr_layers=[L], return_logits=False).hidden_states[L]
+    def forward(self, ids, mask, gather_tok, gather_slot, onehot=None):
+        """``gather_tok`` / ``gather_slot`` [B, N]: token and slot of each nucleotide (-1 = none);
+        ``onehot`` [B, N, 4] (ACGT; N and padding all zero): the bases, for the convolutional heads."""
+        h = None
+        if self.head_kind != "bases":
+            L = self.base.config.num_layers
+            h = self.base(ids, mask, repr_layers=[L], return_logits=False).hidden_states[L]
+        if self.head_kind != "linear":
+            return self.head(onehot, h, gather_tok, gather_slot)
         z = self.head(h).view(h.shape[0], h.shape[1], 6, len(CLASSES))
         b = torch.arange(ids.shape[0], device=ids.device)[:, None]
         return z[b, gather_tok.clamp(min=0), gather_slot.clamp(min=0)]  # [B, N, 3]
@@ -37,9 +100,16 @@ class SpliceModel(nn.Module):
 
 
 def _encode(tok, seqs: list[str], device):
+    """(ids, mask, nucleotide -> token [B, N], slot [B, N], one-hot bases [B, N, 4], TokenBatch)."""
     enc = tok.batch_encode(seqs, truncation=True)
     n2t = enc.nucleotide_to_token()  # [B, N]
     b = np.arange(len(seqs))[:, None]
     slot = np.where(n2t >= 0, np.arange(n2t.shape[1])[None, :] - enc.offsets[b, np.maximum(n2t, 0)], -1)
+    onehot = np.zeros((len(seqs), n2t.shape[1], 4), dtype=np.float32)
+    for i, s in enumerate(seqs):
+        c = base_codes(s[: n2t.shape[1]])
+        ok = np.flatnonzero(c >= 0)
+        onehot[i, ok, c[ok]] = 1.0
     ids, mask = enc.to_torch(device)
-    return ids, mask, torch.as_tensor(n2t, device=device), torch.as_tensor(slot, device=device), enc
+    return (ids, mask, torch.as_tensor(n2t, device=device), torch.as_tensor(slot, device=device),
+            torch.as_tensor(onehot, device=device), enc)

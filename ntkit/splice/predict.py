@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import SpliceWindows
+from .data import CONTEXT, SpliceWindows
 from .model import SpliceModel, _encode
 
 
@@ -23,8 +23,8 @@ def iter_predict_windows(model: SpliceModel, sequences: Iterable[str], *, batch_
     tok, cap = model.base.tokenizer, model.base.config.max_tokens
 
     def forward(m, batch: list[str]):
-        ids, mask, n2t, slot, _ = _encode(tok, batch, engine.model_device(m))
-        p = torch.softmax(m(ids, mask, n2t, slot).float(), -1).cpu().numpy()
+        ids, mask, n2t, slot, onehot, _ = _encode(tok, batch, engine.model_device(m))
+        p = torch.softmax(m(ids, mask, n2t, slot, onehot).float(), -1).cpu().numpy()
         return [p[b, : len(s)] for b, s in enumerate(batch)]
 
     yield from engine.run(model, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap),
@@ -46,7 +46,7 @@ def to_genome_table(data: SpliceWindows, probs: Sequence[np.ndarray], min_prob: 
     for seq_i, p in enumerate(probs):
         n = len(p)
         pos = data.start[seq_i] + (np.arange(n) if data.strand[seq_i] == "+" else np.arange(n)[::-1])
-        keep = (p[:, 1] >= min_prob) | (p[:, 2] >= min_prob)
+        keep = ((p[:, 1] >= min_prob) | (p[:, 2] >= min_prob)) & (data.labels[seq_i][:n] != CONTEXT)  # context bases: not predicted
         parts.append(pd.DataFrame({"chrom": data.chrom[seq_i], "pos": pos[keep], "strand": data.strand[seq_i],
                                    "p_acceptor": p[keep, 1], "p_donor": p[keep, 2]}))
     t = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["chrom", "pos", "strand", "p_acceptor", "p_donor"])
@@ -71,7 +71,8 @@ def write_bedgraph(table: pd.DataFrame, path: str | Path, column: str = "p_donor
 def save_splice_model(model: SpliceModel, directory: str | Path) -> Path:
     from ..finetune import save_adapted
 
-    return save_adapted(directory, model.base, {"head": model.head}, {"method": model.method},
+    meta = {"method": model.method, "head": model.head_kind, "channels": model.channels}
+    return save_adapted(directory, model.base, {"head": model.head}, meta,
                         full=model.method == "full", weights="splice_head.safetensors", config="splice_config.json")
 
 
@@ -81,6 +82,6 @@ def load_splice_model(directory: str | Path, base=None) -> SpliceModel:
     meta = json.loads((Path(directory) / "splice_config.json").read_text())
     base, parts = load_adapted(directory, base, full=meta["method"] == "full", weights="splice_head.safetensors",
                                config="splice_config.json")
-    m = SpliceModel(base, meta["method"], attach=False)
+    m = SpliceModel(base, meta["method"], attach=False, head=meta.get("head", "linear"), channels=meta.get("channels", 32))
     m.head.load_state_dict(parts["head"])
     return m.eval()
