@@ -1,4 +1,5 @@
 import numpy as np
+import pysam
 import pytest
 from sklearn.metrics import average_precision_score
 
@@ -170,3 +171,34 @@ def test_context_bases_are_seen_not_scored(tmp_path):
     assert t["pos"].min() == 1000 and t["pos"].max() == 1999 and len(t) == 1000  # context positions are not output
     m = splice_metrics(w.labels, [np.tile([0.0, 0.5, 0.5], (len(s), 1)) for s in w.sequences])
     assert m["acceptor_sites"] == 1 and m["donor_sites"] == 1
+
+
+def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path):
+    from ntkit.splice.variants import splice_variant_scores, write_splice_vcf
+
+    rng = np.random.default_rng(3)
+    seq = list(rng.choice(list("ACGT"), 6000))
+    donors = list(range(300, 5700, 200))
+    for p in donors:  # exon ...CAG | GTAAGT... intron; the donor label is the last exon base (G)
+        seq[p - 2 : p + 7] = list("CAGGTAAGT")
+    seq = "".join(seq)
+    write_fasta(tmp_path / "g.fa", [("7", seq)])
+    tx = Transcript("tx1", "7", "+", 100, 5900, donors=donors)
+    windows = build_windows(Genome(tmp_path / "g.fa"), [tx], 300)
+    base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
+    m = train_splice(base, windows, SpliceTrainConfig(method="frozen", head="bases", lr=3e-3, epochs=10, site_weight=20.0, loss="focal"),
+                     progress=False)
+    d = donors[10]
+    lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+             f"7\t{d + 2}\tgt\t{seq[d + 1]}\tC\t.\t.\t.",  # the G of GT (1-based POS d + 2)
+             f"7\t{d + 50}\tins\t{seq[d + 49]}\t{seq[d + 49]}TT\t.\t.\t.",
+             f"7\t{d + 101}\tdeep\t{seq[d + 100]}\t{'A' if seq[d + 100] != 'A' else 'C'}\t.\t.\t.",
+             f"7\t5950\tout\t{seq[5949]}\t{'A' if seq[5949] != 'A' else 'C'}\t.\t.\t."]
+    (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
+    t = splice_variant_scores(m, tmp_path / "v.vcf", tmp_path / "g.fa", [tx], distance=50).set_index("pos")
+    assert list(t["status"]) == ["scored", "indel", "scored", "not_in_transcript"]  # in VCF order
+    gt, deep = t.loc[d + 2], t.loc[d + 101]
+    assert gt["DS_DL"] > 0.5 and gt["DP_DL"] == -1 and deep["DS_DL"] < 0.1, (gt, deep)  # the donor (POS - 1) is lost
+    out = write_splice_vcf(t.reset_index(), tmp_path / "v.vcf", tmp_path / "s.vcf.gz")
+    recs = [r for r in pysam.VariantFile(str(out))]
+    assert recs[0].info["NT_SPLICE"][0].startswith("C|tx1|") and "NT_SPLICE" not in recs[1].info

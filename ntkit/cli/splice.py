@@ -62,6 +62,17 @@ def register(sub) -> None:
     add_runtime_args(p)
     p.set_defaults(func=predict)
 
+    v = ss.add_parser("score-variants", help="SpliceAI-style delta scores of VCF alleles from a trained splice model")
+    v.add_argument("--splice-model", required=True)
+    v.add_argument("--model", help="base model (IA3 / frozen splice models)")
+    v.add_argument("--vcf", required=True)
+    v.add_argument("--fasta", required=True)
+    v.add_argument("--transcripts", required=True, help="SpliceAI canonical table or GTF/GFF (gene strand and span)")
+    v.add_argument("--distance", type=int, default=50, help="bases each side of the variant where gains and losses are sought")
+    v.add_argument("--out", required=True, nargs="+", help=".vcf/.vcf.gz (NT_SPLICE in INFO, SpliceAI's layout) and/or .tsv/.csv/.parquet")
+    add_runtime_args(v, batch_tokens=False)
+    v.set_defaults(func=score_variants)
+
 
 def build(args) -> int:
     from ..genome import Genome
@@ -132,4 +143,26 @@ def predict(args) -> int:
         for strand, tag in (("+", "plus"), ("-", "minus")):
             write_bedgraph(t, out.with_name(f"{out.stem}.{col[2:]}.{tag}.bedgraph"), col, strand)
     print(f"wrote {out} ({len(t):,} positions with p >= {args.min_prob}) and bedGraph tracks")
+    return 0
+
+
+def score_variants(args) -> int:
+    from ..jobs import atomic_output, check_output
+    from ..splice import load_splice_model, read_transcripts
+    from ..splice.variants import splice_variant_scores, write_splice_vcf
+
+    outs = [check_output(o, [args.vcf, args.fasta]) for o in args.out]
+    base, device = runtime(args, args.model)
+    model = load_splice_model(args.splice_model, base).to(device)
+    table = splice_variant_scores(model, args.vcf, args.fasta, read_transcripts(args.transcripts), distance=args.distance,
+                                  device=device, progress=args.progress)
+    for out in outs:
+        name = out.name.lower()
+        if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
+            write_splice_vcf(table, args.vcf, out)
+        else:
+            with atomic_output(out) as tmp:
+                table.to_parquet(tmp, index=False) if name.endswith(".parquet") else table.to_csv(tmp, sep="," if name.endswith(".csv") else "\t", index=False)
+        print(f"wrote {out}")
+    print(f"{int((table['status'] == 'scored').sum())}/{len(table)} alleles scored; skipped {table.loc[table['status'] != 'scored', 'status'].value_counts().to_dict() or 'none'}")
     return 0
