@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--train-windows", type=int, default=3000)
     ap.add_argument("--site-weight", type=float, default=10.0)
     ap.add_argument("--only", nargs="+", type=int, help="row numbers to run (0-based)")
+    ap.add_argument("--eval-every", type=int, default=150, help="steps between validation evaluations")
+    ap.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     model = ntkit.load(args.model)
@@ -73,7 +75,7 @@ def main() -> None:
         base = ntkit.load(args.model) if weights == "pretrained" else ntkit.build(model.config, seed=1)
         lr = 1e-4 if (method == "full" and head == "linear") else 1e-3
         cfg = SpliceTrainConfig(method=method, head=head, lr=lr, epochs=1000, batch_size=4, max_minutes=args.minutes,
-                                site_weight=args.site_weight, loss="focal", eval_every=150, patience=4)
+                                site_weight=args.site_weight, loss="focal", eval_every=args.eval_every, patience=args.patience)
         t = time.time()
         m = train_splice(base, train, cfg, device=args.device, progress=False, valid=valid)
         minutes = (time.time() - t) / 60
