@@ -398,3 +398,9 @@ def write_table_file(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path:
     if str(path).endswith(".parquet"):
         return write_parquet(batches, schema, path)
     return write_delimited(batches, schema, path)
+
+
+def write_dataframe(df, path: str | os.PathLike) -> Path:
+    """An in-memory table as ``write_table_file`` writes streamed ones (parquet, or TSV/CSV with ``NA``)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return write_table_file(table.to_batches(), table.schema, path)

@@ -405,15 +405,13 @@ def resume_differences(saved: dict, cfg: PretrainConfig) -> list[str]:
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in RUN_FIELDS if k in saved and saved.get(k) != now.get(k)]
 
 
-def healthy(model_sd: dict, worst_loss: float, vocab_size: int) -> str | None:
-    """None when a checkpoint may be written; else why not."""
+def healthy(worst_loss: float, vocab_size: int) -> str | None:
+    """None when the training loss allows a checkpoint; else why not (the weights are checked
+    for finiteness by ``maybe_checkpoint``, over every rank's shard)."""
     if not math.isfinite(worst_loss):
         return f"the training loss became {worst_loss}"
     if worst_loss > math.log(vocab_size) + 2:
         return f"the training loss reached {worst_loss:.3g}, worse than a uniform guess (ln {vocab_size} = {math.log(vocab_size):.2f}) by over 2 nats"
-    bad = [k for k, v in model_sd.items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
-    if bad:
-        return f"non-finite weights in {bad[0]}" + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else "")
     return None
 
 
@@ -659,16 +657,16 @@ def maybe_checkpoint(run: _Run, force: bool = False) -> Path | None:
         ce = F.cross_entropy(run.net(ids, mask, logits_at=sel).logits.float(), labels[sel], reduction="sum")
     run.net.train()
     probe = d.all_sum(torch.stack([ce.detach().float().cpu(), torch.tensor(float(sel.sum()))]))
-    msd, osd = _full_state(run.net, run.optimizer)
     local_bad = sum(int(not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in run.net.parameters())
     now = probe[0].item() / max(probe[1].item(), 1.0)
-    reason = healthy({}, now if not math.isfinite(now) else max(run.worst, now), run.model.config.vocab_size)
+    reason = healthy(now if not math.isfinite(now) else max(run.worst, now), run.model.config.vocab_size)
     if reason is None and d.all_sum(torch.tensor(float(local_bad))).item() > 0:
         reason = "non-finite weights"
     if reason is not None:
         raise TrainingDiverged(f"step {run.step}: {reason}; checkpoint not written. Last good checkpoint: "
                                f"{latest_checkpoint(cfg.out_dir)} (resume from it with a lower learning rate)")
     run.worst = -math.inf
+    msd, osd = _full_state(run.net, run.optimizer)  # collective under FSDP: every rank, after the shared verdict
     path = None
     if d.main:
         path = _write_checkpoint(Path(cfg.out_dir), run.step, msd, osd, run.scheduler.state_dict(), cfg, run.model.config,

@@ -311,11 +311,9 @@ class Tokenizer:
         input_ids = np.full((len(raw), width), self.pad_id, dtype=np.int64)
         offsets = np.full((len(raw), width), -1, dtype=np.int64)
         spans = np.zeros((len(raw), width), dtype=np.int8)
+        mask = np.zeros((len(raw), width), dtype=bool)  # a "<pad>" written in the text is attended, as in the hub tokenizer
         for i, (ids, offs, sp) in enumerate(rows):
-            input_ids[i, : len(ids)], offsets[i, : len(ids)], spans[i, : len(ids)] = ids, offs, sp
-        mask = np.zeros((len(raw), width), dtype=bool)
-        for i, r in enumerate(rows):
-            mask[i, : len(r[0])] = True
+            input_ids[i, : len(ids)], offsets[i, : len(ids)], spans[i, : len(ids)], mask[i, : len(ids)] = ids, offs, sp, True
         return TokenBatch(input_ids=input_ids, attention_mask=mask, offsets=offsets, spans=spans,
                           seq_lengths=seq_len - n_truncated, n_iupac=np.asarray(n_iupac, dtype=np.int64), n_truncated=n_truncated)
 

@@ -510,7 +510,7 @@ def score_variants(
 # -- files: sharded, resumable, atomic ---------------------------------------------------------------------------
 
 
-def _is_vcf(path) -> bool:
+def is_vcf(path) -> bool:
     return str(path).endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
 
 
@@ -580,7 +580,7 @@ def merge_outputs(store) -> dict:
         status.update(b.column("status").to_pylist())
         contigs.update(dict.fromkeys(b.column("chrom").to_pylist()))
     for out in m["outputs"]:
-        if _is_vcf(out):
+        if is_vcf(out):
             write_vcf_rows(_rows(store.batches()), cols, m["vcf"], out, contigs)
         else:
             jobs.write_table_file(store.batches(), schema, out)
@@ -599,10 +599,9 @@ def _rows(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
 
 
 def write_table(scores: VariantScores, path: str | Path) -> Path:
-    from .jobs import write_table_file
+    from .jobs import write_dataframe
 
-    tab = pa.Table.from_pandas(scores.table, preserve_index=False)
-    return write_table_file(tab.to_batches(), tab.schema, path)
+    return write_dataframe(scores.table, path)
 
 
 def _describe(col: str) -> str:

@@ -147,7 +147,7 @@ def predict(args) -> int:
 
 
 def score_variants(args) -> int:
-    from ..jobs import atomic_output, check_output
+    from ..jobs import check_output, write_dataframe
     from ..splice import load_splice_model, read_transcripts
     from ..splice.variants import splice_variant_scores, write_splice_vcf
 
@@ -161,8 +161,7 @@ def score_variants(args) -> int:
         if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
             write_splice_vcf(table, args.vcf, out)
         else:
-            with atomic_output(out) as tmp:
-                table.to_parquet(tmp, index=False) if name.endswith(".parquet") else table.to_csv(tmp, sep="," if name.endswith(".csv") else "\t", index=False)
+            write_dataframe(table, out)
         print(f"wrote {out}")
     print(f"{int((table['status'] == 'scored').sum())}/{len(table)} alleles scored; skipped {table.loc[table['status'] != 'scored', 'status'].value_counts().to_dict() or 'none'}")
     return 0

@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..variants import evaluate_table, score_variants_to_files
+    from ..variants import evaluate_table, is_vcf, score_variants_to_files
 
     model, device = runtime(args, args.model)
     res = score_variants_to_files(model, args.vcf, args.fasta, args.out, layers=args.layers, window_tokens=args.window_tokens,
@@ -48,7 +48,7 @@ def run(args) -> int:
     for o in res["outputs"]:
         print(f"wrote {o}")
     if args.label_key:
-        table = next((o for o in res["outputs"] if not o.endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))), None)
+        table = next((o for o in res["outputs"] if not is_vcf(o)), None)
         if table:
             print(evaluate_table(table).to_string(index=False))
     return 0

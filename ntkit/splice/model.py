@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..sequence import base_codes
+from ..sequence import one_hot
 from .data import CLASSES
 
 HEADS = ("linear", "segment", "bases")
@@ -107,9 +107,7 @@ def _encode(tok, seqs: list[str], device):
     slot = np.where(n2t >= 0, np.arange(n2t.shape[1])[None, :] - enc.offsets[b, np.maximum(n2t, 0)], -1)
     onehot = np.zeros((len(seqs), n2t.shape[1], 4), dtype=np.float32)
     for i, s in enumerate(seqs):
-        c = base_codes(s[: n2t.shape[1]])
-        ok = np.flatnonzero(c >= 0)
-        onehot[i, ok, c[ok]] = 1.0
+        onehot[i, : min(len(s), n2t.shape[1])] = one_hot(s[: n2t.shape[1]])
     ids, mask = enc.to_torch(device)
     return (ids, mask, torch.as_tensor(n2t, device=device), torch.as_tensor(slot, device=device),
             torch.as_tensor(onehot, device=device), enc)
