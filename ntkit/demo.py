@@ -1,12 +1,13 @@
-"""``ntkit demo``: the whole pipeline offline on the demo data, in a few minutes on a CPU.
+"""``ntkit demo``: the whole pipeline offline on real data, in a few minutes on a CPU.
 
 1. pretrain the tiny recipe (``tiny-cpu``, shipped in ``ntkit/recipes``) on GRCh37 chr20 for ``--minutes``;
 2. evaluate it on the held-out end of chr20 against the unigram 6-mer and order-5 Markov baselines;
-3. score the 194 real 1000 Genomes chr20 indels (annotated VCF + table);
+3. score the real 1000 Genomes chr20 indels (annotated VCF + table);
 4. benchmark probing vs the 6-mer baseline on a few NT downstream tasks (table + plot).
 
-Everything is written under ``--out`` (default ``runs/demo``); the data folder defaults to
-``$NTKIT_DATA`` or ``../shared/data``.
+Everything is written under ``--out`` (default ``runs/demo``). The data folder is ``--data``, else
+``$NTKIT_DATA``, else the demo data shipped with ntkit (``ntkit/demo_data``: chr20 stretches at
+their real coordinates; see ``ntkit.datasets``); the full files are an ``ntkit data fetch demo`` away.
 """
 
 from __future__ import annotations
@@ -14,18 +15,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .datasets import data_dir, data_file
 from .jobs import write_text_atomic
 
-def data_dir(arg: str | None = None) -> Path:
-    from .recipes import data_dir as default
-
-    d = default(arg)
-    if not (d / "genomes" / "GRCh37_chr20.fa.gz").exists():
-        raise FileNotFoundError(f"demo data not found in {d} (set NTKIT_DATA or --data to the shared data folder)")
-    return d
+FASTA = "genomes/GRCh37_chr20.fa.gz"
+VCF = "variants/chr20_indels_1000G.vcf.gz"
+TASKS = "tasks/nt_downstream_revised_subsample.tsv"
 
 
-def run(out: Path, data: Path, minutes: float, tasks: list[str], seed: int = 0) -> dict:
+def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: int = 0) -> dict:
     import pandas as pd
 
     from .baselines import baseline_table, compare_with_baselines
@@ -34,12 +32,14 @@ def run(out: Path, data: Path, minutes: float, tasks: list[str], seed: int = 0) 
     from .pretrain import PretrainConfig, pretrain
     from .variants import score_variants, write_table, write_vcf
 
+    data = data_dir(data)
+    fasta, vcf, task_table = data_file(data, FASTA), data_file(data, VCF), data_file(data, TASKS)  # all found before any compute
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {}
+    summary: dict = {"data": str(data)}
 
-    print(f"== 1/4 pretraining for {minutes} min (recipe tiny-cpu on {data / 'genomes/GRCh37_chr20.fa.gz'})", flush=True)
+    print(f"== 1/4 pretraining for {minutes} min (recipe tiny-cpu on {fasta})", flush=True)
     cfg = PretrainConfig.from_yaml("tiny-cpu")  # shipped with the package (ntkit/recipes)
-    cfg.sources[0].fasta = str(data / "genomes" / "GRCh37_chr20.fa.gz")
+    cfg.sources[0].fasta = str(fasta)
     cfg.out_dir, cfg.max_minutes, cfg.seed, cfg.eval_windows = str(out / "pretrain"), minutes, seed, 32
     summary["pretrain"] = pretrain(cfg)
     model_dir = out / "pretrain" / "model"
@@ -53,15 +53,14 @@ def run(out: Path, data: Path, minutes: float, tasks: list[str], seed: int = 0) 
     summary["mlm"] = {k: v for k, v in res.items()}
 
     print("== 3/4 zero-shot scores of the chr20 1000 Genomes indels", flush=True)
-    vcf = data / "variants" / "chr20_indels_1000G.vcf.gz"
-    scores = score_variants(model, vcf, data / "genomes" / "GRCh37_chr20.fa.gz", layers=[-1], progress=True)
+    scores = score_variants(model, vcf, fasta, layers=[-1], progress=True)
     write_vcf(scores, vcf, out / "variants.scored.vcf.gz")
     write_table(scores, out / "variants.scores.tsv")
     print(scores.summary(), flush=True)
     summary["variants"] = scores.summary()
 
     print(f"== 4/4 downstream benchmark ({', '.join(tasks)}; 5-fold CV)", flush=True)
-    all_tasks = load_tasks(data / "tasks" / "nt_downstream_revised_subsample.tsv", tasks)
+    all_tasks = load_tasks(task_table, tasks)
     results = run_benchmark(all_tasks, model, methods=["kmer", "probe", "random-probe"], n_folds=5, seed=seed)
     paths = write_report(results, out / "benchmark")
     print(paths["table"].read_text(), flush=True)

@@ -65,7 +65,11 @@ class Genome:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"FASTA not found: {self.path}")
+            from .datasets import SHIPPED
+
+            hint = (" (the data shipped with ntkit holds GRCh37 chr20 stretches only: `ntkit data fetch demo --dest DIR`, "
+                    "then NTKIT_DATA=DIR)" if SHIPPED.resolve() in self.path.resolve().parents else "")
+            raise FileNotFoundError(f"FASTA not found: {self.path}{hint}")
         self._fasta: pysam.FastaFile | None = None
         self._seqs: dict[str, str] | None = None
         if _is_plain_gzip(self.path):

@@ -124,7 +124,8 @@ class PretrainConfig:
 
         import yaml
 
-        from .recipes import data_dir, recipe_path
+        from .datasets import data_dir
+        from .recipes import recipe_path
 
         file = recipe_path(path)
         d = yaml.safe_load(file.read_text()) or {}

@@ -173,7 +173,21 @@ def test_context_bases_are_seen_not_scored(tmp_path):
     assert m["acceptor_sites"] == 1 and m["donor_sites"] == 1
 
 
-def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path):
+def motif_donors(model, seqs, **kw):
+    """An exact stand-in for a trained splice model: donor probability 1 at the G of every
+    ``CAG|GTAAGT`` (the last exon base), 0 elsewhere; so the delta scores have known values."""
+    for s in seqs:
+        p = np.zeros((len(s), 3), dtype=np.float32)
+        for i in range(2, len(s) - 6):
+            if s[i - 2 : i + 7] == "CAGGTAAGT":
+                p[i, 2] = 1.0
+        p[:, 0] = 1 - p[:, 2]
+        yield p
+
+
+def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path, monkeypatch):
+    from ntkit.splice import predict
+    from ntkit.splice.model import SpliceModel
     from ntkit.splice.variants import splice_variant_scores, write_splice_vcf
 
     rng = np.random.default_rng(3)
@@ -184,10 +198,8 @@ def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path):
     seq = "".join(seq)
     write_fasta(tmp_path / "g.fa", [("7", seq)])
     tx = Transcript("tx1", "7", "+", 100, 5900, donors=donors)
-    windows = build_windows(Genome(tmp_path / "g.fa"), [tx], 300)
-    base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
-    m = train_splice(base, windows, SpliceTrainConfig(method="frozen", head="bases", lr=3e-3, epochs=10, site_weight=20.0, loss="focal"),
-                     progress=False)
+    m = SpliceModel(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0), "frozen", head="bases").eval()
+    monkeypatch.setattr(predict, "iter_predict_windows", motif_donors)
     d = donors[10]
     lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
              f"7\t{d + 2}\tgt\t{seq[d + 1]}\tC\t.\t.\t.",  # the G of GT (1-based POS d + 2)
@@ -198,7 +210,8 @@ def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path):
     t = splice_variant_scores(m, tmp_path / "v.vcf", tmp_path / "g.fa", [tx], distance=50).set_index("pos")
     assert list(t["status"]) == ["scored", "indel", "scored", "not_in_transcript"]  # in VCF order
     gt, deep = t.loc[d + 2], t.loc[d + 101]
-    assert gt["DS_DL"] > 0.5 and gt["DP_DL"] == -1 and deep["DS_DL"] < 0.1, (gt, deep)  # the donor (POS - 1) is lost
+    assert (gt["DS_DL"], gt["DP_DL"], gt["DS_AG"], gt["DS_AL"], gt["DS_DG"]) == (1.0, -1, 0.0, 0.0, 0.0)  # the donor (POS - 1) is lost
+    assert (deep[["DS_AG", "DS_AL", "DS_DG", "DS_DL"]] == 0).all()
     out = write_splice_vcf(t.reset_index(), tmp_path / "v.vcf", tmp_path / "s.vcf.gz")
     recs = [r for r in pysam.VariantFile(str(out))]
     assert recs[0].info["NT_SPLICE"][0].startswith("C|tx1|") and "NT_SPLICE" not in recs[1].info

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 
-COMMANDS = ["checkpoints", "demo", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "mutagenesis",
+COMMANDS = ["checkpoints", "demo", "data", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "mutagenesis",
             "attention", "splice"]
 
 

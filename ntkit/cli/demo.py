@@ -8,7 +8,7 @@ from pathlib import Path
 def register(sub) -> None:
     s = sub.add_parser("demo", help="pretrain a tiny model on chr20, evaluate, score variants, benchmark (offline)")
     s.add_argument("--out", default="runs/demo")
-    s.add_argument("--data", help="shared data folder (default $NTKIT_DATA or ../shared/data)")
+    s.add_argument("--data", help="data folder (default $NTKIT_DATA, else the demo data shipped with ntkit)")
     s.add_argument("--minutes", type=float, default=3.0, help="pretraining time budget")
     s.add_argument("--tasks", nargs="+", default=["promoter_all", "enhancers", "splice_sites_donors", "H3K4me3"])
     s.add_argument("--seed", type=int, default=0)
@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..demo import data_dir, run as run_demo
+    from ..demo import run as run_demo
 
-    run_demo(Path(args.out), data_dir(args.data), args.minutes, args.tasks, args.seed)
+    run_demo(Path(args.out), args.data, args.minutes, args.tasks, args.seed)
     return 0

@@ -2,7 +2,8 @@
 ``multispecies``. ``--config tiny-cpu`` names one; a path names any other YAML file.
 
 Paths in a recipe may use ``${VARS}`` from the environment; ``${NTKIT_DATA}`` defaults to the
-demo data folder (``data_dir``). Relative paths are relative to the recipe file.
+data folder of ``ntkit.datasets.data_dir`` (the demo data shipped with ntkit unless
+``$NTKIT_DATA`` is set). Relative paths are relative to the recipe file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,3 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
         return shipped
     raise FileNotFoundError(f"recipe not found: {name_or_path} (a YAML file, or one of {', '.join(names())})")
 
-
-def data_dir(arg: str | os.PathLike | None = None) -> Path:
-    """The demo data folder: ``arg``, else ``$NTKIT_DATA``, else ``shared/data`` beside the source checkout."""
-    return Path(arg or os.environ.get("NTKIT_DATA") or HERE.parents[2] / "shared" / "data")

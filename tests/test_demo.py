@@ -1,0 +1,23 @@
+"""``ntkit demo`` runs end to end on the data shipped with ntkit (no ../shared, no NTKIT_DATA)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from ntkit.datasets import SHIPPED
+
+
+def test_demo_runs_on_the_shipped_data(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NTKIT_DATA"}
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "ntkit.cli", "demo", "--minutes", "0.05", "--out", str(out), "--tasks", "promoter_all",
+                        "H3K4me3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"] == str(SHIPPED)
+    assert summary["variants"].startswith("18/18 alleles scored")  # the 1000 Genomes indels inside the shipped stretches
+    assert {row["task"] for row in summary["benchmark"]} == {"promoter_all", "H3K4me3"}
+    for f in ("pretrain/model/model.safetensors", "mlm_vs_baselines.md", "variants.scored.vcf.gz", "variants.scored.vcf.gz.tbi",
+              "variants.scores.tsv", "benchmark/table.md", "benchmark/mcc.png"):
+        assert (out / f).exists(), f
