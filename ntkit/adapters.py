@@ -10,6 +10,12 @@ training starts from the base model. peft injects its layers into the model in p
 savable as a checkpoint). On disk an adapter is peft's own format: ``adapter_config.json`` +
 ``adapter_model.safetensors`` (the head a task adds is saved beside it by its owner; peft's
 ``modules_to_save=["head"]`` is not used because it would also match ``lm_head``).
+
+``save_adapted`` / ``load_adapted`` keep what a training added to a base model (the adapter, the
+task's modules, a JSON of its recipe) apart from the base, with the base's fingerprint: loading
+refuses missing adapter weights, tensors of the wrong shape and, unless ``force``, a base model
+with other weights than the one the adapter was trained on (the same shape is not enough: an
+adapter on another base gives other predictions without a word).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+ADAPTER_TENSORS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "ia3_l")  # peft's names
 IA3_TARGETS = ["k_proj", "v_proj", "fc2"]
 LORA_TARGETS = ["q_proj", "v_proj"]
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -102,6 +109,16 @@ def save(model: nn.Module, directory: str | Path) -> Path:
     return d
 
 
+def base_fingerprint(model: nn.Module) -> str:
+    """The fingerprint of ``model`` without any adapter: its configuration and base weights under
+    their plain names (``q_proj.base_layer.weight`` counts as ``q_proj.weight``)."""
+    from .jobs import weights_fingerprint
+
+    tensors = [(k.replace(".base_layer.", "."), v) for k, v in model.state_dict().items()
+               if not any(f".{a}." in k or k.endswith(f".{a}") for a in ADAPTER_TENSORS)]
+    return weights_fingerprint(model.config.to_dict(), tensors)
+
+
 def load(model: nn.Module, directory: str | Path) -> nn.Module:
     """Inject the adapter saved in ``directory`` (peft's format) into ``model`` and load its weights."""
     from peft import PeftConfig, set_peft_model_state_dict
@@ -112,9 +129,104 @@ def load(model: nn.Module, directory: str | Path) -> nn.Module:
         config = PeftConfig.from_pretrained(str(d))
     except Exception as e:
         raise ValueError(f"{d / CONFIG}: not a peft adapter configuration ({e})") from None
+    if not (d / WEIGHTS).exists():
+        raise ValueError(f"{d}: {WEIGHTS} is missing (the adapter's weights); without them the base model alone would "
+                         "predict: copy the whole adapter folder")
     attach(model, "", config=config)
-    result = set_peft_model_state_dict(model, load_file(str(d / WEIGHTS)))
+    try:
+        result = set_peft_model_state_dict(model, load_file(str(d / WEIGHTS)))
+    except RuntimeError as e:  # torch's "size mismatch for ..." paragraph
+        detach(model)
+        raise ValueError(f"{d / WEIGHTS}: tensors of the wrong shape for this base model "
+                         f"({' '.join(str(e).split())[:160]})") from None
     missing = [k for k in getattr(result, "unexpected_keys", []) or []]
     if missing:
         raise ValueError(f"{d / WEIGHTS}: tensors that fit no adapter layer, e.g. {missing[:3]}")
     return model
+
+
+def save_adapted(directory: str | Path, base: nn.Module, parts: dict[str, nn.Module | None], meta: dict, *, full: bool,
+                 weights: str, config: str) -> Path:
+    """What training added to a base model, apart from it: the peft adapter injected into the
+    base, if any (``adapter_config.json`` + ``adapter_model.safetensors``), every module of
+    ``parts`` in one safetensors file (``<part>.<parameter>`` keys), ``meta`` with the base's
+    configuration and fingerprint in JSON, and for full fine-tuning the whole base (``base/``, HF
+    layout). Files are atomic."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .checkpoint import save_checkpoint
+    from .jobs import atomic_output, write_text_atomic
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in parts.items() if mod is not None
+               for k, v in mod.state_dict().items()}
+    if full:
+        save_checkpoint(base, d / "base")
+    if has_adapter(base):
+        save(base, d)
+    with atomic_output(d / weights) as tmp:
+        save_file(tensors, str(tmp))
+    about = {"base_config": base.config.to_dict(), "base_fingerprint": base_fingerprint(base),
+             "base_model": getattr(base, "name_or_path", None) or base.config.name}
+    write_text_atomic(d / config, json.dumps({**meta, **about}, indent=2))
+    return d
+
+
+def load_adapted(directory: str | Path, base: nn.Module | None, *, full: bool, weights: str, config: str, force: bool = False):
+    """(base, {part: state dict}, meta) of a folder written by ``save_adapted``, the saved peft
+    adapter injected into the base. The given base must be the one the parts were trained on:
+    same configuration, and the same weights unless ``force`` (for full fine-tuning the saved base
+    is used). Errors name the file and what differs."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from . import checkpoint
+
+    d = Path(directory)
+    try:
+        meta = json.loads((d / config).read_text())
+        trained_on = meta.get("base_model") or meta["base_config"].get("name")
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"{d / config}: unreadable ({type(e).__name__}: {e}); not a folder written by ntkit") from None
+    if full:
+        base = checkpoint.load(d / "base")
+    if base is None:
+        raise ValueError(f"{d} holds an adapter of a base model ({trained_on}): give that base model (--model)")
+    if base.config.to_dict() != meta["base_config"]:
+        raise ValueError(f"{d} was trained on {trained_on}, whose configuration differs from the given base model's")
+    given = getattr(base, "name_or_path", None) or base.config.name
+    if not full and meta.get("base_fingerprint") and not force and base_fingerprint(base) != meta["base_fingerprint"]:
+        raise ValueError(f"{d} was trained on {trained_on} ({meta['base_fingerprint']}); the given base {given} has other "
+                         f"weights ({base_fingerprint(base)}): its predictions would be wrong without a word. Give the base "
+                         "it was trained on, or --force to use this one anyway")
+    method = meta.get("method") or meta.get("finetune", {}).get("method")
+    if method in ("ia3", "lora") or (d / CONFIG).exists():
+        if not (d / CONFIG).exists():
+            raise ValueError(f"{d}: {CONFIG} is missing for a {method} adapter: copy the whole adapter folder")
+        load(base, d)
+    try:
+        tensors = load_file(str(d / weights))
+    except (OSError, Exception) as e:  # safetensors raises its own error types
+        raise ValueError(f"{d / weights}: unreadable ({type(e).__name__}); copy the adapter folder again") from None
+    parts: dict[str, dict] = {}
+    for k, v in tensors.items():
+        name, _, key = k.partition(".")
+        parts.setdefault(name, {})[key] = v
+    return base, parts, meta
+
+
+def load_part(module: nn.Module, state: dict | None, where: str | Path) -> nn.Module:
+    """``module.load_state_dict(state)`` with a one-line error naming the file and the mismatch."""
+    if state is None:
+        raise ValueError(f"{where}: no tensors for this part")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [l.strip() for l in str(e).splitlines() if "size mismatch" in l or "Missing key" in l or "Unexpected key" in l]
+        raise ValueError(f"{where}: tensors do not fit ({'; '.join(lines)[:200] or ' '.join(str(e).split())[:200]}); "
+                         "the file or its configuration was edited") from None
+    return module

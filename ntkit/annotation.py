@@ -107,6 +107,32 @@ class Annotation:
         return bool(self.mask(contig, start, end).any())
 
 
+def iter_bed(path: str | Path) -> Iterator[tuple[str, int, int, str | None, int]]:
+    """(chrom, start, end, name or None, line number) per BED record (0-based half-open);
+    ``track``/``browser``/``#`` and blank lines skipped; anything else malformed is a file:line error."""
+    with open_text(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            f = line.rstrip("\r\n").split("\t")
+            if len(f) < 3:
+                raise ValueError(f"{path}:{n}: not a BED line (chrom, start, end tab-separated): {line.strip()[:60]!r}")
+            try:
+                start, end = int(f[1]), int(f[2])
+            except ValueError:
+                raise ValueError(f"{path}:{n}: start/end are not integers: {line.strip()[:60]!r}") from None
+            if start < 0 or end < start:
+                raise ValueError(f"{path}:{n}: end {end} before start {start} (BED is 0-based, half-open: start < end)")
+            yield f[0], start, end, (f[3] if len(f) > 3 and f[3] not in ("", ".") else None), n
+
+
+def read_bed(path: str | Path) -> list:
+    """``Interval``s of a BED file, names from its 4th column."""
+    from .data import Interval
+
+    return [Interval(c, s, e, name) for c, s, e, name, _ in iter_bed(path)]
+
+
 def _introns(exons_by_tx: dict) -> dict[str, list]:
     out = defaultdict(list)
     for (contig, _tx), ex in exons_by_tx.items():
@@ -151,12 +177,8 @@ def read_annotation(path: str | Path, types: Sequence[str] | None = None, bed_ty
                 for c, ivs in _introns(exons).items():
                     iv["intron"][c].extend(ivs)
         elif name.endswith(".bed"):
-            for line in fh:
-                if line.startswith(("#", "track", "browser")) or not line.strip():
-                    continue
-                f = line.rstrip("\n").split("\t")
-                t = bed_type or (f[3] if len(f) > 3 else path.name.split(".")[0])
-                iv[t][f[0]].append((int(f[1]), int(f[2])))
+            for chrom, s, e, bed_name, _ in iter_bed(path):
+                iv[bed_type or bed_name or path.name.split(".")[0]][chrom].append((s, e))
         else:
             raise ValueError(f"{path}: annotation must be BED, GTF/GFF or SpliceAI's gene table")
     if types:

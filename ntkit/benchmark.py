@@ -210,14 +210,15 @@ def run_benchmark(
                 else:
                     base = random_model if method == "random-ia3" else model
                     ft = "ia3" if method in ("ia3", "random-ia3") else method
-                    lr = finetune_lr or (3e-3 if ft == "ia3" else 1e-3 if ft == "lora" else 5e-5)
-                    cfg = FinetuneConfig(method=ft, n_classes=task.n_classes, epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed + f)
+                    cfg = FinetuneConfig(method=ft, n_classes=task.n_classes, epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size,
+                                         seed=seed + f)
                     valid = ([all_seqs[i] for i in val_idx], y_all[val_idx]) if val_idx is not None else None
                     ftm = finetune(base, [all_seqs[i] for i in fit_idx], y_all[fit_idx], cfg, valid=valid, device=device)
                     pred = ftm.predict([all_seqs[i] for i in eval_idx], batch_size=batch_size * 2, device=device).argmax(1)
                     adapters.detach(base)  # leave the shared base model clean
                 rows.append({"task": task.name, "method": method, "fold": f, "status": "ok", **_scores(y_eval, pred),
-                             "n_train": len(fit_idx), "n_eval": len(eval_idx), "folds": k, "seconds": time.time() - t0})
+                             "n_train": len(fit_idx), "n_eval": len(eval_idx), "n_task": len(all_seqs), "folds": k,
+                             "seconds": time.time() - t0})
                 t0 = time.time()
             bar.update(1)
     bar.close()
@@ -228,15 +229,22 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     ok = results[results["status"] == "ok"]
     g = ok.groupby(["task", "method"], sort=False)
     s = g.agg(mcc_mean=("mcc", "mean"), mcc_sd=("mcc", "std"), f1_mean=("f1", "mean"), f1_sd=("f1", "std"), folds=("folds", "first"),
-              n=("n_train", "first")).reset_index()
+              n=("n_task", "first"), n_eval=("n_eval", "min")).reset_index()
     s["mcc_2sd"] = 2 * s["mcc_sd"].fillna(0)
     s["f1_2sd"] = 2 * s["f1_sd"].fillna(0)
     return s.drop(columns=["mcc_sd", "f1_sd"])
 
 
+FEW_EVAL_ROWS = 30  # fewer sequences than this per evaluation fold: the MCC of one fold swings widely
+
+
 def markdown_table(summary: pd.DataFrame, results: pd.DataFrame | None = None) -> str:
+    """Per task and method: MCC as mean ± 2 SD over the folds, with the task's size (n) and the
+    fold count; tasks whose evaluation folds hold fewer than ``FEW_EVAL_ROWS`` sequences are flagged."""
     methods = list(dict.fromkeys(summary["method"]))
-    lines = ["| task | folds | " + " | ".join(f"{m} MCC" for m in methods) + " |", "|---|---|" + "---|" * len(methods)]
+    lines = ["MCC per task: mean ± 2 SD over the cross-validation folds; n = sequences in the task.", "",
+             "| task | n | folds | " + " | ".join(f"{m} MCC" for m in methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    few = []
     for task, g in summary.groupby("task", sort=True):
         g = g.set_index("method")
         best = g["mcc_mean"].max()
@@ -247,9 +255,16 @@ def markdown_table(summary: pd.DataFrame, results: pd.DataFrame | None = None) -
                 continue
             v = f"{g.loc[m, 'mcc_mean']:.3f} ± {g.loc[m, 'mcc_2sd']:.3f}"
             cells.append(f"**{v}**" if math.isclose(g.loc[m, "mcc_mean"], best) else v)
-        lines.append(f"| {task} | {int(g['folds'].iloc[0])} | " + " | ".join(cells) + " |")
+        n, n_eval = int(g["n"].iloc[0]), int(g["n_eval"].min())
+        flag = " ⚠" if n_eval < FEW_EVAL_ROWS else ""
+        if flag:
+            few.append(f"{task} ({n_eval} sequences per evaluation fold)")
+        lines.append(f"| {task}{flag} | {n} | {int(g['folds'].iloc[0])} | " + " | ".join(cells) + " |")
     mean = summary.groupby("method", sort=False)["mcc_mean"].mean()
-    lines.append("| **mean** | | " + " | ".join(f"{mean[m]:.3f}" for m in methods) + " |")
+    lines.append("| **mean** | | | " + " | ".join(f"{mean[m]:.3f}" for m in methods) + " |")
+    if few:
+        lines.append(f"\n⚠ too few rows for a stable MCC: {', '.join(few)}; its ± is wide and a difference between methods "
+                     "there means little.")
     if results is not None and "status" in results:
         for _, r in results[results["status"] != "ok"].iterrows():
             lines.append(f"\n{r['task']}: {r['status']}")

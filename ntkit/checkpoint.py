@@ -354,18 +354,21 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+def hub_snapshot(repo_id: str, revision: str | None = None, *, cache_dir: str | os.PathLike | None = None,
+                 token: str | None = None) -> Path:
     """The local folder of a Hugging Face hub model (``InstaDeepAI/nucleotide-transformer-v2-50m-multi-species``)
     through ``huggingface_hub``: its cache first, a download otherwise (``HF_HUB_OFFLINE=1``: the
-    cache only), ``revision`` a branch, tag or commit, the token from the usual places. Weights as
-    safetensors when the repository has them, else ``pytorch_model*.bin`` (read with ``weights_only``)."""
+    cache only), ``revision`` a branch, tag or commit, the token from the usual places unless given.
+    Weights as safetensors when the repository has them, else ``pytorch_model*.bin`` (read with
+    ``weights_only``)."""
     from huggingface_hub import snapshot_download
 
     meta = ["config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+    kw = {"revision": revision, "cache_dir": cache_dir, "token": token}
     try:
-        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=meta + ["*.safetensors", "*.safetensors.index.json"]))
+        path = Path(snapshot_download(repo_id, allow_patterns=meta + ["*.safetensors", "*.safetensors.index.json"], **kw))
         if not any(path.glob("*.safetensors")):
-            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=meta + ["pytorch_model*.bin", "*.bin.index.json"]))
+            path = Path(snapshot_download(repo_id, allow_patterns=meta + ["pytorch_model*.bin", "*.bin.index.json"], **kw))
     except Exception as e:  # offline without a cached copy, unknown repository, no access ...
         raise CheckpointError(f"{repo_id}: not a checkpoint directory, a preset or a reachable hub model ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:300]})") from None
@@ -378,13 +381,17 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
     see ``hub_snapshot``), or build a preset (``nt-v2-50m`` ...) with random weights."""
     p = Path(path_or_preset)
     if p.exists():
-        return load_checkpoint(p, device=device, dtype=dtype)
-    if _HUB_ID.fullmatch(str(path_or_preset)):
-        return load_checkpoint(hub_snapshot(str(path_or_preset), revision), device=device, dtype=dtype)
-    try:
-        cfg = get_preset(str(path_or_preset))
-    except KeyError as e:
-        raise CheckpointError(f"{path_or_preset!s} is neither a checkpoint directory, a hub model (org/name) nor a preset "
-                              f"({e.args[0]})") from None
-    warnings.warn(f"{cfg.name}: randomly initialised weights (seed={seed}); pass a checkpoint directory for trained weights", stacklevel=2)
-    return build(cfg, seed=seed, device=device, dtype=dtype)
+        model = load_checkpoint(p, device=device, dtype=dtype)
+    elif _HUB_ID.fullmatch(str(path_or_preset)):
+        model = load_checkpoint(hub_snapshot(str(path_or_preset), revision), device=device, dtype=dtype)
+    else:
+        try:
+            cfg = get_preset(str(path_or_preset))
+        except KeyError as e:
+            raise CheckpointError(f"{path_or_preset!s} is neither a checkpoint directory, a hub model (org/name) nor a preset "
+                                  f"({e.args[0]})") from None
+        warnings.warn(f"{cfg.name}: randomly initialised weights (seed={seed}); pass a checkpoint directory for trained weights",
+                      stacklevel=2)
+        model = build(cfg, seed=seed, device=device, dtype=dtype)
+    model.name_or_path = str(path_or_preset) + (f"@{revision}" if revision else "")  # what the user named (provenance)
+    return model

@@ -8,10 +8,14 @@ One dataclass covers both generations; the fields that differ between NT v1 and 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
+
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def check_fields(obj) -> None:
@@ -21,6 +25,9 @@ def check_fields(obj) -> None:
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()) and _matches(1.0, hints[f.name]):
+            value = float(value)  # YAML 1.1 reads 1e6 (no dot) as a string; a number field means the number
+            object.__setattr__(obj, f.name, value)
         if not _matches(value, hints[f.name]):
             raise ValueError(f"{type(obj).__name__}.{f.name}: {value!r} is not {_describe(hints[f.name])}")
 
@@ -151,6 +158,22 @@ PRESETS: dict[str, NTConfig] = {
         _v2("nt-v2-small", 256, 4, 8),
     ]
 }
+
+
+# Trained NT weights with each preset's architecture, by Hugging Face hub name (InstaDeep's releases).
+TRAINED_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "nt-v1-500m": ("InstaDeepAI/nucleotide-transformer-500m-human-ref", "InstaDeepAI/nucleotide-transformer-500m-1000g"),
+    "nt-v1-2.5b": ("InstaDeepAI/nucleotide-transformer-2.5b-multi-species", "InstaDeepAI/nucleotide-transformer-2.5b-1000g"),
+    "nt-v2-50m": ("InstaDeepAI/nucleotide-transformer-v2-50m-multi-species",),
+    "nt-v2-100m": ("InstaDeepAI/nucleotide-transformer-v2-100m-multi-species",),
+    "nt-v2-250m": ("InstaDeepAI/nucleotide-transformer-v2-250m-multi-species",),
+    "nt-v2-500m": ("InstaDeepAI/nucleotide-transformer-v2-500m-multi-species",),
+}
+
+
+def trained_weights(preset: str) -> tuple[str, ...]:
+    """Hub names of NT's trained weights for a preset's architecture (none for the CPU-sized ones)."""
+    return TRAINED_WEIGHTS.get(preset, ())
 
 
 def get_preset(name: str) -> NTConfig:

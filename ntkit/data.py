@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .genome import Genome, contig_aliases, vcf_path
+from .genome import Genome, contig_aliases, open_vcf, vcf_path
 from .sequence import reverse_complement
 
 
@@ -33,6 +33,11 @@ class Interval:
     contig: str
     start: int  # 0-based
     end: int  # exclusive
+    name: str | None = field(default=None, compare=False)  # a BED name, or the region as the user wrote it (not its identity)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.contig}:{self.start + 1}-{self.end}"
 
     @classmethod
     def parse(cls, text: str, genome: Genome | None = None) -> "Interval":
@@ -42,10 +47,10 @@ class Interval:
             start, end = int(m.group(2).replace(",", "")), int(m.group(3).replace(",", ""))
             if start < 1 or end < start:
                 raise ValueError(f"bad interval {text!r}")
-            return cls(m.group(1), start - 1, end)
+            return cls(m.group(1), start - 1, end, text.strip())
         if genome is None:
             raise ValueError(f"whole-contig region {text!r} needs a genome to know its length")
-        return cls(text.strip(), 0, genome.length(text.strip()))
+        return cls(text.strip(), 0, genome.length(text.strip()), text.strip())
 
     def overlaps(self, contig: str, start: int, end: int) -> bool:
         return contig in contig_aliases(self.contig) and start < self.end and self.start < end
@@ -114,10 +119,8 @@ class VariantSource:
     """Phased genotypes of a VCF, fetched per region (tabix/CSI index, or loaded whole if unindexed)."""
 
     def __init__(self, path: str | Path, samples: list[str] | None = None):
-        import pysam
-
         self.path = vcf_path(path)
-        vf = pysam.VariantFile(self.path)
+        vf = open_vcf(self.path)
         all_samples = list(vf.header.samples)
         self.samples = samples or all_samples
         missing = set(self.samples) - set(all_samples)
@@ -161,10 +164,8 @@ class VariantSource:
             return []
         if self._records is not None:
             return [r for r in self._records.get(name, []) if r[0] < end and r[0] + len(r[1]) > start]
-        import pysam
-
         if self._vf is None:
-            self._vf = pysam.VariantFile(self.path)
+            self._vf = open_vcf(self.path)
         return [self._row(rec) for rec in self._vf.fetch(name, start, end)]
 
     def haplotype_edits(self, rows, sample: str, hap: int) -> list[tuple[int, str, str]]:

@@ -228,7 +228,8 @@ def iter_sequences(path: str | Path, sequence_column: str | None = None, id_colu
     schema = table_schema(path)
     col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in schema.names), None)
     if col is None or col not in schema.names:
-        raise ValueError(f"{path}: no sequence column (have {schema.names}); pass sequence_column")
+        raise ValueError(f"{path}: no sequence column (have {schema.names}); name it with --sequence-column "
+                         "(Python: sequence_column=)")
     idc = id_col(schema, id_column)
     i = 0
     for batch in _table_batches(path, batch_rows):
@@ -257,12 +258,16 @@ def _table_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
 
     name = path.name.lower().removesuffix(".gz")
     sep = "\t" if name.endswith((".tsv", ".txt")) else ","
-    reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=sep),
-                           read_options=pcsv.ReadOptions(block_size=1 << 24))
     try:
+        reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=sep),
+                               read_options=pcsv.ReadOptions(block_size=1 << 24))
         yield from reader
     except pa.ArrowInvalid as e:
-        raise ValueError(f"{path}: {e} (a column's type changes after the first rows?)") from e
+        what = " ".join(str(e).split())
+        hint = "" if "column" in what.lower() and "expected" in what.lower() else " (a column's type changes after the first rows?)"
+        raise ValueError(f"{path}: {what}{hint}") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: {e} (a truncated or corrupt file)") from None
 
 
 def table_schema(path: str | Path) -> pa.Schema:
@@ -316,7 +321,7 @@ def _row(sid: str, extra: dict, vecs: dict[int, np.ndarray], pooling: str) -> di
 
 def write_embeddings(path: str | Path, ids: Sequence[str], emb: dict[int, np.ndarray | list], extra=None) -> Path:
     """In-memory embeddings (``embed``'s output) -> parquet in ``embedding_schema``, atomically."""
-    from .jobs import PartWriter, check_output
+    from .jobs import check_output, write_parquet
 
     path = check_output(path)
     if not str(path).endswith(".parquet"):
@@ -327,10 +332,13 @@ def write_embeddings(path: str | Path, ids: Sequence[str], emb: dict[int, np.nda
     extra_schema = pa.Schema.from_pandas(extra, preserve_index=False) if extra is not None else None
     schema = embedding_schema(layers, hidden, "mean" if pooled else "token", extra_schema)
     rows = extra.to_dict("records") if extra is not None else [{}] * len(ids)
-    with PartWriter(path, schema) as w:
-        for i, sid in enumerate(ids):
-            w.add(_row(sid, rows[i], {l: emb[l][i] for l in layers}, "mean" if pooled else "token"))
-    return path
+
+    def batches(n: int = 1024):
+        for i0 in range(0, len(ids), n):
+            yield pa.RecordBatch.from_pylist([_row(sid, rows[i], {l: emb[l][i] for l in layers}, "mean" if pooled else "token")
+                                              for i, sid in enumerate(ids[i0 : i0 + n], start=i0)], schema=schema)
+
+    return write_parquet(batches(), schema, path)
 
 
 def read_embeddings(path: str | Path, layers: Sequence[int] | None = None) -> tuple[list[str], dict[int, np.ndarray | list[np.ndarray]]]:
@@ -385,21 +393,15 @@ def embed_to_file(
     records. Returns a summary (``merged``: whether ``out`` was written by this call)."""
     from . import jobs
 
-    out = jobs.check_output(out, [input])
     if not str(out).endswith(".parquet"):
         raise ValueError(f"{out}: embeddings are written as .parquet")
-    shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
     extra = table_schema(input)
     seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
     extra = pa.schema([f for f in extra if f.name not in (seq_col, id_col(extra, id_column))])
     layers = list(layers)
     schema = embedding_schema(layers, model.config.hidden_size, pooling, extra)
-    manifest = {"job": "embed", "inputs": {"sequences": jobs.file_checksum(input)}, "outputs": [str(Path(out).resolve())],
-                "chunk_size": chunk_size, "model": jobs.model_fingerprint(model),
-                "options": {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
-                            "sequence_column": sequence_column, "id_column": id_column},
-                "schema": schema.to_string()}
-    store = jobs.PartStore(out, manifest, shard, restart)
+    options = {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
+               "sequence_column": sequence_column, "id_column": id_column, "schema": schema.to_string()}
 
     def process(chunk: list[tuple[str, str, dict]]) -> Iterator[dict]:
         vecs = iter_embeddings(model, [r[1] for r in chunk], layers=layers, pooling=pooling, reverse_complement=reverse_complement,
@@ -408,10 +410,11 @@ def embed_to_file(
             yield _row(sid, ex, v, pooling)
 
     # Chunks close at chunk_size records or 64 Mb of sequence, whichever comes first.
-    n_chunks = jobs.run_chunks(store, iter_sequences(input, sequence_column, id_column), chunk_size, process, schema,
-                               weight=lambda r: len(r[1]), max_weight=64_000_000, progress=progress, desc="embedding",
-                               unit="seq", row_group=256 if pooling in ("token", "nucleotide") else 4096)
-    return {"shard": str(shard), "chunks": n_chunks, **jobs.finish(store, merge_outputs)}
+    job = jobs.Job("embed", [out], iter_sequences(input, sequence_column, id_column), process, schema, merge_outputs,
+                   input_files={"sequences": input}, options=options, model=model, chunk_size=chunk_size,
+                   weight=lambda r: len(r[1]), max_weight=64_000_000, row_group=256 if pooling in ("token", "nucleotide") else 4096,
+                   unit="seq", desc="embedding")
+    return jobs.run_job(job, shard=shard, restart=restart, progress=progress)
 
 
 def merge_outputs(store) -> dict:
@@ -420,8 +423,8 @@ def merge_outputs(store) -> dict:
 
     from .jobs import write_parquet
 
-    out = store.manifest["outputs"][0]
+    out = store.outputs[0]
     schema = pq.ParquetFile(store.parts()[0]).schema_arrow if store.parts() else pa.schema([("id", pa.string())])
     write_parquet(store.batches(), schema, out)
     n = sum(pq.ParquetFile(p).metadata.num_rows for p in store.parts())
-    return {"outputs": [out], "sequences": n, "summary": f"{n} sequences embedded"}
+    return {"outputs": [str(out)], "sequences": n, "summary": f"{n} sequences embedded"}

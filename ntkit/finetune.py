@@ -26,6 +26,9 @@ from . import adapters, engine
 from .model import NTModel
 
 Method = Literal["ia3", "lora", "full", "head"]
+# Learning rate per method when none is given: NT's 3e-3 for IA3; LoRA and a head alone train a
+# little more gently; every weight at a pretraining-like rate.
+LEARNING_RATES = {"ia3": 3e-3, "lora": 1e-3, "full": 5e-5, "head": 1e-3}
 
 
 @dataclass
@@ -36,7 +39,7 @@ class FinetuneConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     head_dropout: float = 0.1
-    lr: float = 3e-3  # NT used 3e-3 for IA3; use ~1e-5..1e-4 for full fine-tuning
+    lr: float | None = None  # default: LEARNING_RATES[method]
     weight_decay: float = 0.0
     epochs: int = 10
     batch_size: int = 8
@@ -52,6 +55,8 @@ class FinetuneConfig:
         if isinstance(self.classes, tuple):
             self.classes = list(self.classes)
         check_fields(self)
+        if self.lr is None:
+            self.lr = LEARNING_RATES[self.method]
         if self.classes is not None and len(self.classes) != self.n_classes:
             raise ValueError(f"{len(self.classes)} class names for n_classes={self.n_classes}")
         if self.task == "classification" and self.n_classes < 2:
@@ -125,19 +130,25 @@ class FinetunedModel(nn.Module):
     def save_adapter(self, directory: str | Path) -> Path:
         """The peft adapter (IA3/LoRA), the head and the classes, or every weight for full
         fine-tuning, apart from the base (see ``save_adapted``)."""
-        meta = {"finetune": asdict(self.cfg), "base_model": self.base.config.name, "trainable_parameters": self.trainable_parameters()}
-        return save_adapted(directory, self.base, {"head": self.head}, meta, full=self.cfg.method == "full",
-                            weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG)
+        meta = {"finetune": asdict(self.cfg), "trainable_parameters": self.trainable_parameters()}
+        return adapters.save_adapted(directory, self.base, {"head": self.head}, meta, full=self.cfg.method == "full",
+                                     weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG)
 
     @classmethod
-    def load_adapter(cls, base: NTModel | None, directory: str | Path) -> "FinetunedModel":
+    def load_adapter(cls, base: NTModel | None, directory: str | Path, force: bool = False) -> "FinetunedModel":
+        """A folder of ``save_adapter`` on its base (``adapters.load_adapted`` checks the base;
+        ``force`` accepts a base with other weights)."""
         d = Path(directory)
         if not (d / FINETUNE_CONFIG).exists():
             raise FileNotFoundError(f"{d}: not an ntkit adapter folder ({FINETUNE_CONFIG} not found)")
-        cfg = FinetuneConfig(**json.loads((d / FINETUNE_CONFIG).read_text())["finetune"])
-        base, parts = load_adapted(d, base, full=cfg.method == "full", weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG)
+        try:
+            cfg = FinetuneConfig(**json.loads((d / FINETUNE_CONFIG).read_text())["finetune"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{d / FINETUNE_CONFIG}: {' '.join(str(e).split())} (an edited or foreign file)") from None
+        base, parts, _ = adapters.load_adapted(d, base, full=cfg.method == "full", weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG,
+                                               force=force)
         m = cls(base, cfg, attach=False)
-        m.head.load_state_dict(parts["head"])
+        adapters.load_part(m.head, parts.get("head"), d / HEAD_WEIGHTS)
         return m
 
     def merged(self) -> NTModel:
@@ -147,58 +158,6 @@ class FinetunedModel(nn.Module):
 
 
 FINETUNE_CONFIG, HEAD_WEIGHTS = "finetune_config.json", "head.safetensors"
-
-
-def save_adapted(directory: str | Path, base: NTModel, parts: dict[str, nn.Module | None], meta: dict, *, full: bool,
-                 weights: str, config: str) -> Path:
-    """What training added to a base model, apart from it: the peft adapter injected into the
-    base, if any (``adapter_config.json`` + ``adapter_model.safetensors``), every module of
-    ``parts`` in one safetensors file (``<part>.<parameter>`` keys), ``meta`` with the base's
-    configuration in JSON, and for full fine-tuning the whole base (``base/``, HF layout). Files
-    are atomic."""
-    from safetensors.torch import save_file
-
-    from .checkpoint import save_checkpoint
-    from .jobs import atomic_output, write_text_atomic
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in parts.items() if mod is not None
-               for k, v in mod.state_dict().items()}
-    if full:
-        save_checkpoint(base, d / "base")
-    if adapters.has_adapter(base):
-        adapters.save(base, d)
-    with atomic_output(d / weights) as tmp:
-        save_file(tensors, str(tmp))
-    write_text_atomic(d / config, json.dumps({**meta, "base_config": base.config.to_dict()}, indent=2))
-    return d
-
-
-def load_adapted(directory: str | Path, base: NTModel | None, *, full: bool, weights: str, config: str):
-    """(base, {part: state dict}) of a folder written by ``save_adapted``, the saved peft adapter
-    injected into the base; the given base must have the configuration the parts were trained on
-    (for full fine-tuning the saved base is used)."""
-    from safetensors.torch import load_file
-
-    from .checkpoint import load
-
-    d = Path(directory)
-    meta = json.loads((d / config).read_text())
-    if full:
-        base = load(d / "base")
-    if base is None:
-        raise ValueError(f"{d} holds adapters of a base model: give the base model (--model)")
-    if base.config.to_dict() != meta["base_config"]:
-        raise ValueError(f"{d} was trained on {meta.get('base_model', meta['base_config'].get('name'))} with another "
-                         "configuration than the given base model")
-    if (d / adapters.WEIGHTS).exists():
-        adapters.load(base, d)
-    parts: dict[str, dict] = {}
-    for k, v in load_file(str(d / weights)).items():
-        name, _, key = k.partition(".")
-        parts.setdefault(name, {})[key] = v
-    return base, parts
 
 
 def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *, sequence_column: str | None = None,
@@ -214,8 +173,6 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
     from . import jobs
     from .embed import id_col, iter_sequences, table_schema
 
-    out = jobs.check_output(out, [input])
-    shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
     extra = table_schema(input)
     seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
     fields = [pa.field("id", pa.string())] + [f for f in extra if f.name not in (seq_col, "id", id_col(extra, id_column))]
@@ -227,10 +184,6 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
     else:
         fields += [pa.field("prediction", pa.float32())]
     schema = pa.schema(fields)
-    manifest = {"job": "predict", "inputs": {"sequences": jobs.file_checksum(input)}, "outputs": [str(Path(out).resolve())],
-                "chunk_size": chunk_size, "model": jobs.model_fingerprint(model),
-                "options": {"sequence_column": sequence_column, "id_column": id_column}, "schema": schema.to_string()}
-    store = jobs.PartStore(out, manifest, shard, restart)
 
     def process(chunk):
         preds = model.iter_predict([r[1] for r in chunk], batch_tokens=batch_tokens, device=device, dtype=dtype)
@@ -242,9 +195,11 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
                 row["prediction"] = float(y)
             yield row
 
-    n_chunks = jobs.run_chunks(store, iter_sequences(input, sequence_column, id_column), chunk_size, process, schema,
-                               weight=lambda r: len(r[1]), max_weight=64_000_000, progress=progress, desc="predict", unit="seq")
-    return {"shard": str(shard), "chunks": n_chunks, **jobs.finish(store, merge_outputs)}
+    job = jobs.Job("predict", [out], iter_sequences(input, sequence_column, id_column), process, schema, merge_outputs,
+                   input_files={"sequences": input}, options={"sequence_column": sequence_column, "id_column": id_column,
+                                                              "schema": schema.to_string()},
+                   model=model, chunk_size=chunk_size, weight=lambda r: len(r[1]), max_weight=64_000_000, unit="seq", desc="predict")
+    return jobs.run_job(job, shard=shard, restart=restart, progress=progress)
 
 
 def merge_outputs(store) -> dict:
@@ -252,11 +207,11 @@ def merge_outputs(store) -> dict:
 
     from .jobs import write_table_file
 
-    out = store.manifest["outputs"][0]
+    out = store.outputs[0]
     parts = store.parts()
     write_table_file(store.batches(), pq.ParquetFile(parts[0]).schema_arrow, out)
     n = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    return {"outputs": [out], "sequences": n, "summary": f"{n} sequences predicted"}
+    return {"outputs": [str(out)], "sequences": n, "summary": f"{n} sequences predicted"}
 
 
 def count_ia3_parameters(model_cfg) -> int:
@@ -288,8 +243,22 @@ def finetune(
 ) -> FinetunedModel:
     """Train a head (+ adapter, or every weight) on ``sequences``/``labels``; early stopping on
     ``valid`` (or a stratified ``cfg.valid_fraction`` split of the training data); the best
-    epoch's weights are returned. ``base`` is copied for full fine-tuning, shared otherwise."""
+    epoch's weights are returned. ``base`` is copied for full fine-tuning, shared otherwise.
+
+    Classification labels are class indices when ``cfg.classes`` names the classes; without it
+    they are the labels themselves (``0``/``1``, ``"enhancer"`` ...): the classes are defined by
+    them (``ntkit.labels``) and stored with the adapter, and ``valid`` labels are numbered alike."""
     cfg = cfg or FinetuneConfig()
+    if cfg.task == "classification" and cfg.classes is None:
+        from dataclasses import replace
+
+        from .labels import Classes
+
+        classes = Classes.fit(labels, "labels")
+        labels = classes.encode(labels, "labels")
+        if valid is not None:
+            valid = (valid[0], classes.encode(valid[1], "valid labels"))
+        cfg = replace(cfg, n_classes=len(classes), classes=list(classes.names))
     device = device or next(base.parameters()).device
     if cfg.method == "full":
         base = copy.deepcopy(base)

@@ -52,11 +52,25 @@ def vcf_path(path: str | os.PathLike) -> str:
 
         warnings.warn(f"{path} is plain gzip, not bgzip: reading a decompressed copy (bgzip + tabix it for random access)", stacklevel=2)
         fd, tmp = tempfile.mkstemp(suffix=".vcf", prefix="ntkit-")
-        with gzip.open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            with gzip.open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as e:
+            os.remove(tmp)
+            raise ValueError(f"{path}: {e} (a truncated or corrupt gzip file: download it again)") from None
         atexit.register(lambda p=tmp: os.path.exists(p) and os.remove(p))
         _VCF_COPIES[key] = tmp
     return _VCF_COPIES[key]
+
+
+def open_vcf(path: str | os.PathLike):
+    """``pysam.VariantFile`` of ``vcf_path(path)``, without htslib's stderr note that an
+    unindexed file has no index (streaming reads need none; ``fetch`` raises when it is missing)."""
+    prev = pysam.set_verbosity(0)
+    try:
+        return pysam.VariantFile(vcf_path(path))
+    finally:
+        pysam.set_verbosity(prev)
 
 
 class Genome:

@@ -72,14 +72,33 @@ def regression_targets(values: Iterable, where: str = "labels") -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def read_labelled(path, task: str, classes=None, label_column: str = "label"):
-    """(sequences, targets, Classes or None) of a labelled table; ``classes`` (from the training
-    data) numbers the labels of every later file. Empty sequences and bad labels are errors."""
+def select_task(path, seqs: list[str], t, task_name: str | None, option: str = "--task-name"):
+    """The rows of one task of a table: a table with a ``task`` column holding several tasks
+    (as NT's downstream sample) is never pooled silently; ``task_name`` picks one."""
+    if task_name is not None:
+        if t is None or "task" not in t:
+            raise ValueError(f"{path}: no 'task' column to pick task {task_name!r} from")
+        keep = (t["task"].astype(str) == task_name).to_numpy()
+        if not keep.any():
+            raise ValueError(f"{path}: no rows of task {task_name!r} (tasks: {', '.join(sorted(map(str, t['task'].unique())))})")
+        return [s for s, k in zip(seqs, keep) if k], t[keep].reset_index(drop=True)
+    if t is not None and "task" in t and t["task"].nunique() > 1:
+        names = sorted(map(str, t["task"].unique()))
+        raise ValueError(f"{path} holds {len(names)} tasks in its 'task' column ({', '.join(names[:6])}{' ...' if len(names) > 6 else ''}): "
+                         f"choose one with {option}, or run `ntkit benchmark` for every task")
+    return seqs, t
+
+
+def read_labelled(path, task: str, classes=None, label_column: str = "label", task_name: str | None = None):
+    """(sequences, targets, Classes or None) of a labelled table (of one task: ``select_task``);
+    ``classes`` (from the training data) numbers the labels of every later file. Empty sequences
+    and bad labels are errors."""
     from .embed import read_sequences
 
     _, seqs, t = read_sequences(path)
     if t is None or label_column not in t:
         raise ValueError(f"{path}: no {label_column!r} column (have {[] if t is None else list(t.columns)})")
+    seqs, t = select_task(path, seqs, t, task_name)
     empty = [i + 1 for i, s in enumerate(seqs) if not s]
     if empty:
         raise ValueError(f"{path}: empty sequence in row(s) {empty[:5]}{' ...' if len(empty) > 5 else ''}")

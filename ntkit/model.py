@@ -24,11 +24,30 @@ from .config import NTConfig, get_preset
 MASK_RATIO_TRAIN = 0.15 * 0.8  # ESM/NT token-dropout constant: selected fraction x <mask> fraction
 
 
+class Layers(dict):
+    """Outputs keyed by layer, where a negative key counts from the end as in ``repr_layers``:
+    ``hidden_states[-1]`` is ``hidden_states[num_layers]`` (0 = embeddings, 1..num_layers = blocks)."""
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.num_layers = num_layers
+
+    def __missing__(self, key):
+        if isinstance(key, int) and -self.num_layers - 1 <= key < 0 and self.num_layers + 1 + key in self:
+            return self[self.num_layers + 1 + key]
+        raise KeyError(f"layer {key} was not requested (have {sorted(self)})")
+
+    def __contains__(self, key) -> bool:
+        if isinstance(key, int) and key < 0:
+            key = self.num_layers + 1 + key
+        return dict.__contains__(self, key)
+
+
 @dataclass
 class NTOutput:
     logits: torch.Tensor | None  # [B, L, vocab]; [n, vocab] with logits_at; None if return_logits=False
-    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, L, H]
-    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [B, heads, L, L]
+    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, L, H]; [-1] is the last
+    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [B, heads, L, L]; [-1] is the last
 
 
 class Rotary(nn.Module):
@@ -276,7 +295,7 @@ class NTModel(nn.Module):
         key_mask = None if no_pad else attention_mask[:, None, None, :]
         rope = self.rotary(L, tokens.device) if self.rotary is not None else None
 
-        out = NTOutput(logits=None)
+        out = NTOutput(logits=None, hidden_states=Layers(cfg.num_layers), attentions=Layers(cfg.num_layers))
         x = self.embed(tokens, attention_mask)
         if 0 in repr_set:
             out.hidden_states[0] = x

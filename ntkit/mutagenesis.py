@@ -25,31 +25,31 @@ from .data import Interval
 from .genome import Genome
 from .variants import EFFECT_SIGN, Allele, ScoreOptions, score_options, score_alleles
 
-
-def read_bed(path: str | Path) -> list[Interval]:
-    """Intervals of a BED file (0-based half-open; ``track``/``browser``/``#`` lines skipped)."""
-    out = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            f = line.rstrip("\n").split("\t")
-            try:
-                out.append(Interval(f[0], int(f[1]), int(f[2])))
-            except (IndexError, ValueError):
-                raise ValueError(f"{path}:{n}: not a BED line (chrom, start, end): {line.strip()[:60]!r}") from None
-    return out
+TABLE_FIRST = ["chrom", "pos", "region", "ref", "alt", "window_start"]  # then one column per score
 
 
 def regions_from(genome: Genome, regions: Sequence[str] = (), bed: str | Path | None = None) -> list[Interval]:
+    """The regions, contigs named as the FASTA names them (``chr20`` given, ``20`` in the FASTA:
+    ``20``), each keeping its label (the BED name, or the region as written)."""
+    from .annotation import read_bed
+
     ivs = [Interval.parse(r, genome) for r in regions] + (read_bed(bed) if bed else [])
     if not ivs:
         raise ValueError("no region: give chrom:start-end regions or a BED file")
+    out = []
     for iv in ivs:
         n = genome.length(iv.contig)
         if not 0 <= iv.start < iv.end <= n:
-            raise ValueError(f"region {iv.contig}:{iv.start + 1}-{iv.end} lies outside the contig (length {n:,})")
-    return ivs
+            raise ValueError(f"region {iv.label} lies outside contig {iv.contig} (length {n:,})")
+        out.append(Interval(genome.resolve(iv.contig), iv.start, iv.end, iv.label))
+    if not any(_has_bases(genome, iv) for iv in out):  # before any compute, so nothing is half-written
+        raise ValueError(f"the regions ({', '.join(iv.label for iv in out[:3])}{' ...' if len(out) > 3 else ''}) hold only N bases: "
+                         "nothing to mutate (an assembly gap or a telomere?)")
+    return out
+
+
+def _has_bases(genome: Genome, iv: Interval, block: int = 1_000_000) -> bool:
+    return any(set(genome.fetch(iv.contig, s, min(s + block, iv.end))) - {"N"} for s in range(iv.start, iv.end, block))
 
 
 def iter_positions(genome: Genome, intervals: Sequence[Interval], block: int = 100_000) -> Iterator[list[Allele]]:
@@ -63,7 +63,7 @@ def iter_positions(genome: Genome, intervals: Sequence[Interval], block: int = 1
                     continue
                 pos = s + k + 1
                 alts = [b for b in "ACGT" if b != ref]
-                yield [Allele(row + j, iv.contig, pos, ".", ref, alt, j + 1) for j, alt in enumerate(alts)]
+                yield [Allele(row + j, iv.contig, pos, iv.label, ref, alt, j + 1) for j, alt in enumerate(alts)]
                 row += 3
 
 
@@ -82,7 +82,8 @@ def mutagenesis(model, fasta: str | Path | Genome, regions: Sequence[str] = (), 
             rows += score_alleles(model, [a for p in chunk for a in p], genome, opts, batch_tokens=batch_tokens,
                                   device=device, dtype=dtype)
             bar.update(len(chunk))
-    return pd.DataFrame(rows, columns=opts.schema().names).drop(columns=["id", "alt_index", "status"])
+    t = pd.DataFrame(rows, columns=opts.schema().names).rename(columns={"id": "region"})
+    return t[TABLE_FIRST + opts.columns()].astype({"window_start": "Int64"})
 
 
 def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Sequence[str] = (), *, bed=None,
@@ -94,16 +95,11 @@ def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Seq
     from . import jobs
 
     out = Path(out)
-    table = jobs.check_output(out / "mutagenesis.parquet", [fasta, bed])
     genome = Genome(fasta)
     ivs = regions_from(genome, regions, bed)
     opts = score_options(model, layers, window_tokens, both_strands, False, None, scores, tile_stride_bp)
-    shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
-    manifest = {"job": "mutagenesis", "inputs": {"fasta": jobs.genome_fingerprint(genome)},
-                "regions": [[iv.contig, iv.start, iv.end] for iv in ivs], "outputs": [str(table.resolve())],
-                "out_dir": str(out.resolve()), "chunk_size": chunk_size, "model": jobs.model_fingerprint(model),
-                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()}}
-    store = jobs.PartStore(table, manifest, shard, restart)
+    options = {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
+               "regions": [[iv.contig, iv.start, iv.end] for iv in ivs]}
 
     def process(chunk: list[list[Allele]]) -> list[dict]:
         return score_alleles(model, [a for p in chunk for a in p], genome, opts, batch_tokens=batch_tokens, device=device, dtype=dtype)
@@ -117,10 +113,12 @@ def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Seq
             seen += 1
             yield p
 
-    n_chunks = jobs.run_chunks(store, positions(), chunk_size, process, opts.schema(), progress=progress,
-                               desc="mutagenesis", unit="base", total=total)
-    res = jobs.finish(store, merge_outputs)
-    return {"shard": str(shard), "chunks": n_chunks, "n_bases_skipped": total - seen, **res}
+    outputs = [out / "mutagenesis.parquet"] + [out / f"{c}.bedgraph" for c in opts.columns()] + [out / "heatmap.png"]
+    job = jobs.Job("mutagenesis", outputs, positions(), process, opts.schema(), merge_outputs,
+                   input_files={"bed": bed} if bed else {}, fingerprints={"fasta": jobs.genome_fingerprint(genome)},
+                   options=options, model=model, chunk_size=chunk_size, unit="base", desc="mutagenesis", total=total)
+    res = jobs.run_job(job, shard=shard, restart=restart, progress=progress)
+    return {"n_bases_skipped": total - seen if seen or not res.get("already_done") else 0, **res}
 
 
 def merge_outputs(store) -> dict:
@@ -129,14 +127,13 @@ def merge_outputs(store) -> dict:
 
     from .jobs import atomic_output, write_parquet
 
-    m = store.manifest
-    o = m["options"]
+    o = store.manifest["options"]
     opts = ScoreOptions(tuple(o["scores"]), tuple(o["layers"]), o["window_tokens"], o["tile_stride_bp"], o["both_strands"], None)
     cols = opts.columns()
-    keep = ["chrom", "pos", "ref", "alt", "window_start"] + cols
-    schema = pa.schema([opts.schema().field(c) for c in keep])
-    table = write_parquet((b.select(keep) for b in store.batches()), schema, m["outputs"][0])
-    out = Path(m["out_dir"])
+    keep = ["chrom", "pos", "id", "ref", "alt", "window_start"] + cols  # id: the region's label
+    schema = pa.schema([opts.schema().field(c) for c in keep]).set(2, pa.field("region", pa.string()))
+    table = write_parquet((b.select(keep).rename_columns(schema.names) for b in store.batches()), schema, store.outputs[0])
+    out = store.outputs[0].parent
     outputs = [str(table)]
     for col in cols:
         path = out / f"{col}.bedgraph"
@@ -151,7 +148,7 @@ def merge_outputs(store) -> dict:
                     vals.append(math.nan if v is None else v)
             _bedgraph_line(fh, key, vals)
         outputs.append(str(path))
-    chrom, start, end = m["regions"][0]
+    chrom, start, end = o["regions"][0]
     outputs.append(str(plot_heatmap(table, out / "heatmap.png", cols, chrom, start, end)))
     n = sum(b.num_rows for b in store.batches())
     return {"outputs": outputs, "snvs": n, "summary": f"{n:,} SNVs scored ({n // 3:,} bases x 3 ALTs)"}

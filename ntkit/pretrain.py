@@ -309,6 +309,13 @@ STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
 LEGACY_STATE = "trainer_state.pt"  # read with weights_only=True only
 
 
+def _last_good(out_dir) -> str:
+    last = latest_checkpoint(out_dir)
+    if last is None:
+        return "No healthy checkpoint was written yet: start again with a lower learning rate (lr_peak) or more warm-up."
+    return f"The last healthy checkpoint is {last}: rerun to resume from it, with a lower learning rate."
+
+
 def _has_state(p: Path) -> bool:
     return (p / STATE_JSON).exists() and (p / STATE_TENSORS).exists() or (p / LEGACY_STATE).exists()
 
@@ -350,7 +357,13 @@ def load_trainer_state(directory: Path) -> dict:
     """The dict ``save_trainer_state`` wrote, RNG states under ``rng`` (``torch``, ``cuda``: list)."""
     directory = Path(directory)
     if not (directory / STATE_JSON).exists() and (directory / LEGACY_STATE).exists():
-        old = torch.load(directory / LEGACY_STATE, map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            old = torch.load(directory / LEGACY_STATE, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+            raise ValueError(f"{directory / LEGACY_STATE}: not a trainer state that can be read safely (weights_only load refused "
+                             f"it: {type(e).__name__}); delete {directory} to resume from the checkpoint before") from None
         return {"step": old["step"], "optimizer": old["optimizer"], "scheduler": old["scheduler"], "config": old.get("config", {}),
                 "rng": {"torch": old["torch_rng"], "cuda": []}, "extra": {"windows_seen": old.get("windows_seen")}}
     from safetensors.torch import load_file
@@ -378,8 +391,14 @@ def _write_checkpoint(out_dir: Path, step: int, model_sd, optim_sd, sched_sd, cf
     final = ckdir / f"step_{step:07d}"
     tmp = ckdir / f".step_{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(NTModel.from_state_dict(model_cfg, model_sd), tmp)
-    save_trainer_state(tmp, {"step": step, "optimizer": optim_sd, "scheduler": sched_sd, "config": _jsonable(asdict(cfg)), "extra": extra})
+    try:
+        save_checkpoint(NTModel.from_state_dict(model_cfg, model_sd), tmp)
+        save_trainer_state(tmp, {"step": step, "optimizer": optim_sd, "scheduler": sched_sd, "config": _jsonable(asdict(cfg)), "extra": extra})
+    except Exception as e:  # a full disk shows as OSError or safetensors' own error
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:120] or type(e).__name__
+        raise OSError(f"writing checkpoint step {step} into {ckdir} failed ({reason}): free space or choose another --out-dir; "
+                      f"{'the checkpoint before is intact' if latest_checkpoint(out_dir) else 'no checkpoint was written yet'}") from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     pointer_tmp = ckdir / ".latest.tmp"
@@ -494,7 +513,12 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int], None] | None = None) 
     ``on_step(step)`` is called after every optimizer step and its checkpoint."""
     run = _setup(cfg)
     log = _Log(Path(cfg.out_dir) / "log.csv", run.d.main)
-    bar = tqdm(total=cfg.max_steps, initial=run.step, unit="step", dynamic_ncols=True, disable=not (run.d.main and cfg.progress))
+    show = run.d.main and cfg.progress
+    if cfg.max_minutes is not None:  # a time budget: the bar counts seconds (its ETA would otherwise be for max_steps)
+        bar = tqdm(total=round(cfg.max_minutes * 60), unit="s", desc="pretrain", dynamic_ncols=True, disable=not show,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s of the time budget{postfix}")
+    else:
+        bar = tqdm(total=cfg.max_steps, initial=run.step, unit="step", desc="pretrain", dynamic_ncols=True, disable=not show)
     last: dict = {}
     try:
         while run.step < cfg.max_steps:
@@ -526,6 +550,9 @@ def _setup(cfg: PretrainConfig) -> _Run:
     from .jobs import check_output
 
     check_output(out_dir / "log.csv")  # writable, before any compute (every rank: none waits for a failed one)
+    if d.main:  # a checkpoint a killed or full-disk run left half-written: never resumed from, removed
+        for stale in (out_dir / "checkpoints").glob(".step_*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
     d.barrier()
 
     resume = latest_checkpoint(out_dir)
@@ -620,7 +647,7 @@ def train_step(run: _Run) -> dict[str, float]:
     loss = stats[0].item() / n_sel
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         raise TrainingDiverged(f"step {run.step + 1}: loss={loss} grad_norm={grad_norm}; stopped before the update. "
-                               f"Last good checkpoint: {latest_checkpoint(cfg.out_dir)}")
+                               + _last_good(cfg.out_dir))
     run.worst = max(run.worst, loss)
     run.optimizer.step()
     run.scheduler.step()
@@ -664,8 +691,7 @@ def maybe_checkpoint(run: _Run, force: bool = False) -> Path | None:
     if reason is None and d.all_sum(torch.tensor(float(local_bad))).item() > 0:
         reason = "non-finite weights"
     if reason is not None:
-        raise TrainingDiverged(f"step {run.step}: {reason}; checkpoint not written. Last good checkpoint: "
-                               f"{latest_checkpoint(cfg.out_dir)} (resume from it with a lower learning rate)")
+        raise TrainingDiverged(f"step {run.step}: {reason}; checkpoint not written. " + _last_good(cfg.out_dir))
     run.worst = -math.inf
     msd, osd = _full_state(run.net, run.optimizer)  # collective under FSDP: every rank, after the shared verdict
     path = None
@@ -677,10 +703,12 @@ def maybe_checkpoint(run: _Run, force: bool = False) -> Path | None:
 
 
 def _show(bar, last: dict, cfg: PretrainConfig) -> None:
-    bar.update(1)
     post = dict(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
-    if cfg.max_minutes is not None:  # the bar's ETA is for max_steps; the time budget ends first
-        post["min_left"] = f"{max(cfg.max_minutes - last['elapsed_s'] / 60, 0):.1f}"
+    if cfg.max_minutes is not None:  # seconds of the budget on the bar, steps beside it
+        bar.n = min(round(last["elapsed_s"]), bar.total)
+        post = {"step": f"{last['step']}/{cfg.max_steps}", **post}
+    else:
+        bar.update(1)
     bar.set_postfix(post)
 
 

@@ -2,7 +2,10 @@
 
 Windows are *tiles*: reference windows of ``w = (window_tokens - 1) * 6`` bp whose starts lie on a
 grid of ``tile_stride_bp`` (a multiple of 6, default a quarter of the window) along each contig,
-plus one tile flush with the contig end (a contig shorter than ``w`` is one tile). Each allele is
+plus one tile flush with the contig end (a contig shorter than ``w`` is one tile). N runs at a
+tile's ends are dropped (a telomere or an assembly gap holds no sequence, and each N would take a
+token); a tile with interior Ns is cut on the right to fit the context (``n_rich_window`` for an
+allele beyond the cut). Each allele is
 scored in the tile where it lies most central (largest distance from its bases to the tile's
 edges; ties to the left tile), so its context is at least ``(w - stride) / 2`` bp on each side
 away from contig ends. A score depends on the allele, the reference, the model and the options,
@@ -55,13 +58,27 @@ from tqdm.auto import tqdm
 
 from . import engine
 from .sequence import reverse_complement
-from .genome import Genome, vcf_path
+from .genome import Genome, open_vcf, vcf_path
 
 EFFECT_SIGN = {"llr": -1, "llr_unmasked": -1, "l1": 1, "l2": 1, "cosine": -1, "dot": -1}
 SCORES = ("llr", "llr_unmasked", "embedding")
 _ALLELE = re.compile(r"[ACGTN]+")
 SKIP_REASONS = ("ref_mismatch", "contig_not_in_fasta", "symbolic_alt", "spanning_deletion", "invalid_allele", "too_long",
-                "outside_contig", "no_alt", "n_rich_window")
+                "outside_contig", "no_alt", "n_in_ref", "n_rich_window")
+# What each skip means and what to do, for messages and the README's Scores section.
+SKIP_HINTS = {
+    "ref_mismatch": "REF differs from the FASTA at POS: another assembly, or a shifted or unnormalised record (bcftools norm -f)",
+    "contig_not_in_fasta": "the contig is not in the FASTA (chr20 and 20 are matched; other names are not)",
+    "symbolic_alt": "<DEL>, <INS>, breakends: no sequence to score",
+    "spanning_deletion": "ALT '*' (a deletion on another record covers the site)",
+    "invalid_allele": "REF or ALT holds other characters than A, C, G, T, N",
+    "too_long": "REF or ALT longer than half the window: a larger --window-tokens, or a model with a longer context",
+    "outside_contig": "POS lies beyond the contig's end",
+    "no_alt": "a record without ALT ('.')",
+    "n_in_ref": "the reference bases at the variant are N (unknown): nothing to compare",
+    "n_rich_window": "the allele lies beyond the part of its tile that fits the context: interior N runs take one token "
+                     "per N; a smaller --window-tokens (tiles of fewer bases) usually scores it",
+}
 
 
 @dataclass
@@ -93,6 +110,8 @@ class VariantScores:
     table: pd.DataFrame  # one row per ALT allele, input order
     skipped: Counter = field(default_factory=Counter)  # reason -> alleles
     score_columns: list[str] = field(default_factory=list)
+    about: dict = field(default_factory=dict)  # provenance (ntkit version, model, command)
+    fingerprint: str | None = None  # of the model
 
     def summary(self) -> str:
         return summary_line(len(self.table), int((self.table["status"] == "scored").sum()), self.skipped)
@@ -113,8 +132,8 @@ def iter_records(vcf: str | Path, label_key: str | None = None) -> Iterator[list
 
     row = 0
     try:
-        vf = pysam.VariantFile(vcf_path(vcf))
-    except (OSError, ValueError) as e:
+        vf = open_vcf(vcf)
+    except OSError as e:
         raise ValueError(f"{vcf}: not a readable VCF/BCF ({e})") from None
     with vf:
         if label_key and label_key not in vf.header.info:
@@ -123,12 +142,15 @@ def iter_records(vcf: str | Path, label_key: str | None = None) -> Iterator[list
         done_contigs, last = set(), None
         records = iter(vf)
         while True:
+            prev = pysam.set_verbosity(0)  # htslib's own notes on stderr: errors are explained below
             try:
                 rec = next(records)
             except StopIteration:
                 break
             except OSError as e:
-                raise ValueError(f"{vcf}: {e} (a truncated or corrupt file: re-download it, or re-compress with bgzip)") from None
+                raise ValueError(diagnose_vcf(vcf, e)) from None
+            finally:
+                pysam.set_verbosity(prev)
             if last is not None and (rec.chrom != last[0] and rec.chrom in done_contigs or rec.chrom == last[0] and rec.pos < last[1]):
                 raise ValueError(f"{vcf}: not sorted: {rec.chrom}:{rec.pos} comes after {last[0]}:{last[1]} (bcftools sort)")
             if last is not None and rec.chrom != last[0]:
@@ -146,6 +168,25 @@ def iter_records(vcf: str | Path, label_key: str | None = None) -> Iterator[list
                        for k, alt in enumerate(alts)]
             row += len(out)
             yield out
+
+
+def diagnose_vcf(vcf: str | Path, error: Exception) -> str:
+    """The first malformed line of a VCF htslib could not parse, as ``file:line: what``; else the
+    file is truncated or corrupt."""
+    try:
+        for n, line in enumerate(_vcf_lines(vcf), 1):
+            if line.startswith("#") or not line.strip():
+                continue
+            f = line.rstrip("\r\n").split("\t")
+            if len(f) < 8:
+                return f"{vcf}:{n}: {len(f)} tab-separated columns, a VCF record has at least 8 (CHROM POS ID REF ALT QUAL FILTER INFO)"
+            if not f[1].isdigit():
+                return f"{vcf}:{n}: POS {f[1]!r} is not a positive integer"
+            if not f[3] or not f[4]:
+                return f"{vcf}:{n}: empty REF or ALT"
+    except ValueError as e:  # the text itself is unreadable: truncated compression
+        return str(e)
+    return f"{vcf}: {error} (a truncated or corrupt file: re-download it, or re-compress with bgzip)"
 
 
 def read_alleles(vcf: str | Path, label_key: str | None = None) -> tuple[list[Allele], list[tuple[int, int]]]:
@@ -198,6 +239,8 @@ def check_allele(a: Allele, genome: Genome, window_bp: int) -> None:
             a.status = "outside_contig"
         elif genome.fetch(a.contig, a.pos0, a.pos0 + len(a.ref)) != a.ref:
             a.status = "ref_mismatch"
+        elif "N" in a.ref:
+            a.status = "n_in_ref"
         elif max(len(a.ref), len(a.alt)) > window_bp // 2:
             a.status = "too_long"
 
@@ -211,15 +254,26 @@ def fit_tokens(tok, seq: str, max_tokens: int) -> int:
     return int(enc.offsets[0, max_tokens - 1] + enc.spans[0, max_tokens - 1])
 
 
+def trim_ns(seq: str, w: int) -> tuple[int, int]:
+    """(leading Ns, bases left) of ``seq[:w]`` once N runs at either end are dropped: they carry
+    no sequence and would take a token per N (a tile at a telomere or gap starts at its first base)."""
+    body = seq[:w]
+    lead = len(body) - len(body.lstrip("N"))
+    return lead, len(body.rstrip("N")) - lead if lead < len(body) else 0
+
+
 def allele_windows(a: Allele, genome: Genome, window_bp: int, stride: int | None = None, tok=None) -> tuple[int, str, str]:
     """(tile start, reference window, alternative window) of a checked allele: the definition
-    that the shared forwards reproduce, one allele at a time. With ``tok``, a tile with Ns is cut
-    on the right to fit ``window_bp / 6 + 1`` tokens (``fit_tokens``)."""
+    that the shared forwards reproduce, one allele at a time. The tile's end N runs are dropped
+    (``trim_ns``); with ``tok``, a tile with interior Ns is then cut on the right to fit
+    ``window_bp / 6 + 1`` tokens (``fit_tokens``)."""
     length = genome.lengths[a.contig]
     w = min(window_bp, length)
     start = tile_start(a.pos0, len(a.ref), length, window_bp, stride or default_stride(window_bp))
     extra = max(0, len(a.ref) - len(a.alt))  # reference beyond the tile keeps a deletion's window full
     seq = genome.fetch(a.contig, start, min(start + w + extra, length))
+    lead, w = trim_ns(seq, w)
+    start, seq = start + lead, seq[lead:]
     if tok is not None:
         w = fit_tokens(tok, seq[:w], window_bp // 6 + 1)
     rel = a.pos0 - start
@@ -229,9 +283,9 @@ def allele_windows(a: Allele, genome: Genome, window_bp: int, stride: int | None
 class _Tile:
     def __init__(self, genome: Genome, contig: str, start: int, w: int, extra: int, tok, strands: int):
         length = genome.lengths[contig]
-        self.contig, self.start = contig, start
-        self.w = min(w, length)
-        full = genome.fetch(contig, start, min(start + self.w + extra, length))
+        full = genome.fetch(contig, start, min(start + min(w, length) + extra, length))
+        lead, self.w = trim_ns(full, min(w, length))  # end N runs dropped (allele_windows' rule)
+        self.contig, self.start, full = contig, start + lead, full[lead:]
         self.max_tokens = w // 6 + 1
         self.w = fit_tokens(tok, full[: self.w], self.max_tokens)  # Ns: fewer bases fit (cut on the right)
         self.seq, self.full = full[: self.w], full
@@ -357,7 +411,7 @@ class ScoreOptions:
 
     def schema(self) -> pa.Schema:
         f = [("chrom", pa.string()), ("pos", pa.int64()), ("id", pa.string()), ("ref", pa.string()), ("alt", pa.string()),
-             ("alt_index", pa.int64()), ("status", pa.string()), ("window_start", pa.float64())]
+             ("alt_index", pa.int64()), ("status", pa.string()), ("window_start", pa.int64())]
         f += [("label", pa.float64())] if self.label_key else []
         return pa.schema(f + [(c, pa.float64()) for c in self.columns()])
 
@@ -386,7 +440,8 @@ def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptio
             passes.append(ref)
             masked: dict[tuple[int, ...], _Pass] = {}
             for a in group:
-                rel, n = a.pos0 - start, len(a.ref)
+                a.start = tile.start  # after its end N runs were dropped
+                rel, n = a.pos0 - tile.start, len(a.ref)
                 if rel + n > tile.w:  # cut off by the Ns of its tile
                     a.status = "n_rich_window"
                     continue
@@ -443,7 +498,7 @@ def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptio
     cols = opts.columns()
     for a in alleles:
         row = {"chrom": a.chrom, "pos": a.pos, "id": a.id, "ref": a.ref, "alt": a.alt, "alt_index": a.alt_index,
-               "status": a.status, "window_start": float(a.start + 1) if a.status == "scored" else math.nan}
+               "status": a.status, "window_start": a.start + 1 if a.status == "scored" else None}  # 1-based first base of the tile
         if opts.label_key:
             row["label"] = a.label
         got = values.get(a.row, {})
@@ -502,9 +557,11 @@ def score_variants(
                                 batch_size=batch_size, device=device, dtype=dtype):
             rows.extend(part)
             bar.update(len(part))
-    table = pd.DataFrame(rows, columns=opts.schema().names)
+    table = pd.DataFrame(rows, columns=opts.schema().names).astype({"window_start": "Int64"})
+    from .jobs import model_fingerprint, provenance
+
     skipped = Counter(table.loc[table["status"] != "scored", "status"])
-    return VariantScores(table, skipped, opts.columns())
+    return VariantScores(table, skipped, opts.columns(), provenance(model), model_fingerprint(model))
 
 
 # -- files: sharded, resumable, atomic ---------------------------------------------------------------------------
@@ -543,50 +600,45 @@ def score_variants_to_files(
     written by this call)."""
     from . import jobs
 
-    outputs = [Path(o) for o in outputs]
-    if not outputs:
-        raise ValueError("no output given")
-    for o in outputs:
-        jobs.check_output(o, [vcf, fasta])
     genome = Genome(fasta)
     opts = score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
-    shard = shard if isinstance(shard, jobs.Shard) else jobs.Shard.parse(shard)
-    manifest = {"job": "score-variants", "inputs": {"vcf": jobs.file_checksum(vcf), "fasta": jobs.genome_fingerprint(genome)},
-                "vcf": str(Path(vcf).resolve()), "outputs": [str(o.resolve()) for o in outputs], "chunk_size": chunk_size,
-                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
-                "model": jobs.model_fingerprint(model)}
-    store = jobs.PartStore(outputs[0], manifest, shard, restart)
 
     def process(chunk: list[list[Allele]]) -> list[dict]:
         return score_alleles(model, [a for rec in chunk for a in rec], genome, opts, batch_tokens=batch_tokens,
                              batch_size=batch_size, device=device, dtype=dtype)
 
-    n_chunks = jobs.run_chunks(store, iter_records(vcf, opts.label_key), chunk_size, process, opts.schema(),
-                               progress=progress, desc="scoring", unit="record")
-    return {"shard": str(shard), "chunks": n_chunks, **jobs.finish(store, merge_outputs)}
+    options = {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()}, "vcf": str(Path(vcf).resolve())}
+    job = jobs.Job("score-variants", outputs, iter_records(vcf, opts.label_key), process, opts.schema(), merge_outputs,
+                   input_files={"vcf": vcf}, fingerprints={"fasta": jobs.genome_fingerprint(genome)}, options=options,
+                   model=model, chunk_size=chunk_size, unit="record", desc="scoring")
+    return jobs.run_job(job, shard=shard, restart=restart, progress=progress)
 
 
 def merge_outputs(store) -> dict:
-    """Final outputs from a complete part store: the table files and annotated VCFs."""
-    m = store.manifest
-    opts = m["options"]
-    opts = ScoreOptions(tuple(opts["scores"]), tuple(opts["layers"]), opts["window_tokens"], opts["tile_stride_bp"],
-                        opts["both_strands"], opts["label_key"])
-    schema, cols = opts.schema(), opts.columns()
+    """Final outputs from a complete part store: the table files and annotated VCFs. The source
+    VCF (copied into the annotated one) must still be the file the job read."""
     from . import jobs
 
+    o = store.manifest["options"]
+    opts = ScoreOptions(tuple(o["scores"]), tuple(o["layers"]), o["window_tokens"], o["tile_stride_bp"], o["both_strands"],
+                        o["label_key"])
+    schema, cols = opts.schema(), opts.columns()
+    vcf = o["vcf"]
+    if any(is_vcf(out) for out in store.outputs) and jobs.file_checksum(vcf) != store.manifest["inputs"]["vcf"]:
+        raise ValueError(f"{vcf} changed since the job read it: rerun with --restart")
     status, contigs = Counter(), {}
     for b in store.batches():
         status.update(b.column("status").to_pylist())
         contigs.update(dict.fromkeys(b.column("chrom").to_pylist()))
-    for out in m["outputs"]:
+    for out in store.outputs:
         if is_vcf(out):
-            write_vcf_rows(_rows(store.batches()), cols, m["vcf"], out, contigs)
+            write_vcf_rows(_rows(store.batches()), cols, vcf, out, contigs,
+                           provenance_line(store.manifest.get("about", {}), store.manifest.get("model")))
         else:
             jobs.write_table_file(store.batches(), schema, out)
     n = sum(status.values())
     skipped = Counter({k: v for k, v in status.items() if k != "scored"})
-    return {"alleles": n, "scored": status.get("scored", 0), "skipped": dict(skipped), "outputs": m["outputs"],
+    return {"alleles": n, "scored": status.get("scored", 0), "skipped": dict(skipped), "outputs": [str(p) for p in store.outputs],
             "summary": summary_line(n, status.get("scored", 0), skipped)}
 
 
@@ -639,8 +691,25 @@ def _fmt(v) -> str:
     return "." if v is None or not np.isfinite(v) else format(float(v), ".7g")
 
 
+def provenance_line(about: dict, fingerprint: str | None = None) -> str:
+    """``##ntkit=<...>``: the version, model, fingerprint, command and date of an annotated VCF."""
+    import datetime
+
+    fields = {"Version": about.get("ntkit", ""), "Model": about.get("model", ""), "Fingerprint": fingerprint or "",
+              "Command": about.get("command", ""), "Date": datetime.datetime.now().isoformat(timespec="seconds")}
+    return "##ntkit=<" + ",".join(f'{k}="{str(v).replace(chr(34), chr(39))}"' for k, v in fields.items()) + ">\n"
+
+
+def _header_line(line: str) -> str:
+    """A meta line as written: ``##fileformat`` raised to VCFv4.2 (Number=A fields need 4.1+)."""
+    m = re.match(r"##fileformat=VCFv(\d+)\.(\d+)", line)
+    if m and (int(m.group(1)), int(m.group(2))) < (4, 2):
+        return "##fileformat=VCFv4.2\n"
+    return line
+
+
 def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: str | Path, path: str | Path,
-                   contigs: Iterable[str] = ()) -> Path:
+                   contigs: Iterable[str] = (), provenance: str = "") -> Path:
     """Copy ``vcf_in`` with one Number=A INFO field per score plus ``NT_STATUS``, taking the rows
     (one per ALT, or one for a record without ALT) in VCF order as it streams. ``.vcf.gz`` output is
     bgzipped and tabix-indexed; written under a temporary name and renamed when complete.
@@ -648,7 +717,8 @@ def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: s
     The copy is textual (the INFO column extended, every other byte kept): a record that htslib
     would refuse to translate into a new header (an undeclared contig, INFO, FILTER or FORMAT
     key) is copied as it is, and genotype columns are never parsed. ``contigs``: the records'
-    contigs, declared in the output header when the input's lacks them."""
+    contigs, declared in the output header when the input's lacks them. The header says
+    ``##fileformat=VCFv4.2`` at least and carries ``provenance`` (``provenance_line``)."""
     import pysam
 
     from .jobs import atomic_output
@@ -666,10 +736,11 @@ def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: s
                     m = re.match(r"##contig=<ID=([^,>]+)", line)
                     if m:
                         declared.add(m.group(1))
-                    out.write(line.encode())
+                    out.write(_header_line(line).encode())
                     continue
                 if line.startswith("#"):
                     head = [f"##contig=<ID={c}>\n" for c in dict.fromkeys(contigs) if c not in declared]
+                    head += [provenance] if provenance else []
                     head.append('##INFO=<ID=NT_STATUS,Number=A,Type=String,Description="ntkit: \'scored\' or why the allele '
                                 f'was skipped ({", ".join(SKIP_REASONS)})">\n')
                     head += [f'##INFO=<ID={ids[c]},Number=A,Type=Float,Description="{_describe(c)}">\n' for c in score_columns]
@@ -698,12 +769,14 @@ def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: s
 def write_vcf(scores: VariantScores, vcf_in: str | Path, path: str | Path) -> Path:
     """``write_vcf_rows`` for an in-memory ``VariantScores``."""
     t = scores.table.astype(object).where(scores.table.notna(), None)
-    return write_vcf_rows(iter(t.to_dict("records")), scores.score_columns, vcf_in, path, scores.table["chrom"].tolist())
+    return write_vcf_rows(iter(t.to_dict("records")), scores.score_columns, vcf_in, path, scores.table["chrom"].tolist(),
+                          provenance_line(scores.about, scores.fingerprint))
 
 
 def evaluate_scores(scores: VariantScores) -> pd.DataFrame:
     """AUROC / AUPRC of each score against the ``label`` column (scored alleles with a label).
-    Scores are oriented by ``EFFECT_SIGN`` so that larger = predicted label 1."""
+    Scores are oriented by ``EFFECT_SIGN`` so that larger = predicted label 1, and named as used:
+    ``-llr`` (a lower log-likelihood ratio predicts label 1), ``+l2_-1``."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     t = scores.table
@@ -713,9 +786,10 @@ def evaluate_scores(scores: VariantScores) -> pd.DataFrame:
     for col in scores.score_columns:
         sub = t[(t["status"] == "scored") & t["label"].notna() & np.isfinite(t[col])]
         y = (sub["label"] > 0).astype(int).to_numpy()
-        row = {"score": col, "n": len(sub), "positives": int(y.sum()), "auroc": math.nan, "auprc": math.nan}
+        sign = EFFECT_SIGN[col.split("_")[0] if not col.startswith("llr") else col]
+        row = {"score": ("-" if sign < 0 else "+") + col, "n": len(sub), "positives": int(y.sum()), "auroc": math.nan, "auprc": math.nan}
         if 0 < y.sum() < len(y):
-            x = EFFECT_SIGN[col.split("_")[0] if not col.startswith("llr") else col] * sub[col].to_numpy()
+            x = sign * sub[col].to_numpy()
             row["auroc"] = roc_auc_score(y, x)
             row["auprc"] = average_precision_score(y, x)
         out.append(row)

@@ -29,8 +29,11 @@ from pathlib import Path
 # Genomes indels, the README's mutagenesis and attention regions), and the first Mb of the
 # ``tiny-cpu`` recipe's held-out end (so its validation windows exist).
 STRETCHES = [("20", 60_001, 120_000), ("20", 30_000_001, 36_000_000), ("20", 55_000_001, 56_000_000)]
-ENHANCER_ROWS_PER_CLASS = 500
+ENHANCER_ROWS_PER_CLASS = 500  # split 80/20 into train and test, stratified
 SEED = 0
+# Named regions for the README's mutagenesis example: 150 bp upstream of three transcripts of the
+# shipped canonical table (+ strand: before TX_START; - strand: after TX_END).
+EXAMPLE_GENES = ("ID1", "BCL2L1", "DNMT3B")
 
 DATA_README = """\
 # ntkit demo data (shipped with the package)
@@ -57,7 +60,9 @@ there are skipped as `n_rich_window`, pretraining windows there are rejected as 
 | splice/spliceai_canonical_dataset_hg19.txt | the {n_tx} rows of SpliceAI's canonical-transcript table whose transcript lies inside a stretch | SpliceAI training recipe (`canonical_dataset.txt`) | SpliceAI: PolyForm / GPL-3 code, table derived from GENCODE (public) |
 | splice/spliceai_annotation_grch37.txt | the {n_ann} rows of SpliceAI's GRCh37 gene table inside a stretch | PyPI `spliceai` 1.3.1 (`spliceai/annotations/grch37.txt`) | GENCODE-derived; spliceai package GPL-3 |
 | tasks/nt_downstream_revised_subsample.tsv.gz | all {n_nt} rows of the stratified subsample of the NT revised downstream tasks (18 tasks; columns sequence, name, label, task) | InstaDeepAI/nucleotide_transformer_downstream_tasks_revised (Hugging Face) | CC BY-NC-SA 4.0 (the NT downstream tasks) |
-| tasks/human_enhancers_cohn.tsv.gz | {n_enh} rows ({per_class} per class, seed {seed}) of the human enhancer vs non-enhancer set (columns seq, label) | Genomic Benchmarks `human_enhancers_cohn`, test split | Apache-2.0 |
+| tasks/human_enhancers_cohn_{{train,test}}.tsv.gz | {n_enh} rows ({per_class} per class, seed {seed}) of the human enhancer vs non-enhancer set (columns seq, label), split 80/20 stratified | Genomic Benchmarks `human_enhancers_cohn`, test split | Apache-2.0 |
+| examples/seqs.fa | the first 20 sequences of the enhancer test rows, as FASTA (ids enh_test_0 ...) | as above | Apache-2.0 |
+| examples/regions.bed | 150 bp upstream of {genes}, named after the genes (BED, 0-based) | from the canonical table above | as above |
 
 Checksums of every file: `SHA256SUMS`. Not shipped (fetch them): other chromosomes and genomes,
 the whole 1000 Genomes panels, the full NT downstream tasks, MaxEntScan's tables.
@@ -148,14 +153,33 @@ def write_gzip(text: str, dst: Path) -> None:
 
 def build_tables(src: Path, out: Path) -> tuple[int, int]:
     import pandas as pd
+    from sklearn.model_selection import train_test_split
 
     nt = (src / "tasks" / "nt_downstream_revised_subsample.tsv").read_text()
     write_gzip(nt, out / "tasks" / "nt_downstream_revised_subsample.tsv.gz")
     enh = pd.read_csv(src / "tasks" / "human_enhancers_cohn.tsv", sep="\t")
     sample = (enh.groupby("label", group_keys=False).sample(ENHANCER_ROWS_PER_CLASS, random_state=SEED)
               .sort_index())  # file order kept
-    write_gzip(sample.to_csv(sep="\t", index=False), out / "tasks" / "human_enhancers_cohn.tsv.gz")
+    train, test = train_test_split(sample, test_size=0.2, random_state=SEED, stratify=sample["label"])
+    for name, part in (("train", train.sort_index()), ("test", test.sort_index())):
+        write_gzip(part.to_csv(sep="\t", index=False), out / "tasks" / f"human_enhancers_cohn_{name}.tsv.gz")
+    first = test.sort_index().head(20)
+    (out / "examples" / "seqs.fa").write_text("".join(f">enh_test_{i}\n{s}\n" for i, s in enumerate(first["seq"])))
     return nt.count("\n") - 1, len(sample)
+
+
+def build_regions(canonical: Path, out: Path) -> None:
+    """``examples/regions.bed``: 150 bp upstream of each of ``EXAMPLE_GENES``."""
+    rows = {}
+    for line in canonical.read_text().splitlines():
+        f = line.split("\t")
+        if f[0] in EXAMPLE_GENES:
+            start1, end = int(f[4]), int(f[5])  # 1-based first base, last base
+            rows[f[0]] = (f[2].removeprefix("chr"), start1 - 1 - 150, start1 - 1) if f[3] == "+" else (f[2].removeprefix("chr"), end, end + 150)
+    missing = set(EXAMPLE_GENES) - set(rows)
+    if missing:
+        raise SystemExit(f"genes not in the shipped table: {sorted(missing)}")
+    (out / "examples" / "regions.bed").write_text("".join(f"{c}\t{s}\t{e}\t{g}\n" for g, (c, s, e) in ((g, rows[g]) for g in EXAMPLE_GENES)))
 
 
 def sha256sums(out: Path) -> str:
@@ -169,7 +193,7 @@ def sha256sums(out: Path) -> str:
 def build(src: Path, out: Path) -> dict:
     tmp = out.with_name(out.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
-    for sub in ("genomes", "variants", "splice", "tasks"):
+    for sub in ("genomes", "variants", "splice", "tasks", "examples"):
         (tmp / sub).mkdir(parents=True)
     build_fasta(src / "genomes" / "GRCh37_chr20.fa.gz", tmp / "genomes" / "GRCh37_chr20.fa.gz")
     n_indels = build_vcf(src / "variants" / "chr20_indels_1000G.vcf.gz", tmp / "variants" / "chr20_indels_1000G.vcf.gz")
@@ -180,8 +204,10 @@ def build(src: Path, out: Path) -> dict:
     n_ann = build_rows(src / "splice" / "spliceai_annotation_grch37.txt", tmp / "splice" / "spliceai_annotation_grch37.txt",
                        1, 3, 4, one_based_start=False)
     n_nt, n_enh = build_tables(src, tmp)
+    build_regions(tmp / "splice" / "spliceai_canonical_dataset_hg19.txt", tmp)
     (tmp / "README.md").write_text(DATA_README.format(stretches=region_text(STRETCHES), n_indels=n_indels, n_tx=n_tx, n_ann=n_ann,
-                                                      n_nt=n_nt, n_enh=n_enh, per_class=ENHANCER_ROWS_PER_CLASS, seed=SEED))
+                                                      n_nt=n_nt, n_enh=n_enh, per_class=ENHANCER_ROWS_PER_CLASS, seed=SEED,
+                                                      genes=", ".join(EXAMPLE_GENES)))
     (tmp / "SHA256SUMS").write_text(sha256sums(tmp))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

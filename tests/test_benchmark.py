@@ -48,7 +48,10 @@ def test_benchmark_end_to_end_on_real_slices(shared_data, tmp_path):
     assert set(ok[ok.task == "enhancers"]["folds"]) == {3} and set(ok[ok.task == "promoter_tata"]["folds"]) == {2}  # 2 of a class
     assert s["mcc_mean"].between(-1, 1).all()
     paths = write_report(res, tmp_path / "out")
-    assert paths["plot"].stat().st_size > 1000 and "| enhancers |" in paths["table"].read_text()
+    table = paths["table"].read_text()
+    assert paths["plot"].stat().st_size > 1000 and "mean ± 2 SD over the cross-validation folds" in table
+    assert "| enhancers ⚠ | 72 | 3 |" in table and "| promoter_tata ⚠ | 9 | 2 |" in table  # n per task, flagged: few rows per fold
+    assert "too few rows for a stable MCC: enhancers (24 sequences per evaluation fold)" in table
     # metric values are scikit-learn's on the saved predictions' folds
     assert "mean" in markdown_table(s)
 

@@ -102,3 +102,61 @@ def test_error_lines_for_disks():
         "No space left on device: /x/out.parquet (free space or choose another output folder)"
     assert error_line(PermissionError(13, "Permission denied", "/ro/e.parquet")) == "Permission denied: /ro/e.parquet (choose a writable folder)"
     assert error_line(KeyError("unknown preset 'x'")) == "unknown preset 'x'"
+
+
+def test_more_bad_inputs_name_the_file_and_the_fix(d, tmp_path, capsys):
+    sv = ["score-variants", "--fasta", d / "ref.fa", "--model", d / "model", "--scores", "llr_unmasked", "--no-progress"]
+    hdr = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    (tmp_path / "four.vcf").write_text(hdr + f"20\t10\t.\t{SEQ[9]}\n")
+    fails(capsys, sv + ["--vcf", tmp_path / "four.vcf", "--out", tmp_path / "a.tsv"], "four.vcf:3: 4 tab-separated columns, a VCF record has at least 8")
+    (tmp_path / "plain.vcf.gz").write_bytes(gzip.compress((hdr + "".join(f"20\t{p}\t.\t{SEQ[p - 1]}\tA\t.\t.\t.\n" for p in range(10, 2900, 7))).encode())[:900])
+    fails(capsys, sv + ["--vcf", tmp_path / "plain.vcf.gz", "--out", tmp_path / "b.tsv"], "plain.vcf.gz: Compressed file ended")
+    (tmp_path / "ragged.tsv").write_text("sequence\tlabel\nACGTACGTAA\t1\nACGT\t0\textra\n")
+    fails(capsys, ["embed", tmp_path / "ragged.tsv", "--model", d / "model", "--out", tmp_path / "e.parquet"], "ragged.tsv: CSV parse error: Expected 2 columns")
+    (tmp_path / "noseq.tsv").write_text("x\ty\nACGT\t1\n")
+    fails(capsys, ["embed", tmp_path / "noseq.tsv", "--model", d / "model", "--out", tmp_path / "e.parquet"], "--sequence-column")
+    assert main(["embed", str(tmp_path / "noseq.tsv"), "--model", str(d / "model"), "--out", str(tmp_path / "e.parquet"),
+                 "--sequence-column", "x", "--no-progress"]) == 0  # the option the message names exists
+    fails(capsys, ["mutagenesis", "--fasta", d / "ref.fa", "--model", d / "model", "--regions", "20:1-10", "--bed", tmp_path / "noseq.tsv",
+                   "--out", tmp_path / "m"], "noseq.tsv:1: not a BED line (chrom, start, end tab-separated)")
+    write_fasta(tmp_path / "gap.fa", [("20", "N" * 500 + SEQ[:500])])
+    fails(capsys, ["mutagenesis", "--fasta", tmp_path / "gap.fa", "--model", d / "model", "--regions", "20:1-400", "--out", tmp_path / "m"],
+          "hold only N bases: nothing to mutate")
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("option,value,match", [("--batch-tokens", "0", "0 must be at least 1"), ("--batch-tokens", "-1", "must be at least 1"),
+                                                ("--batch-tokens", str(10**12), "is more than 67,108,864"),
+                                                ("--chunk-size", "0", "must be at least 1"), ("--window-tokens", "0", "must be at least 1")])
+def test_numeric_options_are_checked_by_the_parser(d, tmp_path, capsys, option, value, match):
+    with pytest.raises(SystemExit) as e:
+        main(["score-variants", "--vcf", str(d / "ok.vcf"), "--fasta", str(d / "ref.fa"), "--model", str(d / "model"), "--out",
+              str(tmp_path / "o.tsv"), option, value])
+    assert e.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_unreadable_transcript_tables_are_errors(d, tmp_path, capsys):
+    from ntkit.splice import read_transcripts
+
+    good = "G1\t0\tchr20\t+\t100\t900\t300,\t500,\n"
+    cases = {"empty.txt": ("", "no transcripts (an empty or truncated file"),
+             "prose.txt": ("This is not a table.\nNor is this.\n", "prose.txt:1: 1 tab-separated columns, SpliceAI's transcript table has 8"),
+             "six.txt": ("G1\t0\tchr20\t+\t100\t900\n", "six.txt:1: 6 tab-separated columns"),
+             "coords.txt": (good + "G2\t0\tchr20\t+\tten\t900\t300,\t500,\n", "coords.txt:2: a coordinate is not an integer")}
+    for name, (text, match) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=match.replace("(", r"\(")):
+            read_transcripts(tmp_path / name)
+    (tmp_path / "ok.txt").write_text(good)
+    assert [t.name for t in read_transcripts(tmp_path / "ok.txt")] == ["G1"]
+
+
+def test_a_symlinked_weight_file_is_read_an_index_naming_outside_is_not(tmp_path):
+    """One policy: the files of a checkpoint folder may be links (the Hugging Face cache is made of
+    them); the names written inside an index file must stay inside the folder."""
+    save_checkpoint(ntkit.build("nt-v2-tiny", seed=2), tmp_path / "real")
+    (tmp_path / "linked").mkdir()
+    for f in (tmp_path / "real").iterdir():
+        (tmp_path / "linked" / f.name).symlink_to(f)
+    a, b = ntkit.load(tmp_path / "real"), ntkit.load(tmp_path / "linked")
+    assert all((a.state_dict()[k] == v).all() for k, v in b.state_dict().items())

@@ -78,10 +78,12 @@ def test_build_script_regenerates_the_shipped_data(shared_data, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts/build_demo_data.py"), "--src", str(shared_data), "--out", str(out)],
                    check=True, capture_output=True)
     for rel in ("genomes/GRCh37_chr20.fa.gz", "variants/chr20_indels_1000G.vcf.gz", "variants/chr20_gonl_sites.vcf.gz",
-                "tasks/nt_downstream_revised_subsample.tsv.gz", "tasks/human_enhancers_cohn.tsv.gz"):
+                "tasks/nt_downstream_revised_subsample.tsv.gz", "tasks/human_enhancers_cohn_train.tsv.gz",
+                "tasks/human_enhancers_cohn_test.tsv.gz"):
         with gzip.open(out / rel) as a, gzip.open(SHIPPED / rel) as b:  # same content (compression may differ across htslib versions)
             assert a.read() == b.read(), rel
-    for rel in ("splice/spliceai_canonical_dataset_hg19.txt", "splice/spliceai_annotation_grch37.txt", "README.md"):
+    for rel in ("splice/spliceai_canonical_dataset_hg19.txt", "splice/spliceai_annotation_grch37.txt", "README.md",
+                "examples/seqs.fa", "examples/regions.bed"):
         assert (out / rel).read_bytes() == (SHIPPED / rel).read_bytes(), rel
 
 
@@ -91,7 +93,8 @@ def test_wheel_ships_the_data_and_stays_small(tmp_path):
     (wheel,) = tmp_path.glob("ntkit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ntkit/catalogue.yaml" in names and "ntkit/demo_data/genomes/GRCh37_chr20.fa.gz.gzi" in names
-    assert "ntkit/demo_data/tasks/human_enhancers_cohn.tsv.gz" in names and "ntkit/demo_data/SHA256SUMS" in names
+    assert "ntkit/demo_data/tasks/human_enhancers_cohn_train.tsv.gz" in names and "ntkit/demo_data/SHA256SUMS" in names
+    assert "ntkit/demo_data/examples/regions.bed" in names
     assert wheel.stat().st_size < 20e6
 
 

@@ -134,3 +134,55 @@ def test_predict_command_sharded_equals_in_memory(tmp_path):
     assert list(out.columns) == ["id", "label", "prob_0", "prob_1", "predicted"] and list(out["id"]) == [f"r{i}" for i in range(40)]
     np.testing.assert_allclose(out[["prob_0", "prob_1"]].to_numpy(), m.predict(seqs), rtol=1e-5, atol=1e-6)
     assert (out["predicted"] == m.predict(seqs).argmax(1)).all()
+
+
+def test_adapter_folders_are_checked_before_they_predict(tmp_path, capsys):
+    """Missing adapter weights, another base of the same shape, edited tensors or classes: errors
+    naming the file, never a silent prediction of the bare or wrong base (--force accepts another base)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ntkit.checkpoint import save_checkpoint
+    from ntkit.cli import main
+
+    base = ntkit.build("nt-v2-tiny", seed=0)
+    seqs, y = motif_task(24)
+    m = finetune(base, seqs, y, FinetuneConfig(method="lora", epochs=1, lr=1e-2, batch_size=8))
+    m.save_adapter(tmp_path / "ad")
+    cfg = json.loads((tmp_path / "ad" / "finetune_config.json").read_text())
+    assert cfg["base_fingerprint"].startswith("model:") and cfg["finetune"]["classes"] == [0, 1]
+    fresh = lambda seed=0: ntkit.build("nt-v2-tiny", seed=seed)  # noqa: E731
+    assert FinetunedModel.load_adapter(fresh(), tmp_path / "ad") is not None
+
+    broken = tmp_path / "no_weights"
+    shutil.copytree(tmp_path / "ad", broken)
+    (broken / "adapter_model.safetensors").unlink()
+    with pytest.raises(ValueError, match="adapter_model.safetensors is missing"):
+        FinetunedModel.load_adapter(fresh(), broken)
+
+    with pytest.raises(ValueError, match=r"was trained on nt-v2-tiny \(model:\w+\); the given base nt-v2-tiny has other weights"):
+        FinetunedModel.load_adapter(fresh(seed=1), tmp_path / "ad")
+    forced = FinetunedModel.load_adapter(fresh(seed=1), tmp_path / "ad", force=True)
+    assert not np.allclose(forced.predict(seqs[:4]), m.predict(seqs[:4]))  # why the check exists
+    save_checkpoint(fresh(seed=1), tmp_path / "other")
+    (tmp_path / "s.fa").write_text(">a\n" + seqs[0] + "\n")
+    args = ["predict", str(tmp_path / "s.fa"), "--adapter", str(tmp_path / "ad"), "--model", str(tmp_path / "other"), "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "p.tsv")]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("ntkit ")]
+    assert len(err) == 1 and "other weights" in err[0] and "--force" in err[0]
+    assert main(args + ["--out", str(tmp_path / "p2.tsv"), "--force"]) == 0
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tmp_path / "ad", edited)
+    head = load_file(str(edited / "head.safetensors"))
+    head["head.linear.weight"] = torch.zeros(3, head["head.linear.weight"].shape[1])
+    save_file(head, str(edited / "head.safetensors"))
+    with pytest.raises(ValueError, match=r"head.safetensors: tensors do not fit \(size mismatch for linear.weight"):
+        FinetunedModel.load_adapter(fresh(), edited)
+    shutil.copy(tmp_path / "ad" / "head.safetensors", edited / "head.safetensors")
+    cfg["finetune"]["classes"] = [0, 1, 2]
+    (edited / "finetune_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"finetune_config.json: 3 class names for n_classes=2"):
+        FinetunedModel.load_adapter(fresh(), edited)

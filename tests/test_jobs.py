@@ -86,7 +86,7 @@ def test_manifest_mismatch_refused_and_restart(tmp_path):
     out = tmp_path / "o.parquet"
     jobs.PartStore(out, {"job": "x", "options": {"a": 1}})
     jobs.PartStore(out, {"job": "x", "options": {"a": 1}})  # same run: resumes
-    with pytest.raises(ValueError, match="differs in: options"):
+    with pytest.raises(ValueError, match=r"another run \(options.a: 1 -> 2\)"):
         jobs.PartStore(out, {"job": "x", "options": {"a": 2}})
     s = jobs.PartStore(out, {"job": "x", "options": {"a": 2}}, restart=True)
     assert s.manifest["options"] == {"a": 2}
@@ -218,5 +218,93 @@ def test_torchrun_two_processes_equal_one(case, tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
                         "-m", "ntkit.cli", *args, "--out", str(tmp_path / "two.tsv")], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "shard 0/2" in r.stdout + r.stderr or "shard 1/2" in r.stdout + r.stderr  # one rank waited for the other
+    assert r.stdout.count("wrote ") == 1 and "ntkit merge" not in r.stdout  # only the merging rank speaks
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two.tsv", sep="\t"), pd.read_csv(tmp_path / "one.tsv", sep="\t"))
+
+
+# -- merges verify what they join and write only where asked ------------------------------------------------
+
+
+def sharded(case, tmp_path, name="a.parquet"):
+    """An embed job of 6 sequences in 3 chunks, shards 0 and 1 run: shard 2 is left to finish it."""
+    write_fasta(tmp_path / "six.fa", [(f"s{i}", "ACGTAC" * (i + 3)) for i in range(6)])
+    args = ["embed", tmp_path / "six.fa", "--model", case / "model", "--chunk-size", 2, "--no-progress", "--out", tmp_path / name]
+    cli(*args, "--shard", "0/3")
+    cli(*args, "--shard", "1/3")
+    return args, tmp_path / f"{name}.parts"
+
+
+def test_an_edited_part_is_never_merged(case, tmp_path, capsys):
+    args, parts = sharded(case, tmp_path)
+    t = pq.read_table(parts / "part-000001.parquet").slice(0, 1)  # one row dropped, values changed
+    pq.write_table(t, parts / "part-000001.parquet")
+    assert main([str(a) for a in args + ["--shard", "2/3"]]) == 2
+    err = capsys.readouterr().err
+    assert "part-000001.parquet was changed after it was written" in err and "--restart" in err
+    assert not (tmp_path / "a.parquet").exists() and parts.exists()  # nothing merged, nothing deleted
+    (parts / "part-000001.parquet").write_bytes(b"PAR1 truncated")
+    (parts / "part-000001.json").unlink()
+    assert main(["merge", str(tmp_path / "a.parquet")]) == 2
+    assert "not every chunk is done yet (waiting for 1 chunk(s): [1]); run the missing shards" in capsys.readouterr().err
+
+
+def test_an_edited_chunk_count_is_never_merged(case, tmp_path, capsys):
+    args, parts = sharded(case, tmp_path)
+    cli(*args, "--shard", "2/3", "--out", tmp_path / "unused.parquet")  # unrelated
+    (parts / "chunks.json").write_text('{"chunks": 2, "items": 6}')  # 3 -> 2: chunk 2 would be dropped
+    (parts / "part-000002.parquet").write_bytes((parts / "part-000000.parquet").read_bytes())
+    (parts / "part-000002.json").write_text((parts / "part-000000.json").read_text())
+    assert main(["merge", str(tmp_path / "a.parquet")]) == 2
+    assert "part-000002.parquet lies beyond the 2 chunk(s)" in capsys.readouterr().err
+    (parts / "part-000002.parquet").unlink()
+    assert main(["merge", str(tmp_path / "a.parquet")]) == 2
+    assert "the parts hold 4 input items of 6" in capsys.readouterr().err
+    assert parts.exists() and not (tmp_path / "a.parquet").exists()
+
+
+def test_a_manifest_cannot_choose_where_merge_writes(case, tmp_path, capsys):
+    import json
+
+    args, parts = sharded(case, tmp_path)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("a user's file\n")
+    m = json.loads((parts / "manifest.json").read_text())
+    for outputs in ([str(victim)], ["../precious.txt"], ["a.parquet", "sub/x.tsv"], ["precious.txt"]):
+        (parts / "manifest.json").write_text(json.dumps({**m, "outputs": outputs}))
+        assert main(["merge", str(tmp_path / "a.parquet")]) == 2
+        err = capsys.readouterr().err
+        assert "outputs must be file names beside a.parquet.parts" in err or "does not own a.parquet.parts" in err, err
+    assert victim.read_text() == "a user's file\n"
+    with pytest.raises(ValueError, match="outputs of one job go into one folder"):
+        jobs.prepare_outputs([tmp_path / "a.tsv", tmp_path / "sub" / "b.parquet"])
+
+
+def test_truncated_parts_and_garbage_locks_say_what_to_do(case, tmp_path, capsys):
+    args, parts = sharded(case, tmp_path)
+    cli(*args, "--shard", "2/3", "--out", tmp_path / "b.parquet")
+    args_b = [a if a != tmp_path / "a.parquet" else tmp_path / "c.parquet" for a in args]
+    cli(*args_b, "--shard", "0/3")
+    cli(*args_b, "--shard", "1/3")
+    c_parts = tmp_path / "c.parquet.parts"
+    (c_parts / "merge.lock").write_text("\x00\x01garbage")
+    assert main([str(a) for a in args_b + ["--shard", "2/3"]]) == 2
+    assert "merge.lock is not a merge lock of ntkit" in capsys.readouterr().err
+    (c_parts / "merge.lock").unlink()
+    data = (c_parts / "part-000000.parquet").read_bytes()
+    (c_parts / "part-000000.parquet").write_bytes(data[: len(data) // 2])
+    assert main(["merge", str(tmp_path / "c.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "part-000000.parquet was changed after it was written" in err and "rerun its shard" in err
+
+
+def test_dead_writers_temporaries_are_swept_live_ones_kept(case, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".tmp-{jobs.HOST}-{dead.pid}-e.parquet"
+    live = tmp_path / f".tmp-{jobs.HOST}-{os.getpid()}-other.parquet"
+    foreign = tmp_path / f".tmp-00000000-{dead.pid}-x.parquet"  # another host's: its pid means nothing here
+    for p in (stale, live, foreign):
+        p.write_bytes(b"half")
+    write_fasta(tmp_path / "s.fa", [("a", "ACGTACGTAC")])
+    cli("embed", tmp_path / "s.fa", "--model", case / "model", "--no-progress", "--out", tmp_path / "e.parquet")
+    assert not stale.exists() and live.exists() and foreign.exists()

@@ -5,7 +5,8 @@ import pytest
 
 import ntkit
 from ntkit.genome import write_fasta
-from ntkit.mutagenesis import mutagenesis, mutagenesis_to_files, read_bed
+from ntkit.annotation import read_bed
+from ntkit.mutagenesis import mutagenesis, mutagenesis_to_files
 from ntkit.variants import score_variants
 
 SCORES = ["llr", "llr_unmasked", "embedding"]
@@ -33,20 +34,23 @@ def test_equals_vcf_scoring_of_the_same_snvs(case, tmp_path):
     lines += [f"chr5\t{p}\t.\t{r}\t{a}\t.\t.\t." for p, r, a in zip(t["pos"], t["ref"], t["alt"])]
     (tmp_path / "s.vcf").write_text("\n".join(lines) + "\n")
     v = score_variants(model, tmp_path / "s.vcf", d / "ref.fa", scores=SCORES, progress=False).table
-    cols = [c for c in t.columns if c not in ("chrom", "pos", "ref", "alt", "window_start")]
+    cols = [c for c in t.columns if c not in ("chrom", "pos", "region", "ref", "alt", "window_start")]
     assert len(cols) == 6
+    assert set(t["chrom"]) == {"chr5"} and set(t["region"]) == {"5:101-130"}  # the FASTA's contig name; the region as given
     np.testing.assert_allclose(t[cols].to_numpy(), v[cols].to_numpy(), rtol=1e-6, atol=1e-9)
 
 
 def test_files_tracks_and_heatmap(case, tmp_path):
     d, seq, model = case
-    (tmp_path / "r.bed").write_text("track name=x\nchr5\t95\t115\nchr5\t1990\t2000\n")
+    (tmp_path / "r.bed").write_text("track name=x\nchr5\t95\t115\tpromoterA\nchr5\t1990\t2000\n")
     assert [(i.start, i.end) for i in read_bed(tmp_path / "r.bed")] == [(95, 115), (1990, 2000)]
     out = tmp_path / "out"
     res = mutagenesis_to_files(model, d / "ref.fa", out, bed=tmp_path / "r.bed", chunk_size=7, progress=False)
     assert res["merged"] and res["n_bases_skipped"] == 3 and res["snvs"] == (20 - 3 + 10) * 3
     t = pd.read_parquet(out / "mutagenesis.parquet")
     assert t["llr"].notna().all() and t["llr_unmasked"].notna().all()
+    assert list(t.columns[:6]) == ["chrom", "pos", "region", "ref", "alt", "window_start"]
+    assert t.groupby("region").size().to_dict() == {"promoterA": (20 - 3) * 3, "chr5:1991-2000": 30}  # BED names carried
     for col in ("llr", "llr_unmasked"):
         bg = pd.read_csv(out / f"{col}.bedgraph", sep="\t", skiprows=1, header=None, names=["chrom", "start", "end", "v"])
         mean = t.groupby("pos", sort=True)[col].mean()
@@ -62,10 +66,13 @@ def test_files_tracks_and_heatmap(case, tmp_path):
 
 def test_bad_regions(case, tmp_path):
     d, _, model = case
-    with pytest.raises(ValueError, match="outside the contig"):
+    with pytest.raises(ValueError, match="region chr5:1990-2010 lies outside contig chr5"):
         mutagenesis(model, d / "ref.fa", ["chr5:1990-2010"])
     with pytest.raises(ValueError, match="no region"):
         mutagenesis(model, d / "ref.fa", [])
     (tmp_path / "bad.bed").write_text("chr5\tten\t20\n")
-    with pytest.raises(ValueError, match="not a BED line"):
+    with pytest.raises(ValueError, match=r"bad.bed:1: start/end are not integers"):
+        read_bed(tmp_path / "bad.bed")
+    (tmp_path / "bad.bed").write_text("# header\nchr5\t30\t20\n")
+    with pytest.raises(ValueError, match=r"bad.bed:2: end 20 before start 30"):
         read_bed(tmp_path / "bad.bed")

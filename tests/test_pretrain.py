@@ -218,15 +218,56 @@ def test_crafted_pickle_in_a_checkpoint_never_runs(recipe, reference_run, tmp_pa
 
     (ck / "trainer_state.pt").write_bytes(pickle.dumps({"step": Payload()}))
     cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(out), max_steps=8)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match=r"trainer_state.pt: not a trainer state that can be read safely .* delete .* to resume"):
         pretrain(cfg)
     assert not marker.exists()
+
+
+def test_full_disk_during_a_checkpoint_is_one_line_and_its_leftovers_go(recipe, tmp_path, monkeypatch, capsys):
+    """A checkpoint that cannot be written (a full disk: safetensors raises its own error type):
+    exit 2 with one line, no half-written step folder; a stale one from a killed run is removed
+    at the next start."""
+    import ntkit.pretrain as pt
+    from ntkit.cli import main
+
+    class SafetensorError(Exception):
+        pass
+
+    def full(*a, **kw):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(pt, "save_trainer_state", full)
+    rc = main(["pretrain", "--config", str(recipe / "recipe.yaml"), "--out-dir", str(out), "--max-steps", "4"])
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("ntkit ")]
+    assert rc == 2 and len(err) == 1, err
+    assert "writing checkpoint step 3" in err[0] and "No space left on device" in err[0] and "free space" in err[0]
+    assert not list((out / "checkpoints").glob(".step_*")) and latest_checkpoint(out) is None
+    (out / "checkpoints" / ".step_0000009.tmp").mkdir(parents=True)  # as a kill -9 mid-write leaves it
+    monkeypatch.undo()
+    assert main(["pretrain", "--config", str(recipe / "recipe.yaml"), "--out-dir", str(out), "--max-steps", "3"]) == 0
+    assert not (out / "checkpoints" / ".step_0000009.tmp").exists() and latest_checkpoint(out).name == "step_0000003"
+
+
+def test_divergence_goes_to_stderr_without_a_none_checkpoint(recipe, tmp_path, capsys):
+    from ntkit.cli import main
+
+    d = yaml.safe_load((recipe / "recipe.yaml").read_text())
+    d.update(lr_peak=1.0, lr_init=1.0, grad_clip=0.0, checkpoint_every=1, eval_every=100,
+             sources=[{"fasta": str(recipe / "genome.fa"), "contigs": ["chrS"]}])
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(d))
+    rc = main(["pretrain", "--config", str(tmp_path / "r.yaml"), "--out-dir", str(tmp_path / "run")])
+    cap = capsys.readouterr()
+    assert rc == 3 and "stopped" not in cap.out
+    (line,) = [l for l in cap.err.splitlines() if l.startswith("ntkit pretrain: stopped:")]
+    assert "None" not in line and ("No healthy checkpoint was written yet" in line or "The last healthy checkpoint is" in line)
 
 
 @pytest.mark.parametrize("bad,match", [({"strategy": "dp"}, "strategy: 'dp' is not one of 'ddp', 'fsdp'"),
                                        ({"precision": "fp16"}, "precision: 'fp16' is not one of"),
                                        ({"batch_size": "8"}, "batch_size: '8' is not an integer"),
                                        ({"lr_peak": 100}, "learning rates above 1 diverge"),
+                                       ({"lr_peak": "1e6"}, r"lr_peak=1000000.0: Adam learning rates above 1 diverge"),  # YAML 1.1's string
                                        ({"methd": "x"}, "unknown pretraining options")])
 def test_recipe_values_are_validated(recipe, bad, match):
     d = yaml.safe_load((recipe / "recipe.yaml").read_text())

@@ -108,7 +108,8 @@ def test_train_predict_save_load_and_evaluate(tmp_path, mes):
         labels.append(lab)
     data = SpliceWindows(seqs, labels, ["c"] * 12, [0] * 12, ["+"] * 12, ["t"] * 12)
     base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
-    m = train_splice(base, data, SpliceTrainConfig(method="ia3", lr=3e-2, epochs=6, batch_size=4), progress=False)
+    m = train_splice(base, data, SpliceTrainConfig(method="ia3", head="linear", loss="ce", site_weight=1.0, lr=3e-2, epochs=6, batch_size=4),
+                     progress=False)
     p = predict_windows(m, data)
     assert p[0].shape == (300, 3) and np.allclose(p[0].sum(1), 1, atol=1e-5)
     save_splice_model(m, tmp_path / "sm")

@@ -189,6 +189,8 @@ def test_annotated_vcf_and_table(case, tmp_path):
         mismatch = next(r for r in recs if r.pos == 1300)
         assert mismatch.info["NT_STATUS"] == ("ref_mismatch",) and "NT_LLR" not in mismatch.info
         assert list(vf.fetch("chr20", 1190, 1210))[0].pos == 1200
+        header = str(vf.header)
+        assert "##fileformat=VCFv4.2" in header and '##ntkit=<Version="' in header and 'Fingerprint="model:' in header
     if shutil.which("bcftools"):
         r = subprocess.run(["bcftools", "view", "-H", str(out)], capture_output=True, text=True)
         assert r.returncode == 0 and len(r.stdout.splitlines()) == 12
@@ -201,9 +203,9 @@ def test_annotated_vcf_and_table(case, tmp_path):
     from sklearn.metrics import roc_auc_score
 
     sub = s.table[(s.table.status == "scored")]
-    assert ev.loc["l2_-1", "auroc"] == pytest.approx(roc_auc_score(sub["label"], sub["l2_-1"]))
+    assert ev.loc["+l2_-1", "auroc"] == pytest.approx(roc_auc_score(sub["label"], sub["l2_-1"]))
     llr = sub[np.isfinite(sub["llr"])]
-    assert ev.loc["llr", "auroc"] == pytest.approx(roc_auc_score(llr["label"], -llr["llr"]))
+    assert ev.loc["-llr", "auroc"] == pytest.approx(roc_auc_score(llr["label"], -llr["llr"]))  # named as oriented
 
 
 def test_bad_options(case):
@@ -251,3 +253,34 @@ def test_tiles_with_ns_are_cut_to_the_context(tmp_path):
         hr = model(torch.as_tensor(tok.encode(ref_w))[None], repr_layers=[-1]).hidden_states[2][0, 1:].mean(0)
         ha = model(torch.as_tensor(tok.encode(alt_w))[None], repr_layers=[-1]).hidden_states[2][0, 1:].mean(0)
     assert t.loc[0, "l1_-1"] == pytest.approx(float((hr - ha).abs().sum()), rel=1e-4)
+
+
+def test_end_n_runs_are_dropped_from_tiles_and_n_refs_skipped(tmp_path):
+    """A tile at a telomere starts at the first base (its leading N run holds no sequence); a REF
+    that is N has nothing to compare (n_in_ref)."""
+    from ntkit.variants import allele_windows, check_allele, iter_records
+
+    rng = np.random.default_rng(11)
+    seq = "N" * 300 + "".join(rng.choice(list("ACGT"), 900)) + "N" * 200
+    write_fasta(tmp_path / "ref.fa", [("1", seq)])
+    lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO", "1\t5\t.\tN\tA\t.\t.\t."]
+    for pos in (310, 1190):
+        lines.append(f"1\t{pos}\t.\t{seq[pos - 1]}\t{'ACGT'[('ACGT'.index(seq[pos - 1]) + 1) % 4]}\t.\t.\t.")
+    (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
+    model = ntkit.build("nt-v2-tiny", seed=1)
+    t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"],
+                       progress=False).table
+    assert list(t["status"]) == ["n_in_ref", "scored", "scored"]
+    assert t.loc[1, "window_start"] == 301 and pd.isna(t.loc[0, "window_start"])  # 1-based first base after the N run
+    genome = ntkit.genome.Genome(tmp_path / "ref.fa")
+    tok = model.tokenizer
+    for i, a in enumerate(a for rec in iter_records(tmp_path / "v.vcf") for a in rec):
+        check_allele(a, genome, 240)
+        if a.status != "scored":
+            continue
+        start, ref_w, alt_w = allele_windows(a, genome, 240, tok=tok)
+        assert "N" not in ref_w and start + 1 == t.loc[i, "window_start"]
+        with torch.no_grad():
+            hr = model(torch.as_tensor(tok.encode(ref_w))[None], repr_layers=[-1]).hidden_states[-1][0, 1:].mean(0)
+            ha = model(torch.as_tensor(tok.encode(alt_w))[None], repr_layers=[-1]).hidden_states[-1][0, 1:].mean(0)
+        assert t.loc[i, "l1_-1"] == pytest.approx(float((hr - ha).abs().sum()), rel=1e-4)

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_runtime_args, runtime
+from .common import MODEL_HELP, add_runtime_args, runtime
 
 
 def register(sub) -> None:
     s = sub.add_parser("attention", help="attention enrichment over annotated elements, per layer and head")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--fasta", required=True, help="reference genome")
     s.add_argument("--annotation", required=True, help="BED, GTF/GFF or SpliceAI gene table")
     s.add_argument("--regions", nargs="+", required=True, help="chrom:start-end (1-based) or whole contigs to tile")
     s.add_argument("--types", nargs="+", help="element types to test (default: all in the annotation)")
     s.add_argument("--bed-type", help="element type for every BED interval (default: the name column)")
     s.add_argument("--window-tokens", type=int, help="default: the model's context")
-    s.add_argument("--max-windows", type=int, default=200)
+    s.add_argument("--max-windows", type=int, default=200, help="windows tiled from the regions, at most")
     s.add_argument("--all-windows", action="store_true", help="also windows without any element")
-    s.add_argument("--layers", type=int, nargs="+")
+    s.add_argument("--layers", type=int, nargs="+", help="blocks to test (default: all)")
     s.add_argument("--alpha", type=float, default=0.05, help="FDR level")
-    s.add_argument("--out", default="runs/attention")
+    s.add_argument("--out", default="runs/attention", help="folder: attention_enrichment.csv and .png")
     add_runtime_args(s)
     s.set_defaults(func=run)
 

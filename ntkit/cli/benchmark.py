@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from .common import add_runtime_args, runtime
+from .common import MODEL_HELP, add_runtime_args, runtime
 
 
 def register(sub) -> None:
     from ..benchmark import METHODS
+    from ..finetune import LEARNING_RATES
 
     s = sub.add_parser("benchmark", help="downstream tasks with k-fold CV: probing, fine-tuning and baselines")
     s.add_argument("tasks", nargs="+", help="task tables (TSV/CSV/parquet) or task folders")
-    s.add_argument("--model", help="pretrained model (checkpoint or preset); not needed for --methods kmer")
-    s.add_argument("--methods", nargs="+", default=["kmer", "probe", "random-probe", "ia3"], choices=METHODS)
+    s.add_argument("--model", help=MODEL_HELP + "; not needed for --methods kmer")
+    s.add_argument("--methods", nargs="+", default=["kmer", "probe", "random-probe", "ia3"], choices=METHODS,
+                   help="kmer: 6-mer counts + logistic regression; probe/mlp: frozen embeddings; ia3/lora/full: fine-tuning; random-*: the same on a random model")
     s.add_argument("--only", nargs="+", help="task names to run")
-    s.add_argument("--folds", type=int, default=10)
+    s.add_argument("--folds", type=int, default=10, help="cross-validation folds (fewer when a class has fewer members)")
     s.add_argument("--layer", type=int, default=-1, help="layer probed")
     s.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping on validation MCC)")
-    s.add_argument("--lr", type=float, help="fine-tuning learning rate (default: 3e-3 IA3, 1e-3 LoRA, 5e-5 full)")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="runs/benchmark")
+    s.add_argument("--lr", type=float, help="fine-tuning learning rate (default per method: "
+                   + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
+    s.add_argument("--batch-size", type=int, default=16, help="sequences per step (fine-tuning) and per forward")
+    s.add_argument("--seed", type=int, default=0, help="seed of the folds, probes and fine-tuning")
+    s.add_argument("--out", default="runs/benchmark", help="folder: results.csv, summary.csv, table.md, mcc.png, meta.json")
     add_runtime_args(s, batch_tokens=False)
     s.set_defaults(func=run)
 

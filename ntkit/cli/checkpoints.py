@@ -13,14 +13,21 @@ MERGERS = {"score-variants": "variants", "embed": "embed", "mutagenesis": "mutag
 
 
 def register(sub) -> None:
-    s = sub.add_parser("info", help="print a model's configuration and parameter counts")
-    s.add_argument("model", help="checkpoint directory or preset name (e.g. nt-v2-50m)")
+    s = sub.add_parser("info", help="print a model's configuration and parameter counts (and, for a preset, where its trained weights are)")
+    s.add_argument("model", help="checkpoint directory, hub name or preset name (e.g. nt-v2-50m)")
     s.set_defaults(func=info)
+
+    s = sub.add_parser("download", help="fill the Hugging Face cache with a hub model (NT's trained weights), for offline use")
+    s.add_argument("name", help="hub name, e.g. InstaDeepAI/nucleotide-transformer-v2-50m-multi-species, or a preset with published weights")
+    s.add_argument("--revision", help="branch, tag or commit")
+    s.add_argument("--cache-dir", help="cache folder (default: HF_HOME / ~/.cache/huggingface)")
+    s.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the stored login)")
+    s.set_defaults(func=download)
 
     s = sub.add_parser("convert", help="write a checkpoint or preset in Hugging Face layout")
     s.add_argument("model", help="checkpoint directory or preset name")
-    s.add_argument("out", type=Path)
-    s.add_argument("--dtype", choices=sorted(DTYPES))
+    s.add_argument("out", type=Path, help="output folder (config.json, model.safetensors, vocab.txt)")
+    s.add_argument("--dtype", choices=sorted(DTYPES), help="cast the weights (default: as stored)")
     s.add_argument("--bin", action="store_true", help="pytorch_model.bin instead of model.safetensors")
     s.add_argument("--seed", type=int, default=0, help="seed for a preset's random initialisation")
     s.add_argument("--force", action="store_true", help="replace a checkpoint already in the output folder")
@@ -32,13 +39,41 @@ def register(sub) -> None:
 
 
 def info(args) -> int:
-    from ..checkpoint import hf_num_parameters, load
+    import torch
 
-    model = load(args.model)
+    from ..checkpoint import hf_num_parameters, load
+    from ..config import PRESETS, trained_weights
+    from ..model import NTModel
+
+    preset = args.model in PRESETS and not Path(args.model).exists()
+    if preset:  # shapes only: no weights are made (nt-v1-2.5b would take 10 GB)
+        with torch.device("meta"):
+            model = NTModel(PRESETS[args.model])
+    else:
+        model = load(args.model)
     cfg = model.config
     out = {**cfg.to_dict(), "parameters": model.num_parameters(), "parameters_hf_layout": hf_num_parameters(cfg),
            "dtype": str(model.embed_tokens.weight.dtype).removeprefix("torch."), "max_nucleotides": cfg.max_nucleotides}
+    if preset:
+        hub = trained_weights(args.model)
+        out["weights"] = ("a preset is an architecture: random weights; trained weights: " + ", ".join(hub) +
+                          f" (`ntkit download {hub[0]}`, then --model {hub[0]})") if hub else \
+            "a preset is an architecture: random weights (CPU-sized; no published weights)"
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def download(args) -> int:
+    from ..checkpoint import hub_snapshot
+    from ..config import PRESETS, trained_weights
+
+    name = args.name
+    if name in PRESETS:
+        if not trained_weights(name):
+            raise ValueError(f"{name} is a CPU-sized preset without published weights")
+        name = trained_weights(name)[0]
+    path = hub_snapshot(name, args.revision, cache_dir=args.cache_dir, token=args.token)
+    print(f"{name}: in the cache at {path}; use --model {name}")
     return 0
 
 
@@ -58,20 +93,14 @@ def convert(args) -> int:
 
 
 def merge(args) -> int:
-    from ..jobs import PartStore
+    from ..jobs import PartStore, finish
 
     store = PartStore.open(args.out)
-    job = store.manifest["job"]
-    if not store.complete():
-        missing = store.missing()
-        raise ValueError(f"{store.dir}: not every chunk is done yet "
-                         f"({'no shard has reached the end of the input' if missing is None else f'missing parts {missing[:10]}'})")
+    job = store.manifest.get("job")
+    if job not in MERGERS:
+        raise ValueError(f"{store.dir / 'manifest.json'}: unknown job {job!r} (ntkit merges {', '.join(MERGERS)})")
     mod = importlib.import_module(f"ntkit.{MERGERS[job]}")
-    with store.merge_lock() as held:
-        if not held:
-            raise ValueError(f"{store.dir}: another process is merging")
-        res = mod.merge_outputs(store)
-        store.remove()
+    res = finish(store, mod.merge_outputs, wait=False)
     print(res.get("summary", f"merged {job}"))
     for o in res["outputs"]:
         print(f"wrote {o}")

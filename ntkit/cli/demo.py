@@ -7,11 +7,12 @@ from pathlib import Path
 
 def register(sub) -> None:
     s = sub.add_parser("demo", help="pretrain a tiny model on chr20, evaluate, score variants, benchmark (offline)")
-    s.add_argument("--out", default="runs/demo")
+    s.add_argument("--out", default="runs/demo", help="output folder (pretrained model, tables, annotated VCF, plots)")
     s.add_argument("--data", help="data folder (default $NTKIT_DATA, else the demo data shipped with ntkit)")
     s.add_argument("--minutes", type=float, default=3.0, help="pretraining time budget")
-    s.add_argument("--tasks", nargs="+", default=["promoter_all", "enhancers", "splice_sites_donors", "H3K4me3"])
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tasks", nargs="+", default=["promoter_all", "enhancers", "splice_sites_donors", "H3K4me3"],
+                   help="NT downstream tasks of the probing benchmark (task names of the sample table)")
+    s.add_argument("--seed", type=int, default=0, help="seed of pretraining, folds and probes")
     s.set_defaults(func=run)
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from .common import add_job_args, add_runtime_args, report_job, runtime
+from .common import MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, report_job, runtime
 
 
 def register(sub) -> None:
     s = sub.add_parser("embed", help="embeddings of sequences (FASTA or table) from any layers")
     s.add_argument("input", help="FASTA or TSV/CSV/parquet with a sequence column")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--out", required=True, help=".parquet (pooled: one column per dimension; token/nucleotide: list columns)")
-    s.add_argument("--layers", type=int, nargs="+", default=[-1])
-    s.add_argument("--pooling", choices=["mean", "cls", "token", "nucleotide"], default="mean")
+    s.add_argument("--layers", type=int, nargs="+", default=[-1], help="0 = embeddings, i = block i, -1 = last (after the final LayerNorm)")
+    s.add_argument("--pooling", choices=["mean", "cls", "token", "nucleotide"], default="mean",
+                   help="mean over tokens (<cls> excluded), the <cls> vector, per token, or per nucleotide")
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
+    add_sequence_columns(s)
     add_job_args(s, "sequences")
     add_runtime_args(s)
     s.set_defaults(func=run)
@@ -24,7 +26,8 @@ def run(args) -> int:
 
     model, device = runtime(args, args.model)
     res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,
-                        reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, chunk_size=args.chunk_size,
+                        reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, sequence_column=args.sequence_column,
+                        id_column=args.id_column, chunk_size=args.chunk_size,
                         shard=args.shard, restart=args.restart, batch_tokens=args.batch_tokens, device=device,
                         progress=args.progress)
     if report_job(res, args.out):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .common import add_job_args, add_runtime_args, report_job, runtime
+from .common import MODEL_HELP, add_job_args, add_runtime_args, report_job, runtime
 from .variants import add_score_args
 
 
 def register(sub) -> None:
     s = sub.add_parser("mutagenesis", help="in-silico saturation mutagenesis of regions: table, bedGraph tracks, heatmap")
-    s.add_argument("--fasta", required=True)
-    s.add_argument("--model", required=True)
+    s.add_argument("--fasta", required=True, help="reference FASTA (bgzip + faidx, or plain)")
+    s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--regions", nargs="*", default=[], help="chrom:start-end (1-based, inclusive) or whole contigs")
     s.add_argument("--bed", help="BED file of regions (0-based half-open)")
     s.add_argument("--out", required=True, help="output folder")

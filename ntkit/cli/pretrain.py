@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def register(sub) -> None:
     s = sub.add_parser("pretrain", help="masked-language-model pretraining (torchrun for several processes)")
     s.add_argument("--config", required=True, help="a shipped recipe by name (tiny-cpu, human-ref, 1000g, multispecies: ntkit/recipes) or a YAML file")
-    s.add_argument("--out-dir")
-    s.add_argument("--max-steps", type=int)
-    s.add_argument("--max-minutes", type=float)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--tokens-per-step", type=int)
-    s.add_argument("--strategy", choices=["ddp", "fsdp"])
-    s.add_argument("--device")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    s.add_argument("--seed", type=int)
-    s.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    s.add_argument("--out-dir", help="run folder: checkpoints/, model/, logs (default: the recipe's out_dir)")
+    s.add_argument("--max-steps", type=int, help="optimizer steps (default: the recipe's)")
+    s.add_argument("--max-minutes", type=float, help="wall-time budget; stops with a checkpoint (default: the recipe's, or none)")
+    s.add_argument("--batch-size", type=int, help="windows per micro-batch per process (default: the recipe's)")
+    s.add_argument("--tokens-per-step", type=int, help="tokens per optimizer step over all processes, by accumulation (default: the recipe's)")
+    s.add_argument("--strategy", choices=["ddp", "fsdp"], help="under torchrun (default: the recipe's)")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 on GPUs that support it (default: the recipe's)")
+    s.add_argument("--seed", type=int, help="seed of windows, masking and initialisation (default: the recipe's)")
+    s.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     s.set_defaults(func=run)
 
 
@@ -31,7 +33,7 @@ def run(args) -> int:
         in_step = True
     except TrainingDiverged as e:  # every rank sees the same all-reduced loss and stops together
         in_step = True
-        print(f"ntkit pretrain: stopped: {e}", flush=True)
+        print(f"ntkit pretrain: stopped: {e}", file=sys.stderr, flush=True)
         return 3
     finally:
         teardown_distributed(in_step)

@@ -4,72 +4,80 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_runtime_args, runtime
+from .common import FORCE_HELP, MODEL_HELP, add_runtime_args, runtime
 
 
 def register(sub) -> None:
+    from ..splice import SpliceTrainConfig as C
+
     s = sub.add_parser("splice", help="nucleotide-level splice sites: build data, train, evaluate, predict")
     ss = s.add_subparsers(dest="splice_command", required=True)
 
     b = ss.add_parser("build", help="labelled windows from a FASTA and a transcript table")
-    b.add_argument("--fasta", required=True)
+    b.add_argument("--fasta", required=True, help="reference FASTA (bgzip + faidx, or plain)")
     b.add_argument("--transcripts", required=True, help="SpliceAI canonical table or GTF/GFF")
     b.add_argument("--chroms", nargs="+", help="keep these chromosomes")
-    b.add_argument("--window-bp", type=int, default=5994)
-    b.add_argument("--flank", type=int, default=0)
-    b.add_argument("--max-windows", type=int)
+    b.add_argument("--regions", nargs="+", help="keep transcripts lying inside these chrom:start-end regions (1-based), "
+                   "e.g. a training and a test stretch of one chromosome")
+    b.add_argument("--window-bp", type=int, default=5994, help="labelled bases per window")
+    b.add_argument("--flank", type=int, default=0, help="bases before a transcript's start and after its end also windowed")
+    b.add_argument("--max-windows", type=int, help="keep at most this many windows (default: all)")
     b.add_argument("--min-sites", type=int, default=0, help="keep windows with at least this many sites")
     b.add_argument("--context", type=int, default=0, help="bp of unlabelled sequence the model sees on each side of a window")
     b.add_argument("--out", required=True, help=".npz")
     b.set_defaults(func=build)
 
     t = ss.add_parser("train", help="train a per-nucleotide head on NT (frozen, IA3 or full) or on the bases alone")
-    t.add_argument("--model", required=True)
+    t.add_argument("--model", required=True, help=MODEL_HELP)
     t.add_argument("--data", required=True, help="windows from `ntkit splice build`")
     t.add_argument("--valid", help="validation windows (held-out genes): early stopping on their PR-AUC")
-    t.add_argument("--method", choices=["ia3", "full", "frozen"], default="ia3")
-    t.add_argument("--head", choices=["linear", "segment", "bases"], default="segment",
+    t.add_argument("--method", choices=["ia3", "full", "frozen"], default=C.method, help="what of the base model trains")
+    t.add_argument("--head", choices=["linear", "segment", "bases"], default=C.head,
                    help="segment: NT embeddings + base stem -> dilated residual convolutions; bases: the same without NT; linear: token -> 6x3")
-    t.add_argument("--channels", type=int, default=32)
-    t.add_argument("--loss", choices=["ce", "focal"], default="focal")
-    t.add_argument("--eval-every", type=int, default=200)
-    t.add_argument("--patience", type=int, default=5)
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--max-minutes", type=float)
-    t.add_argument("--site-weight", type=float, default=10.0, help="loss weight of acceptor/donor positions vs none")
-    t.add_argument("--out", required=True)
+    t.add_argument("--channels", type=int, default=C.channels, help="width of the convolutional heads")
+    t.add_argument("--loss", choices=["ce", "focal"], default=C.loss, help="weighted cross-entropy, or its focal form (hard positions)")
+    t.add_argument("--eval-every", type=int, default=C.eval_every, help="steps between validation evaluations (with --valid)")
+    t.add_argument("--patience", type=int, default=C.patience, help="evaluations without a better validation PR-AUC before stopping")
+    t.add_argument("--epochs", type=int, default=C.epochs, help="passes over the windows at most")
+    t.add_argument("--lr", type=float, help="learning rate (default: 1e-3 convolutional heads; 3e-3 linear, 1e-4 linear + full)")
+    t.add_argument("--batch-size", type=int, default=C.batch_size, help="windows per step")
+    t.add_argument("--max-minutes", type=float, help="wall-time budget (default: none)")
+    t.add_argument("--site-weight", type=float, default=C.site_weight, help="loss weight of acceptor/donor positions vs none")
+    t.add_argument("--out", required=True, help="splice model folder")
     add_runtime_args(t, batch_tokens=False)
     t.set_defaults(func=train)
 
     e = ss.add_parser("evaluate", help="top-k accuracy and PR-AUC beside MaxEntScan and a PWM")
     e.add_argument("--splice-model", help="from `ntkit splice train` (omit for baselines only)")
     e.add_argument("--model", help="base model (IA3)")
-    e.add_argument("--test", required=True)
+    e.add_argument("--test", required=True, help="windows from `ntkit splice build` (held-out genes or chromosomes)")
     e.add_argument("--train", help="training windows (fits the PWM baseline)")
-    e.add_argument("--maxentscan-dir", required=True, help="folder with maxentscan_score{5,3}_matrix.txt")
+    e.add_argument("--maxentscan-dir", help="folder with maxentscan_score{5,3}_matrix.txt (`ntkit data fetch maxentscan`); "
+                   "without it MaxEntScan is left out")
     e.add_argument("--out", help="CSV")
+    e.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_runtime_args(e)
     e.set_defaults(func=evaluate)
 
     p = ss.add_parser("predict", help="per-base acceptor/donor probabilities in genome coordinates")
-    p.add_argument("--splice-model", required=True)
-    p.add_argument("--model")
+    p.add_argument("--splice-model", required=True, help="folder from `ntkit splice train`")
+    p.add_argument("--model", help="base model (for IA3 / frozen splice models)")
     p.add_argument("--data", required=True, help="windows from `ntkit splice build`")
-    p.add_argument("--min-prob", type=float, default=0.01)
+    p.add_argument("--min-prob", type=float, default=0.01, help="positions with a lower acceptor and donor probability are left out of the table")
     p.add_argument("--out", required=True, help=".tsv (and .bedgraph tracks beside it)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_runtime_args(p)
     p.set_defaults(func=predict)
 
     v = ss.add_parser("score-variants", help="SpliceAI-style delta scores of VCF alleles from a trained splice model")
-    v.add_argument("--splice-model", required=True)
+    v.add_argument("--splice-model", required=True, help="folder from `ntkit splice train`")
     v.add_argument("--model", help="base model (IA3 / frozen splice models)")
-    v.add_argument("--vcf", required=True)
-    v.add_argument("--fasta", required=True)
+    v.add_argument("--vcf", required=True, help="VCF (sorted)")
+    v.add_argument("--fasta", required=True, help="reference FASTA")
     v.add_argument("--transcripts", required=True, help="SpliceAI canonical table or GTF/GFF (gene strand and span)")
     v.add_argument("--distance", type=int, default=50, help="bases each side of the variant where gains and losses are sought")
     v.add_argument("--out", required=True, nargs="+", help=".vcf/.vcf.gz (NT_SPLICE in INFO, SpliceAI's layout) and/or .tsv/.csv/.parquet")
+    v.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_runtime_args(v, batch_tokens=False)
     v.set_defaults(func=score_variants)
 
@@ -81,6 +89,11 @@ def build(args) -> int:
 
     check_output(args.out, [args.fasta, args.transcripts])
     tx = read_transcripts(args.transcripts, args.chroms)
+    if args.regions:
+        from ..data import Interval
+
+        ivs = [Interval.parse(r) for r in args.regions]
+        tx = [t for t in tx if any(iv.overlaps(t.chrom, t.start, t.end) and iv.start <= t.start and t.end <= iv.end for iv in ivs)]
     w = build_windows(Genome(args.fasta), tx, args.window_bp, args.flank, args.max_windows, min_sites=args.min_sites, context=args.context)
     w.save(args.out)
     print(f"{len(tx)} transcripts -> {len(w)} windows of <= {args.window_bp} bp; labels {w.counts()}; skipped {dict(w.skipped) or 'none'}")
@@ -95,8 +108,7 @@ def train(args) -> int:
     base, device = runtime(args, args.model)
     data = SpliceWindows.load(args.data)
     valid = SpliceWindows.load(args.valid) if args.valid else None
-    lr = args.lr or (1e-4 if args.method == "full" and args.head == "linear" else 1e-3 if args.head != "linear" else 3e-3)
-    cfg = SpliceTrainConfig(method=args.method, head=args.head, channels=args.channels, lr=lr, epochs=args.epochs,
+    cfg = SpliceTrainConfig(method=args.method, head=args.head, channels=args.channels, lr=args.lr, epochs=args.epochs,
                             batch_size=args.batch_size, max_minutes=args.max_minutes, site_weight=args.site_weight, loss=args.loss,
                             eval_every=args.eval_every, patience=args.patience)
     m = train_splice(base, data, cfg, device=device, progress=args.progress, valid=valid)
@@ -113,11 +125,13 @@ def evaluate(args) -> int:
         check_output(args.out, [args.test])
     base, device = runtime(args, args.model if args.splice_model else None)
     test = SpliceWindows.load(args.test)
-    d = Path(args.maxentscan_dir)
-    baselines = {"MaxEntScan": MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt")}
+    baselines = {}
+    if args.maxentscan_dir:
+        d = Path(args.maxentscan_dir)
+        baselines["MaxEntScan"] = MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt")
     if args.train:
         baselines["PWM"] = SitePWM().fit(SpliceWindows.load(args.train))
-    model = load_splice_model(args.splice_model, base).to(device) if args.splice_model else None
+    model = load_splice_model(args.splice_model, base, force=args.force).to(device) if args.splice_model else None
     df = evaluate_splice(model, test, baselines, device=device)
     print(f"{len(test)} test windows, sites {test.counts()}")
     print(results_table(df))
@@ -133,7 +147,7 @@ def predict(args) -> int:
 
     out = check_output(args.out, [args.data])
     base, device = runtime(args, args.model)
-    model = load_splice_model(args.splice_model, base).to(device)
+    model = load_splice_model(args.splice_model, base, force=args.force).to(device)
     data = SpliceWindows.load(args.data)
     probs = predict_windows(model, data, device=device, progress=args.progress, batch_tokens=args.batch_tokens)
     t = to_genome_table(data, probs, args.min_prob)
@@ -153,7 +167,7 @@ def score_variants(args) -> int:
 
     outs = [check_output(o, [args.vcf, args.fasta]) for o in args.out]
     base, device = runtime(args, args.model)
-    model = load_splice_model(args.splice_model, base).to(device)
+    model = load_splice_model(args.splice_model, base, force=args.force).to(device)
     table = splice_variant_scores(model, args.vcf, args.fasta, read_transcripts(args.transcripts), distance=args.distance,
                                   device=device, progress=args.progress)
     for out in outs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .common import add_job_args, add_runtime_args, report_job, runtime
+from .common import MODEL_HELP, add_job_args, add_runtime_args, positive_int, report_job, runtime
 
 
 def add_score_args(s, default: Sequence[str]) -> None:
@@ -12,18 +12,20 @@ def add_score_args(s, default: Sequence[str]) -> None:
     from ..variants import SCORES
 
     s.add_argument("--scores", nargs="+", choices=SCORES, default=list(default),
-                   help=f"llr: masked marginal; llr_unmasked: wild-type marginal; embedding: L1/L2/cosine/dot (default: {' '.join(default)})")
+                   help="llr: masked marginal; llr_unmasked: wild-type marginal; embedding: L1/L2/cosine/dot distances (the "
+                   "score for indels). score-variants defaults to llr + embedding; mutagenesis to the two marginals, which "
+                   "share forwards across a region's SNVs (README: Scores)")
     s.add_argument("--layers", type=int, nargs="+", default=[-1], help="layers of the embedding distances")
-    s.add_argument("--window-tokens", type=int, help="tile length in tokens (default: the model's context)")
-    s.add_argument("--tile-stride-bp", type=int, help="tile grid step (default: a quarter of the window)")
+    s.add_argument("--window-tokens", type=positive_int(), help="tile length in tokens (default: the model's context)")
+    s.add_argument("--tile-stride-bp", type=positive_int(), help="tile grid step, a multiple of 6 (default: a quarter of the window)")
     s.add_argument("--both-strands", action="store_true", help="average every score over the tile and its reverse complement")
 
 
 def register(sub) -> None:
     s = sub.add_parser("score-variants", help="zero-shot variant effect scores: VCF + FASTA -> annotated VCF / table")
-    s.add_argument("--vcf", required=True)
-    s.add_argument("--fasta", required=True)
-    s.add_argument("--model", required=True, help="checkpoint directory or preset")
+    s.add_argument("--vcf", required=True, help="VCF/BCF (sorted; bgzip + tabix for random access); multi-allelic records are split")
+    s.add_argument("--fasta", required=True, help="reference FASTA (bgzip + faidx, or plain); chr20 and 20 are the same contig")
+    s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--out", required=True, nargs="+", help="output files: .vcf/.vcf.gz (annotated), .tsv/.csv/.parquet (table)")
     add_score_args(s, default=("llr", "embedding"))
     s.add_argument("--unmasked-llr", action="store_true", help="also the wild-type marginal (same as adding llr_unmasked to --scores)")

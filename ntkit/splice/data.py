@@ -32,13 +32,19 @@ class Transcript:
 
 
 def read_transcripts(path: str | Path, chroms: Sequence[str] | None = None, skip_paralogs: bool = False) -> list[Transcript]:
+    """Transcripts of SpliceAI's canonical table (``NAME PARALOG CHROM STRAND TX_START TX_END
+    EXON_ENDS EXON_STARTS``, 1-based, comma-separated exon lists) or of a GTF/GFF. A malformed line
+    is a file:line error; a file with no transcript at all is an error too (a truncated or wrong
+    file must not read as "no transcripts here")."""
     path = Path(path)
     keep = None if not chroms else {c.removeprefix("chr") for c in chroms}
     opener = gzip.open if path.suffix == ".gz" else open
     name = path.name.lower().removesuffix(".gz")
     out: list[Transcript] = []
+    n_read = 0
     if name.endswith(GTF_SUFFIXES):
         for tx, (chrom, strand, ex) in transcripts(path).items():
+            n_read += 1
             if keep is not None and chrom.removeprefix("chr") not in keep:
                 continue
             ends = [e - 1 for _, e in ex[:-1]]  # last base of each exon but the last
@@ -46,22 +52,37 @@ def read_transcripts(path: str | Path, chroms: Sequence[str] | None = None, skip
             t = Transcript(tx, chrom, strand, ex[0][0], ex[-1][1])
             t.donors, t.acceptors = (ends, starts) if strand == "+" else (starts, ends)
             out.append(t)
-        return out
-    with opener(path, "rt") as fh:
-        for line in fh:
-            f = line.rstrip("\n").split("\t")
-            if len(f) < 8 or line.startswith("#"):
-                continue
-            chrom, strand = f[2], f[3]
-            if keep is not None and chrom.removeprefix("chr") not in keep:
-                continue
-            if skip_paralogs and f[1] == "1":
-                continue
-            ends = [int(x) - 1 for x in f[6].strip(",").split(",") if x]  # 1-based last exon base -> 0-based
-            starts = [int(x) - 1 for x in f[7].strip(",").split(",") if x]  # 1-based first exon base -> 0-based
-            t = Transcript(f[0], chrom, strand, int(f[4]) - 1, int(f[5]))
-            t.donors, t.acceptors = (ends, starts) if strand == "+" else (starts, ends)
-            out.append(t)
+    else:
+        with opener(path, "rt") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.startswith("#") or not line.strip():
+                    continue
+                f = line.rstrip("\r\n").split("\t")
+                where = f"{path}:{lineno}"
+                if len(f) < 8:
+                    raise ValueError(f"{where}: {len(f)} tab-separated columns, SpliceAI's transcript table has 8 (NAME PARALOG "
+                                     "CHROM STRAND TX_START TX_END EXON_ENDS EXON_STARTS); or give a GTF/GFF")
+                chrom, strand = f[2], f[3]
+                if strand not in ("+", "-"):
+                    raise ValueError(f"{where}: strand {strand!r} is not + or -")
+                try:
+                    start, end = int(f[4]), int(f[5])
+                    ends = [int(x) - 1 for x in f[6].strip(",").split(",") if x]  # 1-based last exon base -> 0-based
+                    starts = [int(x) - 1 for x in f[7].strip(",").split(",") if x]  # 1-based first exon base -> 0-based
+                except ValueError:
+                    raise ValueError(f"{where}: a coordinate is not an integer: {line.strip()[:80]!r}") from None
+                if end < start or len(ends) != len(starts):
+                    raise ValueError(f"{where}: transcript end before start, or {len(ends)} exon ends for {len(starts)} exon starts")
+                n_read += 1
+                if keep is not None and chrom.removeprefix("chr") not in keep:
+                    continue
+                if skip_paralogs and f[1] == "1":
+                    continue
+                t = Transcript(f[0], chrom, strand, start - 1, end)
+                t.donors, t.acceptors = (ends, starts) if strand == "+" else (starts, ends)
+                out.append(t)
+    if n_read == 0:
+        raise ValueError(f"{path}: no transcripts (an empty or truncated file, or not a transcript table / GTF)")
     return out
 
 
@@ -163,7 +184,7 @@ def build_windows(genome: Genome, transcripts: Sequence[Transcript], window_bp: 
                 seq, lab = reverse_complement(seq), lab[::-1].copy()
             out.sequences.append(seq)
             out.labels.append(lab)
-            out.chrom.append(t.chrom)
+            out.chrom.append(contig)  # the FASTA's name: genome tracks name contigs as the reference does
             out.start.append(cs)
             out.strand.append(t.strand)
             out.transcript.append(t.name)

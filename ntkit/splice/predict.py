@@ -68,20 +68,29 @@ def write_bedgraph(table: pd.DataFrame, path: str | Path, column: str = "p_donor
 # -- saving ---------------------------------------------------------------------------------------------------------------
 
 
+SPLICE_CONFIG, SPLICE_WEIGHTS = "splice_config.json", "splice_head.safetensors"
+
+
 def save_splice_model(model: SpliceModel, directory: str | Path) -> Path:
-    from ..finetune import save_adapted
+    from ..adapters import save_adapted
 
     meta = {"method": model.method, "head": model.head_kind, "channels": model.channels}
-    return save_adapted(directory, model.base, {"head": model.head}, meta,
-                        full=model.method == "full", weights="splice_head.safetensors", config="splice_config.json")
+    return save_adapted(directory, model.base, {"head": model.head}, meta, full=model.method == "full", weights=SPLICE_WEIGHTS,
+                        config=SPLICE_CONFIG)
 
 
-def load_splice_model(directory: str | Path, base=None) -> SpliceModel:
-    from ..finetune import load_adapted
+def load_splice_model(directory: str | Path, base=None, force: bool = False) -> SpliceModel:
+    """A folder of ``save_splice_model`` on its base (checked as ``adapters.load_adapted`` does)."""
+    from ..adapters import load_adapted, load_part
 
-    meta = json.loads((Path(directory) / "splice_config.json").read_text())
-    base, parts = load_adapted(directory, base, full=meta["method"] == "full", weights="splice_head.safetensors",
-                               config="splice_config.json")
-    m = SpliceModel(base, meta["method"], attach=False, head=meta.get("head", "linear"), channels=meta.get("channels", 32))
-    m.head.load_state_dict(parts["head"])
+    d = Path(directory)
+    if not (d / SPLICE_CONFIG).exists():
+        raise FileNotFoundError(f"{d}: not a splice model folder ({SPLICE_CONFIG} not found)")
+    try:
+        method = json.loads((d / SPLICE_CONFIG).read_text())["method"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{d / SPLICE_CONFIG}: unreadable ({type(e).__name__}); not a folder written by ntkit") from None
+    base, parts, meta = load_adapted(d, base, full=method == "full", weights=SPLICE_WEIGHTS, config=SPLICE_CONFIG, force=force)
+    m = SpliceModel(base, method, attach=False, head=meta.get("head", "linear"), channels=meta.get("channels", 32))
+    load_part(m.head, parts.get("head"), d / SPLICE_WEIGHTS)
     return m.eval()

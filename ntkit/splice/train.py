@@ -27,15 +27,17 @@ from .model import SpliceModel, _encode
 
 @dataclass
 class SpliceTrainConfig:
+    """Defaults are the recipe measured in BENCHMARKS.md (segment head, focal loss, sites weighted 10)."""
+
     method: Literal["ia3", "full", "frozen"] = "ia3"
-    head: Literal["linear", "segment", "bases"] = "linear"
+    head: Literal["linear", "segment", "bases"] = "segment"
     channels: int = 32  # width of the convolutional heads
-    lr: float = 3e-3
+    lr: float | None = None  # default: 1e-3 for the convolutional heads, 3e-3 for linear (1e-4 when every weight trains)
     epochs: int = 3
     batch_size: int = 4
     max_minutes: float | None = None
-    site_weight: float = 1.0  # loss weight of acceptor/donor vs none (SpliceAI: 1; >1 for short runs)
-    loss: Literal["ce", "focal"] = "ce"
+    site_weight: float = 10.0  # loss weight of acceptor/donor vs none (SpliceAI: 1; >1 for short runs)
+    loss: Literal["ce", "focal"] = "focal"
     focal_gamma: float = 2.0
     eval_every: int = 200  # steps between validation evaluations (with validation windows)
     patience: int = 5  # evaluations without a better validation PR-AUC before stopping
@@ -45,6 +47,8 @@ class SpliceTrainConfig:
         from ..config import check_fields
 
         check_fields(self)
+        if self.lr is None:
+            self.lr = 1e-3 if self.head != "linear" else 1e-4 if self.method == "full" else 3e-3
 
 
 def splice_loss(logits: torch.Tensor, y: torch.Tensor, cfg: SpliceTrainConfig) -> torch.Tensor:
