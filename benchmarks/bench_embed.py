@@ -7,7 +7,7 @@ transformers: the user's loop — batches of ``--batch`` in input order, padded 
 ``EsmModel`` (the encoder, no LM head) under ``torch.inference_mode``, SDPA attention, masked mean.
 Ratios are against the first ``--batch``; the others are extra reference rows (batch 1: no padding).
 ntkit: ``ntkit.embed.embed`` — length-sorted batches of at most ``--budget`` tokens (default:
-``ntkit.embed.default_batch_tokens``), the same masked mean, output in input order. Both also report their FLOP rate against this
+``ntkit.engine.default_batch_tokens``), the same masked mean, output in input order. Both also report their FLOP rate against this
 machine's measured matmul peak (model FLOPs: 2 x non-embedding parameters per real token for the
 projections + 4 x L x hidden per token for attention scores and values). Each side runs in a
 fresh process; peak memory is the RSS rise during a first, cold run; speed is timed on a second.
@@ -66,6 +66,7 @@ def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads:
     import torch
 
     import ntkit
+    from ntkit import Runtime
     from ntkit.embed import embed
 
     torch.set_num_threads(threads)
@@ -75,7 +76,7 @@ def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads:
     seqs = sequences(preset, n)
     warm = sequences(preset, 2, seed=1)
     if impl == "transformers":
-        from ntkit.hf_reference import hf_copy
+        from hf_reference import hf_copy  # tests/hf_reference.py (common puts tests/ on the path)
 
         enc_model = hf_copy(model, attn="sdpa", dtype=dtype).esm.eval().to(device)
         del model
@@ -93,7 +94,7 @@ def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads:
         model.to(device)
 
         def job(ss):
-            return embed(model, ss, batch_tokens=budget or None, device=device, dtype=None)[-1]
+            return embed(model, ss, runtime=Runtime(batch_tokens=budget or None, device=device))[-1]
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):  # GPU: warm up kernels and autotuning outside the timed runs

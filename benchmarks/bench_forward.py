@@ -43,7 +43,7 @@ def worker(impl: str, preset: str, dtype_name: str, batch: int, n: int, device: 
     dtype = getattr(torch, dtype_name)
     model = ntkit.build(preset, seed=0, device=device, dtype=dtype).eval()
     if impl == "transformers":
-        from ntkit.hf_reference import hf_copy
+        from hf_reference import hf_copy  # tests/hf_reference.py (common puts tests/ on the path)
 
         ref = hf_copy(model, attn="sdpa", dtype=dtype).to(device)
         del model

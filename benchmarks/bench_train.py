@@ -35,7 +35,7 @@ def worker(impl: str, preset: str, batch: int, tokens: int, steps: int, threads:
     data = [encode_windows([Window(s, "", "", 0) for s in wins[i : i + batch]], tok, tokens, 0, i, 0.15)
             for i in range(0, len(wins), batch)]
     if impl == "transformers":
-        from ntkit.hf_reference import hf_copy
+        from hf_reference import hf_copy  # tests/hf_reference.py (common puts tests/ on the path)
 
         net = hf_copy(model, attn="sdpa", dtype=torch.float32).train()
         del model

@@ -92,7 +92,7 @@ def main() -> None:
             with PeakMemory(args.device) as pm:
                 t0 = time.perf_counter()
                 if name.startswith("SNV"):
-                    table = score_variants(model, vcf, fasta, window_tokens=args.window_tokens, scores=mode.split("+"), progress=False).table
+                    table = score_variants(model, vcf, fasta, window_tokens=args.window_tokens, scores=mode.split("+")).table
                 else:
                     table = mutagenesis(model, fasta, [region], scores=mode.split("+"), window_tokens=args.window_tokens)
                 t_ours = (time.perf_counter() - t0) / len(table)

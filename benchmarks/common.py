@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 DATA = Path(os.environ.get("NTKIT_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+# The transformers reference model (tests/hf_reference.py) is a test and benchmark tool, not shipped.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

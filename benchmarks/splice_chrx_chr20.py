@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import DATA  # noqa: E402
 
 import ntkit  # noqa: E402
+from ntkit import Runtime  # noqa: E402
 from ntkit.genome import Genome  # noqa: E402
 from ntkit.splice import (MaxEntScan, SitePWM, SpliceTrainConfig, build_windows, predict_windows, read_transcripts,  # noqa: E402
                           splice_metrics, train_splice)
@@ -77,9 +78,9 @@ def main() -> None:
         cfg = SpliceTrainConfig(method=method, head=head, lr=lr, epochs=1000, batch_size=4, max_minutes=args.minutes,
                                 site_weight=args.site_weight, loss="focal", eval_every=args.eval_every, patience=args.patience)
         t = time.time()
-        m = train_splice(base, train, cfg, device=args.device, progress=False, valid=valid)
+        m = train_splice(base, train, cfg, valid=valid, runtime=Runtime(device=args.device))
         minutes = (time.time() - t) / 60
-        r = splice_metrics(test.labels, predict_windows(m, test, device=args.device))
+        r = splice_metrics(test.labels, predict_windows(m, test, runtime=Runtime(device=args.device)))
         print(f"| {label} | {m.trainable_parameters():,} | {minutes:.1f} | {m.steps} | {r['acceptor_topk']:.3f} | "
               f"{r['acceptor_prauc']:.3f} | {r['donor_topk']:.3f} | {r['donor_prauc']:.3f} |", flush=True)
     d = DATA / "splice"

@@ -102,8 +102,8 @@ def region_windows(genome: Genome, regions: Sequence[str], window_bp: int, annot
     return out
 
 
-def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequence[int] | None = None, batch_size: int | None = None,
-                         batch_tokens: int | None = None, device=None, dtype=None, progress: bool = True, alpha: float = 0.05) -> pd.DataFrame:
+def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequence[int] | None = None, alpha: float = 0.05,
+                         runtime=None) -> pd.DataFrame:
     """Enrichment table (see the module docstring) over ``windows`` (``ntkit.data.Window``), through
     ``ntkit.engine``: per window only its [layers, heads, types] attention shares are kept."""
     from . import engine
@@ -132,8 +132,7 @@ def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequ
         m(ids, mask, need_attentions=blocks, return_logits=False, attention_callback=collect)
         return list(zip(share, cov))
 
-    res = list(engine.run(model, windows, forward, length=lambda w: min(tok.token_length(len(w.sequence)), cap),
-                          batch_tokens=batch_tokens, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+    res = list(engine.run(model, windows, forward, length=lambda w: min(tok.token_length(len(w.sequence)), cap), runtime=runtime,
                           desc="attention", unit="window"))
     share = np.stack([r[0] for r in res]) if res else np.zeros((0, len(blocks), model.config.num_heads, len(annotation.types)))
     coverage = np.stack([r[1] for r in res]) if res else np.zeros((0, len(annotation.types)))

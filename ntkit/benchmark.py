@@ -159,8 +159,7 @@ def run_benchmark(
     finetune_epochs: int = 10,
     finetune_lr: float | None = None,
     batch_size: int = 16,
-    device=None,
-    progress: bool = True,
+    runtime=None,
 ) -> pd.DataFrame:
     """One row per (task, method, fold): mcc, f1, n_train, n_eval, folds."""
     from . import adapters
@@ -174,11 +173,16 @@ def run_benchmark(
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
     if model is None and set(methods) - {"kmer"}:
         raise ValueError("a model is needed for every method but kmer")
+    from .engine import as_runtime
+
+    rt = as_runtime(runtime)
+    device = rt.device
+    quiet = rt.replace(progress=False)
     random_model = build(model.config, seed=seed + 1, device=device) if model is not None and any(m.startswith("random") for m in methods) else None
     rows = []
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(tasks) * len(methods), unit="task-method", desc="benchmark", dynamic_ncols=True, disable=not progress)
+    bar = tqdm(total=len(tasks) * len(methods), unit="task-method", desc="benchmark", dynamic_ncols=True, disable=not rt.progress)
     for task in tasks:
         folds, k = folds_for(task, n_folds, seed)
         if not folds:
@@ -196,7 +200,7 @@ def run_benchmark(
                 m = random_model if method == "random-probe" else model
                 key = "random" if method == "random-probe" else "pretrained"
                 if key not in feats:
-                    feats[key] = embed(m, all_seqs, layers=[layer], batch_size=batch_size, device=device)[layer]
+                    feats[key] = embed(m, all_seqs, layers=[layer], runtime=quiet.replace(batch_size=batch_size))[layer]
             for f, (tr, ev, on_test) in enumerate(folds):
                 if on_test:  # NT layout: train on 9/10 of train, validate on 1/10, score on test
                     fit_idx, val_idx, eval_idx = tr, ev, np.arange(n_train_pool, len(all_seqs))
@@ -211,10 +215,10 @@ def run_benchmark(
                     base = random_model if method == "random-ia3" else model
                     ft = "ia3" if method in ("ia3", "random-ia3") else method
                     cfg = FinetuneConfig(method=ft, n_classes=task.n_classes, epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size,
-                                         seed=seed + f)
+                                         seed=seed + f, classes=list(task.classes) or list(range(task.n_classes)))  # labels: indices
                     valid = ([all_seqs[i] for i in val_idx], y_all[val_idx]) if val_idx is not None else None
-                    ftm = finetune(base, [all_seqs[i] for i in fit_idx], y_all[fit_idx], cfg, valid=valid, device=device)
-                    pred = ftm.predict([all_seqs[i] for i in eval_idx], batch_size=batch_size * 2, device=device).argmax(1)
+                    ftm = finetune(base, [all_seqs[i] for i in fit_idx], y_all[fit_idx], cfg, valid=valid, runtime=quiet)
+                    pred = ftm.predict([all_seqs[i] for i in eval_idx], runtime=quiet.replace(batch_size=batch_size * 2)).argmax(1)
                     adapters.detach(base)  # leave the shared base model clean
                 rows.append({"task": task.name, "method": method, "fold": f, "status": "ok", **_scores(y_eval, pred),
                              "n_train": len(fit_idx), "n_eval": len(eval_idx), "n_task": len(all_seqs), "folds": k,

@@ -314,22 +314,18 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
     return model.to(device=device or "cpu", dtype=load_dtype if load_dtype.is_floating_point else None)
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization: bool = True, tokenizer: bool = True) -> Path:
     """Write ``config.json``, weights and (by default) the tokenizer files in HF layout.
 
     Each file is written under a temporary name and renamed, so an interrupted save never leaves a
     half-written file behind under the final name.
     """
+    from .jobs import atomic_output
+
+    def write(target: Path, how) -> None:
+        with atomic_output(target) as tmp:
+            how(tmp)
+
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().to("cpu").contiguous() for k, v in to_hf_state_dict(model).items()}
@@ -337,17 +333,17 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
     if safe_serialization:
         from safetensors.torch import save_file
 
-        _atomic_write(directory / "model.safetensors", lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
+        write(directory / "model.safetensors", lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
         stale = directory / "pytorch_model.bin"
     else:
-        _atomic_write(directory / "pytorch_model.bin", lambda p: torch.save(sd, p))
+        write(directory / "pytorch_model.bin", lambda p: torch.save(sd, p))
         stale = directory / "model.safetensors"
     if stale.exists():  # never leave two different weight files side by side
         stale.unlink()
     if tokenizer:
         model.tokenizer.save_pretrained(directory)
     cfg_text = json.dumps(hf_config(model.config, dtype), indent=2) + "\n"
-    _atomic_write(directory / "config.json", lambda p: p.write_text(cfg_text))
+    write(directory / "config.json", lambda p: p.write_text(cfg_text))
     return directory
 
 

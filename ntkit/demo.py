@@ -29,6 +29,7 @@ def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: in
     from .baselines import baseline_table, compare_with_baselines
     from .benchmark import load_tasks, run_benchmark, write_report
     from .checkpoint import load
+    from .engine import Runtime
     from .pretrain import PretrainConfig, pretrain
     from .variants import score_variants, write_table, write_vcf
 
@@ -53,7 +54,7 @@ def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: in
     summary["mlm"] = {k: v for k, v in res.items()}
 
     print("== 3/4 zero-shot scores of the chr20 1000 Genomes indels", flush=True)
-    scores = score_variants(model, vcf, fasta, layers=[-1], progress=True)
+    scores = score_variants(model, vcf, fasta, layers=[-1], runtime=Runtime(progress=True))
     write_vcf(scores, vcf, out / "variants.scored.vcf.gz")
     write_table(scores, out / "variants.scores.tsv")
     print(scores.summary(), flush=True)
@@ -61,7 +62,7 @@ def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: in
 
     print(f"== 4/4 downstream benchmark ({', '.join(tasks)}; 5-fold CV)", flush=True)
     all_tasks = load_tasks(task_table, tasks)
-    results = run_benchmark(all_tasks, model, methods=["kmer", "probe", "random-probe"], n_folds=5, seed=seed)
+    results = run_benchmark(all_tasks, model, methods=["kmer", "probe", "random-probe"], n_folds=5, seed=seed, runtime=Runtime(progress=True))
     paths = write_report(results, out / "benchmark")
     print(paths["table"].read_text(), flush=True)
     summary["benchmark"] = pd.read_csv(paths["summary"]).to_dict(orient="records")

@@ -29,7 +29,6 @@ import pyarrow as pa
 
 from . import engine
 from .sequence import reverse_complement as revcomp
-from .engine import default_batch_tokens  # noqa: F401  (re-exported: the default budget)
 
 Pooling = Literal["mean", "cls", "token", "nucleotide"]
 
@@ -116,12 +115,8 @@ def iter_embeddings(
     pooling: Pooling = "mean",
     reverse_complement: bool = False,
     overlap_bp: int | None = None,
-    batch_tokens: int | None = None,
-    batch_size: int | None = None,
+    runtime: engine.Runtime | None = None,
     lookahead: int = 4096,
-    device=None,
-    dtype=None,
-    progress: bool = False,
 ) -> Iterator[dict[int, np.ndarray]]:
     """``{layer: vector}`` per sequence, in input order, as the sequences stream in (memory: the
     look-ahead buffer of ``lookahead`` chunks). Options as in ``embed``."""
@@ -137,9 +132,10 @@ def iter_embeddings(
         overlap_bp = min(600, ctx_bp // 4)
     if overlap_bp >= ctx_bp:
         raise ValueError(f"overlap_bp must be smaller than the context ({ctx_bp} bp)")
-    if batch_size is not None:
-        batch_tokens = min(batch_tokens or engine.default_batch_tokens(device or engine.model_device(model)),
-                           batch_size * model.config.max_tokens)
+    rt = engine.as_runtime(runtime)
+    if rt.batch_size is not None:  # rows cap the token budget (a row can be as long as the context)
+        rt = rt.replace(batch_tokens=min(rt.batch_tokens or engine.default_batch_tokens(rt.device or engine.model_device(model)),
+                                         rt.batch_size * model.config.max_tokens), batch_size=None)
     tok = model.tokenizer
     strands = 2 if reverse_complement else 1
 
@@ -158,8 +154,8 @@ def iter_embeddings(
     def length(w: _Window) -> int:
         return tok.token_length(len(w.sequence))
 
-    results = engine.run(model, windows(), _forward(layers, pooling), length=length, batch_tokens=batch_tokens,
-                         lookahead=lookahead, device=device, dtype=dtype, progress=progress, desc="embedding", unit="window")
+    results = engine.run(model, windows(), _forward(layers, pooling), length=length, runtime=rt, lookahead=lookahead,
+                         desc="embedding", unit="window")
     for _, group in itertools.groupby(results, key=lambda r: r[0].seq):
         yield _combine(list(group), layers, pooling, strands)
 
@@ -172,20 +168,15 @@ def embed(
     pooling: Pooling = "mean",
     reverse_complement: bool = False,
     overlap_bp: int | None = None,
-    batch_tokens: int | None = None,
-    batch_size: int | None = None,
-    device=None,
-    dtype=None,
-    progress: bool = False,
+    runtime: engine.Runtime | None = None,
 ) -> dict[int, np.ndarray | list[np.ndarray]]:
     """``{layer: array}``: [N, H] for mean/cls; a list of [T_i, H] (token) or [len_i, H]
-    (nucleotide) arrays otherwise. ``batch_tokens``: token budget per batch (default
+    (nucleotide) arrays otherwise. ``runtime.batch_tokens``: token budget per batch (default
     ``engine.default_batch_tokens(device)``; a sequence longer than the budget forms a batch of its
-    own); ``batch_size`` (sequences) caps it when given. In memory: for files of any size use
-    ``embed_to_file``."""
+    own); ``runtime.batch_size`` (sequences) caps it when given. In memory: for files of any size
+    use ``embed_to_file``."""
     vecs = list(iter_embeddings(model, sequences, layers=layers, pooling=pooling, reverse_complement=reverse_complement,
-                                overlap_bp=overlap_bp, batch_tokens=batch_tokens, batch_size=batch_size, device=device,
-                                dtype=dtype, progress=progress))
+                                overlap_bp=overlap_bp, runtime=runtime))
     out = {}
     for l in layers:
         col = [v[l] for v in vecs]
@@ -383,16 +374,14 @@ def embed_to_file(
     chunk_size: int = 4096,
     shard=None,
     restart: bool = False,
-    batch_tokens: int | None = None,
-    device=None,
-    dtype=None,
-    progress: bool = True,
+    runtime: engine.Runtime | None = None,
 ) -> dict:
     """Embeddings of every record of ``input`` (FASTA or table) into ``out`` (parquet, see
     ``embedding_schema``), as a sharded, resumable job (``ntkit.jobs``): chunks of ``chunk_size``
     records. Returns a summary (``merged``: whether ``out`` was written by this call)."""
     from . import jobs
 
+    rt = engine.as_runtime(runtime)
     if not str(out).endswith(".parquet"):
         raise ValueError(f"{out}: embeddings are written as .parquet")
     extra = table_schema(input)
@@ -405,7 +394,7 @@ def embed_to_file(
 
     def process(chunk: list[tuple[str, str, dict]]) -> Iterator[dict]:
         vecs = iter_embeddings(model, [r[1] for r in chunk], layers=layers, pooling=pooling, reverse_complement=reverse_complement,
-                               overlap_bp=overlap_bp, batch_tokens=batch_tokens, device=device, dtype=dtype)
+                               overlap_bp=overlap_bp, runtime=rt.replace(progress=False))
         for (sid, _, ex), v in zip(chunk, vecs):
             yield _row(sid, ex, v, pooling)
 
@@ -414,7 +403,7 @@ def embed_to_file(
                    input_files={"sequences": input}, options=options, model=model, chunk_size=chunk_size,
                    weight=lambda r: len(r[1]), max_weight=64_000_000, row_group=256 if pooling in ("token", "nucleotide") else 4096,
                    unit="seq", desc="embedding")
-    return jobs.run_job(job, shard=shard, restart=restart, progress=progress)
+    return jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)
 
 
 def merge_outputs(store) -> dict:
@@ -424,7 +413,7 @@ def merge_outputs(store) -> dict:
     from .jobs import write_parquet
 
     out = store.outputs[0]
-    schema = pq.ParquetFile(store.parts()[0]).schema_arrow if store.parts() else pa.schema([("id", pa.string())])
+    schema = store.rows_schema() if store.schema is not None or store.parts() else pa.schema([("id", pa.string())])
     write_parquet(store.batches(), schema, out)
     n = sum(pq.ParquetFile(p).metadata.num_rows for p in store.parts())
     return {"outputs": [str(out)], "sequences": n, "summary": f"{n} sequences embedded"}

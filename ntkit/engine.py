@@ -1,5 +1,8 @@
 """The inference engine every model-running job uses: streaming, token-budget batches, input order.
 
+Where and how a model runs is one ``Runtime`` (device, dtype, batch_tokens, batch_size,
+progress), taken by every model-running function of ntkit as ``runtime=``.
+
 ``run(model, requests, forward)`` reads ``requests`` lazily into a bounded look-ahead buffer
 (``lookahead`` requests), sorts the buffer by token length, cuts it into batches of at most
 ``batch_tokens`` tokens (rows x padded length; a request over the budget forms a batch of its own),
@@ -18,7 +21,9 @@ Helpers shared by the jobs: ``encode`` (tokenise a batch onto the device) and ``
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +31,30 @@ from tqdm.auto import tqdm
 
 R = TypeVar("R")
 O = TypeVar("O")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a model runs, for every model-running function (``runtime=``)."""
+
+    device: Any = None  # "cpu", "cuda", "cuda:1" ...; None: where the model is
+    dtype: Any = None  # autocast dtype of the forwards (torch.bfloat16 ...); None: the weights' own
+    batch_tokens: int | None = None  # tokens per forward (rows x padded length); None: default_batch_tokens(device)
+    batch_size: int | None = None  # rows per forward, at most
+    progress: bool = False  # progress bars
+
+    def replace(self, **changes) -> "Runtime":
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self):
+        for name in ("batch_tokens", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"Runtime.{name} must be a positive integer, not {v!r}")
+
+
+def as_runtime(runtime: Runtime | None) -> Runtime:
+    return runtime if runtime is not None else Runtime()
 
 
 def default_batch_tokens(device) -> int:
@@ -86,21 +115,18 @@ def run(
     forward: Callable[[object, list[R]], Sequence[O]],
     *,
     length: Callable[[R], int],
-    batch_tokens: int | None = None,
-    batch_size: int | None = None,
+    runtime: Runtime | None = None,
     lookahead: int = 4096,
-    device=None,
-    dtype=None,
-    progress: bool = False,
     desc: str = "inference",
     unit: str = "seq",
     total: int | None = None,
 ) -> Iterator[O]:
     """Results of ``forward`` for every request, in input order (see the module docstring).
     ``length(request)``: its tokens, ``<cls>`` included."""
-    with inference_session(model, device) as dev:
-        batch_tokens = batch_tokens or default_batch_tokens(dev)
-        with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=not progress) as bar:
+    rt = as_runtime(runtime)
+    with inference_session(model, rt.device) as dev:
+        batch_tokens, batch_size, dtype = rt.batch_tokens or default_batch_tokens(dev), rt.batch_size, rt.dtype
+        with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=not rt.progress) as bar:
             buffer: list[R] = []
             it = iter(requests)
             while True:

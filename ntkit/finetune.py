@@ -48,6 +48,12 @@ class FinetuneConfig:
     max_steps: int | None = None
     seed: int = 0
     classes: list[int | str] | None = None  # class k's label (from the training data); saved with the adapter
+    sequence_bp: int | None = None  # median length of the training sequences (set by finetune): the window variant effects read
+    # Regression: the training targets' mean and standard deviation (set by finetune). The head
+    # predicts z-scores (it starts at the mean, and one learning rate suits any unit); outputs are
+    # in the targets' units.
+    target_mean: float | None = None
+    target_scale: float | None = None
 
     def __post_init__(self) -> None:
         from .config import check_fields
@@ -95,13 +101,17 @@ class FinetunedModel(nn.Module):
         L = self.base.config.num_layers
         h = self.base(ids, mask, repr_layers=[L], return_logits=False).hidden_states[L]
         out = self.head(h, mask & (ids != self.base.config.cls_token_id))
-        return out.squeeze(-1) if self.cfg.task == "regression" else out
+        if self.cfg.task == "classification":
+            return out
+        out = out.squeeze(-1)
+        if self.cfg.target_mean is not None:
+            out = out * self.cfg.target_scale + self.cfg.target_mean
+        return out
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def iter_predict(self, sequences: Iterable[str], *, batch_tokens: int | None = None, batch_size: int | None = None,
-                     device=None, dtype=None, progress: bool = False) -> Iterator[np.ndarray]:
+    def iter_predict(self, sequences: Iterable[str], *, runtime: engine.Runtime | None = None) -> Iterator[np.ndarray]:
         """Per sequence, in input order, as they stream in: class probabilities [n_classes] or a value
         (through ``ntkit.engine``; sequences longer than the context are truncated)."""
         tok, cap = self.base.tokenizer, self.base.config.max_tokens
@@ -112,15 +122,12 @@ class FinetunedModel(nn.Module):
             y = torch.softmax(y, -1) if self.cfg.task == "classification" else y
             return list(y.cpu().numpy())
 
-        yield from engine.run(self, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap),
-                              batch_tokens=batch_tokens, batch_size=batch_size, device=device, dtype=dtype,
-                              progress=progress, desc="predict")
+        yield from engine.run(self, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap), runtime=runtime,
+                              desc="predict")
 
-    def predict(self, sequences: Sequence[str], *, batch_tokens: int | None = None, batch_size: int | None = None,
-                device=None, dtype=None, progress: bool = False) -> np.ndarray:
+    def predict(self, sequences: Sequence[str], *, runtime: engine.Runtime | None = None) -> np.ndarray:
         """``iter_predict`` collected: [N, n_classes] probabilities or [N] values."""
-        out = list(self.iter_predict(sequences, batch_tokens=batch_tokens, batch_size=batch_size, device=device,
-                                     dtype=dtype, progress=progress))
+        out = list(self.iter_predict(sequences, runtime=runtime))
         if not out:
             return np.zeros((0, self.cfg.n_classes) if self.cfg.task == "classification" else (0,), dtype=np.float32)
         return np.stack(out)
@@ -162,7 +169,7 @@ FINETUNE_CONFIG, HEAD_WEIGHTS = "finetune_config.json", "head.safetensors"
 
 def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *, sequence_column: str | None = None,
                     id_column: str | None = None, chunk_size: int = 4096, shard=None, restart: bool = False,
-                    batch_tokens: int | None = None, device=None, dtype=None, progress: bool = True) -> dict:
+                    runtime: engine.Runtime | None = None) -> dict:
     """Predictions of a fine-tuned model for every record of ``input`` (FASTA or table) into ``out``
     (parquet / TSV / CSV): ``id``, the input's other columns, then ``prob_<class>`` per class
     (the training data's class names) and ``predicted`` (classification) or ``prediction``
@@ -173,6 +180,7 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
     from . import jobs
     from .embed import id_col, iter_sequences, table_schema
 
+    rt = engine.as_runtime(runtime)
     extra = table_schema(input)
     seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
     fields = [pa.field("id", pa.string())] + [f for f in extra if f.name not in (seq_col, "id", id_col(extra, id_column))]
@@ -186,7 +194,7 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
     schema = pa.schema(fields)
 
     def process(chunk):
-        preds = model.iter_predict([r[1] for r in chunk], batch_tokens=batch_tokens, device=device, dtype=dtype)
+        preds = model.iter_predict([r[1] for r in chunk], runtime=rt.replace(progress=False))
         for (sid, _, ex), y in zip(chunk, preds):
             row = {"id": sid, **{k: v for k, v in ex.items() if k != "id"}}
             if classification:
@@ -199,7 +207,7 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
                    input_files={"sequences": input}, options={"sequence_column": sequence_column, "id_column": id_column,
                                                               "schema": schema.to_string()},
                    model=model, chunk_size=chunk_size, weight=lambda r: len(r[1]), max_weight=64_000_000, unit="seq", desc="predict")
-    return jobs.run_job(job, shard=shard, restart=restart, progress=progress)
+    return jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)
 
 
 def merge_outputs(store) -> dict:
@@ -237,17 +245,20 @@ def finetune(
     cfg: FinetuneConfig | None = None,
     *,
     valid: tuple[Sequence[str], Sequence] | None = None,
-    device=None,
-    dtype=None,
-    progress: bool = False,
+    runtime: engine.Runtime | None = None,
 ) -> FinetunedModel:
-    """Train a head (+ adapter, or every weight) on ``sequences``/``labels``; early stopping on
-    ``valid`` (or a stratified ``cfg.valid_fraction`` split of the training data); the best
-    epoch's weights are returned. ``base`` is copied for full fine-tuning, shared otherwise.
+    """Train a head (+ adapter, or every weight) on ``sequences``/``labels`` with the shared loop
+    (``ntkit.training``): early stopping on ``valid`` (or a stratified ``cfg.valid_fraction``
+    split of the training data) by MCC (regression: MSE), the best epoch's weights kept. ``base``
+    is copied for full fine-tuning, shared otherwise. Seeded by ``cfg.seed`` (the head's
+    initialisation, the split, the order of batches, dropout), the caller's RNG state untouched.
 
     Classification labels are class indices when ``cfg.classes`` names the classes; without it
     they are the labels themselves (``0``/``1``, ``"enhancer"`` ...): the classes are defined by
     them (``ntkit.labels``) and stored with the adapter, and ``valid`` labels are numbered alike."""
+    from .training import train_loop
+
+    rt = engine.as_runtime(runtime)
     cfg = cfg or FinetuneConfig()
     if cfg.task == "classification" and cfg.classes is None:
         from dataclasses import replace
@@ -259,68 +270,54 @@ def finetune(
         if valid is not None:
             valid = (valid[0], classes.encode(valid[1], "valid labels"))
         cfg = replace(cfg, n_classes=len(classes), classes=list(classes.names))
-    device = device or next(base.parameters()).device
+    device = torch.device(rt.device) if rt.device is not None else next(base.parameters()).device
     if cfg.method == "full":
         base = copy.deepcopy(base)
-    model = FinetunedModel(base, cfg).to(device)
     y_all = np.asarray(labels, dtype=np.int64 if cfg.task == "classification" else np.float32)
     seqs = list(sequences)
-    rng = np.random.default_rng(cfg.seed)
-    if valid is None and cfg.valid_fraction > 0 and len(seqs) >= 10:
-        from sklearn.model_selection import train_test_split
+    if cfg.sequence_bp is None and seqs:
+        from dataclasses import replace
 
-        idx = np.arange(len(seqs))
-        strat = y_all if cfg.task == "classification" and np.bincount(y_all).min(initial=0) >= 2 else None
-        tr, va = train_test_split(idx, test_size=cfg.valid_fraction, random_state=cfg.seed, stratify=strat)
-        valid = ([seqs[i] for i in va], y_all[va])
-        seqs, y_all = [seqs[i] for i in tr], y_all[tr]
-    tok = base.tokenizer
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    torch.manual_seed(cfg.seed)
-    best, best_state, bad, step = -math.inf, None, 0, 0
-    from tqdm.auto import tqdm
+        cfg = replace(cfg, sequence_bp=int(np.median([len(s) for s in seqs])))
+    if cfg.task == "regression" and cfg.target_mean is None and len(y_all):
+        from dataclasses import replace
 
-    bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"finetune ({cfg.method})", dynamic_ncols=True, disable=not progress)
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = rng.permutation(len(seqs))
-        for i0 in range(0, len(seqs), cfg.batch_size):
-            idx = perm[i0 : i0 + cfg.batch_size]
-            ids, mask = tok.batch_encode([seqs[k] for k in idx], truncation=True).to_torch(device)
-            y = torch.as_tensor(y_all[idx], device=device)
-            with torch.autocast(device_type=torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
-                out = model(ids, mask)
-            loss = F.cross_entropy(out.float(), y) if cfg.task == "classification" else F.mse_loss(out.float(), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss became {loss.item()} at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-        bar.update(1)
-        if valid is None:
-            continue
-        score = _metric(cfg.task, np.asarray(valid[1]), model.predict(valid[0], batch_size=cfg.batch_size * 2, device=device))
-        if score > best:
-            best, bad = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable(model, k)}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-        if cfg.max_steps and step >= cfg.max_steps:
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    model.eval()
-    return model
+        if not np.isfinite(y_all).all():
+            raise ValueError("regression targets must be finite numbers (NaN or inf among the labels)")
+        sd = float(y_all.std())
+        cfg = replace(cfg, target_mean=float(y_all.mean()), target_scale=sd if sd > 0 else 1.0)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = FinetunedModel(base, cfg).to(device)
+        rng = np.random.default_rng(cfg.seed)
+        if valid is None and cfg.valid_fraction > 0 and len(seqs) >= 10:
+            from sklearn.model_selection import train_test_split
 
+            idx = np.arange(len(seqs))
+            strat = y_all if cfg.task == "classification" and np.bincount(y_all).min(initial=0) >= 2 else None
+            tr, va = train_test_split(idx, test_size=cfg.valid_fraction, random_state=cfg.seed, stratify=strat)
+            valid = ([seqs[i] for i in va], y_all[va])
+            seqs, y_all = [seqs[i] for i in tr], y_all[tr]
+        tok = base.tokenizer
 
-def _trainable(model: nn.Module, key: str) -> bool:
-    params = dict(model.named_parameters())
-    return key in params and params[key].requires_grad
+        def batches(epoch: int):
+            perm = rng.permutation(len(seqs))
+            for i0 in range(0, len(seqs), cfg.batch_size):
+                idx = perm[i0 : i0 + cfg.batch_size]
+                ids, mask = tok.batch_encode([seqs[k] for k in idx], truncation=True).to_torch(device)
+                yield ids, mask, torch.as_tensor(y_all[idx], device=device)
+
+        def step_loss(m, batch) -> torch.Tensor:
+            ids, mask, y = batch
+            out = m(ids, mask).float()
+            if cfg.task == "classification":
+                return F.cross_entropy(out, y)
+            return F.mse_loss(out, y) / (cfg.target_scale or 1.0) ** 2  # the MSE of z-scores
+
+        check = engine.Runtime(device=device, batch_size=cfg.batch_size * 2)
+        evaluate = (lambda m: _metric(cfg.task, np.asarray(valid[1]), m.predict(valid[0], runtime=check))) if valid is not None else None
+        train_loop(model, [p for p in model.parameters() if p.requires_grad], batches, step_loss, lr=cfg.lr, epochs=cfg.epochs,
+                   weight_decay=cfg.weight_decay, max_steps=cfg.max_steps, patience=cfg.patience, evaluate=evaluate,
+                   autocast_dtype=rt.dtype, device=device, progress=rt.progress, desc=f"finetune ({cfg.method})",
+                   total_steps=cfg.epochs * math.ceil(len(seqs) / cfg.batch_size))
+    return model.eval()

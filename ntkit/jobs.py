@@ -261,6 +261,7 @@ class PartStore:
         self.shard = shard
         self.manifest = _normal({"version": MANIFEST_VERSION, **manifest})
         self.finished: dict | None = None  # the result of an identical job already merged
+        self.schema: pa.Schema | None = None  # the rows' schema, when the job that writes them is known
         receipt = receipt_path(out)
         if restart:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -392,6 +393,15 @@ class PartStore:
             raise ValueError(f"{self.dir}: the parts hold {items} input items of {counts['items']}; the folder was edited; "
                              "rerun with --restart")
         return rows
+
+    def rows_schema(self) -> pa.Schema:
+        """The schema of the rows: the job's, else the first part's (a merge by hand)."""
+        if self.schema is not None:
+            return self.schema
+        parts = self.parts()
+        if not parts:
+            raise ValueError(f"{self.dir}: no part holds a row and the job's schema is unknown; rerun the job")
+        return pq.ParquetFile(parts[0]).schema_arrow
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Every part's rows, in input order."""
@@ -592,6 +602,7 @@ def run_job(job: Job, *, shard=None, restart: bool = False, progress: bool = Tru
     store = PartStore(outputs[0], manifest, shard, restart)
     if store.finished is not None:
         return {"shard": str(shard), "merged": True, "already_done": True, **store.finished}
+    store.schema = job.schema
     n = run_chunks(store, job.items, job.chunk_size, job.process, job.schema, max_weight=job.max_weight, weight=job.weight,
                    row_group=job.row_group, progress=progress, desc=job.desc, unit=job.unit, total=job.total)
     return {"shard": str(shard), "chunks": n, **finish(store, job.merge)}

@@ -223,9 +223,15 @@ class NTModel(nn.Module):
 
     @property
     def tokenizer(self):
+        """The model's tokenizer, built once (its 4k-entry vocabulary) and rebuilt only if the
+        config's tokenizer or context changes."""
         from .tokenizer import Tokenizer
 
-        return Tokenizer(self.config.tokenizer, max_tokens=self.config.max_tokens)
+        key = (self.config.tokenizer, self.config.max_tokens)
+        cached = self.__dict__.get("_tokenizer")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_tokenizer"] = (key, Tokenizer(self.config.tokenizer, max_tokens=self.config.max_tokens))
+        return cached[1]
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,14 +1,18 @@
-"""In-silico saturation mutagenesis: every base of a region changed to each of the other three.
+"""In-silico saturation mutagenesis: every base of a region changed to each of the other three,
+scored by any predictor (``ntkit.perturb``): NT's zero-shot scores by default, a fine-tuned model
+(``predictor=SequenceModel``: alt - ref of its outputs) or a per-base model such as a splice model
+(SpliceAI's gains and losses per gene, genes from ``transcripts``).
 
-The SNVs are scored exactly as ``ntkit.variants`` scores a VCF (same tiles, same scores; the
-default here is the two marginals, ``llr`` and ``llr_unmasked``), so the shared forwards do most
-of the work: one forward per tile gives every ``llr_unmasked`` of the tile, one forward per 6-mer
-gives the ``llr`` of its 18 SNVs. Reference bases that are N are skipped and counted.
+The SNVs are scored exactly as the same SNVs of a VCF would be (same tiles, same scores), so the
+shared forwards do most of the work: NT's tiles give every ``llr_unmasked`` of a tile in one
+forward and the ``llr`` of a 6-mer's 18 SNVs in another, and every predictor's reference
+prediction of a tile serves all of its SNVs. Reference bases that are N are skipped and counted.
 
-Outputs of ``mutagenesis_to_files`` (folder ``out``): ``mutagenesis.parquet`` (one row per SNV:
-chrom, 1-based pos, ref, alt, scores), one bedGraph per score (value = mean over the three ALTs
-at each base; 0-based half-open as bedGraph is), and ``heatmap.png`` (position x ALT base per
-score, the reference base blank, the per-base mean above it) for the first region.
+Outputs of ``mutagenesis_to_files`` (folder ``out``): ``mutagenesis.parquet`` (one row per SNV, per
+gene for per-base predictors: chrom, 1-based pos, region, ref, alt, scores), one bedGraph per
+score (value = mean over the three ALTs at each base, the largest over genes first; 0-based
+half-open as bedGraph is; contigs named as the FASTA names them), and ``heatmap.png`` (position x
+ALT base per score, the reference base blank, the per-base mean above it) for the first region.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import engine
 from .data import Interval
 from .genome import Genome
-from .variants import EFFECT_SIGN, Allele, ScoreOptions, score_options, score_alleles
+from .variants import EFFECT_SIGN, Allele, score_options
 
+DEFAULT_SCORES = ("llr", "llr_unmasked")  # the two marginals: one forward per tile scores its every SNV (wild-type)
 TABLE_FIRST = ["chrom", "pos", "region", "ref", "alt", "window_start"]  # then one column per score
 
 
@@ -53,7 +59,8 @@ def _has_bases(genome: Genome, iv: Interval, block: int = 1_000_000) -> bool:
 
 
 def iter_positions(genome: Genome, intervals: Sequence[Interval], block: int = 100_000) -> Iterator[list[Allele]]:
-    """Per reference base (N skipped): its three SNVs, rows numbered over all regions."""
+    """Per reference base (N skipped): its three SNVs, rows numbered over all regions (the base's
+    number is its ``record``)."""
     row = 0
     for iv in intervals:
         for s in range(iv.start, iv.end, block):
@@ -63,46 +70,96 @@ def iter_positions(genome: Genome, intervals: Sequence[Interval], block: int = 1
                     continue
                 pos = s + k + 1
                 alts = [b for b in "ACGT" if b != ref]
-                yield [Allele(row + j, iv.contig, pos, iv.label, ref, alt, j + 1) for j, alt in enumerate(alts)]
+                yield [Allele(row + j, iv.contig, pos, iv.label, ref, alt, j + 1, record=row // 3) for j, alt in enumerate(alts)]
                 row += 3
 
 
-def mutagenesis(model, fasta: str | Path | Genome, regions: Sequence[str] = (), *, bed=None, scores=("llr", "llr_unmasked"),
-                layers=(-1,), window_tokens=None, tile_stride_bp=None, both_strands=False, chunk_size: int = 4096,
-                batch_tokens=None, device=None, dtype=None, progress: bool = False) -> pd.DataFrame:
-    """The SNV table in memory (small regions; ``mutagenesis_to_files`` for any size)."""
+def as_predictor(model_or_predictor, *, scores=DEFAULT_SCORES, layers=(-1,), window_tokens=None, tile_stride_bp=None,
+                 both_strands=False):
+    """A predictor for mutagenesis: the one given, or NT's zero-shot scores of a pretrained model."""
+    from .predictors import Predictor, ZeroShot
+
+    if isinstance(model_or_predictor, Predictor):
+        return model_or_predictor
+    return ZeroShot(model_or_predictor, score_options(model_or_predictor, layers, window_tokens, both_strands, False, None, scores,
+                                                      tile_stride_bp))
+
+
+def track_columns(predictor) -> list[str]:
+    """The scores drawn as tracks and heatmaps."""
+    from .perturb import base_columns
+
+    if predictor.kind == "lm":
+        return list(predictor.outputs)
+    if predictor.kind == "base":
+        return [c for c in base_columns(predictor) if c.startswith("DS_")]
+    return [f"delta_{o}" for o in predictor.outputs]
+
+
+def _table(predictor, rows: list[dict]) -> pd.DataFrame:
+    from .perturb import schema
+
+    t = pd.DataFrame(rows, columns=schema(predictor, _opts(predictor)).names).rename(columns={"id": "region"})
+    return t[[c for c in TABLE_FIRST + [c for c in t.columns if c not in TABLE_FIRST + ["alt_index", "status", "record", "label"]]]]
+
+
+def _opts(predictor, options=None):
+    from .perturb import EffectOptions
+
+    return (options or EffectOptions()).resolve(predictor)
+
+
+def mutagenesis(model, fasta: str | Path | Genome, regions: Sequence[str] = (), *, bed=None, transcripts=None, options=None,
+                scores=DEFAULT_SCORES, layers=(-1,), window_tokens=None, tile_stride_bp=None, both_strands=False,
+                chunk_size: int = 4096, runtime=None) -> pd.DataFrame:
+    """The SNV table in memory (small regions; ``mutagenesis_to_files`` for any size). ``model``: a
+    pretrained NT (its zero-shot ``scores``) or any ``ntkit.predictors.Predictor``; ``options``
+    (``perturb.EffectOptions``) and ``transcripts`` (genes of a per-base predictor) for the latter."""
     from .jobs import chunks
+    from .perturb import GeneIndex, effects
+    from .splice import read_transcripts
 
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     ivs = regions_from(genome, regions, bed)
-    opts = score_options(model, layers, window_tokens, both_strands, False, None, scores, tile_stride_bp)
+    predictor = as_predictor(model, scores=scores, layers=layers, window_tokens=window_tokens, tile_stride_bp=tile_stride_bp,
+                             both_strands=both_strands)
+    opts = _opts(predictor, options)
+    genes = GeneIndex(read_transcripts(transcripts), genome) if transcripts else None
+    rt = engine.as_runtime(runtime)
     rows = []
-    with tqdm(unit="base", desc="mutagenesis", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(unit="base", desc="mutagenesis", disable=not rt.progress, dynamic_ncols=True) as bar:
         for chunk in chunks(iter_positions(genome, ivs), chunk_size):
-            rows += score_alleles(model, [a for p in chunk for a in p], genome, opts, batch_tokens=batch_tokens,
-                                  device=device, dtype=dtype)
+            rows += effects(predictor, [a for p in chunk for a in p], genome, opts, genes, rt)
             bar.update(len(chunk))
-    t = pd.DataFrame(rows, columns=opts.schema().names).rename(columns={"id": "region"})
-    return t[TABLE_FIRST + opts.columns()].astype({"window_start": "Int64"})
+    return _table(predictor, rows).astype({"window_start": "Int64"})
 
 
-def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Sequence[str] = (), *, bed=None,
-                         scores=("llr", "llr_unmasked"), layers=(-1,), window_tokens=None, tile_stride_bp=None,
-                         both_strands=False, chunk_size: int = 4096, shard=None, restart: bool = False, batch_tokens=None,
-                         device=None, dtype=None, progress: bool = True) -> dict:
+def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Sequence[str] = (), *, bed=None, transcripts=None,
+                         options=None, scores=DEFAULT_SCORES, layers=(-1,), window_tokens=None, tile_stride_bp=None,
+                         both_strands=False, chunk_size: int = 4096, shard=None, restart: bool = False, runtime=None) -> dict:
     """Saturation mutagenesis of ``regions`` / ``bed`` into the folder ``out`` (see the module
-    docstring), as a sharded, resumable job of ``ntkit.jobs`` (chunks of ``chunk_size`` bases)."""
+    docstring), as a sharded, resumable job of ``ntkit.jobs`` (chunks of ``chunk_size`` bases).
+    ``model`` as in ``mutagenesis``."""
     from . import jobs
+    from .perturb import GeneIndex, _meta, effects, schema
+    from .splice import read_transcripts
 
     out = Path(out)
     genome = Genome(fasta)
     ivs = regions_from(genome, regions, bed)
-    opts = score_options(model, layers, window_tokens, both_strands, False, None, scores, tile_stride_bp)
-    options = {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
-               "regions": [[iv.contig, iv.start, iv.end] for iv in ivs]}
+    predictor = as_predictor(model, scores=scores, layers=layers, window_tokens=window_tokens, tile_stride_bp=tile_stride_bp,
+                             both_strands=both_strands)
+    opts = _opts(predictor, options)
+    genes = GeneIndex(read_transcripts(transcripts), genome) if transcripts else None
+    if predictor.kind == "base" and genes is None:
+        raise ValueError("a per-base predictor mutates bases inside genes: give --transcripts (SpliceAI's table or a GTF)")
+    rt = engine.as_runtime(runtime)
+    tracks = track_columns(predictor)
+    options = {**_meta(predictor, opts), "regions": [[iv.contig, iv.start, iv.end] for iv in ivs], "tracks": tracks,
+               "signs": {c: EFFECT_SIGN[c if c.startswith("llr") else c.split("_")[0]] for c in tracks} if predictor.kind == "lm" else None}
 
     def process(chunk: list[list[Allele]]) -> list[dict]:
-        return score_alleles(model, [a for p in chunk for a in p], genome, opts, batch_tokens=batch_tokens, device=device, dtype=dtype)
+        return effects(predictor, [a for p in chunk for a in p], genome, opts, genes, rt)
 
     total = sum(iv.end - iv.start for iv in ivs)
     seen = 0  # bases with SNVs; every shard reads every position (chunk boundaries depend on the input alone)
@@ -113,11 +170,12 @@ def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Seq
             seen += 1
             yield p
 
-    outputs = [out / "mutagenesis.parquet"] + [out / f"{c}.bedgraph" for c in opts.columns()] + [out / "heatmap.png"]
-    job = jobs.Job("mutagenesis", outputs, positions(), process, opts.schema(), merge_outputs,
-                   input_files={"bed": bed} if bed else {}, fingerprints={"fasta": jobs.genome_fingerprint(genome)},
-                   options=options, model=model, chunk_size=chunk_size, unit="base", desc="mutagenesis", total=total)
-    res = jobs.run_job(job, shard=shard, restart=restart, progress=progress)
+    outputs = [out / "mutagenesis.parquet"] + [out / f"{c}.bedgraph" for c in tracks] + [out / "heatmap.png"]
+    job = jobs.Job("mutagenesis", outputs, positions(), process, schema(predictor, opts), merge_outputs,
+                   input_files={**({"bed": bed} if bed else {}), **({"transcripts": transcripts} if transcripts else {})},
+                   fingerprints={"fasta": jobs.genome_fingerprint(genome)}, options=options, model=predictor.model,
+                   chunk_size=chunk_size, unit="base", desc="mutagenesis", total=total)
+    res = jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)
     return {"n_bases_skipped": total - seen if seen or not res.get("already_done") else 0, **res}
 
 
@@ -128,42 +186,50 @@ def merge_outputs(store) -> dict:
     from .jobs import atomic_output, write_parquet
 
     o = store.manifest["options"]
-    opts = ScoreOptions(tuple(o["scores"]), tuple(o["layers"]), o["window_tokens"], o["tile_stride_bp"], o["both_strands"], None)
-    cols = opts.columns()
-    keep = ["chrom", "pos", "id", "ref", "alt", "window_start"] + cols  # id: the region's label
-    schema = pa.schema([opts.schema().field(c) for c in keep]).set(2, pa.field("region", pa.string()))
+    tracks = o["tracks"]
+    full = store.rows_schema()
+    drop = {"alt_index", "status", "record", "label"}
+    keep = [n for n in ["chrom", "pos", "id", "ref", "alt", "window_start"] + [n for n in full.names if n not in TABLE_FIRST + ["id"]]
+            if n not in drop]
+    keep = list(dict.fromkeys(keep))
+    schema = pa.schema([full.field(n) if n != "id" else pa.field("region", pa.string()) for n in keep])
     table = write_parquet((b.select(keep).rename_columns(schema.names) for b in store.batches()), schema, store.outputs[0])
     out = store.outputs[0].parent
     outputs = [str(table)]
-    for col in cols:
+    for col in tracks:
         path = out / f"{col}.bedgraph"
         with atomic_output(path) as tmp, open(tmp, "w") as fh:
             fh.write(f'track type=bedGraph name="ntkit {col}" description="mean over the 3 ALT bases"\n')
-            key, vals = None, []
-            for b in store.batches():  # a base's 3 rows are consecutive, possibly across batches
-                for c, p, v in zip(*(b.column(x).to_pylist() for x in ("chrom", "pos", col))):
+            key, vals = None, {}
+            for b in store.batches():  # a base's rows are consecutive, possibly across batches
+                for c, p, alt, v in zip(*(b.column(x).to_pylist() for x in ("chrom", "pos", "alt", col))):
                     if (c, p) != key:
                         _bedgraph_line(fh, key, vals)
-                        key, vals = (c, p), []
-                    vals.append(math.nan if v is None else v)
+                        key, vals = (c, p), {}
+                    v = math.nan if v is None else v
+                    prev = vals.get(alt, math.nan)
+                    vals[alt] = v if math.isnan(prev) else prev if math.isnan(v) else max(prev, v)  # several genes: the largest
             _bedgraph_line(fh, key, vals)
         outputs.append(str(path))
     chrom, start, end = o["regions"][0]
-    outputs.append(str(plot_heatmap(table, out / "heatmap.png", cols, chrom, start, end)))
+    outputs.append(str(plot_heatmap(table, out / "heatmap.png", tracks, chrom, start, end, o.get("signs"))))
     n = sum(b.num_rows for b in store.batches())
-    return {"outputs": outputs, "snvs": n, "summary": f"{n:,} SNVs scored ({n // 3:,} bases x 3 ALTs)"}
+    bases = sum(len({(c, p) for c, p in zip(b.column("chrom").to_pylist(), b.column("pos").to_pylist())}) for b in store.batches())
+    return {"outputs": outputs, "snvs": n, "summary": f"{n:,} SNVs scored ({bases:,} bases x 3 ALTs)" if o["kind"] != "base"
+            else f"{n:,} rows: SNVs of {bases:,} bases x 3 ALTs x their genes"}
 
 
-def _bedgraph_line(fh, key, vals) -> None:
-    v = float(np.mean(vals)) if vals else math.nan
-    if key is not None and math.isfinite(v):
-        fh.write(f"{key[0]}\t{key[1] - 1}\t{key[1]}\t{v:.6g}\n")
+def _bedgraph_line(fh, key, vals: dict) -> None:
+    finite = [v for v in vals.values() if math.isfinite(v)]
+    if key is not None and finite:
+        fh.write(f"{key[0]}\t{key[1] - 1}\t{key[1]}\t{float(np.mean(finite)):.6g}\n")
 
 
 def plot_heatmap(table: str | Path, path: str | Path, columns: Sequence[str], chrom: str, start: int, end: int,
-                 max_bases: int = 20_000) -> Path:
+                 signs: dict | None = None, max_bases: int = 20_000) -> Path:
     """Position x ALT base heatmap per score for ``chrom:start-end`` (its first ``max_bases``
-    bases), oriented by ``EFFECT_SIGN`` so that red = more damaging, reference base blank."""
+    bases), the reference base blank. With ``signs`` (NT's ``EFFECT_SIGN``) each score is oriented
+    so that red = more damaging; without, values are drawn as they are (several genes: the largest)."""
     import matplotlib
     import pyarrow.parquet as pq
 
@@ -172,6 +238,7 @@ def plot_heatmap(table: str | Path, path: str | Path, columns: Sequence[str], ch
     end = min(end, start + max_bases)
     t = pq.read_table(table, columns=["chrom", "pos", "ref", "alt"] + list(columns),
                       filters=[("chrom", "=", chrom), ("pos", ">", start), ("pos", "<=", end)]).to_pandas()
+    t = t.groupby(["pos", "alt"], as_index=False)[list(columns)].max()  # one value per SNV (per-gene rows: the largest)
     n = end - start
     fig = figure(figsize=(min(4 + n / 60, 40), 2.6 * len(columns)))
     axes = fig.subplots(2 * len(columns), 1, squeeze=False,
@@ -179,16 +246,17 @@ def plot_heatmap(table: str | Path, path: str | Path, columns: Sequence[str], ch
     x = np.arange(start + 1, end + 1)
     images = []
     for k, col in enumerate(columns):
-        sign = EFFECT_SIGN[col if col.startswith("llr") else col.split("_")[0]]
+        sign = -signs[col] if signs else 1  # oriented: damaging = negative
         grid = np.full((4, n), np.nan)
         rows = t["alt"].map("ACGT".index).to_numpy()
-        grid[rows, t["pos"].to_numpy() - start - 1] = -sign * t[col].to_numpy()  # damaging = negative after orientation
+        grid[rows, t["pos"].to_numpy() - start - 1] = sign * t[col].to_numpy(dtype=float)
         mean_ax, ax = axes[2 * k, 0], axes[2 * k + 1, 0]
         finite = np.isfinite(grid)
         mean = np.where(finite, grid, 0).sum(0) / np.where(finite.any(0), finite.sum(0), np.nan)  # N bases: a gap
         mean_ax.plot(x, mean, lw=0.7, color="black")
         mean_ax.set_ylabel("mean")
-        mean_ax.set_title(f"{col}, oriented: below 0 (red) = predicted damaging; grey = reference base", fontsize=9)
+        mean_ax.set_title(f"{col}, oriented: below 0 (red) = predicted damaging; grey = reference base" if signs else
+                          f"{col} (alt - ref); grey = reference base", fontsize=9)
         lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
         cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="lightgrey")  # the reference base
         im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest",

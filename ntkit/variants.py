@@ -62,6 +62,7 @@ from .genome import Genome, open_vcf, vcf_path
 
 EFFECT_SIGN = {"llr": -1, "llr_unmasked": -1, "l1": 1, "l2": 1, "cosine": -1, "dot": -1}
 SCORES = ("llr", "llr_unmasked", "embedding")
+DEFAULT_SCORES = ("llr", "embedding")  # score-variants: the masked marginal for SNVs, distances for every allele
 _ALLELE = re.compile(r"[ACGTN]+")
 SKIP_REASONS = ("ref_mismatch", "contig_not_in_fasta", "symbolic_alt", "spanning_deletion", "invalid_allele", "too_long",
                 "outside_contig", "no_alt", "n_in_ref", "n_rich_window")
@@ -94,6 +95,7 @@ class Allele:
     status: str = "scored"
     contig: str | None = None  # FASTA name
     start: int = 0  # tile start (0-based)
+    record: int = -1  # 0-based number of its VCF record
 
     @property
     def pos0(self) -> int:
@@ -130,7 +132,7 @@ def iter_records(vcf: str | Path, label_key: str | None = None) -> Iterator[list
     ``row`` numbers the alleles over the whole file."""
     import pysam
 
-    row = 0
+    row, record = 0, 0
     try:
         vf = open_vcf(vcf)
     except OSError as e:
@@ -162,11 +164,12 @@ def iter_records(vcf: str | Path, label_key: str | None = None) -> Iterator[list
                 label = float(v[0] if isinstance(v, tuple) else v) if v is not None else (0.0 if flag else None)
             alts = rec.alts or ()
             if not alts:
-                out = [Allele(row, rec.chrom, rec.pos, rec.id or ".", rec.ref, ".", 0, label, "no_alt")]
+                out = [Allele(row, rec.chrom, rec.pos, rec.id or ".", rec.ref, ".", 0, label, "no_alt", record=record)]
             else:
-                out = [Allele(row + k, rec.chrom, rec.pos, rec.id or ".", rec.ref.upper(), alt.upper(), k + 1, label)
+                out = [Allele(row + k, rec.chrom, rec.pos, rec.id or ".", rec.ref.upper(), alt.upper(), k + 1, label, record=record)
                        for k, alt in enumerate(alts)]
             row += len(out)
+            record += 1
             yield out
 
 
@@ -416,8 +419,7 @@ class ScoreOptions:
         return pa.schema(f + [(c, pa.float64()) for c in self.columns()])
 
 
-def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptions, *, batch_tokens=None, batch_size=None,
-                  device=None, dtype=None) -> list[dict]:
+def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptions, *, runtime: engine.Runtime | None = None) -> list[dict]:
     """One output row per allele (input order); ``opts`` resolved. Forwards are shared as the
     module docstring says; memory is proportional to ``len(alleles)``."""
     tok = model.tokenizer
@@ -476,8 +478,7 @@ def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptio
     def length(p: _Pass) -> int:
         return len(p.tile.ids[p.strand]) + (len(p.alt.alt) - len(p.alt.ref) if p.alt is not None else 0)
 
-    for _ in engine.run(model, passes, _forward(list(opts.layers)), length=length, batch_tokens=batch_tokens,
-                        batch_size=batch_size, device=device, dtype=dtype):
+    for _ in engine.run(model, passes, _forward(list(opts.layers)), length=length, runtime=engine.as_runtime(runtime).replace(progress=False)):
         pass
 
     values: dict[int, dict[str, list[float]]] = {}
@@ -510,21 +511,20 @@ def score_alleles(model, alleles: list[Allele], genome: Genome, opts: ScoreOptio
 
 def score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp) -> ScoreOptions:
     """``ScoreOptions`` from the keyword arguments of the scoring functions, resolved for ``model``."""
-    scores = tuple(scores) if scores is not None else ("llr", "embedding")
+    scores = tuple(scores) if scores is not None else DEFAULT_SCORES
     if unmasked_llr and "llr_unmasked" not in scores:
         scores = scores[:1] + ("llr_unmasked",) + scores[1:]
     return ScoreOptions(scores, tuple(layers), window_tokens, tile_stride_bp, both_strands, label_key).resolve(model)
 
 
 def iter_scores(model, vcf: str | Path, fasta: str | Path | Genome, opts: ScoreOptions, *, chunk_size: int = 4096,
-                batch_tokens=None, batch_size=None, device=None, dtype=None) -> Iterator[list[dict]]:
+                runtime: engine.Runtime | None = None) -> Iterator[list[dict]]:
     """Rows chunk by chunk (``chunk_size`` records each), in VCF order; ``opts`` resolved."""
     from .jobs import chunks
 
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     for chunk in chunks(iter_records(vcf, opts.label_key), chunk_size):
-        yield score_alleles(model, [a for rec in chunk for a in rec], genome, opts, batch_tokens=batch_tokens,
-                            batch_size=batch_size, device=device, dtype=dtype)
+        yield score_alleles(model, [a for rec in chunk for a in rec], genome, opts, runtime=runtime)
 
 
 def score_variants(
@@ -537,24 +537,19 @@ def score_variants(
     both_strands: bool = False,
     unmasked_llr: bool = False,
     label_key: str | None = None,
-    scores: Sequence[str] | None = None,
+    scores: Sequence[str] = DEFAULT_SCORES,
     tile_stride_bp: int | None = None,
     chunk_size: int = 4096,
-    batch_tokens: int | None = None,
-    batch_size: int | None = None,
-    device=None,
-    dtype=None,
-    progress: bool = True,
+    runtime: engine.Runtime | None = None,
 ) -> VariantScores:
     """Every ALT allele of ``vcf`` as an in-memory table (see the module docstring). ``scores``:
     among ``llr``, ``llr_unmasked``, ``embedding`` (default ``llr`` + ``embedding``; ``unmasked_llr``
-    adds ``llr_unmasked``). ``batch_tokens``: tokens per forward (default
-    ``engine.default_batch_tokens``). For files of any size use ``score_variants_to_files``."""
+    adds ``llr_unmasked``). For files of any size use ``score_variants_to_files``."""
+    rt = engine.as_runtime(runtime)
     opts = score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
     rows = []
-    with tqdm(unit="allele", desc="scoring", dynamic_ncols=True, disable=not progress) as bar:
-        for part in iter_scores(model, vcf, fasta, opts, chunk_size=chunk_size, batch_tokens=batch_tokens,
-                                batch_size=batch_size, device=device, dtype=dtype):
+    with tqdm(unit="allele", desc="scoring", dynamic_ncols=True, disable=not rt.progress) as bar:
+        for part in iter_scores(model, vcf, fasta, opts, chunk_size=chunk_size, runtime=rt):
             rows.extend(part)
             bar.update(len(part))
     table = pd.DataFrame(rows, columns=opts.schema().names).astype({"window_start": "Int64"})
@@ -582,64 +577,24 @@ def score_variants_to_files(
     both_strands: bool = False,
     unmasked_llr: bool = False,
     label_key: str | None = None,
-    scores: Sequence[str] | None = None,
+    scores: Sequence[str] = DEFAULT_SCORES,
     tile_stride_bp: int | None = None,
     chunk_size: int = 4096,
     shard=None,
     restart: bool = False,
-    batch_tokens: int | None = None,
-    batch_size: int | None = None,
-    device=None,
-    dtype=None,
-    progress: bool = True,
+    runtime: engine.Runtime | None = None,
 ) -> dict:
     """Score ``vcf`` into ``outputs`` (``.vcf``/``.vcf.gz``: annotated copy, bgzipped and tabix-
     indexed; ``.tsv``/``.csv``/``.parquet``: the table) as a job of ``ntkit.jobs``: chunk parts
     beside the first output, this ``shard``'s chunks only, finished chunks skipped, the outputs
     joined once every chunk is done. Returns a summary dict (``merged``: whether the outputs were
     written by this call)."""
-    from . import jobs
+    from .perturb import EffectOptions, variant_effects_to_files
+    from .predictors import ZeroShot
 
-    genome = Genome(fasta)
     opts = score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
-
-    def process(chunk: list[list[Allele]]) -> list[dict]:
-        return score_alleles(model, [a for rec in chunk for a in rec], genome, opts, batch_tokens=batch_tokens,
-                             batch_size=batch_size, device=device, dtype=dtype)
-
-    options = {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()}, "vcf": str(Path(vcf).resolve())}
-    job = jobs.Job("score-variants", outputs, iter_records(vcf, opts.label_key), process, opts.schema(), merge_outputs,
-                   input_files={"vcf": vcf}, fingerprints={"fasta": jobs.genome_fingerprint(genome)}, options=options,
-                   model=model, chunk_size=chunk_size, unit="record", desc="scoring")
-    return jobs.run_job(job, shard=shard, restart=restart, progress=progress)
-
-
-def merge_outputs(store) -> dict:
-    """Final outputs from a complete part store: the table files and annotated VCFs. The source
-    VCF (copied into the annotated one) must still be the file the job read."""
-    from . import jobs
-
-    o = store.manifest["options"]
-    opts = ScoreOptions(tuple(o["scores"]), tuple(o["layers"]), o["window_tokens"], o["tile_stride_bp"], o["both_strands"],
-                        o["label_key"])
-    schema, cols = opts.schema(), opts.columns()
-    vcf = o["vcf"]
-    if any(is_vcf(out) for out in store.outputs) and jobs.file_checksum(vcf) != store.manifest["inputs"]["vcf"]:
-        raise ValueError(f"{vcf} changed since the job read it: rerun with --restart")
-    status, contigs = Counter(), {}
-    for b in store.batches():
-        status.update(b.column("status").to_pylist())
-        contigs.update(dict.fromkeys(b.column("chrom").to_pylist()))
-    for out in store.outputs:
-        if is_vcf(out):
-            write_vcf_rows(_rows(store.batches()), cols, vcf, out, contigs,
-                           provenance_line(store.manifest.get("about", {}), store.manifest.get("model")))
-        else:
-            jobs.write_table_file(store.batches(), schema, out)
-    n = sum(status.values())
-    skipped = Counter({k: v for k, v in status.items() if k != "scored"})
-    return {"alleles": n, "scored": status.get("scored", 0), "skipped": dict(skipped), "outputs": [str(p) for p in store.outputs],
-            "summary": summary_line(n, status.get("scored", 0), skipped)}
+    return variant_effects_to_files(ZeroShot(model, opts), vcf, fasta, outputs, options=EffectOptions(label_key=label_key),
+                                    chunk_size=chunk_size, shard=shard, restart=restart, runtime=runtime)
 
 
 def _rows(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
@@ -708,29 +663,56 @@ def _header_line(line: str) -> str:
     return line
 
 
-def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: str | Path, path: str | Path,
+def number_a_fields(columns: Sequence[str], describe=None):
+    """(header lines, fields(rows of one record, number of ALTs) -> INFO strings): ``NT_STATUS``
+    and one Number=A float field per score column, values in ALT order."""
+    describe = describe or (lambda c: f"ntkit: {c}")
+    ids = {c: _info_id(c) for c in columns}
+    header = ['##INFO=<ID=NT_STATUS,Number=A,Type=String,Description="ntkit: \'scored\' or why the allele was skipped '
+              f'({", ".join(SKIP_REASONS)})">\n']
+    header += [f'##INFO=<ID={ids[c]},Number=A,Type=Float,Description="{describe(c)}">\n' for c in columns]
+
+    def fields(rows: list[dict], n_alts: int) -> list[str]:
+        out = ["NT_STATUS=" + ",".join(r["status"] for r in rows)]
+        for c in columns:
+            vals = [r[c] for r in rows]
+            if any(v is not None and np.isfinite(v) for v in vals):
+                out.append(f"{ids[c]}=" + ",".join(_fmt(v) for v in vals))
+        return out
+
+    return header, fields
+
+
+def write_vcf_rows(rows: Iterable[dict], vcf_in: str | Path, path: str | Path, *, header: Sequence[str], fields,
                    contigs: Iterable[str] = (), provenance: str = "") -> Path:
-    """Copy ``vcf_in`` with one Number=A INFO field per score plus ``NT_STATUS``, taking the rows
-    (one per ALT, or one for a record without ALT) in VCF order as it streams. ``.vcf.gz`` output is
-    bgzipped and tabix-indexed; written under a temporary name and renamed when complete.
+    """Copy ``vcf_in`` with the INFO of ``fields(rows of the record, number of ALTs)`` added to
+    every record with an ALT, taking the rows in VCF order as it streams: one per ALT (one for a
+    record without ALT), or, when rows carry a ``record`` number, every row of that record.
+    ``header``: the INFO declarations. ``.vcf.gz`` output is bgzipped and tabix-indexed; written
+    under a temporary name and renamed when complete.
 
     The copy is textual (the INFO column extended, every other byte kept): a record that htslib
     would refuse to translate into a new header (an undeclared contig, INFO, FILTER or FORMAT
     key) is copied as it is, and genotype columns are never parsed. ``contigs``: the records'
     contigs, declared in the output header when the input's lacks them. The header says
     ``##fileformat=VCFv4.2`` at least and carries ``provenance`` (``provenance_line``)."""
+    import itertools
+
     import pysam
 
     from .jobs import atomic_output
 
     path = Path(path)
     rows = iter(rows)
+    first = next(rows, None)
+    rows = itertools.chain([first] if first is not None else [], rows)
+    by_record = first is not None and "record" in first
+    pending: list = []
     gz = str(path).endswith((".gz", ".bgz"))
-    ids = {c: _info_id(c) for c in score_columns}
     with atomic_output(path, (".tbi",) if gz else ()) as tmp:
         out = pysam.BGZFile(str(tmp), "wb") if gz else open(tmp, "wb")
         with out:
-            declared = set()
+            declared, k = set(), -1
             for line in _vcf_lines(vcf_in):
                 if line.startswith("##"):
                     m = re.match(r"##contig=<ID=([^,>]+)", line)
@@ -740,25 +722,28 @@ def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: s
                     continue
                 if line.startswith("#"):
                     head = [f"##contig=<ID={c}>\n" for c in dict.fromkeys(contigs) if c not in declared]
-                    head += [provenance] if provenance else []
-                    head.append('##INFO=<ID=NT_STATUS,Number=A,Type=String,Description="ntkit: \'scored\' or why the allele '
-                                f'was skipped ({", ".join(SKIP_REASONS)})">\n')
-                    head += [f'##INFO=<ID={ids[c]},Number=A,Type=Float,Description="{_describe(c)}">\n' for c in score_columns]
+                    head += ([provenance] if provenance else []) + list(header)
                     out.write("".join(head).encode() + line.encode())
                     continue
                 f = line.rstrip("\r\n").split("\t", 8)
                 if len(f) < 8:
                     raise ValueError(f"{vcf_in}: malformed record (fewer than 8 columns): {line[:80]!r}")
+                k += 1
                 n = 0 if f[4] == "." else f[4].count(",") + 1
-                recs = [next(rows) for _ in range(max(n, 1))]
-                if any(r["pos"] != int(f[1]) for r in recs):
+                if by_record:  # every row of record k (rows come in record order)
+                    recs, pending = [r for r in pending if r["record"] == k], [r for r in pending if r["record"] != k]
+                    if not pending:
+                        for r in rows:
+                            if r["record"] != k:
+                                pending.append(r)
+                                break
+                            recs.append(r)
+                else:
+                    recs = [next(rows) for _ in range(max(n, 1))]
+                if not recs or any(r["pos"] != int(f[1]) for r in recs):
                     raise ValueError(f"{vcf_in}: record {f[0]}:{f[1]} does not match the scores (the VCF changed?)")
                 if n:
-                    extra = ["NT_STATUS=" + ",".join(r["status"] for r in recs)]
-                    for c in score_columns:
-                        vals = [r[c] for r in recs]
-                        if any(v is not None and np.isfinite(v) for v in vals):
-                            extra.append(f"{ids[c]}=" + ",".join(_fmt(v) for v in vals))
+                    extra = fields(recs, n)
                     f[7] = ";".join(extra) if f[7] in (".", "") else f[7] + ";" + ";".join(extra)
                 out.write(("\t".join(f) + "\n").encode())
         if gz:
@@ -769,8 +754,9 @@ def write_vcf_rows(rows: Iterable[dict], score_columns: Sequence[str], vcf_in: s
 def write_vcf(scores: VariantScores, vcf_in: str | Path, path: str | Path) -> Path:
     """``write_vcf_rows`` for an in-memory ``VariantScores``."""
     t = scores.table.astype(object).where(scores.table.notna(), None)
-    return write_vcf_rows(iter(t.to_dict("records")), scores.score_columns, vcf_in, path, scores.table["chrom"].tolist(),
-                          provenance_line(scores.about, scores.fingerprint))
+    header, fields = number_a_fields(scores.score_columns, _describe)
+    return write_vcf_rows(iter(t.to_dict("records")), vcf_in, path, header=header, fields=fields, contigs=scores.table["chrom"].tolist(),
+                          provenance=provenance_line(scores.about, scores.fingerprint))
 
 
 def evaluate_scores(scores: VariantScores) -> pd.DataFrame:

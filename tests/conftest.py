@@ -21,7 +21,7 @@ def shared_data() -> Path:
 
 def hf_reference(hf_config: dict, attn: str = "eager"):
     pytest.importorskip("transformers")
-    from ntkit.hf_reference import hf_model
+    from .hf_reference import hf_model
 
     return hf_model(hf_config, attn)
 

@@ -60,7 +60,7 @@ def test_end_to_end_streams_layers(tmp_path):
     model = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=101), seed=0)
     windows = region_windows(Genome(tmp_path / "g.fa"), ["chr7"], 600, ann)
     assert [w.start for w in windows] == [0, 1200, 3000]  # windows without an exon are left out
-    t = attention_enrichment(model, windows, ann, progress=False)
+    t = attention_enrichment(model, windows, ann)
     assert len(t) == 2 * 4 and t["attention_share"].between(0, 1).all()
     # streamed shares equal those computed from stored maps of the whole batch
     tok = model.tokenizer

@@ -40,7 +40,7 @@ def test_benchmark_end_to_end_on_real_slices(shared_data, tmp_path):
     slice_.to_csv(tmp_path / "s.tsv", sep="\t", index=False)
     tasks = load_tasks(tmp_path / "s.tsv")
     model = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
-    res = run_benchmark(tasks, model, methods=["kmer", "probe", "random-probe", "ia3"], n_folds=3, finetune_epochs=1, progress=False)
+    res = run_benchmark(tasks, model, methods=["kmer", "probe", "random-probe", "ia3"], n_folds=3, finetune_epochs=1)
     s = summarise(res)
     assert set(s["task"]) == {"promoter_tata", "enhancers"} and set(s["method"]) == {"kmer", "probe", "random-probe", "ia3"}
     ok = res[res.status == "ok"]
@@ -58,5 +58,5 @@ def test_benchmark_end_to_end_on_real_slices(shared_data, tmp_path):
 
 def test_tiny_class_is_reported_not_crashed(tmp_path):
     pd.DataFrame({"sequence": ["ACGTACGTAC"] * 6, "label": [0, 0, 0, 0, 0, 1]}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
-    res = run_benchmark(load_tasks(tmp_path / "t.tsv"), None, methods=["kmer"], progress=False)
+    res = run_benchmark(load_tasks(tmp_path / "t.tsv"), None, methods=["kmer"])
     assert res.iloc[0]["status"].startswith("skipped")

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import ntkit
+from ntkit import Runtime
 from ntkit.sequence import reverse_complement
 from ntkit.embed import embed, read_embeddings, read_sequences, write_embeddings
 
@@ -29,7 +30,7 @@ def test_mean_cls_token_match_single_forward_and_batching(model):
     seqs = [dna(n) for n in (30, 192, 7, 100, 66)]
     for layer in (0, 1, -1):
         # tiny budget: padded batches, and the 192 bp sequence (33 tokens) over the budget, alone
-        mean = embed(model, seqs, layers=[layer], batch_tokens=20)[layer]
+        mean = embed(model, seqs, layers=[layer], runtime=Runtime(batch_tokens=20))[layer]
         cls = embed(model, seqs, layers=[layer], pooling="cls")[layer]
         toks = embed(model, seqs, layers=[layer], pooling="token")[layer]
         for i, s in enumerate(seqs):

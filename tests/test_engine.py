@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import ntkit
+from ntkit import Runtime
 from ntkit import engine
 
 
@@ -29,7 +30,7 @@ def test_run_keeps_input_order_and_budget(model):
         seen.append(batch)
         return [r * 10 for r in batch]
 
-    out = list(engine.run(model, iter(requests), forward, length=lambda r: r, batch_tokens=64, lookahead=10))
+    out = list(engine.run(model, iter(requests), forward, length=lambda r: r, runtime=engine.Runtime(batch_tokens=64), lookahead=10))
     assert out == [r * 10 for r in requests]
     for b in seen:
         assert len(b) == 1 or len(b) * max(b) <= 64
@@ -81,7 +82,7 @@ def test_cuda_results_equal_cpu_and_model_stays_home(tmp_path):
     rng = np.random.default_rng(0)
     seqs = ["".join(rng.choice(list("ACGT"), int(n))) for n in rng.integers(10, 600, 50)]
     cpu = embed(m, seqs, layers=[1, -1])
-    gpu = embed(m, seqs, layers=[1, -1], device="cuda")
+    gpu = embed(m, seqs, layers=[1, -1], runtime=Runtime(device="cuda"))
     assert engine.model_device(m).type == "cpu"
     for l in cpu:
         np.testing.assert_allclose(gpu[l], cpu[l], rtol=1e-3, atol=1e-4)
@@ -90,8 +91,8 @@ def test_cuda_results_equal_cpu_and_model_stays_home(tmp_path):
     lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
     lines += [f"1\t{p}\t.\t{seq[p - 1]}\t{'ACGT'[('ACGT'.index(seq[p - 1]) + 1) % 4]}\t.\t.\t." for p in range(5, 3000, 37)]
     (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
-    kw = dict(scores=["llr", "llr_unmasked", "embedding"], progress=False)
+    kw = dict(scores=["llr", "llr_unmasked", "embedding"])
     a = score_variants(m, tmp_path / "v.vcf", tmp_path / "ref.fa", **kw).table
-    b = score_variants(m, tmp_path / "v.vcf", tmp_path / "ref.fa", device="cuda", **kw).table
+    b = score_variants(m, tmp_path / "v.vcf", tmp_path / "ref.fa", runtime=Runtime(device="cuda"), **kw).table
     cols = [c for c in a.columns if c.startswith(("llr", "l1", "l2", "cos", "dot"))]
     np.testing.assert_allclose(b[cols].to_numpy(), a[cols].to_numpy(), rtol=1e-3, atol=1e-3)

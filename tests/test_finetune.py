@@ -106,12 +106,27 @@ def test_finetune_learns_and_adapters_round_trip(method, tmp_path):
     np.testing.assert_allclose(m2.predict(ts), p, rtol=1e-4, atol=1e-5)
 
 
-def test_regression_head():
+def test_regression_head(tmp_path):
+    """GC content as the target: the head predicts z-scores of the training targets, outputs are in
+    their units (a zero head predicts their mean exactly, a bias of 1 one standard deviation more),
+    full fine-tuning learns it (MSE 0.23x the variance at 4 epochs), the adapter round-trips."""
     base = ntkit.build("nt-v2-tiny", seed=0)
     seqs, y = motif_task()
     gc = np.array([(s.count("G") + s.count("C")) / len(s) for s in seqs], dtype=np.float32)
-    m = finetune(base, seqs, gc, FinetuneConfig(method="ia3", task="regression", epochs=4, lr=1e-2))
-    assert m.predict(seqs[:5]).shape == (5,)
+    m = finetune(base, seqs, gc, FinetuneConfig(method="full", task="regression", epochs=4, seed=0))
+    p = m.predict(seqs)
+    assert p.shape == (80,) and np.mean((p - gc) ** 2) < 0.5 * gc.var() and np.corrcoef(p, gc)[0, 1] > 0.7
+    assert m.cfg.target_mean == pytest.approx(float(gc.mean())) and m.cfg.target_scale == pytest.approx(float(gc.std()))
+    m.save_adapter(tmp_path / "reg")
+    np.testing.assert_allclose(FinetunedModel.load_adapter(None, tmp_path / "reg").predict(seqs), p, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        m.head.linear.weight.zero_()
+        m.head.linear.bias.fill_(0.0)
+        np.testing.assert_allclose(m.predict(seqs[:3]), m.cfg.target_mean, rtol=1e-6)
+        m.head.linear.bias.fill_(1.0)
+        np.testing.assert_allclose(m.predict(seqs[:3]), m.cfg.target_mean + m.cfg.target_scale, rtol=1e-6)
+    with pytest.raises(ValueError, match="finite"):
+        finetune(base, seqs[:20], np.r_[gc[:19], np.nan], FinetuneConfig(method="head", task="regression", epochs=1))
 
 
 def test_predict_command_sharded_equals_in_memory(tmp_path):

@@ -188,7 +188,7 @@ del seq
 model = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=41), seed=0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 res = score_variants_to_files(model, f"{d}/v.vcf", f"{d}/ref.fa", [f"{d}/out.parquet", f"{d}/out.vcf.gz"],
-                              scores=["llr_unmasked"], chunk_size=1024, progress=False)
+                              scores=["llr_unmasked"], chunk_size=1024)
 assert res["scored"] == n - 1 or res["scored"] == n, res
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """

@@ -156,3 +156,11 @@ def test_rotary_frequencies_stay_fp32_under_dtype_casts():
     cos, sin = low.rotary(2048, torch.device("cpu"))
     ref_cos, ref_sin = ntkit.build("nt-v2-tiny").rotary(2048, torch.device("cpu"))
     assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)
+
+
+def test_tokenizer_is_built_once_per_config():
+    m = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
+    tok = m.tokenizer
+    assert m.tokenizer is tok and tok.max_tokens == m.config.max_tokens
+    m.config = m.config.replace(max_tokens=33)  # a changed context: a new tokenizer
+    assert m.tokenizer is not tok and m.tokenizer.max_tokens == 33

@@ -33,7 +33,7 @@ def test_equals_vcf_scoring_of_the_same_snvs(case, tmp_path):
     lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr5,length=2000>", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
     lines += [f"chr5\t{p}\t.\t{r}\t{a}\t.\t.\t." for p, r, a in zip(t["pos"], t["ref"], t["alt"])]
     (tmp_path / "s.vcf").write_text("\n".join(lines) + "\n")
-    v = score_variants(model, tmp_path / "s.vcf", d / "ref.fa", scores=SCORES, progress=False).table
+    v = score_variants(model, tmp_path / "s.vcf", d / "ref.fa", scores=SCORES).table
     cols = [c for c in t.columns if c not in ("chrom", "pos", "region", "ref", "alt", "window_start")]
     assert len(cols) == 6
     assert set(t["chrom"]) == {"chr5"} and set(t["region"]) == {"5:101-130"}  # the FASTA's contig name; the region as given
@@ -45,7 +45,7 @@ def test_files_tracks_and_heatmap(case, tmp_path):
     (tmp_path / "r.bed").write_text("track name=x\nchr5\t95\t115\tpromoterA\nchr5\t1990\t2000\n")
     assert [(i.start, i.end) for i in read_bed(tmp_path / "r.bed")] == [(95, 115), (1990, 2000)]
     out = tmp_path / "out"
-    res = mutagenesis_to_files(model, d / "ref.fa", out, bed=tmp_path / "r.bed", chunk_size=7, progress=False)
+    res = mutagenesis_to_files(model, d / "ref.fa", out, bed=tmp_path / "r.bed", chunk_size=7)
     assert res["merged"] and res["n_bases_skipped"] == 3 and res["snvs"] == (20 - 3 + 10) * 3
     t = pd.read_parquet(out / "mutagenesis.parquet")
     assert t["llr"].notna().all() and t["llr_unmasked"].notna().all()
@@ -60,7 +60,7 @@ def test_files_tracks_and_heatmap(case, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     # the same job in 3 shards gives the same table
     for i in range(3):
-        mutagenesis_to_files(model, d / "ref.fa", tmp_path / "sh", bed=tmp_path / "r.bed", chunk_size=7, shard=f"{i}/3", progress=False)
+        mutagenesis_to_files(model, d / "ref.fa", tmp_path / "sh", bed=tmp_path / "r.bed", chunk_size=7, shard=f"{i}/3")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sh" / "mutagenesis.parquet"), t)
 
 

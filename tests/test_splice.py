@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pysam
 import pytest
 from sklearn.metrics import average_precision_score
@@ -108,8 +109,7 @@ def test_train_predict_save_load_and_evaluate(tmp_path, mes):
         labels.append(lab)
     data = SpliceWindows(seqs, labels, ["c"] * 12, [0] * 12, ["+"] * 12, ["t"] * 12)
     base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
-    m = train_splice(base, data, SpliceTrainConfig(method="ia3", head="linear", loss="ce", site_weight=1.0, lr=3e-2, epochs=6, batch_size=4),
-                     progress=False)
+    m = train_splice(base, data, SpliceTrainConfig(method="ia3", head="linear", loss="ce", site_weight=1.0, lr=3e-2, epochs=6, batch_size=4))
     p = predict_windows(m, data)
     assert p[0].shape == (300, 3) and np.allclose(p[0].sum(1), 1, atol=1e-5)
     save_splice_model(m, tmp_path / "sm")
@@ -142,7 +142,7 @@ def test_convolutional_heads_learn_and_round_trip(tmp_path, head, method):
     data, valid = planted(24), planted(8, seed=2)
     base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
     cfg = SpliceTrainConfig(method=method, head=head, lr=3e-3, epochs=8, batch_size=4, site_weight=20.0, loss="focal", eval_every=6)
-    m = train_splice(base, data, cfg, progress=False, valid=valid)
+    m = train_splice(base, data, cfg, valid=valid)
     assert m.best_valid_prauc is not None
     metrics = splice_metrics(valid.labels, predict_windows(m, valid))
     assert metrics["donor_topk"] >= 0.8, metrics
@@ -186,10 +186,14 @@ def motif_donors(model, seqs, **kw):
         yield p
 
 
-def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path, monkeypatch):
+def test_splice_model_as_predictor_scores_canonical_gt_vs_deep_intronic(tmp_path, monkeypatch):
+    """A splice model behind ``predictors.SpliceSites`` through the perturbation layer: the G of a
+    donor's GT loses the donor one base before POS, a deep intronic SNV and a small insertion
+    change nothing, a variant outside every gene is a counted skip."""
+    from ntkit.perturb import variant_effects_to_files
+    from ntkit.predictors import SpliceSites
     from ntkit.splice import predict
     from ntkit.splice.model import SpliceModel
-    from ntkit.splice.variants import splice_variant_scores, write_splice_vcf
 
     rng = np.random.default_rng(3)
     seq = list(rng.choice(list("ACGT"), 6000))
@@ -198,8 +202,12 @@ def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path, monkeypat
         seq[p - 2 : p + 7] = list("CAGGTAAGT")
     seq = "".join(seq)
     write_fasta(tmp_path / "g.fa", [("7", seq)])
-    tx = Transcript("tx1", "7", "+", 100, 5900, donors=donors)
-    m = SpliceModel(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0), "frozen", head="bases").eval()
+    (tmp_path / "tx.txt").write_text("tx1\t0\t7\t+\t101\t5900\t" + ",".join(str(d + 1) for d in donors) + ",\t"
+                                     + ",".join(str(d + 101) for d in donors) + ",\n")
+    # 300 tokens (1794 bp): the windows of distance 50 and the head's 600-base receptive field each side fit
+    m = SpliceModel(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=300), seed=0), "frozen", head="bases").eval()
+    pred = SpliceSites(m)
+    assert pred.exact and pred.receptive_field == m.head.receptive_field // 2
     monkeypatch.setattr(predict, "iter_predict_windows", motif_donors)
     d = donors[10]
     lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
@@ -208,11 +216,12 @@ def test_splice_variant_scores_canonical_gt_vs_deep_intronic(tmp_path, monkeypat
              f"7\t{d + 101}\tdeep\t{seq[d + 100]}\t{'A' if seq[d + 100] != 'A' else 'C'}\t.\t.\t.",
              f"7\t5950\tout\t{seq[5949]}\t{'A' if seq[5949] != 'A' else 'C'}\t.\t.\t."]
     (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
-    t = splice_variant_scores(m, tmp_path / "v.vcf", tmp_path / "g.fa", [tx], distance=50).set_index("pos")
-    assert list(t["status"]) == ["scored", "indel", "scored", "not_in_transcript"]  # in VCF order
-    gt, deep = t.loc[d + 2], t.loc[d + 101]
-    assert (gt["DS_DL"], gt["DP_DL"], gt["DS_AG"], gt["DS_AL"], gt["DS_DG"]) == (1.0, -1, 0.0, 0.0, 0.0)  # the donor (POS - 1) is lost
-    assert (deep[["DS_AG", "DS_AL", "DS_DG", "DS_DL"]] == 0).all()
-    out = write_splice_vcf(t.reset_index(), tmp_path / "v.vcf", tmp_path / "s.vcf.gz")
-    recs = [r for r in pysam.VariantFile(str(out))]
-    assert recs[0].info["NT_SPLICE"][0].startswith("C|tx1|") and "NT_SPLICE" not in recs[1].info
+    r = variant_effects_to_files(pred, tmp_path / "v.vcf", tmp_path / "g.fa", [tmp_path / "s.tsv", tmp_path / "s.vcf.gz"],
+                                 transcripts=tmp_path / "tx.txt")
+    assert r["summary"] == "3/4 alleles scored; skipped not_in_gene: 1"
+    t = pd.read_csv(tmp_path / "s.tsv", sep="\t").set_index("id")
+    assert list(t["status"]) == ["scored", "scored", "scored", "not_in_gene"]  # in VCF order
+    assert tuple(t.loc["gt", ["DS_DL", "DP_DL", "DS_AG", "DS_AL", "DS_DG"]]) == (1.0, -1, 0.0, 0.0, 0.0)  # the donor (POS - 1) is lost
+    assert (t.loc[["deep", "ins"], ["DS_AG", "DS_AL", "DS_DG", "DS_DL"]] == 0).all().all()
+    recs = [r for r in pysam.VariantFile(str(tmp_path / "s.vcf.gz"))]
+    assert recs[0].info["NT_SPLICE"][0].startswith("C|tx1|") and "NT_SPLICE" not in recs[3].info

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import ntkit
+from ntkit import Runtime
 from ntkit.genome import write_fasta
 from ntkit.variants import default_stride, evaluate_scores, read_alleles, score_variants, tile_start, write_table, write_vcf
 
@@ -59,7 +60,7 @@ def test_reads_multiallelic_split(case):
 
 def test_statuses_and_skips(case):
     d, seq, model = case
-    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False)
+    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS)
     t = s.table.set_index(["pos", "alt_index"])
     assert t.loc[(1300, 1), "status"] == "ref_mismatch"
     assert t.loc[(1700, 1), "status"] == "symbolic_alt"
@@ -108,7 +109,7 @@ def naive_scores(model, seq, pos1, ref, alt, w_bp, stride=None):
 
 def test_scores_equal_a_hand_computation(case):
     d, seq, model = case
-    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, batch_size=4, unmasked_llr=True)
+    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, runtime=Runtime(batch_size=4), unmasked_llr=True)
     t = s.table.set_index(["pos", "alt_index"])
     for pos, k in ((1000, 1), (1200, 1), (1200, 2), (1600, 1), (3, 1), (2999, 1)):
         row = t.loc[(pos, k)]
@@ -129,8 +130,7 @@ def test_shared_forwards_equal_per_variant_scores(tmp_path):
         lines.append(f"1\t{p}\t.\t{seq[p - 1]}\t{','.join(b for b in 'ACGT' if b != seq[p - 1])}\t.\t.\t.")
     (tmp_path / "snv.vcf").write_text("\n".join(lines) + "\n")
     model = ntkit.build("nt-v2-tiny", seed=3)
-    s = score_variants(model, tmp_path / "snv.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False,
-                       scores=["llr", "llr_unmasked", "embedding"], batch_tokens=300)
+    s = score_variants(model, tmp_path / "snv.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr", "llr_unmasked", "embedding"], runtime=Runtime(batch_tokens=300))
     assert (s.table.status == "scored").all() and len(s.table) == 120
     assert s.table["window_start"].nunique() > 1  # several tiles
     for i in range(0, 120, 7):
@@ -142,15 +142,15 @@ def test_shared_forwards_equal_per_variant_scores(tmp_path):
 
 def test_scores_do_not_depend_on_chunking(case):
     d, seq, model = case
-    a = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, chunk_size=1)
-    b = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, chunk_size=1000)
+    a = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, chunk_size=1)
+    b = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, chunk_size=1000)
     pd.testing.assert_frame_equal(a.table, b.table, rtol=1e-5, atol=1e-6)
 
 
 def test_batch_size_and_order_invariance(case):
     d, seq, model = case
-    a = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, batch_size=1, unmasked_llr=True)
-    b = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, batch_size=32, unmasked_llr=True)
+    a = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, runtime=Runtime(batch_size=1), unmasked_llr=True)
+    b = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, runtime=Runtime(batch_size=32), unmasked_llr=True)
     assert list(a.table["pos"]) == sorted(a.table["pos"][:-1]) + [10]  # VCF order kept
     np.testing.assert_allclose(a.table[a.score_columns].to_numpy(float), b.table[b.score_columns].to_numpy(float), rtol=1e-4, atol=1e-5)
 
@@ -159,8 +159,8 @@ def test_both_strands_is_mean_of_strands(case):
     from ntkit.sequence import reverse_complement
 
     d, seq, model = case
-    fwd = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False).table.set_index("pos")
-    both = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, progress=False, both_strands=True).table.set_index("pos")
+    fwd = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS).table.set_index("pos")
+    both = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, both_strands=True).table.set_index("pos")
     w = (WINDOW_TOKENS - 1) * 6
     start = tile_start(999, 1, len(seq), w, default_stride(w))
     ref_w = seq[start : start + w]
@@ -175,7 +175,7 @@ def test_both_strands_is_mean_of_strands(case):
 
 def test_annotated_vcf_and_table(case, tmp_path):
     d, seq, model = case
-    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, label_key="LAB", progress=False)
+    s = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, label_key="LAB")
     out = write_vcf(s, d / "v.vcf", tmp_path / "scored.vcf.gz")
     assert (tmp_path / "scored.vcf.gz.tbi").exists()
     with pysam.VariantFile(str(out)) as vf:
@@ -211,17 +211,32 @@ def test_annotated_vcf_and_table(case, tmp_path):
 def test_bad_options(case):
     d, seq, model = case
     with pytest.raises(ValueError, match="window_tokens"):
-        score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=5000, progress=False)
+        score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=5000)
     with pytest.raises(ValueError, match="not declared"):
-        score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, label_key="NOPE", progress=False)
+        score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS, label_key="NOPE")
 
 
 def test_real_1000g_indels(shared_data):
     vcf = shared_data / "variants/chr20_indels_1000G.vcf.gz"
     model = ntkit.build("nt-v2-tiny", seed=0)
-    s = score_variants(model, vcf, shared_data / "genomes/GRCh37_chr20.fa.gz", window_tokens=101, progress=False, batch_size=64)
+    s = score_variants(model, vcf, shared_data / "genomes/GRCh37_chr20.fa.gz", window_tokens=101, runtime=Runtime(batch_size=64))
     assert len(s.table) == 194 and (s.table.status == "scored").all()  # README: every REF matches
-    assert np.isfinite(s.table["l2_-1"]).all()
+    # known answers: every 20th allele's distances equal the one-allele-at-a-time definition
+    from ntkit.genome import Genome
+    from ntkit.variants import allele_windows, check_allele, iter_records
+
+    genome, tok = Genome(shared_data / "genomes/GRCh37_chr20.fa.gz"), model.tokenizer
+    alleles = [a for rec in iter_records(vcf) for a in rec]
+    for i in range(0, 194, 20):
+        a = alleles[i]
+        check_allele(a, genome, 600)
+        start, ref_w, alt_w = allele_windows(a, genome, 600, tok=tok)
+        assert start + 1 == s.table.loc[i, "window_start"] and len(a.ref) != len(a.alt)
+        with torch.no_grad():
+            hr = model(torch.as_tensor(tok.encode(ref_w))[None], repr_layers=[-1]).hidden_states[-1][0, 1:].mean(0)
+            ha = model(torch.as_tensor(tok.encode(alt_w))[None], repr_layers=[-1]).hidden_states[-1][0, 1:].mean(0)
+        assert s.table.loc[i, "l2_-1"] == pytest.approx(float((hr - ha).norm()), rel=1e-4)
+        assert s.table.loc[i, "cosine_-1"] == pytest.approx(float(torch.nn.functional.cosine_similarity(hr, ha, dim=0)), rel=1e-5)
 
 
 def test_tiles_with_ns_are_cut_to_the_context(tmp_path):
@@ -241,8 +256,7 @@ def test_tiles_with_ns_are_cut_to_the_context(tmp_path):
     for pos in (5, 152, 700):
         lines.append(f"1\t{pos}\t.\t{seq[pos - 1]}\t{'ACGT'[('ACGT'.index(seq[pos - 1]) + 1) % 4]}\t.\t.\t.")
     (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
-    t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"],
-                       progress=False).table
+    t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"]).table
     assert list(t["status"]) == ["scored", "n_rich_window", "scored"] and np.isnan(t.loc[1, "l1_-1"])
     genome = ntkit.genome.Genome(tmp_path / "ref.fa")
     a = next(iter_records(tmp_path / "v.vcf"))[0]
@@ -268,8 +282,7 @@ def test_end_n_runs_are_dropped_from_tiles_and_n_refs_skipped(tmp_path):
         lines.append(f"1\t{pos}\t.\t{seq[pos - 1]}\t{'ACGT'[('ACGT'.index(seq[pos - 1]) + 1) % 4]}\t.\t.\t.")
     (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
     model = ntkit.build("nt-v2-tiny", seed=1)
-    t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"],
-                       progress=False).table
+    t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"]).table
     assert list(t["status"]) == ["n_in_ref", "scored", "scored"]
     assert t.loc[1, "window_start"] == 301 and pd.isna(t.loc[0, "window_start"])  # 1-based first base after the N run
     genome = ntkit.genome.Genome(tmp_path / "ref.fa")

@@ -33,15 +33,14 @@ def run(args) -> int:
 
     out = Path(args.out)
     check_output(out / "attention_enrichment.csv", [args.fasta, args.annotation])
-    model, device = runtime(args, args.model)
+    model, rt = runtime(args, args.model)
     genome = Genome(args.fasta)
     ann = read_annotation(args.annotation, args.types, args.bed_type)
     T = args.window_tokens or model.config.max_tokens
     windows = region_windows(genome, args.regions, (T - 1) * 6, ann, args.max_windows, require_element=not args.all_windows)
     if not windows:
         raise ValueError("no window: regions too short, N-rich or without elements")
-    table = attention_enrichment(model, windows, ann, layers=args.layers, batch_tokens=args.batch_tokens, device=device,
-                                 progress=args.progress, alpha=args.alpha)
+    table = attention_enrichment(model, windows, ann, layers=args.layers, alpha=args.alpha, runtime=rt)
     with atomic_output(out / "attention_enrichment.csv") as tmp:
         table.to_csv(tmp, index=False)
     plot_heatmaps(table, out / "attention_enrichment.png")

@@ -30,13 +30,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..benchmark import load_tasks, run_benchmark, write_report
 
-    model, device = runtime(args, args.model)
+    model, rt = runtime(args, args.model)
     tasks = [t for p in args.tasks for t in load_tasks(p, None)]
     if args.only:
         tasks = [t for t in tasks if t.name in set(args.only)]
     res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, seed=args.seed,
-                        finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, device=device,
-                        progress=args.progress)
+                        finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
     meta = {"model": args.model, "methods": args.methods, "folds": args.folds, "layer": args.layer, "seed": args.seed,
             "classes": {t.name: list(t.classes) for t in tasks}}
     paths = write_report(res, args.out, meta)

@@ -9,7 +9,8 @@ from pathlib import Path
 from .common import DTYPES, dtype_of
 
 # The library module whose ``merge_outputs`` joins the parts of each job.
-MERGERS = {"score-variants": "variants", "embed": "embed", "mutagenesis": "mutagenesis", "predict": "finetune"}
+MERGERS = {"variant-effects": "perturb", "embed": "embed", "mutagenesis": "mutagenesis", "predict": "finetune"}
+MERGE_FUNCTIONS = {"perturb": "merge_variant_effects"}
 
 
 def register(sub) -> None:
@@ -100,7 +101,7 @@ def merge(args) -> int:
     if job not in MERGERS:
         raise ValueError(f"{store.dir / 'manifest.json'}: unknown job {job!r} (ntkit merges {', '.join(MERGERS)})")
     mod = importlib.import_module(f"ntkit.{MERGERS[job]}")
-    res = finish(store, mod.merge_outputs, wait=False)
+    res = finish(store, getattr(mod, MERGE_FUNCTIONS.get(MERGERS[job], "merge_outputs")), wait=False)
     print(res.get("summary", f"merged {job}"))
     for o in res["outputs"]:
         print(f"wrote {o}")

@@ -92,9 +92,11 @@ def check_not_preset(model_path: str | None, random_init: bool) -> None:
 
 
 def runtime(args, model_path: str | None = None):
-    """(model or None, device) from the shared options. ``--dtype`` casts the weights at load, so
-    weights and activations are in that precision and no autocast is needed. A preset name is
-    refused unless ``--random-init`` (``check_not_preset``)."""
+    """(model or None, ``engine.Runtime``) from the shared options. ``--dtype`` casts the weights
+    at load, so weights and activations are in that precision and no autocast is needed. A preset
+    name is refused unless ``--random-init`` (``check_not_preset``)."""
+    from ..engine import Runtime
+
     import warnings
 
     from ..checkpoint import load
@@ -105,7 +107,7 @@ def runtime(args, model_path: str | None = None):
         if getattr(args, "random_init", False):  # asked for: the "random weights" warning would only repeat it
             warnings.simplefilter("ignore", UserWarning)
         model = load(model_path, device=device, dtype=dtype_of(getattr(args, "dtype", None))) if model_path else None
-    return model, device
+    return model, Runtime(device=device, batch_tokens=getattr(args, "batch_tokens", None), progress=getattr(args, "progress", False))
 
 
 def report_job(res: dict, out) -> bool:

@@ -24,12 +24,11 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..embed import embed_to_file
 
-    model, device = runtime(args, args.model)
+    model, rt = runtime(args, args.model)
     res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,
                         reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, sequence_column=args.sequence_column,
                         id_column=args.id_column, chunk_size=args.chunk_size,
-                        shard=args.shard, restart=args.restart, batch_tokens=args.batch_tokens, device=device,
-                        progress=args.progress)
+                        shard=args.shard, restart=args.restart, runtime=rt)
     if report_job(res, args.out):
         print(f"wrote {args.out}: {res['sequences']} sequences, layers {args.layers}, {args.pooling} pooling")
     return 0

@@ -56,11 +56,11 @@ def finetune(args) -> int:
     seqs, y, classes = read_labelled(args.train, args.task, task_name=args.task_name)
     table = lambda path: read_labelled(path, args.task, classes, task_name=args.task_name)[:2]  # noqa: E731  (the training classes number every file)
     valid = table(args.valid) if args.valid else None
-    base, device = runtime(args, args.model)
+    base, rt = runtime(args, args.model)
     cfg = FinetuneConfig(method=args.method, task=args.task, n_classes=len(classes) if classes else 1,
                          classes=list(classes.names) if classes else None,
                          epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    model = run_finetune(base, seqs, y, cfg, valid=valid, device=device, progress=args.progress)
+    model = run_finetune(base, seqs, y, cfg, valid=valid, runtime=rt)
     n_base = base.num_parameters()
     print(f"{args.method}: {model.trainable_parameters():,} trainable parameters "
           f"({100 * model.trainable_parameters() / n_base:.3f}% of the base model's {n_base:,}), lr {cfg.lr:g}")
@@ -69,7 +69,7 @@ def finetune(args) -> int:
         import pandas as pd
 
         ts, ty = table(args.test)
-        pred = model.predict(ts, device=device)
+        pred = model.predict(ts, runtime=rt.replace(progress=False))
         out = Path(args.out) / "test_predictions.tsv"
         if args.task == "classification":
             from sklearn.metrics import f1_score, matthews_corrcoef
@@ -97,11 +97,11 @@ def predict(args) -> int:
     config = Path(args.adapter) / FINETUNE_CONFIG
     if not config.exists():
         raise FileNotFoundError(f"{args.adapter}: not an adapter folder of `ntkit finetune` ({FINETUNE_CONFIG} not found)")
-    base, device = runtime(args, None if json.loads(config.read_text())["finetune"]["method"] == "full" else args.model)
+    base, rt = runtime(args, None if json.loads(config.read_text())["finetune"]["method"] == "full" else args.model)
     model = FinetunedModel.load_adapter(base, args.adapter, force=args.force)
     res = predict_to_file(model, args.input, args.out, sequence_column=args.sequence_column, id_column=args.id_column,
                           chunk_size=args.chunk_size, shard=args.shard, restart=args.restart,
-                          batch_tokens=args.batch_tokens, device=device, progress=args.progress)
+                          runtime=rt)
     if report_job(res, args.out):
         print(f"wrote {args.out}: {res['sequences']} sequences")
     return 0

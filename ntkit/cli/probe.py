@@ -33,11 +33,11 @@ def run(args) -> int:
         groups = [(args.task_name or Path(args.input).name.split(".")[0], seqs, t)]
     else:  # several tasks in one table: one probe per task, never pooled
         groups = [(str(name), [seqs[i] for i in g.index], g) for name, g in t.groupby("task", sort=True)]
-    model, device = runtime(args, args.model)
+    model, rt = runtime(args, args.model)
     print("| task | n | layer | folds | MCC (mean ± 2 SD over folds) | macro F1 (mean ± 2 SD) |\n|---|---|---|---|---|---|")
     for name, s, g in groups:
         y = Classes.fit(g["label"], f"{args.input} (task {name})").encode(g["label"])
-        emb = embed(model, s, layers=args.layers, batch_tokens=args.batch_tokens, device=device, progress=args.progress)
+        emb = embed(model, s, layers=args.layers, runtime=rt)
         for layer in args.layers:
             r = cross_validate_probe(emb[layer], y, args.probe, args.folds, args.seed)
             print(f"| {name} | {len(s)} | {layer} | {r['folds']} | {r['mcc_mean']:.3f} ± {r['mcc_2sd']:.3f} | "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import FORCE_HELP, MODEL_HELP, add_runtime_args, runtime
+from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, runtime
 
 
 def register(sub) -> None:
+    from ..perturb import EffectOptions
     from ..splice import SpliceTrainConfig as C
 
     s = sub.add_parser("splice", help="nucleotide-level splice sites: build data, train, evaluate, predict")
@@ -69,16 +70,23 @@ def register(sub) -> None:
     add_runtime_args(p)
     p.set_defaults(func=predict)
 
-    v = ss.add_parser("score-variants", help="SpliceAI-style delta scores of VCF alleles from a trained splice model")
+    v = ss.add_parser("score-variants", help="SpliceAI-style delta scores of VCF alleles per gene from a trained splice model "
+                      "(score-variants --splice-model; sharded, resumable)")
     v.add_argument("--splice-model", required=True, help="folder from `ntkit splice train`")
     v.add_argument("--model", help="base model (IA3 / frozen splice models)")
     v.add_argument("--vcf", required=True, help="VCF (sorted)")
     v.add_argument("--fasta", required=True, help="reference FASTA")
     v.add_argument("--transcripts", required=True, help="SpliceAI canonical table or GTF/GFF (gene strand and span)")
-    v.add_argument("--distance", type=int, default=50, help="bases each side of the variant where gains and losses are sought")
+    v.add_argument("--distance", type=int, default=EffectOptions.distance, help="bases each side of the variant where gains and "
+                   "losses are sought")
+    v.add_argument("--mask", action="store_true", help="SpliceAI's -M: gains at annotated sites and losses at unannotated "
+                   "positions count 0")
+    v.add_argument("--tile-stride-bp", type=positive_int(), help="grid step of the shared reference windows (default 128; "
+                   "alleles up to this long)")
     v.add_argument("--out", required=True, nargs="+", help=".vcf/.vcf.gz (NT_SPLICE in INFO, SpliceAI's layout) and/or .tsv/.csv/.parquet")
     v.add_argument("--force", action="store_true", help=FORCE_HELP)
-    add_runtime_args(v, batch_tokens=False)
+    add_job_args(v, "records")
+    add_runtime_args(v)
     v.set_defaults(func=score_variants)
 
 
@@ -105,13 +113,13 @@ def train(args) -> int:
     from ..splice import SpliceTrainConfig, SpliceWindows, save_splice_model, train_splice
 
     check_output(Path(args.out) / "splice_config.json", [args.data])
-    base, device = runtime(args, args.model)
+    base, rt = runtime(args, args.model)
     data = SpliceWindows.load(args.data)
     valid = SpliceWindows.load(args.valid) if args.valid else None
     cfg = SpliceTrainConfig(method=args.method, head=args.head, channels=args.channels, lr=args.lr, epochs=args.epochs,
                             batch_size=args.batch_size, max_minutes=args.max_minutes, site_weight=args.site_weight, loss=args.loss,
                             eval_every=args.eval_every, patience=args.patience)
-    m = train_splice(base, data, cfg, device=device, progress=args.progress, valid=valid)
+    m = train_splice(base, data, cfg, valid=valid, runtime=rt)
     best = f"; best validation PR-AUC {m.best_valid_prauc:.3f}" if m.best_valid_prauc is not None else ""
     print(f"{m.trainable_parameters():,} trainable parameters, {m.steps} steps{best}; wrote {save_splice_model(m, args.out)}")
     return 0
@@ -123,7 +131,7 @@ def evaluate(args) -> int:
 
     if args.out:
         check_output(args.out, [args.test])
-    base, device = runtime(args, args.model if args.splice_model else None)
+    base, rt = runtime(args, args.model if args.splice_model else None)
     test = SpliceWindows.load(args.test)
     baselines = {}
     if args.maxentscan_dir:
@@ -131,8 +139,8 @@ def evaluate(args) -> int:
         baselines["MaxEntScan"] = MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt")
     if args.train:
         baselines["PWM"] = SitePWM().fit(SpliceWindows.load(args.train))
-    model = load_splice_model(args.splice_model, base, force=args.force).to(device) if args.splice_model else None
-    df = evaluate_splice(model, test, baselines, device=device)
+    model = load_splice_model(args.splice_model, base, force=args.force) if args.splice_model else None
+    df = evaluate_splice(model, test, baselines, runtime=rt)
     print(f"{len(test)} test windows, sites {test.counts()}")
     print(results_table(df))
     if args.out:
@@ -146,10 +154,10 @@ def predict(args) -> int:
     from ..splice import SpliceWindows, load_splice_model, predict_windows, to_genome_table, write_bedgraph
 
     out = check_output(args.out, [args.data])
-    base, device = runtime(args, args.model)
-    model = load_splice_model(args.splice_model, base, force=args.force).to(device)
+    base, rt = runtime(args, args.model)
+    model = load_splice_model(args.splice_model, base, force=args.force)
     data = SpliceWindows.load(args.data)
-    probs = predict_windows(model, data, device=device, progress=args.progress, batch_tokens=args.batch_tokens)
+    probs = predict_windows(model, data, runtime=rt)
     t = to_genome_table(data, probs, args.min_prob)
     with atomic_output(out) as tmp:
         t.to_csv(tmp, sep="\t", index=False)
@@ -161,21 +169,18 @@ def predict(args) -> int:
 
 
 def score_variants(args) -> int:
-    from ..jobs import check_output, write_dataframe
-    from ..splice import load_splice_model, read_transcripts
-    from ..splice.variants import splice_variant_scores, write_splice_vcf
+    from ..perturb import EffectOptions, variant_effects_to_files
+    from ..predictors import SpliceSites
+    from ..splice import load_splice_model
+    from .common import report_job
 
-    outs = [check_output(o, [args.vcf, args.fasta]) for o in args.out]
-    base, device = runtime(args, args.model)
-    model = load_splice_model(args.splice_model, base, force=args.force).to(device)
-    table = splice_variant_scores(model, args.vcf, args.fasta, read_transcripts(args.transcripts), distance=args.distance,
-                                  device=device, progress=args.progress)
-    for out in outs:
-        name = out.name.lower()
-        if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
-            write_splice_vcf(table, args.vcf, out)
-        else:
-            write_dataframe(table, out)
-        print(f"wrote {out}")
-    print(f"{int((table['status'] == 'scored').sum())}/{len(table)} alleles scored; skipped {table.loc[table['status'] != 'scored', 'status'].value_counts().to_dict() or 'none'}")
+    base, rt = runtime(args, args.model)
+    predictor = SpliceSites(load_splice_model(args.splice_model, base, force=args.force))
+    res = variant_effects_to_files(predictor, args.vcf, args.fasta, args.out, transcripts=args.transcripts,
+                                   options=EffectOptions(distance=args.distance, mask=args.mask, tile_stride_bp=args.tile_stride_bp),
+                                   chunk_size=args.chunk_size, shard=args.shard, restart=args.restart, runtime=rt)
+    if report_job(res, args.out[0]):
+        print(res["summary"])
+        for o in res["outputs"]:
+            print(f"wrote {o}")
     return 0

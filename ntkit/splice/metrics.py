@@ -39,10 +39,10 @@ def splice_metrics(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -
     return out
 
 
-def evaluate_splice(model: SpliceModel | None, test: SpliceWindows, baselines: dict[str, object], batch_size: int = 8, device=None) -> pd.DataFrame:
+def evaluate_splice(model: SpliceModel | None, test: SpliceWindows, baselines: dict[str, object], *, runtime=None) -> pd.DataFrame:
     rows = []
     if model is not None:
-        pred = predict_windows(model, test, batch_size, device)
+        pred = predict_windows(model, test, runtime=runtime)
         rows.append({"method": f"ntkit ({model.head_kind} head, {model.method})", **splice_metrics(test.labels, pred)})
     for name, b in baselines.items():
         rows.append({"method": name, **splice_metrics(test.labels, [b.site_scores(s) for s in test.sequences])})

@@ -14,8 +14,7 @@ from .data import CONTEXT, SpliceWindows
 from .model import SpliceModel, _encode
 
 
-def iter_predict_windows(model: SpliceModel, sequences: Iterable[str], *, batch_tokens: int | None = None,
-                         batch_size: int | None = None, device=None, dtype=None, progress: bool = False) -> Iterator[np.ndarray]:
+def iter_predict_windows(model: SpliceModel, sequences: Iterable[str], *, runtime=None) -> Iterator[np.ndarray]:
     """Per window, in input order as they stream in: float32 [len, 3] class probabilities
     (none / acceptor / donor, transcript orientation), through ``ntkit.engine``."""
     from .. import engine
@@ -27,16 +26,13 @@ def iter_predict_windows(model: SpliceModel, sequences: Iterable[str], *, batch_
         p = torch.softmax(m(ids, mask, n2t, slot, onehot).float(), -1).cpu().numpy()
         return [p[b, : len(s)] for b, s in enumerate(batch)]
 
-    yield from engine.run(model, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap),
-                          batch_tokens=batch_tokens, batch_size=batch_size, device=device, dtype=dtype,
-                          progress=progress, desc="splice", unit="window")
+    yield from engine.run(model, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap), runtime=runtime,
+                          desc="splice", unit="window")
 
 
-def predict_windows(model: SpliceModel, data: SpliceWindows, batch_size: int | None = None, device=None, progress: bool = False,
-                    *, batch_tokens: int | None = None, dtype=None) -> list[np.ndarray]:
+def predict_windows(model: SpliceModel, data: SpliceWindows, *, runtime=None) -> list[np.ndarray]:
     """Per window: float32 [len, 3] class probabilities (transcript orientation)."""
-    return list(iter_predict_windows(model, data.sequences, batch_tokens=batch_tokens, batch_size=batch_size,
-                                     device=device, dtype=dtype, progress=progress))
+    return list(iter_predict_windows(model, data.sequences, runtime=runtime))
 
 
 def to_genome_table(data: SpliceWindows, probs: Sequence[np.ndarray], min_prob: float = 0.0) -> pd.DataFrame:

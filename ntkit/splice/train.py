@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .data import CLASSES, CONTEXT, SpliceWindows
 from .model import SpliceModel, _encode
@@ -74,65 +72,47 @@ def _targets(data: SpliceWindows, idx, n2t: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def train_splice(base, data: SpliceWindows, cfg: SpliceTrainConfig | None = None, device=None, progress: bool = True,
-                 valid: SpliceWindows | None = None) -> SpliceModel:
+def train_splice(base, data: SpliceWindows, cfg: SpliceTrainConfig | None = None, *, valid: SpliceWindows | None = None,
+                 runtime=None) -> SpliceModel:
+    """A splice model trained on ``data`` with the shared loop (``ntkit.training``): weighted /
+    focal loss, validation PR-AUC every ``eval_every`` steps with early stopping and the best
+    weights kept, a time budget; bf16 autocast on GPUs that support it. Seeded by ``cfg.seed``."""
+    from .. import engine
+    from ..training import train_loop
     from .metrics import splice_metrics
     from .predict import predict_windows
 
+    rt = engine.as_runtime(runtime)
     cfg = cfg or SpliceTrainConfig()
-    device = device or next(base.parameters()).device
+    device = torch.device(rt.device) if rt.device is not None else next(base.parameters()).device
     if cfg.method == "full":
         base = copy.deepcopy(base)
-    torch.manual_seed(cfg.seed)
-    model = SpliceModel(base, cfg.method, head=cfg.head, channels=cfg.channels).to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    dev = torch.device(device)
-    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    tok = base.tokenizer
-    rng = np.random.default_rng(cfg.seed)
-    t0 = time.time()
-    steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
-    bar = tqdm(total=steps, unit="batch", desc=f"splice ({cfg.method}, {cfg.head})", dynamic_ncols=True, disable=not progress)
-    best, best_state, bad, step = -math.inf, None, 0, 0
-    stop = False
-    out_of_time = False
-    for _ in range(cfg.epochs):
-        perm = rng.permutation(len(data))
-        for i in range(0, len(data), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            ids, mask, n2t, slot, onehot, _ = _encode(tok, [data.sequences[k] for k in idx], device)
-            y = _targets(data, idx, n2t)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(ids, mask, n2t, slot, onehot)
-            loss = splice_loss(logits, y, cfg)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"splice training loss is not finite at step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", best_prauc=f"{best:.3f}" if best > -math.inf else "-")
-            out_of_time = cfg.max_minutes is not None and (time.time() - t0) / 60 > cfg.max_minutes
-            if valid is not None and (step % cfg.eval_every == 0 or out_of_time):
-                m = splice_metrics(valid.labels, predict_windows(model, valid, device=device))
-                score = np.nanmean([m["acceptor_prauc"], m["donor_prauc"]])
-                model.train()
-                if score > best:
-                    best, bad = score, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    bad += 1
-                    stop = bad >= cfg.patience
-            if out_of_time or stop:
-                break
-        if out_of_time or stop:
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.best_valid_prauc = best if best > -math.inf else None
-    model.steps = step
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = SpliceModel(base, cfg.method, head=cfg.head, channels=cfg.channels).to(device).train()
+        tok = base.tokenizer
+        rng = np.random.default_rng(cfg.seed)
+
+        def batches(epoch: int):
+            perm = rng.permutation(len(data))
+            for i in range(0, len(data), cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
+                ids, mask, n2t, slot, onehot, _ = _encode(tok, [data.sequences[k] for k in idx], device)
+                yield (ids, mask, n2t, slot, onehot), _targets(data, idx, n2t)
+
+        def step_loss(m, batch) -> torch.Tensor:
+            inputs, y = batch
+            return splice_loss(m(*inputs), y, cfg)
+
+        def evaluate(m) -> float:
+            r = splice_metrics(valid.labels, predict_windows(m, valid, runtime=engine.Runtime(device=device)))
+            return float(np.nanmean([r["acceptor_prauc"], r["donor_prauc"]]))
+
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        res = train_loop(model, [p for p in model.parameters() if p.requires_grad], batches, step_loss, lr=cfg.lr, epochs=cfg.epochs,
+                         max_minutes=cfg.max_minutes, eval_every=cfg.eval_every, patience=cfg.patience,
+                         evaluate=evaluate if valid is not None else None, autocast_dtype=torch.bfloat16 if bf16 else None,
+                         device=device, progress=rt.progress, desc=f"splice ({cfg.method}, {cfg.head})",
+                         total_steps=cfg.epochs * math.ceil(len(data) / cfg.batch_size))
+    model.best_valid_prauc, model.steps = res.best_score, res.steps
     return model.eval()

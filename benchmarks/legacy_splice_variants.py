@@ -1,4 +1,9 @@
-"""Splice variant scores from a trained splice model, as SpliceAI reports them.
+"""The splice variant scoring that ntkit 0.1 shipped (``ntkit.splice.variants``, replaced by
+``ntkit.perturb``), kept verbatim apart from imports as the reference of
+``bench_splice_variants.py``: two windows of the whole NT context per allele and transcript, every
+window and probability array in memory, substitutions only, the best transcript per allele.
+
+Splice variant scores from a trained splice model, as SpliceAI reports them.
 
 For an allele inside a transcript of the table, the model reads the reference and the alternative
 sequence around it (``flank`` bases each side, in the transcript's orientation) and compares the
@@ -23,10 +28,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..genome import Genome
-from ..sequence import reverse_complement
-from .data import Transcript
-from .model import SpliceModel
+from ntkit.engine import Runtime
+from ntkit.genome import Genome
+from ntkit.sequence import reverse_complement
+from ntkit.splice.data import Transcript
+from ntkit.splice.model import SpliceModel
 
 COLUMNS = ["DS_AG", "DS_AL", "DS_DG", "DS_DL", "DP_AG", "DP_AL", "DP_DG", "DP_DL"]
 
@@ -43,8 +49,8 @@ def _windows(genome: Genome, contig: str, pos0: int, ref: str, alt: str, strand:
 def splice_variant_scores(model: SpliceModel, vcf: str | Path, fasta: str | Path | Genome, transcripts: Sequence[Transcript],
                           *, distance: int = 50, flank: int | None = None, device=None, progress: bool = False) -> pd.DataFrame:
     """One row per ALT allele: chrom, pos, ref, alt, status, transcript, the eight SpliceAI scores."""
-    from ..variants import check_allele, iter_records
-    from .predict import iter_predict_windows
+    from ntkit.splice.predict import iter_predict_windows
+    from ntkit.variants import check_allele, iter_records
 
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     T = model.base.config.max_tokens
@@ -85,7 +91,7 @@ def splice_variant_scores(model: SpliceModel, vcf: str | Path, fasta: str | Path
                     break
                 jobs.append((len(rows) - 1, t, a, *w))
     seqs = [s for j in jobs for s in (j[3], j[4])]
-    probs = list(iter_predict_windows(model, seqs, device=device, progress=progress))
+    probs = list(iter_predict_windows(model, seqs, runtime=Runtime(device=device, progress=progress)))
     best: dict[int, tuple] = {}
     for k, (ri, t, a, ref_w, _) in enumerate(jobs):
         pr, pa = probs[2 * k], probs[2 * k + 1]
@@ -103,39 +109,3 @@ def splice_variant_scores(model: SpliceModel, vcf: str | Path, fasta: str | Path
         rows[ri].update(transcript=name, **{c: float(max(v, 0.0)) for c, v in zip(COLUMNS[:4], scores)},
                         **{c: int(v) for c, v in zip(COLUMNS[4:], pos)})
     return pd.DataFrame(rows, columns=["chrom", "pos", "ref", "alt", "status", "transcript"] + COLUMNS)
-
-
-def write_splice_vcf(table: pd.DataFrame, vcf_in: str | Path, path: str | Path) -> Path:
-    """``vcf_in`` with ``NT_SPLICE`` (SpliceAI's layout) on the records with a scored ALT;
-    bgzipped and tabix-indexed for ``.gz``; atomic."""
-    import pysam
-
-    from ..jobs import atomic_output
-    from ..variants import _vcf_lines
-
-    path = Path(path)
-    gz = str(path).endswith((".gz", ".bgz"))
-    rows = iter(table.to_dict("records"))
-    with atomic_output(path, (".tbi",) if gz else ()) as tmp:
-        out = pysam.BGZFile(str(tmp), "wb") if gz else open(tmp, "wb")
-        with out:
-            for line in _vcf_lines(vcf_in):
-                if line.startswith("##"):
-                    out.write(line.encode())
-                    continue
-                if line.startswith("#"):
-                    out.write(('##INFO=<ID=NT_SPLICE,Number=.,Type=String,Description="ntkit splice delta scores. Format: '
-                               'ALLELE|TRANSCRIPT|DS_AG|DS_AL|DS_DG|DS_DL|DP_AG|DP_AL|DP_DG|DP_DL">\n').encode() + line.encode())
-                    continue
-                f = line.rstrip("\r\n").split("\t", 8)
-                n = 0 if f[4] == "." else f[4].count(",") + 1
-                recs = [next(rows) for _ in range(max(n, 1))]
-                entries = [f"{r['alt']}|{r['transcript']}|" + "|".join(f"{r[c]:.2f}" for c in COLUMNS[:4]) + "|"
-                           + "|".join(str(int(r[c])) for c in COLUMNS[4:]) for r in recs if r["status"] == "scored" and r["transcript"]]
-                if entries:
-                    tag = "NT_SPLICE=" + ",".join(entries)
-                    f[7] = tag if f[7] in (".", "") else f[7] + ";" + tag
-                out.write(("\t".join(f) + "\n").encode())
-        if gz:
-            pysam.tabix_index(str(tmp), preset="vcf", force=True)
-    return path

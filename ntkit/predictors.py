@@ -1,0 +1,158 @@
+"""Predictors: what a model says about a DNA sequence, behind one interface, so that every
+perturbation (``ntkit.perturb``: VCF variant effects, saturation mutagenesis) runs over any of them.
+
+A predictor maps sequences to outputs, through ``ntkit.engine``:
+
+- ``kind = "sequence"``: one vector per sequence (``outputs`` names its entries), e.g. a fine-tuned
+  classifier's class probabilities or a regressor's value (``SequenceModel``);
+- ``kind = "base"``: one vector per base, ``[len, C]`` (e.g. acceptor and donor probabilities of a
+  splice model, ``SpliceSites``); ``stranded`` predictors read a sequence 5' -> 3' of its gene, so
+  a perturbation predicts on the reverse complement for minus-strand genes.
+
+Each declares what it can read: ``max_length`` (bases of one input), and for per-base predictors
+``receptive_field`` (bases each side of a base that its output depends on) with ``exact`` true when
+nothing further away matters (a pure convolution: a window of ``2 * receptive_field + 1`` bases
+gives the same output as any longer one); a transformer's output depends on its whole window, so
+it is not exact and a perturbation compares reference and alternative in the same window.
+
+NT's zero-shot scores (masked and wild-type marginals, embedding distances) need masked inputs and
+shared forwards that no sequence -> output map expresses; they stay in ``ntkit.variants``, which the
+perturbation layer calls for the default predictor. SegmentNT and NTv3 (tracks, annotations) are
+per-base predictors and plug in here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+
+class Predictor:
+    """The interface (see the module docstring)."""
+
+    kind: str = "sequence"
+    outputs: tuple[str, ...] = ()
+    max_length: int = 0
+    receptive_field: int = 0  # per-base predictors: bases each side a base's output depends on
+    exact: bool = False  # per-base: nothing beyond the receptive field matters
+    stranded: bool = False  # per-base: reads 5' -> 3' of a gene (minus-strand genes reverse-complemented)
+    model = None  # the torch module (its fingerprint names a job's results)
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        """One output per sequence, in input order: [C] (sequence kind) or [len, C] (base kind)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What the predictor is, for job manifests and provenance."""
+        return {"predictor": type(self).__name__, "outputs": list(self.outputs)}
+
+
+class ZeroShot(Predictor):
+    """NT's zero-shot scores (``ntkit.variants``: masked and wild-type marginals, embedding
+    distances) of a pretrained model, with their shared forwards; ``score_options`` is resolved
+    ``variants.ScoreOptions``."""
+
+    kind = "lm"
+
+    def __init__(self, model, score_options):
+        self.model = model
+        self.score_options = score_options
+        self.outputs = tuple(score_options.columns())
+        self.max_length = model.config.max_nucleotides
+
+    def describe(self) -> dict:
+        return {**super().describe(), "model": self.model.config.name}
+
+
+class SequenceModel(Predictor):
+    """A fine-tuned model (``ntkit finetune``): class probabilities ``prob_<class>`` or a value."""
+
+    kind = "sequence"
+
+    def __init__(self, finetuned):
+        self.model = finetuned
+        cfg = finetuned.cfg
+        self.classification = cfg.task == "classification"
+        self.classes = list(cfg.classes or range(cfg.n_classes)) if self.classification else []
+        self.outputs = tuple(f"prob_{c}" for c in self.classes) if self.classification else ("value",)
+        self.max_length = finetuned.base.config.max_nucleotides
+        # The window a perturbation reads: the length the model was trained on (capped by its context).
+        self.window_bp = min(cfg.sequence_bp or self.max_length, self.max_length)
+        self._tok = finetuned.base.tokenizer
+
+    def fit(self, seq: str) -> int:
+        """Bases of ``seq`` that fit the model's tokens (every N is a token of its own)."""
+        from .variants import fit_tokens
+
+        return fit_tokens(self._tok, seq, self.model.base.config.max_tokens)
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        for y in self.model.iter_predict(sequences, runtime=runtime):
+            yield np.atleast_1d(np.asarray(y, dtype=np.float64))
+
+    def describe(self) -> dict:
+        return {**super().describe(), "task": self.model.cfg.task, "classes": self.classes, "window_bp": self.window_bp}
+
+
+class SpliceSites(Predictor):
+    """A splice model (``ntkit splice train``): acceptor and donor probability per base, in the
+    orientation of the sequence it reads (a gene's 5' -> 3')."""
+
+    kind = "base"
+    outputs = ("acceptor", "donor")
+    stranded = True
+    # SpliceAI's score names: acceptor/donor gain and loss.
+    score_names = {"acceptor": ("AG", "AL"), "donor": ("DG", "DL")}
+
+    def __init__(self, splice_model):
+        self.model = splice_model
+        base = splice_model.base
+        nt_bp = base.config.max_nucleotides
+        head = splice_model.head_kind
+        conv = getattr(splice_model.head, "receptive_field", 1) // 2  # convolutional heads: bases each side
+        # The bases-only head is a pure convolution (exact); NT's attention makes the others depend on their window.
+        self.exact = head == "bases"
+        self.receptive_field = conv if head != "linear" else 0
+        self.max_length = nt_bp  # every head reads the bases its NT tokens cover
+        self._tok = base.tokenizer
+
+    def fit(self, seq: str) -> int:
+        """Bases of ``seq`` that fit the base model's tokens (every N is a token of its own)."""
+        from .variants import fit_tokens
+
+        return fit_tokens(self._tok, seq, self.model.base.config.max_tokens)
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        from .splice.predict import iter_predict_windows
+
+        for p in iter_predict_windows(self.model, sequences, runtime=runtime):
+            yield p[:, 1:3]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "head": self.model.head_kind, "method": self.model.method,
+                "receptive_field": self.receptive_field, "exact": self.exact}
+
+
+def load_predictor(base=None, *, adapter: str | Path | None = None, splice_model: str | Path | None = None,
+                   force: bool = False) -> Predictor | None:
+    """The predictor of an adapter folder (``ntkit finetune``) or a splice model folder on its
+    ``base`` (``None``: neither given, NT's zero-shot scores are meant)."""
+    if adapter and splice_model:
+        raise ValueError("give --adapter or --splice-model, not both")
+    if adapter:
+        from .finetune import FinetunedModel
+
+        return SequenceModel(FinetunedModel.load_adapter(base, adapter, force=force))
+    if splice_model:
+        from .splice import load_splice_model
+
+        return SpliceSites(load_splice_model(splice_model, base, force=force))
+    return None
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), probabilities clipped to [1e-7, 1 - 1e-7] (a certain class stays finite)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
