@@ -1,14 +1,16 @@
 """Splice variant scoring: the perturbation layer (``ntkit.perturb`` over ``predictors.SpliceSites``)
 against the scoring ntkit 0.1 shipped (``legacy_splice_variants.py``), and peak memory against size.
 
-    python benchmarks/bench_splice_variants.py [--head bases] [--ratio-snvs 300] [--scale 10000 100000]
+    python benchmarks/bench_splice_variants.py [--head bases] [--context-tokens 2048] [--ratio-snvs 300] [--scale 10000 100000]
 
 - Input: GRCh37 chr20 SNVs inside the genes of SpliceAI's canonical table, at 1000 Genomes density
   (Poisson positions, one per 35 bp of gene body), from the data folder (``NTKIT_DATA``, else the
   data shipped with ntkit: 20:30-36 Mb; the full chr20 for more than ~50k SNVs).
-- Model: a splice model on the ``tiny-cpu`` NT shape (512 tokens), random weights (speed and memory
-  do not depend on them), head ``--head`` (``bases``: the convolutional head that BENCHMARKS'
-  splice rows rank first, exact; ``segment``: NT + convolution).
+- Model: a splice model on the ``tiny-cpu`` NT shape with ``--context-tokens`` tokens (512 as
+  trained by the recipe; 2048 is NT v2's context, 12 kb), random weights (speed and memory do not
+  depend on them), head ``--head`` (``bases``: the convolutional head that BENCHMARKS' splice rows
+  rank first, exact; ``segment``: NT + convolution). The legacy scorer reads two windows of the
+  whole context per allele; the new one the head's receptive field and the distance.
 - Ratio: both scorers on the same SNVs, each in a fresh process (one job at a time: run it on an
   idle machine); the scores are compared (exact head: equal to 1e-5 where an allele has one gene).
 - Scale: the new scorer as a job (``variant_effects_to_files`` to parquet) at each size, peak RSS
@@ -69,25 +71,25 @@ def gene_snv_vcf(path: Path, n: int, every_bp: int = 35, seed: int = 0) -> Path:
     raise SystemExit(f"only {written} SNVs fit in the genes of {fasta} at 1/{every_bp} bp; set NTKIT_DATA to the full data folder")
 
 
-def splice_model(head: str):
+def splice_model(head: str, context_tokens: int):
     import torch
 
     import ntkit
     from ntkit.splice.model import SpliceModel
 
-    cfg = ntkit.get_preset("nt-v2-small").replace(max_tokens=512, hidden_size=128, ffn_size=512, num_heads=4, num_layers=4)
+    cfg = ntkit.get_preset("nt-v2-small").replace(max_tokens=context_tokens, hidden_size=128, ffn_size=512, num_heads=4, num_layers=4)
     torch.manual_seed(0)
     return SpliceModel(ntkit.build(cfg, seed=0), "frozen", head=head).eval()
 
 
-def worker(mode: str, head: str, vcf: str, out: str, threads: int) -> dict:
+def worker(mode: str, head: str, vcf: str, out: str, threads: int, context_tokens: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     from ntkit import Runtime
 
     fasta, tx = data_paths()
-    m = splice_model(head)
+    m = splice_model(head, context_tokens)
     with PeakMemory() as pm:
         t = time.perf_counter()
         if mode == "legacy":
@@ -127,27 +129,28 @@ def main() -> None:
     ap.add_argument("--ratio-snvs", type=int, default=300, help="SNVs scored by both (0: skip)")
     ap.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000], help="SNV counts for the new scorer's peak memory")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--context-tokens", type=int, default=512, help="the NT context of the splice model's base")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker, threads=args.threads)))
+        print(json.dumps(worker(*args.worker, threads=args.threads, context_tokens=args.context_tokens)))
         return
     import torch
 
-    print(f"splice variant scoring, head {args.head}, tiny-cpu NT shape (512 tokens), threads={args.threads}, "
+    print(f"splice variant scoring, head {args.head}, tiny-cpu NT shape ({args.context_tokens} tokens), threads={args.threads}, "
           f"torch {torch.__version__}; one process at a time")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.ratio_snvs:
             vcf = gene_snv_vcf(tmp / "ratio.vcf", args.ratio_snvs)
-            old = run_isolated(__file__, ["legacy", args.head, str(vcf), str(tmp / "old.parquet"), "--threads", str(args.threads)])
-            new = run_isolated(__file__, ["new", args.head, str(vcf), str(tmp / "new.parquet"), "--threads", str(args.threads)])
+            old = run_isolated(__file__, ["legacy", args.head, str(vcf), str(tmp / "old.parquet"), "--threads", str(args.threads), "--context-tokens", str(args.context_tokens)])
+            new = run_isolated(__file__, ["new", args.head, str(vcf), str(tmp / "new.parquet"), "--threads", str(args.threads), "--context-tokens", str(args.context_tokens)])
             c = compare(tmp / "old.parquet", tmp / "new.parquet")
             print(f"| {args.ratio_snvs:,} SNVs | legacy {old['seconds']:.1f} s, peak {fmt_bytes(old['peak'])} "
                   f"| new {new['seconds']:.1f} s, peak {fmt_bytes(new['peak'])} | {old['seconds'] / new['seconds']:.1f}x |"
                   f" {c['compared']} single-gene SNVs, max |delta difference| {c['max_abs_diff']:.2e} |", flush=True)
         for n in args.scale:
             vcf = gene_snv_vcf(tmp / f"s{n}.vcf", n)
-            r = run_isolated(__file__, ["new", args.head, str(vcf), str(tmp / f"s{n}.parquet"), "--threads", str(args.threads)])
+            r = run_isolated(__file__, ["new", args.head, str(vcf), str(tmp / f"s{n}.parquet"), "--threads", str(args.threads), "--context-tokens", str(args.context_tokens)])
             print(f"| {n:,} SNVs | {r['seconds']:.1f} s ({n / r['seconds']:.0f} SNVs/s) | peak {fmt_bytes(r['peak'])} |", flush=True)
             (tmp / f"s{n}.parquet").unlink()
 

@@ -28,6 +28,10 @@ ADAPTER_TENSORS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "
 IA3_TARGETS = ["k_proj", "v_proj", "fc2"]
 LORA_TARGETS = ["q_proj", "v_proj"]
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+# Tensor names in the adapter file: peft's layout for the ``ntkit.hf`` classes (the encoder at
+# ``.nt``, a sequence head at ``.classifier``), so that ``peft.PeftModel.from_pretrained`` applies
+# an ntkit adapter to them; ntkit reads both these and the bare module paths of earlier files.
+PEFT_PREFIX, PEFT_HEAD = "base_model.model.nt.", "base_model.model.classifier."
 
 
 def peft_config(method: str, rank: int = 8, alpha: float = 16.0):
@@ -91,8 +95,10 @@ def adapter_parameters(model: nn.Module) -> int:
     return sum(v.numel() for v in get_peft_model_state_dict(model).values())
 
 
-def save(model: nn.Module, directory: str | Path) -> Path:
-    """The adapter of ``model`` in peft's format (atomic files)."""
+def save(model: nn.Module, directory: str | Path, head: nn.Module | None = None) -> Path:
+    """The adapter of ``model`` in peft's format (atomic files), names as ``ntkit.hf``'s classes
+    have them (``PEFT_PREFIX``); ``head``: a sequence head saved as peft's ``modules_to_save``
+    (``classifier``); ``base_model_name_or_path``: the base as the user named it."""
     import json
 
     from peft import get_peft_model_state_dict
@@ -102,10 +108,16 @@ def save(model: nn.Module, directory: str | Path) -> Path:
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    sd = {PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    if head is not None:
+        sd.update({PEFT_HEAD + k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
     with atomic_output(d / WEIGHTS) as tmp:
         save_file(sd, str(tmp), metadata={"format": "pt"})
-    write_text_atomic(d / CONFIG, json.dumps(model.peft_config["default"].to_dict(), indent=2, default=list))
+    cfg = model.peft_config["default"].to_dict()
+    cfg["base_model_name_or_path"] = getattr(model, "name_or_path", None) or model.config.name
+    if head is not None:
+        cfg["modules_to_save"] = ["classifier"]
+    write_text_atomic(d / CONFIG, json.dumps(cfg, indent=2, default=list))
     return d
 
 
@@ -132,9 +144,15 @@ def load(model: nn.Module, directory: str | Path) -> nn.Module:
     if not (d / WEIGHTS).exists():
         raise ValueError(f"{d}: {WEIGHTS} is missing (the adapter's weights); without them the base model alone would "
                          "predict: copy the whole adapter folder")
+    config.modules_to_save = None  # the head is its owner's (saved beside the adapter too)
+    tensors = {}
+    for k, v in load_file(str(d / WEIGHTS)).items():
+        if k.startswith(PEFT_HEAD):
+            continue
+        tensors[k.removeprefix(PEFT_PREFIX).removeprefix("base_model.model.")] = v
     attach(model, "", config=config)
     try:
-        result = set_peft_model_state_dict(model, load_file(str(d / WEIGHTS)))
+        result = set_peft_model_state_dict(model, tensors)
     except RuntimeError as e:  # torch's "size mismatch for ..." paragraph
         detach(model)
         raise ValueError(f"{d / WEIGHTS}: tensors of the wrong shape for this base model "
@@ -146,12 +164,13 @@ def load(model: nn.Module, directory: str | Path) -> nn.Module:
 
 
 def save_adapted(directory: str | Path, base: nn.Module, parts: dict[str, nn.Module | None], meta: dict, *, full: bool,
-                 weights: str, config: str) -> Path:
+                 weights: str, config: str, peft_head: str | None = None) -> Path:
     """What training added to a base model, apart from it: the peft adapter injected into the
     base, if any (``adapter_config.json`` + ``adapter_model.safetensors``), every module of
     ``parts`` in one safetensors file (``<part>.<parameter>`` keys), ``meta`` with the base's
     configuration and fingerprint in JSON, and for full fine-tuning the whole base (``base/``, HF
-    layout). Files are atomic."""
+    layout). ``peft_head``: the part that is also the peft adapter's ``classifier`` (a sequence
+    head, for ``ntkit.hf.NTForSequenceClassification``). Files are atomic."""
     import json
 
     from safetensors.torch import save_file
@@ -166,7 +185,7 @@ def save_adapted(directory: str | Path, base: nn.Module, parts: dict[str, nn.Mod
     if full:
         save_checkpoint(base, d / "base")
     if has_adapter(base):
-        save(base, d)
+        save(base, d, head=parts.get(peft_head) if peft_head else None)
     with atomic_output(d / weights) as tmp:
         save_file(tensors, str(tmp))
     about = {"base_config": base.config.to_dict(), "base_fingerprint": base_fingerprint(base),
@@ -230,3 +249,31 @@ def load_part(module: nn.Module, state: dict | None, where: str | Path) -> nn.Mo
         raise ValueError(f"{where}: tensors do not fit ({'; '.join(lines)[:200] or ' '.join(str(e).split())[:200]}); "
                          "the file or its configuration was edited") from None
     return module
+
+
+class Adapted(nn.Module):
+    """A base model adapted for a task: the base, how it is adapted (``method``) and the task's
+    ``head`` (built by the subclass, ``finetune.FinetunedModel``, ``splice.SpliceModel``, before the
+    adapter is injected: the head is initialised first, from the same random state).
+
+    ``ia3`` / ``lora``: a peft adapter injected into the base in place (``attach_adapter``; a model
+    loaded from disk gets its adapter from the folder instead), the base's own weights fixed;
+    ``full``: every base weight trains; ``head`` / ``frozen``: the base fixed, the head alone trains.
+    ``uses_base=False`` (a head that reads the bases only) fixes the base whatever the method."""
+
+    def __init__(self, base: nn.Module, method: str, head: nn.Module, *, attach_adapter: bool = True, uses_base: bool = True,
+                 rank: int = 8, alpha: float = 16.0):
+        super().__init__()
+        self.base, self.method, self.head = base, method, head
+        for p in base.parameters():
+            p.requires_grad_(method == "full" and uses_base)
+        if attach_adapter and uses_base and method in ("ia3", "lora"):
+            attach(base, method, rank, alpha)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def merged(self) -> nn.Module:
+        """The base with the adapter folded into its weights (peft's ``merge_and_unload``): a plain
+        ``NTModel``; the head is not part of it."""
+        return merge(self.base)

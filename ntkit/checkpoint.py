@@ -46,7 +46,7 @@ _LAYER_BACK = {v: k for k, v in LAYER_NAMES.items()}
 _LEGACY_NORM = {"gamma": "weight", "beta": "bias"}
 # HF tensors that NT never uses: dropped on load.
 _IGNORED = re.compile(
-    r"(esm\.contact_head\..*|.*position_ids|.*rotary_embeddings\.inv_freq|esm\.pooler\..*)$"
+    r"(esm\.contact_head\..*|.*position_ids|.*rotary_embeddings\.inv_freq|esm\.pooler\..*|classifier\..*)$"
 )
 _INV_FREQ = re.compile(r"esm\.(encoder\.layer\.\d+\.attention\.self\.)?rotary_embeddings\.inv_freq$")
 
@@ -314,8 +314,11 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
     return model.to(device=device or "cpu", dtype=load_dtype if load_dtype.is_floating_point else None)
 
 
-def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization: bool = True, tokenizer: bool = True) -> Path:
+def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization: bool = True, tokenizer: bool = True, *,
+                    extra_tensors: dict[str, torch.Tensor] | None = None, extra_config: dict | None = None) -> Path:
     """Write ``config.json``, weights and (by default) the tokenizer files in HF layout.
+    ``extra_tensors`` (a task head's, ``classifier.*``: ignored when the folder loads as an NT
+    model) join the weights; ``extra_config`` the config (``ntkit.hf``'s task settings).
 
     Each file is written under a temporary name and renamed, so an interrupted save never leaves a
     half-written file behind under the final name.
@@ -328,7 +331,7 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
 
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in to_hf_state_dict(model).items()}
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in {**to_hf_state_dict(model), **(extra_tensors or {})}.items()}
     dtype = model.embed_tokens.weight.dtype
     if safe_serialization:
         from safetensors.torch import save_file
@@ -342,7 +345,7 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
         stale.unlink()
     if tokenizer:
         model.tokenizer.save_pretrained(directory)
-    cfg_text = json.dumps(hf_config(model.config, dtype), indent=2) + "\n"
+    cfg_text = json.dumps({**hf_config(model.config, dtype), **(extra_config or {})}, indent=2) + "\n"
     write(directory / "config.json", lambda p: p.write_text(cfg_text))
     return directory
 
@@ -372,14 +375,15 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, cache_dir: str | 
 
 
 def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | None = None, seed: int = 0,
-         revision: str | None = None) -> NTModel:
+         revision: str | None = None, *, cache_dir: str | os.PathLike | None = None, token: str | None = None) -> NTModel:
     """Load an HF-format NT checkpoint directory, a Hugging Face hub model by name (``org/name``,
-    see ``hub_snapshot``), or build a preset (``nt-v2-50m`` ...) with random weights."""
+    see ``hub_snapshot``: ``revision``, ``cache_dir``, ``token``), or build a preset
+    (``nt-v2-50m`` ...) with random weights."""
     p = Path(path_or_preset)
     if p.exists():
         model = load_checkpoint(p, device=device, dtype=dtype)
     elif _HUB_ID.fullmatch(str(path_or_preset)):
-        model = load_checkpoint(hub_snapshot(str(path_or_preset), revision), device=device, dtype=dtype)
+        model = load_checkpoint(hub_snapshot(str(path_or_preset), revision, cache_dir=cache_dir, token=token), device=device, dtype=dtype)
     else:
         try:
             cfg = get_preset(str(path_or_preset))

@@ -83,19 +83,14 @@ class SequenceHead(nn.Module):
         return self.linear(self.dropout(pooled))
 
 
-class FinetunedModel(nn.Module):
-    """Base model + optional adapter + head; ``predict(sequences)`` returns class probabilities
-    [N, n_classes] or values [N]."""
+class FinetunedModel(adapters.Adapted):
+    """Base model + optional adapter + head (``adapters.Adapted``); ``predict(sequences)`` returns
+    class probabilities [N, n_classes] or values [N]."""
 
     def __init__(self, base: NTModel, cfg: FinetuneConfig, attach: bool = True):
-        super().__init__()
-        self.base = base
+        head = SequenceHead(base.config.hidden_size, cfg.n_classes if cfg.task == "classification" else 1, cfg.head_dropout)
+        super().__init__(base, cfg.method, head, attach_adapter=attach, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
         self.cfg = cfg
-        self.head = SequenceHead(base.config.hidden_size, cfg.n_classes if cfg.task == "classification" else 1, cfg.head_dropout)
-        for p in base.parameters():
-            p.requires_grad_(cfg.method == "full")
-        if attach and cfg.method in ("ia3", "lora"):  # peft layers injected into the base, in place (adapters.detach undoes it)
-            adapters.attach(base, cfg.method, cfg.lora_rank, cfg.lora_alpha)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         L = self.base.config.num_layers
@@ -107,9 +102,6 @@ class FinetunedModel(nn.Module):
         if self.cfg.target_mean is not None:
             out = out * self.cfg.target_scale + self.cfg.target_mean
         return out
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def iter_predict(self, sequences: Iterable[str], *, runtime: engine.Runtime | None = None) -> Iterator[np.ndarray]:
         """Per sequence, in input order, as they stream in: class probabilities [n_classes] or a value
@@ -139,7 +131,7 @@ class FinetunedModel(nn.Module):
         fine-tuning, apart from the base (see ``save_adapted``)."""
         meta = {"finetune": asdict(self.cfg), "trainable_parameters": self.trainable_parameters()}
         return adapters.save_adapted(directory, self.base, {"head": self.head}, meta, full=self.cfg.method == "full",
-                                     weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG)
+                                     weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG, peft_head="head")
 
     @classmethod
     def load_adapter(cls, base: NTModel | None, directory: str | Path, force: bool = False) -> "FinetunedModel":
@@ -157,11 +149,6 @@ class FinetunedModel(nn.Module):
         m = cls(base, cfg, attach=False)
         adapters.load_part(m.head, parts.get("head"), d / HEAD_WEIGHTS)
         return m
-
-    def merged(self) -> NTModel:
-        """The base with the adapter folded into its weights (peft's ``merge_and_unload``): a plain
-        ``NTModel``; the head is not part of it."""
-        return adapters.merge(self.base)
 
 
 FINETUNE_CONFIG, HEAD_WEIGHTS = "finetune_config.json", "head.safetensors"

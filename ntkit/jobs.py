@@ -202,13 +202,22 @@ def model_fingerprint(model) -> str:
     return weights_fingerprint(config, model.state_dict().items())
 
 
+def redact(argv: Sequence[str]) -> list[str]:
+    """A command line as outputs may record it: the value of ``--token`` (a hub secret) hidden."""
+    out, hide = [], False
+    for a in argv:
+        out.append("***" if hide else "--token=***" if a.startswith("--token=") else a)
+        hide = a == "--token"
+    return out
+
+
 def provenance(model=None) -> dict:
     """Who made an output: ntkit's version, the model's name or path and the command line."""
     import sys
 
     from . import __version__
 
-    about = {"ntkit": __version__, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else ""}
+    about = {"ntkit": __version__, "command": " ".join([Path(sys.argv[0]).name] + redact(sys.argv[1:])) if sys.argv else ""}
     if model is not None:
         about["model"] = str(getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name", type(model).__name__))
     return about

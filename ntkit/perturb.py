@@ -35,6 +35,7 @@ the same jobs, options and outputs.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -277,11 +278,13 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
             plan.append((a, [g for g in hits if g.strand == strand or not predictor.stranded], strand, key, _oriented(alt_w, strand),
                          alt_start))
     keys = list(tiles)
-    preds = list(predictor.predict([tiles[k] for k in keys] + [p[4] for p in plan], rt))
-    ref_of = {k: _back(p, k[3]) for k, p in zip(keys, preds[: len(keys)])}
+    # The reference tiles first (shared by their alleles, kept), then each allele's alternative,
+    # used as it streams in and dropped: memory holds the tiles, not a chunk's alternatives.
+    stream = predictor.predict(itertools.chain((tiles[k] for k in keys), (p[4] for p in plan)), rt)
+    ref_of = {k: _back(p, k[3]) for k, p in zip(keys, itertools.islice(stream, len(keys)))}
     per_allele: dict[int, list[dict]] = {}
     outputs = predictor.outputs
-    for (a, gs, strand, key, _, alt_start), p_alt in zip(plan, preds[len(keys):]):
+    for (a, gs, strand, key, _, alt_start), p_alt in zip(plan, stream):
         L = genome.lengths[a.contig]
         y_ref = _take(ref_of[key], key[1], a.pos0 - D, a.pos0 + len(a.ref) + D, L)
         y_alt = _take(_back(p_alt, strand), alt_start, a.pos0 - D, a.pos0 + len(a.alt) + D, L + len(a.alt) - len(a.ref))

@@ -140,10 +140,15 @@ def test_bad_checkpoints(tmp_path):
         ntkit.load(tmp_path)
 
     sd = load_file_bytes(good)
-    sd["classifier.weight"] = torch.zeros(2, 2)
+    sd["vision_tower.weight"] = torch.zeros(2, 2)
     save_file(sd, weights)
     with pytest.raises(CheckpointError, match="not part of an NT model"):
         ntkit.load(tmp_path)
+
+    sd = load_file_bytes(good)  # a task head (ESM's or ntkit.hf's classifier.*) is not the encoder: ignored
+    sd["classifier.dense.weight"] = torch.zeros(2, 2)
+    save_file(sd, weights)
+    ntkit.load(tmp_path)
 
     weights.write_bytes(good)
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -201,3 +206,29 @@ def test_hub_names_resolve_through_the_huggingface_cache_offline(tmp_path, monke
     _same_model(model, ntkit.load(repo, revision="a" * 40))
     with pytest.raises(CheckpointError, match="reachable hub model"):
         ntkit.load("InstaDeepAI/not-in-the-cache")
+
+
+def test_hub_cache_dir_revision_and_token_reach_the_loader(tmp_path, monkeypatch):
+    """--cache-dir / --revision on the command line and ``cache_dir`` in ``ntkit.hf`` find a model in
+    a cache that is not the default one (offline)."""
+    from ntkit.cli import main
+
+    repo = "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"
+    cache = tmp_path / "elsewhere"
+    snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots" / ("b" * 40)
+    model = perturbed(ntkit.build("nt-v2-tiny"))
+    ntkit.save_checkpoint(model, snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    (tmp_path / "s.fa").write_text(">a\nACGTACGTAGGCTAGCATCGA\n")
+    assert main(["embed", str(tmp_path / "s.fa"), "--model", repo, "--cache-dir", str(cache), "--revision", "b" * 40,
+                 "--token", "hf_unused", "--no-progress", "--out", str(tmp_path / "e.parquet")]) == 0
+    from ntkit.hf import NTForMaskedLM
+
+    hf = NTForMaskedLM.from_pretrained(repo, cache_dir=cache)
+    _same_model(model, hf.nt)
+    assert hf.config.name_or_path == repo

@@ -308,3 +308,14 @@ def test_dead_writers_temporaries_are_swept_live_ones_kept(case, tmp_path):
     write_fasta(tmp_path / "s.fa", [("a", "ACGTACGTAC")])
     cli("embed", tmp_path / "s.fa", "--model", case / "model", "--no-progress", "--out", tmp_path / "e.parquet")
     assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_provenance_never_records_a_hub_token(monkeypatch):
+    import sys
+
+    from ntkit.jobs import provenance
+
+    monkeypatch.setattr(sys, "argv", ["ntkit", "embed", "s.fa", "--token", "hf_secret", "--cache-dir", "c", "--token=hf_other"])
+    about = provenance()
+    assert "hf_secret" not in about["command"] and "hf_other" not in about["command"]
+    assert about["command"] == "ntkit embed s.fa --token *** --cache-dir c --token=***"

@@ -17,6 +17,9 @@ def add_runtime_args(s, *, batch_tokens: bool = True) -> None:
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     s.add_argument("--random-init", action="store_true",
                    help="accept a preset name as --model: its architecture with random weights (untrained: for tests and timing)")
+    s.add_argument("--revision", help="hub models: a branch, tag or commit of the repository (default: main)")
+    s.add_argument("--cache-dir", help="hub models: the Hugging Face cache folder (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
+    s.add_argument("--token", help="hub models: an access token for gated or private repositories (default: $HF_TOKEN or the saved login)")
     if batch_tokens:
         s.add_argument("--batch-tokens", type=positive_int(MAX_BATCH_TOKENS),
                        help="tokens per forward (rows x padded length); default 2048 on CPU, 16384 on GPU")
@@ -106,7 +109,8 @@ def runtime(args, model_path: str | None = None):
     with warnings.catch_warnings():
         if getattr(args, "random_init", False):  # asked for: the "random weights" warning would only repeat it
             warnings.simplefilter("ignore", UserWarning)
-        model = load(model_path, device=device, dtype=dtype_of(getattr(args, "dtype", None))) if model_path else None
+        model = load(model_path, device=device, dtype=dtype_of(getattr(args, "dtype", None)), revision=getattr(args, "revision", None),
+                     cache_dir=getattr(args, "cache_dir", None), token=getattr(args, "token", None)) if model_path else None
     return model, Runtime(device=device, batch_tokens=getattr(args, "batch_tokens", None), progress=getattr(args, "progress", False))
 
 

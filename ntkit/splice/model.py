@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..adapters import Adapted
 from ..sequence import one_hot
 from .data import CLASSES
 
@@ -60,27 +61,20 @@ class SegmentHead(nn.Module):
         return self.out(self.units(x)).transpose(1, 2)  # [B, N, 3]
 
 
-class SpliceModel(nn.Module):
-    """Base model + a head (``HEADS``); ``forward`` gives per-nucleotide logits [B, N, 3].
-    ``method``: ``ia3`` (IA3 adapter trained), ``full`` (every weight), ``frozen`` (the base
-    fixed, the head alone trains)."""
+class SpliceModel(Adapted):
+    """Base model + a head (``HEADS``; ``adapters.Adapted``); ``forward`` gives per-nucleotide
+    logits [B, N, 3]. ``method``: ``ia3`` (IA3 adapter trained), ``full`` (every weight),
+    ``frozen`` (the base fixed, the head alone trains)."""
 
     def __init__(self, base, method: str = "ia3", attach: bool = True, head: str = "linear", channels: int = 32):
-        super().__init__()
-        from .. import adapters
-
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
         if method not in ("ia3", "full", "frozen"):
             raise ValueError(f"method must be ia3, full or frozen, not {method!r}")
-        self.base = base
-        self.method, self.head_kind, self.channels = method, head, channels
         hidden = base.config.hidden_size
-        self.head = nn.Linear(hidden, 6 * len(CLASSES)) if head == "linear" else SegmentHead(hidden if head == "segment" else None, channels)
-        for p in base.parameters():
-            p.requires_grad_(method == "full" and head != "bases")
-        if attach and method == "ia3" and head != "bases":
-            adapters.attach(base, "ia3")
+        module = nn.Linear(hidden, 6 * len(CLASSES)) if head == "linear" else SegmentHead(hidden if head == "segment" else None, channels)
+        super().__init__(base, method, module, attach_adapter=attach, uses_base=head != "bases")
+        self.head_kind, self.channels = head, channels
 
     def forward(self, ids, mask, gather_tok, gather_slot, onehot=None):
         """``gather_tok`` / ``gather_slot`` [B, N]: token and slot of each nucleotide (-1 = none);
@@ -95,8 +89,6 @@ class SpliceModel(nn.Module):
         b = torch.arange(ids.shape[0], device=ids.device)[:, None]
         return z[b, gather_tok.clamp(min=0), gather_slot.clamp(min=0)]  # [B, N, 3]
 
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
 def _encode(tok, seqs: list[str], device):

@@ -1,0 +1,231 @@
+"""NT as transformers models: ``PreTrainedModel`` classes that run ntkit's own forward.
+
+    from ntkit.hf import NTForMaskedLM, NTForSequenceClassification
+    model = NTForSequenceClassification.from_pretrained("my-model", num_labels=2)   # a folder or hub name
+    out = model(input_ids=ids, attention_mask=mask, labels=y)                        # out.loss, out.logits
+
+Every class holds an ``NTModel`` as ``.nt`` (no second implementation of the encoder: the numbers
+are ntkit's), takes the keywords of transformers' ESM (``input_ids``, ``attention_mask``,
+``labels`` -> ``loss``, ``output_hidden_states``, ``output_attentions``, ``return_dict``) and
+returns its output classes. ``from_pretrained`` reads what ``ntkit.load`` reads (an NT folder in HF
+layout, v1 or v2, or a hub name through the cache: ``revision``, ``cache_dir``, ``token``);
+``save_pretrained`` writes that layout again (``ntkit.save_checkpoint``), a task head's tensors
+(``classifier.*``) and its settings (``num_labels``, ``id2label``, ``problem_type``) beside the
+encoder's, so the folder still loads as a plain NT model, and ``push_to_hub`` uploads it. This is
+the Hugging Face path to NT v2 on transformers 5 (NT's remote code needs transformers <= 4.55).
+
+- ``NTModelForHF``: hidden states (``last_hidden_state``, ``hidden_states``: embeddings, then each
+  layer, the last after the final layer norm, as ESM);
+- ``NTForMaskedLM``: logits over the vocabulary; ``labels`` (-100 ignored) give the MLM loss;
+- ``NTForSequenceClassification``: ntkit's fine-tuning head (mean over tokens, ``<cls>`` and
+  padding excluded, dropout, linear: ``classifier.linear``), losses as transformers chooses them
+  (``problem_type``: regression MSE, single-label cross-entropy, multi-label BCE);
+- ``NTForTokenClassification``: dropout + linear per token (-100 ignored).
+
+peft adapters: ``ntkit finetune`` writes its adapters in peft's layout for these classes (module
+paths ``base_model.model.nt.<ntkit name>``, the sequence head as ``modules_to_save``), so
+``peft.PeftModel.from_pretrained(NTForSequenceClassification.from_pretrained(base, num_labels=n),
+adapter)`` predicts what ``ntkit predict`` does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
+
+from .checkpoint import _HUB_ID, config_from_hf, hf_config, hub_snapshot, load_checkpoint, save_checkpoint
+from .config import NTConfig
+from .model import NTModel
+
+TASK_KEYS = ("architectures", "num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
+
+
+class NTHFConfig(PretrainedConfig):
+    """The ESM-style ``config.json`` of an NT folder as a transformers config (``nt_config()``: ntkit's)."""
+
+    model_type = "ntkit"
+
+    def __init__(self, classifier_dropout: float = 0.1, **kwargs):
+        kwargs.pop("model_type", None)
+        self.classifier_dropout = classifier_dropout
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_nt(cls, cfg: NTConfig, **task) -> "NTHFConfig":
+        return cls(**{**hf_config(cfg), **task})
+
+    def nt_config(self) -> NTConfig:
+        return config_from_hf({**self.to_dict(), "model_type": "esm"})
+
+
+def _folder(name_or_path, revision=None, cache_dir=None, token=None) -> Path:
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    if _HUB_ID.fullmatch(str(name_or_path)):
+        return hub_snapshot(str(name_or_path), revision, cache_dir=cache_dir, token=token)
+    raise OSError(f"{name_or_path}: neither a folder nor a hub model name (org/name)")
+
+
+class NTPreTrainedModel(PreTrainedModel):
+    config_class = NTHFConfig
+    base_model_prefix = "nt"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: NTHFConfig, nt: NTModel | None = None):
+        super().__init__(config)
+        self.nt = nt if nt is not None else NTModel(config.nt_config())
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """ntkit initialises its own modules (``NTModel``) and the heads at construction."""
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.nt.embed_tokens
+
+    @property
+    def tokenizer(self):
+        return self.nt.tokenizer
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, revision: str | None = None,
+                        cache_dir=None, token=None, dtype=None, device_map=None, **task):
+        """An NT folder (HF layout, as ``ntkit.load`` reads it) or hub name; ``task`` settings
+        (``num_labels``, ``id2label``, ``problem_type`` ...) override the folder's."""
+        import json
+
+        from safetensors.torch import load_file
+
+        folder = _folder(pretrained_model_name_or_path, revision, cache_dir, token)
+        nt = load_checkpoint(folder, dtype=dtype if isinstance(dtype, torch.dtype) else None)
+        nt.name_or_path = str(pretrained_model_name_or_path) + (f"@{revision}" if revision else "")
+        saved = json.loads((folder / "config.json").read_text())
+        settings = {k: saved[k] for k in TASK_KEYS if k in saved and k != "architectures"}
+        config = NTHFConfig.from_nt(nt.config, **{**settings, **task})
+        config.name_or_path = nt.name_or_path
+        model = cls(config, nt=nt)
+        head = {k: v for k, v in (load_file(str(folder / "model.safetensors")) if (folder / "model.safetensors").exists()
+                                  else {}).items() if k.startswith("classifier.")}
+        if head and hasattr(model, "classifier"):
+            state = {k.removeprefix("classifier."): v for k, v in head.items()}
+            if {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in model.classifier.state_dict().items()}:
+                model.classifier.load_state_dict(state)
+        if device_map is not None and not isinstance(device_map, dict):
+            model.to(device_map)
+        return model.eval()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, safe_serialization: bool = True, push_to_hub: bool = False,
+                        **kwargs) -> None:
+        """``ntkit.save_checkpoint`` of the encoder, with the head's tensors and task settings."""
+        if push_to_hub:
+            return super().save_pretrained(save_directory, *args, push_to_hub=True, **kwargs)
+        head = getattr(self, "classifier", None)
+        extra = {f"classifier.{k}": v for k, v in head.state_dict().items()} if head is not None else None
+        d = self.config.to_dict()
+        settings = {k: d[k] for k in TASK_KEYS if k in d and k != "architectures"}
+        settings["architectures"] = [type(self).__name__]
+        save_checkpoint(self.nt, save_directory, safe_serialization=safe_serialization or extra is not None, extra_tensors=extra,
+                        extra_config=settings)
+
+    def _encode(self, input_ids, attention_mask, output_hidden_states, output_attentions, logits: bool):
+        L = self.nt.config.num_layers
+        layers = range(L + 1) if output_hidden_states else [L]
+        out = self.nt(input_ids, attention_mask, repr_layers=layers, need_attentions=bool(output_attentions), return_logits=logits)
+        hidden = tuple(out.hidden_states[i] for i in range(L + 1)) if output_hidden_states else None
+        attentions = tuple(out.attentions[i] for i in range(1, L + 1)) if output_attentions else None
+        return out, out.hidden_states[L], hidden, attentions
+
+    def _mask(self, input_ids, attention_mask):
+        return attention_mask if attention_mask is not None else input_ids.ne(self.nt.config.pad_token_id)
+
+
+class NTModelForHF(NTPreTrainedModel):
+    """The encoder: ``last_hidden_state`` and, on request, every layer's states and attentions."""
+
+    def forward(self, input_ids=None, attention_mask=None, output_hidden_states=None, output_attentions=None, return_dict=None,
+                **kwargs):
+        _, last, hidden, attn = self._encode(input_ids, attention_mask, output_hidden_states, output_attentions, False)
+        if return_dict is False:
+            return tuple(x for x in (last, hidden, attn) if x is not None)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=hidden, attentions=attn)
+
+
+class NTForMaskedLM(NTPreTrainedModel):
+    """The encoder and its LM head; ``labels`` (token ids, -100 ignored) give the MLM loss."""
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs):
+        out, _, hidden, attn = self._encode(input_ids, attention_mask, output_hidden_states, output_attentions, True)
+        logits = out.logits
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+        if return_dict is False:
+            return tuple(x for x in (loss, logits, hidden, attn) if x is not None)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attn)
+
+
+def _sequence_loss(config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """transformers' rule: regression (one label), single-label (integer labels), multi-label."""
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return F.mse_loss(logits.float().squeeze(-1), labels.float().view(-1)) if config.num_labels == 1 else \
+            F.mse_loss(logits.float(), labels.float())
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+class NTForSequenceClassification(NTPreTrainedModel):
+    """ntkit's sequence head (``finetune.SequenceHead``: mean over tokens without ``<cls>`` and
+    padding, dropout, linear) as ``classifier``."""
+
+    def __init__(self, config: NTHFConfig, nt: NTModel | None = None):
+        from .finetune import SequenceHead
+
+        super().__init__(config, nt)
+        self.num_labels = config.num_labels
+        self.classifier = SequenceHead(self.nt.config.hidden_size, config.num_labels, config.classifier_dropout)
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs):
+        mask = self._mask(input_ids, attention_mask).bool()
+        _, last, hidden, attn = self._encode(input_ids, mask, output_hidden_states, output_attentions, False)
+        logits = self.classifier(last, mask & input_ids.ne(self.nt.config.cls_token_id))
+        loss = _sequence_loss(self.config, logits, labels) if labels is not None else None
+        if return_dict is False:
+            return tuple(x for x in (loss, logits, hidden, attn) if x is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attn)
+
+
+class NTForTokenClassification(NTPreTrainedModel):
+    """A label per token: dropout + linear (``classifier``); ``labels`` -100 ignored."""
+
+    def __init__(self, config: NTHFConfig, nt: NTModel | None = None):
+        super().__init__(config, nt)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(self.nt.config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs):
+        _, last, hidden, attn = self._encode(input_ids, attention_mask, output_hidden_states, output_attentions, False)
+        logits = self.classifier(self.dropout(last))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+        if return_dict is False:
+            return tuple(x for x in (loss, logits, hidden, attn) if x is not None)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attn)

@@ -1,0 +1,109 @@
+"""ntkit.hf: transformers PreTrainedModel classes over ntkit's forward; Trainer; peft adapters of
+``ntkit finetune`` applied by ``peft.PeftModel.from_pretrained``."""
+
+import numpy as np
+import pytest
+import torch
+
+import ntkit
+from ntkit.checkpoint import save_checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+from ntkit.hf import NTForMaskedLM, NTForSequenceClassification, NTForTokenClassification, NTModelForHF  # noqa: E402
+
+from .conftest import perturbed  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=["nt-v1-tiny", "nt-v2-tiny"])
+def folder(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(request.param)
+    model = perturbed(ntkit.build(ntkit.get_preset(request.param).replace(max_tokens=64), seed=0), seed=1)
+    save_checkpoint(model, d)
+    return d
+
+
+def batch(tok, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    seqs = ["".join(rng.choice(list("ACGTN"), int(rng.integers(30, 200)))) for _ in range(n)]
+    return tok.batch_encode(seqs, truncation=True).to_torch()
+
+
+def test_masked_lm_equals_ntkit_and_gives_the_mlm_loss(folder):
+    hf = NTForMaskedLM.from_pretrained(folder)
+    nt = ntkit.load(folder).eval()
+    assert isinstance(hf, transformers.PreTrainedModel) and not hf.training
+    ids, mask = batch(nt.tokenizer)
+    labels = torch.full_like(ids, -100)
+    labels[:, 3:9] = ids[:, 3:9]
+    with torch.no_grad():
+        out = hf(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
+        ref = nt(ids, mask, repr_layers=range(nt.config.num_layers + 1))
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=1e-5)
+    want = torch.nn.functional.cross_entropy(ref.logits[:, 3:9].reshape(-1, ref.logits.shape[-1]), ids[:, 3:9].reshape(-1))
+    assert torch.isfinite(out.loss) and out.loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert len(out.hidden_states) == nt.config.num_layers + 1
+    for i, h in enumerate(out.hidden_states):
+        torch.testing.assert_close(h, ref.hidden_states[i])
+    loss, logits = hf(input_ids=ids, attention_mask=mask, labels=labels, return_dict=False)[:2]
+    torch.testing.assert_close(logits, out.logits)
+    base = NTModelForHF.from_pretrained(folder)(input_ids=ids, attention_mask=mask)
+    torch.testing.assert_close(base.last_hidden_state, ref.hidden_states[nt.config.num_layers])
+
+
+def test_classifier_saves_and_loads_and_its_folder_is_still_an_nt_model(folder, tmp_path):
+    torch.manual_seed(0)
+    m = NTForSequenceClassification.from_pretrained(folder, num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
+    ids, mask = batch(m.tokenizer)
+    m.save_pretrained(tmp_path / "clf")
+    back = NTForSequenceClassification.from_pretrained(tmp_path / "clf")
+    assert back.config.num_labels == 3 and back.config.id2label[2] == "c"
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids=ids, attention_mask=mask).logits, m(input_ids=ids, attention_mask=mask).logits)
+    nt = ntkit.load(tmp_path / "clf")  # the head's tensors are ignored by the NT loader
+    assert ntkit.jobs.model_fingerprint(nt) == ntkit.jobs.model_fingerprint(ntkit.load(folder))
+    tc = NTForTokenClassification.from_pretrained(folder, num_labels=4)
+    labels = torch.where(mask, torch.randint(0, 4, ids.shape), torch.full_like(ids, -100))
+    out = tc(input_ids=ids, attention_mask=mask, labels=labels)
+    assert out.logits.shape == (*ids.shape, 4) and torch.isfinite(out.loss)
+
+
+def test_trainer_fine_tunes_the_sequence_classifier(tmp_path):
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    d = tmp_path / "base"
+    save_checkpoint(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0), d)
+    model = NTForSequenceClassification.from_pretrained(d, num_labels=2)
+    tok = transformers.AutoTokenizer.from_pretrained(d)
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), int(rng.integers(60, 120)))) for _ in range(32)]
+    data = [{**tok(s), "labels": int("GGG" in s)} for s in seqs]
+    assert data[0]["input_ids"] == model.tokenizer.encode(seqs[0]).tolist()  # the hub tokenizer and ntkit's agree
+    before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=4, learning_rate=1e-3,
+                             report_to=[], save_strategy="no", logging_steps=1, use_cpu=True)
+    result = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tok)).train()
+    assert result.global_step == 4 and np.isfinite(result.training_loss)
+    assert any(not torch.equal(before[k], v) for k, v in model.classifier.state_dict().items())
+
+
+def test_ntkit_lora_adapter_loads_through_peft_with_ntkit_predictions(tmp_path):
+    from peft import PeftModel
+
+    from ntkit.finetune import FinetuneConfig, finetune
+
+    base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
+    save_checkpoint(base, tmp_path / "base")
+    base = ntkit.load(tmp_path / "base")
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 150)) for _ in range(24)]
+    ft = finetune(base, seqs, [int("GGG" in s) for s in seqs], FinetuneConfig(method="lora", epochs=1, lr=1e-2))
+    ft.save_adapter(tmp_path / "ad")
+    want = ft.predict(seqs[:6])
+    hf = NTForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2)
+    peft_model = PeftModel.from_pretrained(hf, str(tmp_path / "ad")).eval()
+    assert peft_model.peft_config["default"].base_model_name_or_path == str(tmp_path / "base")
+    ids, mask = hf.tokenizer.batch_encode(seqs[:6], truncation=True).to_torch()
+    with torch.no_grad():
+        got = torch.softmax(peft_model(input_ids=ids, attention_mask=mask).logits, -1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
