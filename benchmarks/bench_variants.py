@@ -44,7 +44,7 @@ def naive(model, genome, alleles, window_bp: int, stride: int, mode: str) -> lis
                      for x in (r_ids, a_ids)]
                 out.append(float((h[0] - h[1]).norm()))
                 continue
-            enc = tok([ref_w])
+            enc = tok.batch_encode([ref_w])
             rel = a.pos0 - start
             t = (enc.spans[0] > 0) & (enc.offsets[0] < rel + len(a.ref)) & (enc.offsets[0] + enc.spans[0] > rel)
             ids = T(r_ids)[None].clone()

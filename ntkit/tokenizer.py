@@ -36,6 +36,7 @@ KMER = 6
 IUPAC_AMBIGUOUS = "RYSWKMBDHV"
 
 _A, _N, _IUPAC, _SEP, _BAD = 0, 4, 5, 6, 255
+VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length of a tokenizer without a limit
 _LUT = np.full(256, _BAD, dtype=np.uint8)
 for _i, _c in enumerate(NUCLEOTIDES):
     _LUT[ord(_c)] = _LUT[ord(_c.lower())] = _i
@@ -159,10 +160,81 @@ class Tokenizer:
         batch = self.batch_encode([sequence], add_cls=add_cls, truncation=False, max_length=None)
         return batch.input_ids[0, batch.attention_mask[0]]
 
-    def __call__(self, sequences: str | Sequence[str], **kwargs) -> TokenBatch:
-        if isinstance(sequences, str):
-            sequences = [sequences]
-        return self.batch_encode(sequences, **kwargs)
+    def __call__(self, text: str | Sequence[str], *, padding: bool | str = False, truncation: bool | None = None,
+                 max_length: int | None = None, return_tensors: str | None = None, add_special_tokens: bool = True,
+                 return_attention_mask: bool = True):
+        """transformers' tokenizer call, with the hub ``EsmTokenizer``'s results for the same
+        arguments: a ``BatchEncoding`` of ``input_ids`` and ``attention_mask`` (lists, or
+        ``return_tensors`` "pt" / "np"; one string: one row). ``padding`` True / "longest" /
+        "max_length"; ``truncation`` (True, or unset with a ``max_length``) keeps ``max_length``
+        tokens, ``<cls>`` included (default ``model_max_length``: the model's context). ntkit's own
+        ``batch_encode`` gives arrays with nucleotide offsets and spans."""
+        from transformers import BatchEncoding
+
+        single = isinstance(text, str)
+        seqs = [text] if single else list(text)
+        if truncation is None:
+            truncation = max_length is not None  # as transformers: a max_length alone truncates
+        limit = (max_length if max_length is not None else self.model_max_length) if truncation else None
+        b = self.batch_encode(seqs, max_length=limit, truncation=bool(truncation), add_cls=add_special_tokens)
+        rows = [b.input_ids[i, b.attention_mask[i]].tolist() for i in range(len(seqs))]
+        width = None
+        if padding is True or padding == "longest":
+            width = max(map(len, rows), default=0)
+        elif padding == "max_length":
+            width = max_length if max_length is not None else self.model_max_length
+        elif padding not in (False, None, "do_not_pad"):
+            raise ValueError(f"padding must be True, 'longest', 'max_length' or False, not {padding!r}")
+        masks = [[1] * len(r) + [0] * max(0, (width or 0) - len(r)) for r in rows]
+        if width is not None:
+            rows = [r + [self.pad_id] * (width - len(r)) for r in rows]
+        data = {"input_ids": rows[0] if single else rows}
+        if return_attention_mask:
+            data["attention_mask"] = masks[0] if single else masks
+        return BatchEncoding(data, tensor_type=return_tensors, prepend_batch_axis=single and return_tensors is not None)
+
+    # transformers' names for the special tokens and the context
+    pad_token, unk_token, mask_token, cls_token, eos_token = "<pad>", "<unk>", "<mask>", "<cls>", None
+    padding_side = "right"
+    model_input_names = ["input_ids", "attention_mask"]
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.pad_id
+
+    @property
+    def unk_token_id(self) -> int:
+        return self.unk_id
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.mask_id
+
+    @property
+    def cls_token_id(self) -> int:
+        return self.cls_id
+
+    @property
+    def model_max_length(self) -> int:
+        """Tokens per input, ``<cls>`` included: ``max_tokens``, or no limit (transformers' huge number)."""
+        return self.max_tokens or VERY_LARGE_INTEGER
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.token_to_id)
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]):
+        if isinstance(tokens, str):
+            return self.token_to_id.get(tokens, self.unk_id)
+        return [self.token_to_id.get(t, self.unk_id) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]):
+        if isinstance(ids, (int, np.integer)):
+            return self.vocab[int(ids)]
+        return [self.vocab[int(i)] for i in ids]
 
     def batch_encode(
         self,
@@ -415,7 +487,7 @@ class Tokenizer:
             "tokenizer_class": "EsmTokenizer",
             **special,
             "eos_token": None,
-            "model_max_length": self.max_tokens or 1_000_000_000_000_000_019_884_624_838_656,
+            "model_max_length": self.model_max_length,
             "ntkit_version": self.version,
         }
         write_text_atomic(d / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")

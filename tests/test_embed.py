@@ -44,7 +44,7 @@ def test_nucleotide_repeats_kmer_vectors_with_offsets(model):
     s = "ACGTACGTAC" + "N" + "GGA"  # tokens: <cls> ACGTAC GTAC->G T A C singles? see offsets
     nuc = embed(model, [s], pooling="nucleotide")[-1][0]
     tok = embed(model, [s], pooling="token")[-1][0]
-    batch = model.tokenizer([s])
+    batch = model.tokenizer.batch_encode([s])
     n2t = batch.nucleotide_to_token()[0]
     assert nuc.shape == (len(s), tok.shape[1])
     np.testing.assert_array_equal(nuc, tok[n2t])

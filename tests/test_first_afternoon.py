@@ -123,7 +123,7 @@ def test_warnings_are_one_line_without_source(d, tmp_path):
 
 def test_negative_layer_keys():
     model = ntkit.build("nt-v2-tiny", seed=0)
-    ids, mask = model.tokenizer(["ACGTACGTAAAC"]).to_torch()
+    ids, mask = model.tokenizer.batch_encode(["ACGTACGTAAAC"]).to_torch()
     with torch.no_grad():
         out = model(ids, mask, repr_layers=[-1, 0], need_attentions=[-1])
     assert out.hidden_states[-1] is out.hidden_states[2] and -1 in out.hidden_states and 1 not in out.hidden_states

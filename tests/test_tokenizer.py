@@ -74,7 +74,7 @@ def test_offsets_reconstruct_sequence():
 def test_lowercase_and_iupac():
     tok = Tokenizer("v2")
     np.testing.assert_array_equal(tok.encode("acgtacGGTTn"), tok.encode("ACGTACGGTTN"))
-    b = tok(["ACGTRYACGTAC", "ACGT"])
+    b = tok.batch_encode(["ACGTRYACGTAC", "ACGT"])
     assert b.n_iupac.tolist() == [2, 0]
     np.testing.assert_array_equal(b.input_ids[0, b.attention_mask[0]], tok.encode("ACGTNNACGTAC"))
 
@@ -89,11 +89,11 @@ def test_empty_and_overlong():
     tok = Tokenizer("v2", max_tokens=4)
     assert tok.encode("").tolist() == [3]
     with pytest.raises(ValueError, match="over max_length=4"):
-        tok(["A" * 30])
-    b = tok(["A" * 30, "ACG"], truncation=True)
+        tok.batch_encode(["A" * 30])
+    b = tok.batch_encode(["A" * 30, "ACG"], truncation=True)
     assert b.input_ids.shape == (2, 4)
     assert b.n_truncated.tolist() == [12, 0] and b.seq_lengths.tolist() == [18, 3]
-    assert Tokenizer("v2")(["A" * 30]).input_ids.shape == (1, 6)  # no max_tokens: no limit
+    assert Tokenizer("v2").batch_encode(["A" * 30]).input_ids.shape == (1, 6)  # no max_tokens: no limit
     assert len(Tokenizer("v2").batch_encode([]).input_ids) == 0
 
 
@@ -136,3 +136,32 @@ def test_special_text_offsets_and_errors():
     assert b.seq_lengths.tolist() == [10]  # bases only
     with pytest.raises(ValueError, match="sequence 1: invalid character 'X' at position 10"):
         tok.batch_encode(["ACGT", "AC<mask>GGX"])
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_call_is_transformers_call(tmp_path, version):
+    """``tok(...)`` gives what the hub tokenizer (AutoTokenizer of a saved folder) gives for the same
+    arguments: one string or a list, padding, truncation at model_max_length or max_length,
+    return_tensors; and the same special-token attributes."""
+    transformers = pytest.importorskip("transformers")
+    tok = Tokenizer(version, max_tokens=20)
+    tok.save_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    seqs = random_seqs(60, seed=7) + ["", "ACGTA", "A" * 200]
+    cases = [dict(), dict(padding=True), dict(padding="longest", truncation=True), dict(truncation=True),
+             dict(max_length=9), dict(padding="max_length", max_length=25, truncation=True), dict(add_special_tokens=False)]
+    for kw in cases:
+        assert dict(tok(seqs, **kw)) == dict(hf(seqs, **kw)), kw
+        assert dict(tok(seqs[3], **kw)) == dict(hf(seqs[3], **kw)), kw
+    for rt in ("pt", "np"):
+        a, b = tok(seqs[:5], padding=True, truncation=True, return_tensors=rt), hf(seqs[:5], padding=True, truncation=True, return_tensors=rt)
+        for k in ("input_ids", "attention_mask"):
+            np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+            assert type(a[k]) is type(b[k])
+    single = tok("ACGTACGT", return_tensors="pt")
+    assert single["input_ids"].shape == hf("ACGTACGT", return_tensors="pt")["input_ids"].shape == (1, 4)
+    for name in ("pad_token_id", "unk_token_id", "mask_token_id", "cls_token_id", "model_max_length", "vocab_size", "pad_token",
+                 "cls_token", "mask_token"):
+        assert getattr(tok, name) == getattr(hf, name), name
+    assert tok.convert_ids_to_tokens(tok.convert_tokens_to_ids(["<cls>", "ACGTAC", "N"])) == ["<cls>", "ACGTAC", "N"]
+    assert tok.get_vocab() == hf.get_vocab()
