@@ -138,6 +138,8 @@ class FinetunedModel(adapters.Adapted):
         """A folder of ``save_adapter`` on its base (``adapters.load_adapted`` checks the base;
         ``force`` accepts a base with other weights)."""
         d = Path(directory)
+        if not (d / FINETUNE_CONFIG).exists() and (d / adapters.CONFIG).exists():
+            return cls.from_peft(base, d)
         if not (d / FINETUNE_CONFIG).exists():
             raise FileNotFoundError(f"{d}: not an ntkit adapter folder ({FINETUNE_CONFIG} not found)")
         try:
@@ -148,6 +150,42 @@ class FinetunedModel(adapters.Adapted):
                                                force=force)
         m = cls(base, cfg, attach=False)
         adapters.load_part(m.head, parts.get("head"), d / HEAD_WEIGHTS)
+        return m
+
+    @classmethod
+    def from_peft(cls, base: NTModel | None, directory: str | Path) -> "FinetunedModel":
+        """A peft adapter saved by transformers users (``PeftModel.save_pretrained``) on
+        ``ntkit.hf.NTForSequenceClassification`` (IA3 or LoRA, the head in ``modules_to_save`` as
+        ``classifier``): the classes are numbered 0..n-1, one output is a regression value (in the
+        units it was trained in). Such a folder records no fingerprint of its base: ``base`` is
+        trusted to be the one it was trained on."""
+        import warnings
+
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if base is None:
+            raise ValueError(f"{d} holds a peft adapter: give the base model it was trained on (--model)")
+        try:
+            pc = json.loads((d / adapters.CONFIG).read_text())
+            method = {"IA3": "ia3", "LORA": "lora"}[pc["peft_type"]]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{d / adapters.CONFIG}: not an IA3 or LoRA adapter of peft ({type(e).__name__}: {e})") from None
+        head = {k.removeprefix(adapters.PEFT_HEAD).replace("modules_to_save.", "").removeprefix("default."): v
+                for k, v in load_file(str(d / adapters.WEIGHTS)).items() if k.startswith(adapters.PEFT_HEAD)}
+        if "linear.weight" not in head:
+            raise ValueError(f"{d / adapters.WEIGHTS}: no sequence head (classifier.linear of ntkit.hf.NTForSequenceClassification "
+                             "saved as modules_to_save): nothing to predict with")
+        n = int(head["linear.weight"].shape[0])
+        cfg = FinetuneConfig(method=method, task="classification" if n > 1 else "regression", n_classes=max(n, 2),
+                             lora_rank=int(pc.get("r") or 8), lora_alpha=float(pc.get("lora_alpha") or 16.0))
+        trained_on = pc.get("base_model_name_or_path")
+        given = getattr(base, "name_or_path", None)
+        if trained_on and given and str(trained_on) != str(given):
+            warnings.warn(f"{d}: trained on {trained_on}, applied to {given} (a peft adapter records no base fingerprint)", stacklevel=2)
+        adapters.load(base, d)
+        m = cls(base, cfg, attach=False)
+        adapters.load_part(m.head, head, d / adapters.WEIGHTS)
         return m
 
 

@@ -49,7 +49,7 @@ TASK_KEYS = ("architectures", "num_labels", "id2label", "label2id", "problem_typ
 class NTHFConfig(PretrainedConfig):
     """The ESM-style ``config.json`` of an NT folder as a transformers config (``nt_config()``: ntkit's)."""
 
-    model_type = "ntkit"
+    model_type = "esm"  # the config.json is ESM's (NT's hub layout); transformers reads it as such
 
     def __init__(self, classifier_dropout: float = 0.1, **kwargs):
         kwargs.pop("model_type", None)
@@ -229,3 +229,55 @@ class NTForTokenClassification(NTPreTrainedModel):
         if return_dict is False:
             return tuple(x for x in (loss, logits, hidden, attn) if x is not None)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attn)
+
+
+def esm_adapter(src: str | os.PathLike, dst: str | os.PathLike, for_class: str = "EsmModel") -> Path:
+    """An NT v1 adapter of ``ntkit finetune`` (IA3 or LoRA) rewritten for transformers' own ESM
+    classes (NT v1 is stock ESM): module names as ESM's (``q_proj`` -> ``attention.self.query``,
+    ``fc2`` -> the layer's ``output.dense`` ...), tensors under ``for_class``'s paths
+    (``EsmModel``: ``encoder.*``; ``EsmForMaskedLM`` / ``EsmForSequenceClassification``:
+    ``esm.encoder.*``). The encoder's adapter only: ESM's classification head is not ntkit's
+    (mean-pooled) head, so a classifier on top is the user's. Returns ``dst``."""
+    import json
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from . import adapters
+    from .checkpoint import LAYER_NAMES
+    from .jobs import atomic_output, write_text_atomic
+
+    src, dst = Path(src), Path(dst)
+    if for_class not in ("EsmModel", "EsmForMaskedLM", "EsmForSequenceClassification", "EsmForTokenClassification"):
+        raise ValueError(f"for_class must be one of transformers' ESM classes, not {for_class!r}")
+    meta = json.loads((src / "finetune_config.json").read_text()) if (src / "finetune_config.json").exists() else {}
+    if meta.get("base_config", {}).get("ffn_activation", "gelu") != "gelu":
+        raise ValueError(f"{src}: an NT v2 adapter; transformers has no stock class for NT v2: use ntkit.hf's classes")
+    cfg = json.loads((src / adapters.CONFIG).read_text())
+    prefix = "" if for_class == "EsmModel" else "esm."
+    layer_re = r".*encoder\.layer\.\d+\."
+    if cfg["peft_type"] == "LORA":
+        cfg["target_modules"] = [LAYER_NAMES[f"attn.{t}"].rsplit(".", 1)[1] for t in cfg["target_modules"]]
+    elif cfg["peft_type"] == "IA3":
+        names = {t: LAYER_NAMES[f"ffn.{t}" if t.startswith("fc") else f"attn.{t}"].replace(".", r"\.") for t in adapters.IA3_TARGETS}
+        cfg["target_modules"] = layer_re + "(" + "|".join(names.values()) + ")"
+        cfg["feedforward_modules"] = layer_re + names["fc2"]
+    else:
+        raise ValueError(f"{src}: a {cfg['peft_type']} adapter; IA3 and LoRA are exported")
+    cfg["modules_to_save"] = None
+    tensors = {}
+    for k, v in load_file(str(src / adapters.WEIGHTS)).items():
+        if k.startswith(adapters.PEFT_HEAD):
+            continue
+        name = k.removeprefix(adapters.PEFT_PREFIX).removeprefix("base_model.model.")
+        cut = min((name.find(f".{t}") for t in adapters.ADAPTER_TENSORS if f".{t}" in name), default=-1)
+        module, leaf = name[:cut], name[cut + 1 :]  # layers.3.attn.q_proj | lora_A.weight
+        m = re.fullmatch(r"layers\.(\d+)\.(.+)", module)
+        if m is None or m.group(2) not in LAYER_NAMES:
+            raise ValueError(f"{src / adapters.WEIGHTS}: {k} is on no encoder layer module")
+        tensors[f"base_model.model.{prefix}encoder.layer.{m.group(1)}.{LAYER_NAMES[m.group(2)]}.{leaf}"] = v
+    dst.mkdir(parents=True, exist_ok=True)
+    with atomic_output(dst / adapters.WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(dst / adapters.CONFIG, json.dumps(cfg, indent=2))
+    return dst

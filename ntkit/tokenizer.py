@@ -125,9 +125,18 @@ def _padded_width(longest: int, max_length: int | None, padding: str) -> int:
 
 
 class Tokenizer:
-    """NT 6-mer tokenizer. ``Tokenizer("v2")`` for NT v2, ``Tokenizer("v1")`` for NT v1."""
+    """NT 6-mer tokenizer. ``Tokenizer("v2")`` for NT v2, ``Tokenizer("v1")`` for NT v1.
 
-    def __init__(self, version: Version = "v2", max_tokens: int | None = None):
+    ``unknown``: what a character that is neither a base nor an IUPAC code does (``X``, ``-``, a
+    digit, a space): ``"error"`` (the default: a ValueError naming the sequence and position) or
+    ``"unk"``: it becomes an ``<unk>`` token of one base that breaks the 6-mer frame as ``N`` does
+    (base coordinates stay exact). The hub tokenizer also gives ``<unk>`` there, but one per run of
+    such characters and none for whitespace, which it drops."""
+
+    def __init__(self, version: Version = "v2", max_tokens: int | None = None, unknown: Literal["error", "unk"] = "error"):
+        if unknown not in ("error", "unk"):
+            raise ValueError(f"unknown must be 'error' or 'unk', not {unknown!r}")
+        self.unknown = unknown
         self.version: Version = version
         self.vocab = build_vocab(version)
         self.token_to_id = {t: i for i, t in enumerate(self.vocab)}
@@ -147,7 +156,7 @@ class Tokenizer:
         return len(self.vocab)
 
     def __repr__(self) -> str:
-        return f"Tokenizer(version={self.version!r}, vocab={len(self)}, max_tokens={self.max_tokens})"
+        return f"Tokenizer(version={self.version!r}, vocab={len(self)}, max_tokens={self.max_tokens}, unknown={self.unknown!r})"
 
     @property
     def standard_ids(self) -> np.ndarray:
@@ -269,7 +278,9 @@ class Tokenizer:
             seg = seq_len + n_sep
             in_seq = np.arange(len(codes)) - np.repeat(seq_start, seg) < np.repeat(seq_len, seg)
             bad |= (codes == _SEP) & in_seq
-        if bad.any():
+        if bad.any() and self.unknown == "unk":
+            codes = np.where(bad, _N, codes).astype(np.uint8)  # a frame break as N; its token becomes <unk> below
+        elif bad.any():
             p = int(np.flatnonzero(bad)[0])
             s = int(np.searchsorted(seq_start, p, side="right") - 1)
             ch = sequences[s][p - seq_start[s]] if isinstance(sequences[s], str) else chr(joined[p])
@@ -298,6 +309,8 @@ class Tokenizer:
         if has_n.any():
             parts.append(self._tokens_with_n(codes, seq_start, seq_len, np.flatnonzero(has_n)))
         tok_seq, rank, ids, pos, span = (np.concatenate(x) for x in zip(*parts)) if parts else (np.zeros(0, np.int64),) * 5
+        if self.unknown == "unk" and bad.any():
+            ids = np.where(bad[seq_start[tok_seq] + pos] & (span == 1), self.unk_id, ids)
         span = span.astype(np.int8)
         n_tok = np.bincount(tok_seq, minlength=n_seq).astype(np.int64)
         extra = 1 if add_cls else 0

@@ -107,3 +107,68 @@ def test_ntkit_lora_adapter_loads_through_peft_with_ntkit_predictions(tmp_path):
     with torch.no_grad():
         got = torch.softmax(peft_model(input_ids=ids, attention_mask=mask).logits, -1).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["lora", "ia3"])
+def test_transformers_trained_peft_adapter_runs_in_ntkit_predict(tmp_path, kind):
+    """An adapter made the transformers way (get_peft_model on NTForSequenceClassification, the head
+    in modules_to_save, PeftModel.save_pretrained) predicts in ``ntkit predict`` what peft predicts."""
+    import pandas as pd
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    from ntkit.cli import main
+
+    save_checkpoint(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0), tmp_path / "base")
+    torch.manual_seed(0)
+    hf = NTForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3)
+    config = (LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"], init_lora_weights=False)
+              if kind == "lora" else IA3Config(target_modules=["k_proj", "v_proj", "fc2"], feedforward_modules=["fc2"],
+                                               modules_to_save=["classifier"]))
+    pm = get_peft_model(hf, config).eval()
+    if kind == "ia3":  # IA3 starts at 1: make the adapter matter
+        with torch.no_grad():
+            for n, p in pm.named_parameters():
+                if "ia3_l" in n:
+                    p.mul_(1.5)
+    pm.save_pretrained(tmp_path / "ad")
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), int(rng.integers(50, 200)))) for _ in range(7)]
+    (tmp_path / "s.fa").write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs)))
+    assert main(["predict", str(tmp_path / "s.fa"), "--adapter", str(tmp_path / "ad"), "--model", str(tmp_path / "base"),
+                 "--no-progress", "--out", str(tmp_path / "p.tsv")]) == 0
+    got = pd.read_csv(tmp_path / "p.tsv", sep="\t")[["prob_0", "prob_1", "prob_2"]].to_numpy()
+    enc = hf.tokenizer(seqs, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = torch.softmax(pm(**enc).logits, -1).numpy()
+    plain = torch.softmax(NTForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3)(**enc).logits, -1)
+    assert np.abs(plain.detach().numpy() - want).max() > 1e-3  # the adapter and head matter
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_v1_adapter_exported_to_transformers_esm(tmp_path, method):
+    """An NT v1 adapter of ``ntkit finetune`` rewritten for transformers' own EsmModel: the adapted
+    encoder's last hidden state equals ntkit's."""
+    from peft import PeftModel
+
+    from ntkit.finetune import FinetuneConfig, finetune
+    from ntkit.hf import esm_adapter
+
+    base = perturbed(ntkit.build(ntkit.get_preset("nt-v1-tiny").replace(max_tokens=64), seed=0), seed=2)
+    save_checkpoint(base, tmp_path / "base")
+    base = ntkit.load(tmp_path / "base")
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 150)) for _ in range(24)]
+    ft = finetune(base, seqs, [int("GGG" in s) for s in seqs], FinetuneConfig(method=method, epochs=2, lr=3e-2)).eval()
+    ft.save_adapter(tmp_path / "ad")
+    esm_adapter(tmp_path / "ad", tmp_path / "esm-ad")
+    esm = transformers.EsmModel.from_pretrained(tmp_path / "base", add_pooling_layer=False).eval()
+    enc = base.tokenizer(seqs[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        plain = esm(**enc).last_hidden_state
+        got = PeftModel.from_pretrained(esm, str(tmp_path / "esm-ad")).eval()(**enc).last_hidden_state
+        L = base.config.num_layers
+        want = ft.base(enc["input_ids"], enc["attention_mask"], repr_layers=[L], return_logits=False).hidden_states[L]
+    keep = enc["attention_mask"].bool()
+    assert (plain - want)[keep].abs().max() > 1e-3  # the adapter matters
+    torch.testing.assert_close(got[keep], want[keep], atol=2e-5, rtol=1e-4)

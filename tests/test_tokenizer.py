@@ -165,3 +165,29 @@ def test_call_is_transformers_call(tmp_path, version):
         assert getattr(tok, name) == getattr(hf, name), name
     assert tok.convert_ids_to_tokens(tok.convert_tokens_to_ids(["<cls>", "ACGTAC", "N"])) == ["<cls>", "ACGTAC", "N"]
     assert tok.get_vocab() == hf.get_vocab()
+
+
+def test_unknown_characters_policy(tmp_path):
+    """unknown="unk": a non-DNA character is an <unk> token of one base breaking the frame as N;
+    ids equal the hub tokenizer's for isolated characters; the default raises."""
+    transformers = pytest.importorskip("transformers")
+    tok = Tokenizer("v2", unknown="unk")
+    tok.save_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    rng = np.random.default_rng(2)
+    seqs = []
+    for _ in range(200):
+        s = list(rng.choice(list("ACGTN"), int(rng.integers(1, 80))))
+        for p in rng.choice(len(s), size=min(len(s), int(rng.integers(0, 4))), replace=False):
+            s[p] = str(rng.choice(list("X-*.1U")))
+        seqs.append("".join(s))
+    seqs = [s for s in seqs if not any(a in "X-*.1U" and b in "X-*.1U" for a, b in zip(s, s[1:]))]  # isolated: one <unk> each
+    for s in seqs:
+        assert tok.encode(s).tolist() == hf(s)["input_ids"], s
+    b = tok.batch_encode(["ACGTACX-GG"])
+    assert b.input_ids[0, 1:].tolist() == [tok.token_to_id["ACGTAC"], tok.unk_id, tok.unk_id, tok.token_to_id["G"], tok.token_to_id["G"]]
+    assert b.offsets[0, 1:].tolist() == [0, 6, 7, 8, 9] and b.spans[0, 1:].tolist() == [6, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="invalid character 'X' at position 6"):
+        Tokenizer("v2").encode("ACGTACX")
+    with pytest.raises(ValueError, match="unknown must be"):
+        Tokenizer("v2", unknown="skip")

@@ -30,7 +30,7 @@ def register(sub) -> None:
 
     s = sub.add_parser("predict", help="predictions of a fine-tuned model (adapter folder) for sequences (FASTA or table)")
     s.add_argument("input", help="FASTA or TSV/CSV/parquet with a sequence column")
-    s.add_argument("--adapter", required=True, help="folder written by `ntkit finetune`")
+    s.add_argument("--adapter", required=True, help="folder written by `ntkit finetune`, or a peft adapter saved on ntkit.hf.NTForSequenceClassification")
     s.add_argument("--model", help="the base model the adapter was trained on (not needed for full fine-tuning)")
     s.add_argument("--out", required=True, help=".parquet, .tsv or .csv: id, the input's columns, prob_<class> and predicted (or prediction)")
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
@@ -94,10 +94,15 @@ def finetune(args) -> int:
 def predict(args) -> int:
     from ..finetune import FINETUNE_CONFIG, FinetunedModel, predict_to_file
 
+    from ..adapters import CONFIG as PEFT_CONFIG
+
     config = Path(args.adapter) / FINETUNE_CONFIG
-    if not config.exists():
-        raise FileNotFoundError(f"{args.adapter}: not an adapter folder of `ntkit finetune` ({FINETUNE_CONFIG} not found)")
-    base, rt = runtime(args, None if json.loads(config.read_text())["finetune"]["method"] == "full" else args.model)
+    peft_only = not config.exists() and (Path(args.adapter) / PEFT_CONFIG).exists()  # saved by peft on ntkit.hf's classes
+    if not config.exists() and not peft_only:
+        raise FileNotFoundError(f"{args.adapter}: neither an adapter folder of `ntkit finetune` ({FINETUNE_CONFIG}) nor a peft "
+                                f"adapter ({PEFT_CONFIG})")
+    full = not peft_only and json.loads(config.read_text())["finetune"]["method"] == "full"
+    base, rt = runtime(args, None if full else args.model)
     model = FinetunedModel.load_adapter(base, args.adapter, force=args.force)
     res = predict_to_file(model, args.input, args.out, sequence_column=args.sequence_column, id_column=args.id_column,
                           chunk_size=args.chunk_size, shard=args.shard, restart=args.restart,
