@@ -274,16 +274,37 @@ def table_schema(path: str | Path) -> pa.Schema:
     return next(_table_batches(path, 1024)).schema
 
 
-def read_sequences(path: str | Path, sequence_column: str | None = None, id_column: str | None = None):
-    """(ids, sequences, table) in memory; ``table`` is the other columns (None for FASTA)."""
+def read_sequences(path, sequence_column: str | None = None, id_column: str | None = None):
+    """(ids, sequences, table) in memory; ``table`` is the other columns (None for FASTA).
+    ``path``: a file, or a table already in memory (a pandas DataFrame, a pyarrow Table, a
+    Hugging Face ``datasets.Dataset``: anything with ``to_pandas``), with the same column rules."""
     import pandas as pd
 
+    if not isinstance(path, (str, Path)):
+        return _memory_table(path, sequence_column, id_column)
     recs = list(iter_sequences(path, sequence_column, id_column))
     ids, seqs = [r[0] for r in recs], [r[1] for r in recs]
     if Path(path).name.lower().removesuffix(".gz").endswith(_FASTA):
         return ids, seqs, None
     cols = [c for c in table_schema(path).names if recs and c in recs[0][2]]
     return ids, seqs, pd.DataFrame([r[2] for r in recs], columns=cols)
+
+
+def _memory_table(table, sequence_column: str | None, id_column: str | None):
+    import pandas as pd
+
+    df = table if isinstance(table, pd.DataFrame) else table.to_pandas() if hasattr(table, "to_pandas") else None
+    if df is None:
+        raise TypeError(f"a path or a table (pandas DataFrame, pyarrow Table, datasets.Dataset), not {type(table).__name__}")
+    names = [str(c) for c in df.columns]
+    col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in names), None)
+    if col is None or col not in names:
+        raise ValueError(f"the table has no sequence column (have {names}); name it with sequence_column=")
+    idc = id_col(pa.schema([(n, pa.string()) for n in names]), id_column)
+    seqs = ["" if s is None else str(s) for s in df[col]]
+    ids = [str(x) for x in df[idc]] if idc else [str(i) for i in range(len(seqs))]
+    rest = df.drop(columns=[c for c in (col, idc) if c]).reset_index(drop=True)
+    return ids, seqs, rest
 
 
 def embedding_schema(layers: Sequence[int], hidden: int, pooling: str, extra: pa.Schema | None = None) -> pa.Schema:

@@ -90,19 +90,23 @@ def select_task(path, seqs: list[str], t, task_name: str | None, option: str = "
 
 
 def read_labelled(path, task: str, classes=None, label_column: str = "label", task_name: str | None = None):
-    """(sequences, targets, Classes or None) of a labelled table (of one task: ``select_task``);
+    """(sequences, targets, Classes or None) of a labelled table (of one task: ``select_task``): a
+    file, or a table in memory (pandas, pyarrow, ``datasets.Dataset``: ``embed.read_sequences``);
     ``classes`` (from the training data) numbers the labels of every later file. Empty sequences
     and bad labels are errors."""
+    from pathlib import Path
+
     from .embed import read_sequences
 
     _, seqs, t = read_sequences(path)
+    where = str(path) if isinstance(path, (str, Path)) else "the table"  # a DataFrame / Dataset in memory
     if t is None or label_column not in t:
-        raise ValueError(f"{path}: no {label_column!r} column (have {[] if t is None else list(t.columns)})")
-    seqs, t = select_task(path, seqs, t, task_name)
+        raise ValueError(f"{where}: no {label_column!r} column (have {[] if t is None else list(t.columns)})")
+    seqs, t = select_task(where, seqs, t, task_name)
     empty = [i + 1 for i, s in enumerate(seqs) if not s]
     if empty:
-        raise ValueError(f"{path}: empty sequence in row(s) {empty[:5]}{' ...' if len(empty) > 5 else ''}")
+        raise ValueError(f"{where}: empty sequence in row(s) {empty[:5]}{' ...' if len(empty) > 5 else ''}")
     if task == "regression":
-        return seqs, regression_targets(t[label_column], str(path)), None
-    classes = classes or Classes.fit(t[label_column], str(path))
-    return seqs, classes.encode(t[label_column], str(path)), classes
+        return seqs, regression_targets(t[label_column], where), None
+    classes = classes or Classes.fit(t[label_column], where)
+    return seqs, classes.encode(t[label_column], where), classes

@@ -77,7 +77,8 @@ def test_trainer_fine_tunes_the_sequence_classifier(tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(d)
     rng = np.random.default_rng(0)
     seqs = ["".join(rng.choice(list("ACGT"), int(rng.integers(60, 120)))) for _ in range(32)]
-    data = [{**tok(s), "labels": int("GGG" in s)} for s in seqs]
+    datasets = pytest.importorskip("datasets")
+    data = datasets.Dataset.from_list([{**tok(s), "labels": int("GGG" in s)} for s in seqs])
     assert data[0]["input_ids"] == model.tokenizer.encode(seqs[0]).tolist()  # the hub tokenizer and ntkit's agree
     before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
     args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=4, learning_rate=1e-3,

@@ -45,3 +45,34 @@ def test_table_errors(tmp_path):
     pd.DataFrame({"sequence": ["ACGT"], "class": [0]}).to_csv(tmp_path / "n.csv", index=False)
     with pytest.raises(ValueError, match="no 'label' column"):
         read_labelled(tmp_path / "n.csv", "classification")
+
+
+def test_tables_in_memory_read_as_files_do(tmp_path):
+    """A pandas DataFrame, a pyarrow Table and a Hugging Face datasets.Dataset give what the same
+    table read from a file gives (sequences, labels, classes, the other columns)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from ntkit.embed import read_sequences
+    from ntkit.labels import read_labelled
+
+    df = pd.DataFrame({"name": ["a", "b", "c"], "sequence": ["ACGT", "GGCCA", "TTTTN"], "label": ["enh", "no", "enh"],
+                       "gc": [0.5, 0.8, 0.0]})
+    df.to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    want = read_labelled(tmp_path / "t.tsv", "classification")
+    tables = [df, pa.Table.from_pandas(df)]
+    try:
+        import datasets
+
+        tables.append(datasets.Dataset.from_pandas(df))
+    except ImportError:
+        pass
+    for t in tables:
+        seqs, y, classes = read_labelled(t, "classification")
+        assert seqs == want[0] and y.tolist() == want[1].tolist() and list(classes.names) == list(want[2].names)
+        ids, s2, rest = read_sequences(t)
+        assert ids == ["a", "b", "c"] and s2 == want[0] and list(rest.columns) == ["label", "gc"]
+    with pytest.raises(ValueError, match="the table: no 'target' column"):
+        read_labelled(df, "classification", label_column="target")
+    with pytest.raises(TypeError, match="a path or a table"):
+        read_sequences(42)
