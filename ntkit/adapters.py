@@ -114,7 +114,11 @@ def save(model: nn.Module, directory: str | Path, head: nn.Module | None = None)
     with atomic_output(d / WEIGHTS) as tmp:
         save_file(sd, str(tmp), metadata={"format": "pt"})
     cfg = model.peft_config["default"].to_dict()
-    cfg["base_model_name_or_path"] = getattr(model, "name_or_path", None) or model.config.name
+    from .checkpoint import _HUB_ID
+
+    name = getattr(model, "name_or_path", None) or model.config.name
+    repo, at, _ = name.rpartition("@")  # a hub model is named repo@commit; peft wants the repo alone
+    cfg["base_model_name_or_path"] = repo if at and _HUB_ID.fullmatch(repo) else name
     if head is not None:
         cfg["modules_to_save"] = ["classifier"]
     write_text_atomic(d / CONFIG, json.dumps(cfg, indent=2, default=list))

@@ -380,10 +380,13 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
     see ``hub_snapshot``: ``revision``, ``cache_dir``, ``token``), or build a preset
     (``nt-v2-50m`` ...) with random weights."""
     p = Path(path_or_preset)
+    named = str(path_or_preset) + (f"@{revision}" if revision else "")  # what the user named (provenance)
     if p.exists():
         model = load_checkpoint(p, device=device, dtype=dtype)
     elif _HUB_ID.fullmatch(str(path_or_preset)):
-        model = load_checkpoint(hub_snapshot(str(path_or_preset), revision, cache_dir=cache_dir, token=token), device=device, dtype=dtype)
+        folder = hub_snapshot(str(path_or_preset), revision, cache_dir=cache_dir, token=token)
+        model = load_checkpoint(folder, device=device, dtype=dtype)
+        named = f"{path_or_preset}@{folder.name}"  # the commit of the snapshot read, whatever revision named it
     else:
         try:
             cfg = get_preset(str(path_or_preset))
@@ -393,5 +396,5 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
         warnings.warn(f"{cfg.name}: randomly initialised weights (seed={seed}); pass a checkpoint directory for trained weights",
                       stacklevel=2)
         model = build(cfg, seed=seed, device=device, dtype=dtype)
-    model.name_or_path = str(path_or_preset) + (f"@{revision}" if revision else "")  # what the user named (provenance)
+    model.name_or_path = named
     return model

@@ -104,11 +104,12 @@ class NTPreTrainedModel(PreTrainedModel):
 
         folder = _folder(pretrained_model_name_or_path, revision, cache_dir, token)
         nt = load_checkpoint(folder, dtype=dtype if isinstance(dtype, torch.dtype) else None)
-        nt.name_or_path = str(pretrained_model_name_or_path) + (f"@{revision}" if revision else "")
+        hub = not Path(pretrained_model_name_or_path).exists()
+        nt.name_or_path = f"{pretrained_model_name_or_path}@{folder.name}" if hub else str(pretrained_model_name_or_path)
         saved = json.loads((folder / "config.json").read_text())
         settings = {k: saved[k] for k in TASK_KEYS if k in saved and k != "architectures"}
         config = NTHFConfig.from_nt(nt.config, **{**settings, **task})
-        config.name_or_path = nt.name_or_path
+        config.name_or_path = str(pretrained_model_name_or_path)
         model = cls(config, nt=nt)
         head = {k: v for k, v in (load_file(str(folder / "model.safetensors")) if (folder / "model.safetensors").exists()
                                   else {}).items() if k.startswith("classifier.")}
@@ -122,9 +123,13 @@ class NTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, safe_serialization: bool = True, push_to_hub: bool = False,
                         **kwargs) -> None:
-        """``ntkit.save_checkpoint`` of the encoder, with the head's tensors and task settings."""
+        """``ntkit.save_checkpoint`` of the encoder, with the head's tensors and task settings
+        (``push_to_hub``: then uploaded as ``push_to_hub`` does, to ``repo_id`` or the folder's name)."""
         if push_to_hub:
-            return super().save_pretrained(save_directory, *args, push_to_hub=True, **kwargs)
+            self.save_pretrained(save_directory, safe_serialization=safe_serialization)
+            repo_id = kwargs.pop("repo_id", None) or Path(save_directory).name
+            return self.push_to_hub(repo_id, **{k: v for k, v in kwargs.items() if k in ("token", "private", "commit_message",
+                                                                                         "revision", "create_pr")})
         head = getattr(self, "classifier", None)
         extra = {f"classifier.{k}": v for k, v in head.state_dict().items()} if head is not None else None
         d = self.config.to_dict()

@@ -203,6 +203,7 @@ def test_hub_names_resolve_through_the_huggingface_cache_offline(tmp_path, monke
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     _same_model(model, ntkit.load(repo))
+    assert ntkit.load(repo).name_or_path == f"{repo}@{'a' * 40}"  # provenance names the commit read
     _same_model(model, ntkit.load(repo, revision="a" * 40))
     with pytest.raises(CheckpointError, match="reachable hub model"):
         ntkit.load("InstaDeepAI/not-in-the-cache")
@@ -232,3 +233,11 @@ def test_hub_cache_dir_revision_and_token_reach_the_loader(tmp_path, monkeypatch
     hf = NTForMaskedLM.from_pretrained(repo, cache_dir=cache)
     _same_model(model, hf.nt)
     assert hf.config.name_or_path == repo
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["info", repo, "--cache-dir", str(cache)]) == 0
+    about = json.loads(buf.getvalue())
+    assert (about["source"], about["revision"]) == (repo, "b" * 40)  # the commit of the snapshot used

@@ -1,6 +1,9 @@
 """ntkit.hf: transformers PreTrainedModel classes over ntkit's forward; Trainer; peft adapters of
 ``ntkit finetune`` applied by ``peft.PeftModel.from_pretrained``."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +176,30 @@ def test_v1_adapter_exported_to_transformers_esm(tmp_path, method):
     keep = enc["attention_mask"].bool()
     assert (plain - want)[keep].abs().max() > 1e-3  # the adapter matters
     torch.testing.assert_close(got[keep], want[keep], atol=2e-5, rtol=1e-4)
+
+
+def test_push_to_hub_uploads_the_nt_layout(tmp_path, monkeypatch):
+    """push_to_hub (transformers' mixin) writes through ntkit's save_pretrained: the uploaded folder
+    is the NT layout (ESM config, model.safetensors with classifier.*, vocab), offline here."""
+    import transformers.utils.hub as hub
+
+    save_checkpoint(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0), tmp_path / "base")
+    m = NTForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2)
+    uploaded = {}
+
+    class Api:
+        def create_repo(self, repo_id, **kw):
+            return type("R", (), {"repo_id": repo_id})()
+
+    def upload(folder, repo_id, **kw):
+        uploaded.update(repo=repo_id, files=sorted(p.name for p in Path(folder).iterdir()),
+                        config=json.loads((Path(folder) / "config.json").read_text()))
+        uploaded["loaded"] = ntkit.load(folder).config.to_dict() == m.nt.config.to_dict()
+
+    monkeypatch.setattr(hub, "hf_api", lambda: Api())
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: type("C", (), {"save": lambda self, p: None})())
+    monkeypatch.setattr(m, "_upload_modified_files", upload)
+    m.push_to_hub("me/nt-clf")
+    assert uploaded["repo"] == "me/nt-clf" and uploaded["loaded"]
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= set(uploaded["files"])
+    assert uploaded["config"]["model_type"] == "esm" and uploaded["config"]["architectures"] == ["NTForSequenceClassification"]

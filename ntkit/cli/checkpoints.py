@@ -16,6 +16,9 @@ MERGE_FUNCTIONS = {"perturb": "merge_variant_effects"}
 def register(sub) -> None:
     s = sub.add_parser("info", help="print a model's configuration and parameter counts (and, for a preset, where its trained weights are)")
     s.add_argument("model", help="checkpoint directory, hub name or preset name (e.g. nt-v2-50m)")
+    s.add_argument("--revision", help="hub models: a branch, tag or commit of the repository (default: main)")
+    s.add_argument("--cache-dir", help="hub models: the Hugging Face cache folder (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
+    s.add_argument("--token", help="hub models: an access token for gated or private repositories (default: $HF_TOKEN or the saved login)")
     s.set_defaults(func=info)
 
     s = sub.add_parser("download", help="fill the Hugging Face cache with a hub model (NT's trained weights), for offline use")
@@ -42,19 +45,25 @@ def register(sub) -> None:
 def info(args) -> int:
     import torch
 
-    from ..checkpoint import hf_num_parameters, load
+    from ..checkpoint import _HUB_ID, hf_num_parameters, hub_snapshot, load, load_checkpoint
     from ..config import PRESETS, trained_weights
     from ..model import NTModel
 
     preset = args.model in PRESETS and not Path(args.model).exists()
+    source = {}
     if preset:  # shapes only: no weights are made (nt-v1-2.5b would take 10 GB)
         with torch.device("meta"):
             model = NTModel(PRESETS[args.model])
+    elif not Path(args.model).exists() and _HUB_ID.fullmatch(args.model):
+        folder = hub_snapshot(args.model, args.revision, cache_dir=args.cache_dir, token=args.token)
+        model = load_checkpoint(folder)
+        source = {"source": args.model, "revision": folder.name, "folder": str(folder)}  # the snapshot's commit
     else:
         model = load(args.model)
+        source = {"source": str(Path(args.model).resolve())}
     cfg = model.config
     out = {**cfg.to_dict(), "parameters": model.num_parameters(), "parameters_hf_layout": hf_num_parameters(cfg),
-           "dtype": str(model.embed_tokens.weight.dtype).removeprefix("torch."), "max_nucleotides": cfg.max_nucleotides}
+           "dtype": str(model.embed_tokens.weight.dtype).removeprefix("torch."), "max_nucleotides": cfg.max_nucleotides, **source}
     if preset:
         hub = trained_weights(args.model)
         out["weights"] = ("a preset is an architecture: random weights; trained weights: " + ", ".join(hub) +
