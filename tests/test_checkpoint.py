@@ -187,21 +187,31 @@ def test_load_preset_and_dtype(tmp_path):
     assert ntkit.load(tmp_path / "bf16").embed_tokens.weight.dtype == torch.bfloat16
 
 
-def test_hub_names_resolve_through_the_huggingface_cache_offline(tmp_path, monkeypatch):
-    """A model in the local Hugging Face cache loads by its hub name, offline, at a revision."""
-    repo = "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"
-    cache = tmp_path / "hub"
-    snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots" / ("a" * 40)
+REPO = "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"
+
+
+def hub_cache(cache, commit: str, monkeypatch):
+    """A Hugging Face cache holding REPO at ``commit`` (its ``main``), the hub offline; the model."""
+    snap = cache / ("models--" + REPO.replace("/", "--")) / "snapshots" / commit
     model = perturbed(ntkit.build("nt-v2-tiny"))
     ntkit.save_checkpoint(model, snap)
     (snap.parents[1] / "refs").mkdir()
-    (snap.parents[1] / "refs" / "main").write_text("a" * 40)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    (snap.parents[1] / "refs" / "main").write_text(commit)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as c
 
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    return model
+
+
+def test_hub_names_resolve_through_the_huggingface_cache_offline(tmp_path, monkeypatch):
+    """A model in the local Hugging Face cache loads by its hub name, offline, at a revision."""
+    import huggingface_hub.constants as c
+
+    repo, cache = REPO, tmp_path / "hub"
+    model = hub_cache(cache, "a" * 40, monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     _same_model(model, ntkit.load(repo))
     assert ntkit.load(repo).name_or_path == f"{repo}@{'a' * 40}"  # provenance names the commit read
     _same_model(model, ntkit.load(repo, revision="a" * 40))
@@ -214,17 +224,8 @@ def test_hub_cache_dir_revision_and_token_reach_the_loader(tmp_path, monkeypatch
     a cache that is not the default one (offline)."""
     from ntkit.cli import main
 
-    repo = "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"
-    cache = tmp_path / "elsewhere"
-    snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots" / ("b" * 40)
-    model = perturbed(ntkit.build("nt-v2-tiny"))
-    ntkit.save_checkpoint(model, snap)
-    (snap.parents[1] / "refs").mkdir()
-    (snap.parents[1] / "refs" / "main").write_text("b" * 40)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as c
-
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    repo, cache = REPO, tmp_path / "elsewhere"
+    model = hub_cache(cache, "b" * 40, monkeypatch)
     (tmp_path / "s.fa").write_text(">a\nACGTACGTAGGCTAGCATCGA\n")
     assert main(["embed", str(tmp_path / "s.fa"), "--model", repo, "--cache-dir", str(cache), "--revision", "b" * 40,
                  "--token", "hf_unused", "--no-progress", "--out", str(tmp_path / "e.parquet")]) == 0

@@ -6,7 +6,7 @@ import importlib
 import json
 from pathlib import Path
 
-from .common import DTYPES, dtype_of
+from .common import DTYPES, add_hub_args, dtype_of
 
 # The library module whose ``merge_outputs`` joins the parts of each job.
 MERGERS = {"variant-effects": "perturb", "embed": "embed", "mutagenesis": "mutagenesis", "predict": "finetune"}
@@ -16,16 +16,12 @@ MERGE_FUNCTIONS = {"perturb": "merge_variant_effects"}
 def register(sub) -> None:
     s = sub.add_parser("info", help="print a model's configuration and parameter counts (and, for a preset, where its trained weights are)")
     s.add_argument("model", help="checkpoint directory, hub name or preset name (e.g. nt-v2-50m)")
-    s.add_argument("--revision", help="hub models: a branch, tag or commit of the repository (default: main)")
-    s.add_argument("--cache-dir", help="hub models: the Hugging Face cache folder (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
-    s.add_argument("--token", help="hub models: an access token for gated or private repositories (default: $HF_TOKEN or the saved login)")
+    add_hub_args(s)
     s.set_defaults(func=info)
 
     s = sub.add_parser("download", help="fill the Hugging Face cache with a hub model (NT's trained weights), for offline use")
     s.add_argument("name", help="hub name, e.g. InstaDeepAI/nucleotide-transformer-v2-50m-multi-species, or a preset with published weights")
-    s.add_argument("--revision", help="branch, tag or commit")
-    s.add_argument("--cache-dir", help="cache folder (default: HF_HOME / ~/.cache/huggingface)")
-    s.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the stored login)")
+    add_hub_args(s)
     s.set_defaults(func=download)
 
     s = sub.add_parser("convert", help="write a checkpoint or preset in Hugging Face layout")

@@ -17,12 +17,17 @@ def add_runtime_args(s, *, batch_tokens: bool = True) -> None:
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     s.add_argument("--random-init", action="store_true",
                    help="accept a preset name as --model: its architecture with random weights (untrained: for tests and timing)")
-    s.add_argument("--revision", help="hub models: a branch, tag or commit of the repository (default: main)")
-    s.add_argument("--cache-dir", help="hub models: the Hugging Face cache folder (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
-    s.add_argument("--token", help="hub models: an access token for gated or private repositories (default: $HF_TOKEN or the saved login)")
+    add_hub_args(s)
     if batch_tokens:
         s.add_argument("--batch-tokens", type=positive_int(MAX_BATCH_TOKENS),
                        help="tokens per forward (rows x padded length); default 2048 on CPU, 16384 on GPU")
+
+
+def add_hub_args(s) -> None:
+    """--revision, --cache-dir, --token: where a hub model (ORG/NAME) comes from."""
+    s.add_argument("--revision", help="hub models: a branch, tag or commit of the repository (default: main)")
+    s.add_argument("--cache-dir", help="hub models: the Hugging Face cache folder (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
+    s.add_argument("--token", help="hub models: an access token for gated or private repositories (default: $HF_TOKEN or the saved login)")
 
 
 MAX_BATCH_TOKENS = 1 << 26  # 67M tokens per forward: beyond any GPU's memory for NT
