@@ -192,6 +192,12 @@ class FinetunedModel(adapters.Adapted):
 FINETUNE_CONFIG, HEAD_WEIGHTS = "finetune_config.json", "head.safetensors"
 
 
+def holds_base(directory: str | Path) -> bool:
+    """Whether an adapter folder brings its own base model (full fine-tuning: no --model needed)."""
+    cfg = Path(directory) / FINETUNE_CONFIG
+    return cfg.exists() and json.loads(cfg.read_text()).get("finetune", {}).get("method") == "full"
+
+
 def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *, sequence_column: str | None = None,
                     id_column: str | None = None, chunk_size: int = 4096, shard=None, restart: bool = False,
                     runtime: engine.Runtime | None = None) -> dict:

@@ -73,6 +73,16 @@ def _folder(name_or_path, revision=None, cache_dir=None, token=None) -> Path:
     raise OSError(f"{name_or_path}: neither a folder nor a hub model name (org/name)")
 
 
+def _head_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    """The ``classifier.*`` tensors of a weights file (read alone: the encoder's were read by ntkit)."""
+    if not weights.exists():
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return {k.removeprefix("classifier."): f.get_tensor(k) for k in f.keys() if k.startswith("classifier.")}
+
+
 class NTPreTrainedModel(PreTrainedModel):
     config_class = NTHFConfig
     base_model_prefix = "nt"
@@ -100,8 +110,6 @@ class NTPreTrainedModel(PreTrainedModel):
         (``num_labels``, ``id2label``, ``problem_type`` ...) override the folder's."""
         import json
 
-        from safetensors.torch import load_file
-
         folder = _folder(pretrained_model_name_or_path, revision, cache_dir, token)
         nt = load_checkpoint(folder, dtype=dtype if isinstance(dtype, torch.dtype) else None)
         hub = not Path(pretrained_model_name_or_path).exists()
@@ -111,12 +119,15 @@ class NTPreTrainedModel(PreTrainedModel):
         config = NTHFConfig.from_nt(nt.config, **{**settings, **task})
         config.name_or_path = str(pretrained_model_name_or_path)
         model = cls(config, nt=nt)
-        head = {k: v for k, v in (load_file(str(folder / "model.safetensors")) if (folder / "model.safetensors").exists()
-                                  else {}).items() if k.startswith("classifier.")}
-        if head and hasattr(model, "classifier"):
-            state = {k.removeprefix("classifier."): v for k, v in head.items()}
+        state = _head_tensors(folder / "model.safetensors") if hasattr(model, "classifier") else {}
+        if state:
             if {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in model.classifier.state_dict().items()}:
                 model.classifier.load_state_dict(state)
+            else:
+                import warnings
+
+                warnings.warn(f"{folder}: its classifier does not fit num_labels={config.num_labels}: a new head, untrained",
+                              stacklevel=2)
         if device_map is not None and not isinstance(device_map, dict):
             model.to(device_map)
         return model.eval()

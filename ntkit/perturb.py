@@ -49,7 +49,7 @@ from . import engine, jobs
 from .genome import Genome
 from .predictors import Predictor, logit
 from .sequence import reverse_complement
-from .variants import Allele, check_allele, iter_records, tile_start, trim_ns
+from .variants import Allele, check_allele, iter_records, tile_sequence, with_allele
 
 BASE_SKIPS = ("not_in_gene", "complex_indel")
 
@@ -115,20 +115,10 @@ class GeneIndex:
 # -- tiles ---------------------------------------------------------------------------------------------------
 
 
-def _tile(genome: Genome, a: Allele, width: int, stride: int, fit) -> tuple[int, str, str] | None:
-    """(start, reference window, its sequence extended for deletions) of ``a``'s tile: end N runs
-    dropped, cut to what the predictor reads (``fit``); None when ``a`` lies beyond the cut."""
-    L = genome.lengths[a.contig]
-    w = min(width, L)
-    start = tile_start(a.pos0, len(a.ref), L, width, stride)
-    extra = max(0, len(a.ref) - len(a.alt))
-    full = genome.fetch(a.contig, start, min(start + w + extra, L))
-    lead, w = trim_ns(full, w)
-    start, full = start + lead, full[lead:]
-    w = fit(full[:w])
-    if a.pos0 + len(a.ref) > start + w:
-        return None
-    return start, full[:w], full
+def _tile(genome: Genome, a: Allele, width: int, stride: int, predictor: Predictor) -> tuple[int, str, str] | None:
+    """``variants.tile_sequence`` cut to what ``predictor`` reads; None when ``a`` lies beyond the cut."""
+    start, ref, full = tile_sequence(genome, a, width, stride, predictor.fit)
+    return None if a.pos0 + len(a.ref) > start + len(ref) else (start, ref, full)
 
 
 def _oriented(seq: str, strand: str) -> str:
@@ -138,11 +128,6 @@ def _oriented(seq: str, strand: str) -> str:
 def _back(p: np.ndarray, strand: str) -> np.ndarray:
     """Per-base predictions of a strand's sequence in + strand order."""
     return p if strand == "+" else p[::-1]
-
-
-def _fit(predictor: Predictor):
-    fit = getattr(predictor, "fit", None)
-    return fit if fit is not None else len
 
 
 # -- per-sequence predictors ---------------------------------------------------------------------------------
@@ -159,14 +144,13 @@ def sequence_effects(predictor: Predictor, alleles: list[Allele], genome: Genome
                      runtime=None) -> list[dict]:
     """One row per allele (input order): see the module docstring. ``opts`` resolved."""
     rt = engine.as_runtime(runtime).replace(progress=False)
-    fit = _fit(predictor)
     tiles: dict[tuple, str] = {}
     plan = []
     for a in alleles:
         check_allele(a, genome, opts.window_bp)
         if a.status != "scored":
             continue
-        t = _tile(genome, a, opts.window_bp, opts.tile_stride_bp, fit)
+        t = _tile(genome, a, opts.window_bp, opts.tile_stride_bp, predictor)
         if t is None:
             a.status = "n_rich_window"
             continue
@@ -174,8 +158,7 @@ def sequence_effects(predictor: Predictor, alleles: list[Allele], genome: Genome
         a.start = start
         key = (a.contig, start, len(ref_w))
         tiles.setdefault(key, ref_w)
-        rel = a.pos0 - start
-        plan.append((a, key, (full[:rel] + a.alt + full[rel + len(a.ref):])[: len(ref_w)]))
+        plan.append((a, key, with_allele(full, start, a, len(ref_w))))
     keys = list(tiles)
     preds = list(predictor.predict([tiles[k] for k in keys] + [p[2] for p in plan], rt))
     ref_of = dict(zip(keys, preds[: len(keys)]))
@@ -209,12 +192,17 @@ def _allele_row(a: Allele, opts: EffectOptions) -> dict:
 
 
 def base_columns(predictor: Predictor) -> list[str]:
-    names = [n for o in predictor.outputs for n in _gain_loss(predictor, o)]
+    names = gain_loss_names(predictor)
     return [f"DS_{n}" for n in names] + [f"DP_{n}" for n in names]
 
 
 def _gain_loss(predictor: Predictor, output: str) -> tuple[str, str]:
     return getattr(predictor, "score_names", {}).get(output, (f"{output}_gain", f"{output}_loss"))
+
+
+def gain_loss_names(predictor: Predictor) -> list[str]:
+    """The gain and loss names of every output, in order (SpliceAI's AG, AL, DG, DL for splice models)."""
+    return [n for o in predictor.outputs for n in _gain_loss(predictor, o)]
 
 
 def _take(p: np.ndarray, p_start: int, lo: int, hi: int, contig_len: int) -> np.ndarray:
@@ -244,7 +232,6 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
     See the module docstring. ``opts`` resolved."""
     rt = engine.as_runtime(runtime).replace(progress=False)
     D, RF, W, S = opts.distance, predictor.receptive_field, opts.window_bp, opts.tile_stride_bp
-    fit = _fit(predictor)
     tiles: dict[tuple, str] = {}  # (contig, start, length, strand) -> sequence read by the predictor
     plan = []  # (allele, genes, strand, ref key, alt sequence, alt window start)
     for a in alleles:
@@ -257,7 +244,7 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
         if not hits:
             a.status = "not_in_gene"
             continue
-        t = _tile(genome, a, W, S, fit)
+        t = _tile(genome, a, W, S, predictor)
         if t is None or a.pos0 + len(a.ref) + D > t[0] + len(t[1]) and t[0] + len(t[1]) < genome.lengths[a.contig]:
             a.status = "n_rich_window"
             continue
@@ -266,12 +253,9 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
         L = genome.lengths[a.contig]
         if predictor.exact:  # the smallest window holding the neighbourhood and its receptive field
             lo, hi = max(0, a.pos0 - D - RF), min(L, a.pos0 + len(a.ref) + D + RF)
-            seq = genome.fetch(a.contig, lo, hi)
-            rel = a.pos0 - lo
-            alt_w, alt_start = seq[:rel] + a.alt + seq[rel + len(a.ref):], lo
+            alt_w, alt_start = with_allele(genome.fetch(a.contig, lo, hi), lo, a), lo
         else:  # the tile itself, so that reference and alternative are read in the same window
-            rel = a.pos0 - start
-            alt_w, alt_start = (full[:rel] + a.alt + full[rel + len(a.ref):])[: len(ref_w) + max(0, len(a.alt) - len(a.ref))], start
+            alt_w, alt_start = with_allele(full, start, a, len(ref_w) + max(0, len(a.alt) - len(a.ref))), start
         for strand in sorted({g.strand for g in hits}) if predictor.stranded else ["+"]:
             key = (a.contig, start, len(ref_w), strand)
             tiles.setdefault(key, _oriented(ref_w, strand))
@@ -331,9 +315,8 @@ def schema(predictor: Predictor, opts: EffectOptions) -> pa.Schema:
          ("alt_index", pa.int64()), ("status", pa.string()), ("window_start", pa.int64())]
     f += [("label", pa.float64())] if opts.label_key else []
     if predictor.kind == "base":
-        names = [n for o in predictor.outputs for n in _gain_loss(predictor, o)]
         f += [("gene", pa.string()), ("strand", pa.string())]
-        f += [(f"DS_{n}", pa.float64()) for n in names] + [(f"DP_{n}", pa.int64()) for n in names]
+        f += [(c, pa.float64() if c.startswith("DS_") else pa.int64()) for c in base_columns(predictor)]
     else:
         f += [(c, pa.float64()) for c in sequence_columns(predictor)]
     return pa.schema(f)
@@ -388,7 +371,7 @@ def _meta(predictor: Predictor, opts: EffectOptions) -> dict:
         return {"kind": "lm", "predictor": predictor.describe(), **o, "columns": list(predictor.outputs), "gain_loss": []}
     return {"kind": predictor.kind, "predictor": predictor.describe(), **vars(opts),
             "columns": base_columns(predictor) if predictor.kind == "base" else sequence_columns(predictor),
-            "gain_loss": [n for o in predictor.outputs for n in _gain_loss(predictor, o)] if predictor.kind == "base" else []}
+            "gain_loss": gain_loss_names(predictor) if predictor.kind == "base" else []}
 
 
 # -- jobs ----------------------------------------------------------------------------------------------------

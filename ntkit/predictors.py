@@ -44,6 +44,16 @@ class Predictor:
         """One output per sequence, in input order: [C] (sequence kind) or [len, C] (base kind)."""
         raise NotImplementedError
 
+    def fit(self, seq: str) -> int:
+        """Bases of ``seq`` read in one input: for a model on an NT base, those that fit its tokens
+        (every N is a token of its own); all of them otherwise."""
+        base = getattr(self.model, "base", None)
+        if base is None:
+            return len(seq)
+        from .variants import fit_tokens
+
+        return fit_tokens(base.tokenizer, seq, base.config.max_tokens)
+
     def describe(self) -> dict:
         """What the predictor is, for job manifests and provenance."""
         return {"predictor": type(self).__name__, "outputs": list(self.outputs)}
@@ -80,13 +90,6 @@ class SequenceModel(Predictor):
         self.max_length = finetuned.base.config.max_nucleotides
         # The window a perturbation reads: the length the model was trained on (capped by its context).
         self.window_bp = min(cfg.sequence_bp or self.max_length, self.max_length)
-        self._tok = finetuned.base.tokenizer
-
-    def fit(self, seq: str) -> int:
-        """Bases of ``seq`` that fit the model's tokens (every N is a token of its own)."""
-        from .variants import fit_tokens
-
-        return fit_tokens(self._tok, seq, self.model.base.config.max_tokens)
 
     def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
         for y in self.model.iter_predict(sequences, runtime=runtime):
@@ -116,13 +119,6 @@ class SpliceSites(Predictor):
         self.exact = head == "bases"
         self.receptive_field = conv if head != "linear" else 0
         self.max_length = nt_bp  # every head reads the bases its NT tokens cover
-        self._tok = base.tokenizer
-
-    def fit(self, seq: str) -> int:
-        """Bases of ``seq`` that fit the base model's tokens (every N is a token of its own)."""
-        from .variants import fit_tokens
-
-        return fit_tokens(self._tok, seq, self.model.base.config.max_tokens)
 
     def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
         from .splice.predict import iter_predict_windows

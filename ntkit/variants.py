@@ -265,22 +265,35 @@ def trim_ns(seq: str, w: int) -> tuple[int, int]:
     return lead, len(body.rstrip("N")) - lead if lead < len(body) else 0
 
 
-def allele_windows(a: Allele, genome: Genome, window_bp: int, stride: int | None = None, tok=None) -> tuple[int, str, str]:
-    """(tile start, reference window, alternative window) of a checked allele: the definition
-    that the shared forwards reproduce, one allele at a time. The tile's end N runs are dropped
-    (``trim_ns``); with ``tok``, a tile with interior Ns is then cut on the right to fit
-    ``window_bp / 6 + 1`` tokens (``fit_tokens``)."""
+def with_allele(seq: str, start: int, a: Allele, length: int | None = None) -> str:
+    """``seq`` (the reference from genome position ``start``) with ``a`` applied, cut to ``length`` bases."""
+    rel = a.pos0 - start
+    out = seq[:rel] + a.alt + seq[rel + len(a.ref):]
+    return out if length is None else out[:length]
+
+
+def tile_sequence(genome: Genome, a: Allele, window_bp: int, stride: int, fit=len) -> tuple[int, str, str]:
+    """(start, reference window, the reference from ``start`` extended for a deletion) of a checked
+    allele's tile on the grid of ``stride``: the tile's end N runs dropped (``trim_ns``), then cut
+    on the right to what the model reads (``fit(seq)``: the bases of ``seq`` that fit)."""
     length = genome.lengths[a.contig]
     w = min(window_bp, length)
-    start = tile_start(a.pos0, len(a.ref), length, window_bp, stride or default_stride(window_bp))
+    start = tile_start(a.pos0, len(a.ref), length, window_bp, stride)
     extra = max(0, len(a.ref) - len(a.alt))  # reference beyond the tile keeps a deletion's window full
-    seq = genome.fetch(a.contig, start, min(start + w + extra, length))
-    lead, w = trim_ns(seq, w)
-    start, seq = start + lead, seq[lead:]
-    if tok is not None:
-        w = fit_tokens(tok, seq[:w], window_bp // 6 + 1)
-    rel = a.pos0 - start
-    return start, seq[:w], (seq[:rel] + a.alt + seq[rel + len(a.ref):])[:w]
+    full = genome.fetch(a.contig, start, min(start + w + extra, length))
+    lead, w = trim_ns(full, w)
+    start, full = start + lead, full[lead:]
+    w = fit(full[:w])
+    return start, full[:w], full
+
+
+def allele_windows(a: Allele, genome: Genome, window_bp: int, stride: int | None = None, tok=None) -> tuple[int, str, str]:
+    """(tile start, reference window, alternative window) of a checked allele: the definition
+    that the shared forwards reproduce, one allele at a time (``tile_sequence``); with ``tok``, a
+    tile with interior Ns is cut on the right to fit ``window_bp / 6 + 1`` tokens (``fit_tokens``)."""
+    fit = (lambda seq: fit_tokens(tok, seq, window_bp // 6 + 1)) if tok is not None else len
+    start, ref, full = tile_sequence(genome, a, window_bp, stride or default_stride(window_bp), fit)
+    return start, ref, with_allele(full, start, a, len(ref))
 
 
 class _Tile:
@@ -300,8 +313,7 @@ class _Tile:
         self.spans = [enc.spans[s, : n[s]].astype(np.int64) for s in range(strands)]
 
     def alt_window(self, a: Allele) -> str:
-        rel = a.pos0 - self.start
-        return (self.full[:rel] + a.alt + self.full[rel + len(a.ref):])[: self.w]
+        return with_allele(self.full, self.start, a, self.w)
 
     def tokens(self, strand: int, lo: int, hi: int) -> np.ndarray:
         """Token indices (in the strand's encoding) whose bases intersect [lo, hi)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, positive_int, report_job, runtime
@@ -92,17 +91,14 @@ def finetune(args) -> int:
 
 
 def predict(args) -> int:
-    from ..finetune import FINETUNE_CONFIG, FinetunedModel, predict_to_file
-
     from ..adapters import CONFIG as PEFT_CONFIG
+    from ..finetune import FINETUNE_CONFIG, FinetunedModel, holds_base, predict_to_file
 
-    config = Path(args.adapter) / FINETUNE_CONFIG
-    peft_only = not config.exists() and (Path(args.adapter) / PEFT_CONFIG).exists()  # saved by peft on ntkit.hf's classes
-    if not config.exists() and not peft_only:
+    d = Path(args.adapter)
+    if not (d / FINETUNE_CONFIG).exists() and not (d / PEFT_CONFIG).exists():  # a peft adapter alone: saved on ntkit.hf's classes
         raise FileNotFoundError(f"{args.adapter}: neither an adapter folder of `ntkit finetune` ({FINETUNE_CONFIG}) nor a peft "
                                 f"adapter ({PEFT_CONFIG})")
-    full = not peft_only and json.loads(config.read_text())["finetune"]["method"] == "full"
-    base, rt = runtime(args, None if full else args.model)
+    base, rt = runtime(args, None if holds_base(args.adapter) else args.model)
     model = FinetunedModel.load_adapter(base, args.adapter, force=args.force)
     res = predict_to_file(model, args.input, args.out, sequence_column=args.sequence_column, id_column=args.id_column,
                           chunk_size=args.chunk_size, shard=args.shard, restart=args.restart,

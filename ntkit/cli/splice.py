@@ -8,7 +8,7 @@ from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, posi
 
 
 def register(sub) -> None:
-    from ..perturb import EffectOptions
+    from .variants import add_gain_loss_args
     from ..splice import SpliceTrainConfig as C
 
     s = sub.add_parser("splice", help="nucleotide-level splice sites: build data, train, evaluate, predict")
@@ -77,10 +77,7 @@ def register(sub) -> None:
     v.add_argument("--vcf", required=True, help="VCF (sorted)")
     v.add_argument("--fasta", required=True, help="reference FASTA")
     v.add_argument("--transcripts", required=True, help="SpliceAI canonical table or GTF/GFF (gene strand and span)")
-    v.add_argument("--distance", type=int, default=EffectOptions.distance, help="bases each side of the variant where gains and "
-                   "losses are sought")
-    v.add_argument("--mask", action="store_true", help="SpliceAI's -M: gains at annotated sites and losses at unannotated "
-                   "positions count 0")
+    add_gain_loss_args(v)
     v.add_argument("--tile-stride-bp", type=positive_int(), help="grid step of the shared reference windows (default 128; "
                    "alleles up to this long)")
     v.add_argument("--out", required=True, nargs="+", help=".vcf/.vcf.gz (NT_SPLICE in INFO, SpliceAI's layout) and/or .tsv/.csv/.parquet")

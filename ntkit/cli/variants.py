@@ -24,19 +24,24 @@ def add_score_args(s, default: Sequence[str]) -> None:
     s.add_argument("--both-strands", action="store_true", help="NT zero-shot: average every score over the tile and its reverse complement")
 
 
-def add_predictor_args(s) -> None:
-    """Which predictor scores the perturbations (default: NT's zero-shot scores of --model)."""
+def add_gain_loss_args(s) -> None:
+    """--distance and --mask: where a per-base predictor's gains and losses are sought (SpliceAI's -D, -M)."""
     from ..perturb import EffectOptions as E
 
+    s.add_argument("--distance", type=int, default=E.distance, help="per-base predictors: bases each side of a variant where "
+                   "gains and losses are sought")
+    s.add_argument("--mask", action="store_true", help="per-base predictors: SpliceAI's -M: gains at annotated sites and losses "
+                   "at unannotated positions count 0")
+
+
+def add_predictor_args(s) -> None:
+    """Which predictor scores the perturbations (default: NT's zero-shot scores of --model)."""
     s.add_argument("--adapter", help="a fine-tuned model (folder of `ntkit finetune`, on --model): alt - ref of its outputs, "
                    "log-odds for classifiers")
     s.add_argument("--splice-model", help="a splice model (folder of `ntkit splice train`, on --model): SpliceAI-style gains "
                    "and losses per gene within --distance (needs --transcripts)")
     s.add_argument("--transcripts", help="genes for a per-base predictor: SpliceAI's table or a GTF/GFF (strand and span)")
-    s.add_argument("--distance", type=int, default=E.distance, help="per-base predictors: bases each side of a variant where "
-                   "gains and losses are sought")
-    s.add_argument("--mask", action="store_true", help="per-base predictors: SpliceAI's -M: gains at annotated sites and losses "
-                   "at unannotated positions count 0")
+    add_gain_loss_args(s)
     s.add_argument("--window-bp", type=positive_int(), help="--adapter: bases per window (default: the median training length)")
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
 
@@ -57,13 +62,12 @@ def effect_options(args):
 
 def model_for(args) -> str | None:
     """--model, unless the adapter folder holds its own fully fine-tuned base."""
-    import json
     from pathlib import Path
 
-    if args.adapter and (Path(args.adapter) / "base").is_dir():
-        cfg = Path(args.adapter) / "finetune_config.json"
-        if cfg.exists() and json.loads(cfg.read_text()).get("finetune", {}).get("method") == "full":
-            return None
+    from ..finetune import holds_base
+
+    if args.adapter and (Path(args.adapter) / "base").is_dir() and holds_base(args.adapter):
+        return None
     if not args.model:
         raise ValueError("--model is needed (the base model; a fully fine-tuned --adapter brings its own)")
     return args.model
