@@ -281,6 +281,12 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from e
     tensors = read_tensors(directory)
+    from . import ntv3, segment_nt
+
+    if ntv3.is_ntv3_config(hf_cfg):
+        return ntv3.load_folder(directory, hf_cfg, tensors, device=device, dtype=dtype, check_finite=check_finite)
+    if segment_nt.is_segment_nt_config(hf_cfg):
+        return segment_nt.load_folder(directory, hf_cfg, tensors, device=device, dtype=dtype, check_finite=check_finite)
     try:
         cfg = config_from_hf(hf_cfg, tensors)
     except KeyError as e:
@@ -362,7 +368,7 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, cache_dir: str | 
     ``weights_only``)."""
     from huggingface_hub import snapshot_download
 
-    meta = ["config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+    meta = ["config.json", "vocab.txt", "vocab.json", "tokenizer_config.json", "special_tokens_map.json"]
     kw = {"revision": revision, "cache_dir": cache_dir, "token": token}
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=meta + ["*.safetensors", "*.safetensors.index.json"], **kw))
@@ -372,6 +378,13 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, cache_dir: str | 
         raise CheckpointError(f"{repo_id}: not a checkpoint directory, a preset or a reachable hub model ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:300]})") from None
     return path
+
+
+def _family_presets() -> set[str]:
+    """Preset names of the model families beyond NT v1/v2 (NTv3, SegmentNT)."""
+    from . import ntv3, segment_nt
+
+    return set(ntv3.PRESETS) | set(segment_nt.PRESETS)
 
 
 def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | None = None, seed: int = 0,
@@ -387,6 +400,13 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
         folder = hub_snapshot(str(path_or_preset), revision, cache_dir=cache_dir, token=token)
         model = load_checkpoint(folder, device=device, dtype=dtype)
         named = f"{path_or_preset}@{folder.name}"  # the commit of the snapshot read, whatever revision named it
+    elif str(path_or_preset) in _family_presets():
+        from . import ntv3, segment_nt
+
+        warnings.warn(f"{path_or_preset}: randomly initialised weights (seed={seed}); pass a checkpoint directory for trained weights",
+                      stacklevel=2)
+        family = ntv3 if str(path_or_preset) in ntv3.PRESETS else segment_nt
+        model = family.build(str(path_or_preset), seed=seed, device=device, dtype=dtype)
     else:
         try:
             cfg = get_preset(str(path_or_preset))

@@ -42,3 +42,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+REFERENCE = (DATA.parent / "reference").resolve()
+
+
+def reference_code(folder: str) -> Path:
+    """Put ``../shared/reference/<folder>`` (InstaDeep's code, a test oracle only) on sys.path."""
+    import sys
+
+    path = REFERENCE / folder
+    if not path.is_dir():
+        pytest.skip(f"reference code not found at {path}")
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    return path

@@ -1,0 +1,674 @@
+"""NTv3: the single-base U-Net Nucleotide Transformer (pre-trained and post-trained).
+
+Architecture (InstaDeep, 2025), written from the published description and checked against the
+HF remote code on the same weights (tests/test_ntv3.py; max |diff| ~1e-6 in fp32):
+
+    tokens [B, L] -> embedding (16) -> stem: conv k=15 "same", GELU(tanh)
+    down tower, per level i = 1..d (L -> L / 2**d):
+        block input kept as the skip s_i
+        y = GELU(conv_k5(LN_c(x)));  y = y + GELU(conv_k1(LN_c(y)));  x = avgpool2(y)
+    transformer (L / 2**d positions): pre-LN, rotary (rotate-half, base 10000) on q and k,
+        q/k/v/out with bias, gated FFN silu(W1a x) * (W1b x) -> W2 without bias; no final LN
+    up tower, per level: y = GELU(conv_k5(up2(LN_c(x))));  y = y + GELU(convT_k1(LN_c(y)));  x = y + s
+        up2 is "repeat+conv" (repeat each position twice) or "conv_transpose" (zero insertion at
+        odd or even positions, then the k=5 conv: a stride-2 transposed conv, "same" layout)
+    LM head: GELU, [hidden linear + GELU]*, linear to 11 logits per base.
+
+Channel widths ``linspace(conv_init_embed_dim, embed_dim, d + 1)`` (truncated to int). ``LN_c`` is a
+LayerNorm over channels (eps 1e-5 in the towers, ``layer_norm_eps`` in the transformer), computed
+in fp32 whatever the autocast dtype.
+
+Post-trained models condition every LayerNorm on a species embedding ``c`` (16 wide):
+``LN(x) * (1 + scale(c)) + shift(c)``, and gate the conv residuals and the FFN residual
+``x + (1 + g(c)) * f(x)`` (the attention residual is not gated). Heads on the centre crop of the
+final embedding (``keep_target_center_fraction``; crop ``int(L * f)`` from ``(L - crop) // 2``):
+bigWig tracks per species (LN, linear, softplus; head = species id - 6, padded with zeros to the
+widest species) and BED elements (LN, linear to [elements, 2]); species logits from the mean of
+the transformer output. Where InstaDeep's JAX and PyTorch code differ we follow PyTorch (the
+released weights are its files): no GELU before the species head, eps 1e-5 in the heads,
+``int()`` for the crop.
+
+Batches of different lengths: every row must be a multiple of ``2 ** d`` bases (the tokenizer pads
+with N), and rows are delimited by ``<pad>``. Each row is computed exactly as alone: activations
+beyond its end are zeroed before every convolution (as a "same" convolution's zero padding sees
+them) and masked as attention keys. State-dict names are the HF layout's without ``core.``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PRETRAINED, POSTTRAINED = "ntv3", "ntv3_posttrained"
+
+
+@dataclass
+class NTv3Config:
+    """The fields of NTv3's ``config.json`` that define the model (other keys are kept in ``extra``)."""
+
+    name: str = "ntv3"
+    alphabet_size: int = 11
+    pad_token_id: int = 1
+    mask_token_id: int = 2
+    num_downsamples: int = 7
+    attention_heads: int = 8
+    key_size: int = 32
+    token_embed_dim: int = 16
+    conv_init_embed_dim: int = 256
+    embed_dim: int = 256
+    ffn_embed_dim: int = 1024
+    num_layers: int = 2
+    layer_norm_eps: float = 1e-5
+    num_hidden_layers_head: int = 0
+    use_skip_connection: bool = True
+    deconv_upsample_type: str = "repeat+conv"  # or "conv_transpose"
+    deconv_phase: str = "odd"
+    max_tokens: int = 1_048_576  # the longest input (bases, N padding included) the jobs give the model
+    # post-trained models
+    conditions_vocab_size: list[int] = field(default_factory=list)
+    conditions_names: list[str] = field(default_factory=list)
+    bigwigs_per_species: dict[str, list[str]] = field(default_factory=dict)
+    bed_elements_names: list[str] = field(default_factory=list)
+    species_to_token_id: dict[str, int] = field(default_factory=dict)
+    keep_target_center_fraction: float = 1.0
+    num_species_special_tokens: int = 6
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    family = "ntv3"
+    tokenizer = "base"
+
+    @property
+    def model_type(self) -> str:
+        return POSTTRAINED if self.conditions_vocab_size else PRETRAINED
+
+    @property
+    def filter_list(self) -> list[int]:
+        return [int(v) for v in np.linspace(self.conv_init_embed_dim, self.embed_dim, self.num_downsamples + 1).astype(int)]
+
+    @property
+    def multiple(self) -> int:
+        """The length rule: inputs are multiples of this many bases."""
+        return 2 ** self.num_downsamples
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the per-base embedding (the up tower's output)."""
+        return self.filter_list[0]
+
+    @property
+    def species(self) -> list[str]:
+        """Species with a track head, in head order (by species token id)."""
+        return sorted(self.bigwigs_per_species, key=lambda s: self.species_to_token_id[s])
+
+    def species_id(self, species: str | int) -> int:
+        if isinstance(species, (int, np.integer)):
+            return int(species)
+        if species not in self.species_to_token_id or species.startswith("<"):
+            known = sorted(s for s in self.species_to_token_id if not s.startswith("<"))
+            raise ValueError(f"unknown species {species!r}; this model knows {known}")
+        return int(self.species_to_token_id[species])
+
+    def validate(self) -> None:
+        if self.deconv_upsample_type not in ("repeat+conv", "conv_transpose"):
+            raise ValueError(f"deconv_upsample_type must be 'repeat+conv' or 'conv_transpose', not {self.deconv_upsample_type!r}")
+        if self.deconv_phase not in ("odd", "even"):
+            raise ValueError(f"deconv_phase must be 'odd' or 'even', not {self.deconv_phase!r}")
+        if self.num_hidden_layers_head and self.conv_init_embed_dim != self.embed_dim:
+            raise ValueError("LM-head hidden layers need conv_init_embed_dim == embed_dim")
+        if self.model_type == POSTTRAINED and (self.bigwigs_per_species or self.bed_elements_names) \
+                and self.conv_init_embed_dim != self.embed_dim:
+            raise ValueError("post-trained heads need conv_init_embed_dim == embed_dim (as the released models)")
+
+    # -- HF config.json -----------------------------------------------------------------------
+
+    def to_hf(self) -> dict:
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "extra", "max_tokens")}
+        if self.model_type == PRETRAINED:
+            for k in ("conditions_vocab_size", "conditions_names", "bigwigs_per_species", "bed_elements_names",
+                      "species_to_token_id", "keep_target_center_fraction", "num_species_special_tokens"):
+                own.pop(k)
+        arch = "NTv3PostTrained" if self.model_type == POSTTRAINED else "NTv3PreTrained"
+        return {**self.extra, **own, "model_type": self.model_type, "architectures": [arch], "ntkit_max_tokens": self.max_tokens}
+
+    @classmethod
+    def from_hf(cls, d: dict, name: str = "ntv3") -> "NTv3Config":
+        known = {f.name for f in dataclasses.fields(cls)} - {"name", "extra"}
+        kw = {k: d[k] for k in known if k in d}
+        if "ntkit_max_tokens" in d:
+            kw["max_tokens"] = int(d["ntkit_max_tokens"])
+        drop = known | {"model_type", "architectures", "auto_map", "ntkit_max_tokens", "transformers_version"}
+        extra = {k: v for k, v in d.items() if k not in drop}
+        cfg = cls(name=name, extra=extra, **kw)
+        if d.get("model_type") == POSTTRAINED and not cfg.conditions_vocab_size:
+            raise ValueError("a post-trained NTv3 config needs conditions_vocab_size")
+        cfg.validate()
+        return cfg
+
+
+# Architectures of InstaDeep's checkpoints (hub names in ntkit.checkpoint) and small CPU presets.
+PRESETS: dict[str, NTv3Config] = {
+    "ntv3-tiny": NTv3Config(name="ntv3-tiny", num_downsamples=3, attention_heads=4, key_size=16, conv_init_embed_dim=32,
+                            embed_dim=64, ffn_embed_dim=128, num_layers=2, max_tokens=8192),
+    "ntv3-tiny-post": NTv3Config(name="ntv3-tiny-post", num_downsamples=3, attention_heads=4, key_size=16,
+                                 conv_init_embed_dim=64, embed_dim=64, ffn_embed_dim=128, num_layers=2, max_tokens=8192,
+                                 conditions_vocab_size=[8], species_to_token_id={"human": 6, "mouse": 7},
+                                 bigwigs_per_species={"human": ["h_dnase", "h_cage", "h_atac"], "mouse": ["m_dnase"]},
+                                 bed_elements_names=["exon", "promoter"], keep_target_center_fraction=0.375),
+    "ntv3-8m-pre": NTv3Config(name="ntv3-8m-pre"),  # InstaDeepAI/NTv3_8M_pre's config.json
+}
+
+
+# -- layers -----------------------------------------------------------------------------------------
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+def _mask_beyond(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Zero channels-first ``x`` [B, C, L] where ``keep`` [B, L] is False (a row's end)."""
+    return x if keep is None else x * keep[:, None, :].to(x.dtype)
+
+
+class Norm(nn.LayerNorm):
+    """LayerNorm over the last dim in fp32; with conditions, ``LN(x) * (1 + scale) + shift`` where
+    ``[shift, scale]`` is a linear map of each condition embedding (``modulation_layers``)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, conditions_dims: list[int] = ()):
+        super().__init__(dim, eps=eps)
+        self.modulation_layers = nn.ModuleList([nn.Linear(c, 2 * dim) for c in conditions_dims]) if conditions_dims else None
+
+    def forward(self, x: torch.Tensor, conditions: list[torch.Tensor] | None = None) -> torch.Tensor:
+        y = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
+        if self.modulation_layers is None:
+            return y
+        for mod, c in zip(self.modulation_layers, conditions):
+            shift, scale = mod(c.to(mod.weight.dtype)).to(y.dtype).unsqueeze(1).chunk(2, dim=-1)
+            y = y * (1 + scale) + shift
+        return y
+
+
+def _gate(layers: nn.ModuleList, conditions: list[torch.Tensor], dtype) -> torch.Tensor:
+    """The post-trained residual gate ``prod_c (1 + g_c(c))`` [B, dim]."""
+    gate = 1.0
+    for mod, c in zip(layers, conditions):
+        gate = gate * (1 + mod(c.to(mod.weight.dtype)).to(dtype))
+    return gate
+
+
+class ConvUnit(nn.Module):
+    """``GELU(conv(up(LN_c(x))))`` on channels-first input. ``up``: None, "repeat+conv" or
+    "conv_transpose"; ``transposed_k1``: the up tower's pointwise ``ConvTranspose1d`` (HF layout)."""
+
+    def __init__(self, dim_in: int, dim_out: int, kernel: int, conditions_dims: list[int], up: str | None = None,
+                 phase: str = "odd", transposed_k1: bool = False):
+        super().__init__()
+        self.layer_norm = Norm(dim_in, 1e-5, conditions_dims)
+        self.up, self.phase = up, phase
+        if up == "conv_transpose":
+            self.conv = ZeroInsertConv(dim_in, dim_out, kernel, phase)
+        elif transposed_k1:
+            self.conv = nn.ConvTranspose1d(dim_in, dim_out, kernel_size=1)
+        else:
+            self.conv = nn.Conv1d(dim_in, dim_out, kernel_size=kernel, padding="same")
+
+    def forward(self, x, conditions=None, keep=None):
+        x = self.layer_norm(x.transpose(1, 2), conditions).transpose(1, 2)
+        x = _mask_beyond(x, keep)  # zero beyond the row's end: the conv's own zero padding
+        if self.up == "repeat+conv":
+            x = x.repeat_interleave(2, dim=-1)
+        return _gelu(self.conv(x))
+
+
+class ZeroInsertConv(nn.Module):
+    """Stride-2 transposed convolution in JAX's "SAME" layout: the input is spread over every other
+    position (``odd``: positions 1, 3, ...; ``even``: 0, 2, ...), zeros between, then a "same"
+    convolution. ``weight`` is [in, out, k] as a ConvTranspose1d's."""
+
+    def __init__(self, dim_in: int, dim_out: int, kernel: int, phase: str):
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError("the transposed up-sampling needs an odd kernel")
+        self.phase = phase
+        self.weight = nn.Parameter(torch.empty(dim_in, dim_out, kernel))
+        self.bias = nn.Parameter(torch.zeros(dim_out))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, x):
+        B, C, L = x.shape
+        spread = x.new_zeros(B, C, 2 * L)
+        spread[:, :, (1 if self.phase == "odd" else 0)::2] = x
+        return F.conv1d(spread, self.weight.transpose(0, 1), self.bias, padding=self.weight.shape[-1] // 2)
+
+
+class Residual(nn.Module):
+    """``x + gate * unit(x)`` (HF names: ``conv_block``, ``modulation_layers``)."""
+
+    def __init__(self, dim: int, conditions_dims: list[int], transposed_k1: bool):
+        super().__init__()
+        self.conv_block = ConvUnit(dim, dim, 1, conditions_dims, transposed_k1=transposed_k1)
+        if conditions_dims:
+            self.modulation_layers = nn.ModuleList([nn.Linear(c, dim) for c in conditions_dims])
+
+    def forward(self, x, conditions=None, keep=None):
+        y = self.conv_block(x, conditions, keep)
+        if conditions:
+            y = _gate(self.modulation_layers, conditions, x.dtype).unsqueeze(-1) * y  # [B, C, 1]: channels first
+        return x + y
+
+
+class DownBlock(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int, conditions_dims: list[int]):
+        super().__init__()
+        self.conv = ConvUnit(dim_in, dim_out, 5, conditions_dims)
+        self.res_conv = Residual(dim_out, conditions_dims, transposed_k1=False)
+
+    def forward(self, x, conditions, keep):
+        return self.res_conv(self.conv(x, conditions, keep), conditions, keep)  # pooled by the caller
+
+
+class UpBlock(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int, conditions_dims: list[int], up: str, phase: str):
+        super().__init__()
+        self.conv = ConvUnit(dim_in, dim_out, 5, conditions_dims, up=up, phase=phase)
+        self.res_conv = Residual(dim_out, conditions_dims, transposed_k1=True)
+
+    def forward(self, x, conditions, keep_in, keep_out):
+        return self.res_conv(self.conv(x, conditions, keep_in), conditions, keep_out)
+
+
+class _HeadProjection(nn.Module):
+    """q, k or v projection (HF name ``linear``) reshaped to [B, L, heads, key_size]."""
+
+    def __init__(self, heads: int, key_size: int):
+        super().__init__()
+        self.heads, self.key_size = heads, key_size
+        self.linear = nn.Linear(heads * key_size, heads * key_size)
+
+    def forward(self, x):
+        return self.linear(x).unflatten(-1, (self.heads, self.key_size))
+
+
+class Attention(nn.Module):
+    def __init__(self, heads: int, key_size: int, model_dim: int):
+        super().__init__()
+        self.heads, self.key_size = heads, key_size
+        self.query_head = _HeadProjection(heads, key_size)
+        self.key_head = _HeadProjection(heads, key_size)
+        self.value_head = _HeadProjection(heads, key_size)
+        self.mha_output = nn.Linear(heads * key_size, model_dim)
+
+    def forward(self, x, rope, key_mask, need_weights: bool = False):
+        q, k, v = self.query_head(x), self.key_head(x), self.value_head(x)  # [B, L, H, d]
+        cos, sin = rope
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, L, d]
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        if need_weights:
+            logits = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(self.key_size)
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            w = logits.softmax(-1)
+            o = (w @ v.float()).to(v.dtype)
+        else:
+            w = None
+            # SDPA on fp32 inputs when the model runs in bf16 would change the numerics; keep q's dtype.
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.mha_output(o.transpose(1, 2).flatten(2)), w
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary on half-split pairs (dims i and i + d/2), positions along dim 1 of [B, L, H, d]."""
+    a, b = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: NTv3Config, conditions_dims: list[int]):
+        super().__init__()
+        d = cfg.embed_dim
+        self.self_attention_layer_norm = Norm(d, cfg.layer_norm_eps, conditions_dims)
+        self.final_layer_norm = Norm(d, cfg.layer_norm_eps, conditions_dims)
+        self.sa_layer = Attention(cfg.attention_heads, cfg.key_size, d)
+        self.fc1 = nn.Linear(d, 2 * cfg.ffn_embed_dim, bias=False)
+        self.fc2 = nn.Linear(cfg.ffn_embed_dim, d, bias=False)
+        if conditions_dims:
+            self.modulation_layers = nn.ModuleList([nn.Linear(c, d) for c in conditions_dims])
+
+    def forward(self, x, conditions, rope, key_mask, need_weights=False):
+        a, w = self.sa_layer(self.self_attention_layer_norm(x, conditions), rope, key_mask, need_weights)
+        x = x + a
+        h = self.fc1(self.final_layer_norm(x, conditions))
+        g, u = h.chunk(2, dim=-1)
+        y = self.fc2(F.silu(g) * u)
+        if conditions:
+            y = _gate(self.modulation_layers, conditions, x.dtype).unsqueeze(1) * y  # [B, 1, D]
+        return x + y, w
+
+
+class TrackHead(nn.Module):
+    """LN then linear (HF names ``layer_norm``, ``head``)."""
+
+    def __init__(self, dim: int, outputs: int):
+        super().__init__()
+        self.layer_norm = Norm(dim, 1e-5)
+        self.head = nn.Linear(dim, outputs)
+
+    def forward(self, x):
+        return self.head(self.layer_norm(x.float()).to(self.head.weight.dtype))
+
+
+class MultiSpeciesHead(nn.Module):
+    """One bigWig head per species (head i = species id - 6); a species without tracks has none."""
+
+    def __init__(self, tracks_per_head: list[int], dim: int):
+        super().__init__()
+        self.widths = list(tracks_per_head)
+        self.species_heads = nn.ModuleList([TrackHead(dim, n) if n > 0 else nn.Identity() for n in tracks_per_head])
+
+    def forward(self, x: torch.Tensor, head_idx: torch.Tensor) -> torch.Tensor:
+        """softplus track values [B, L, max tracks], zero-padded beyond a species' own tracks; each
+        head runs only on the rows of its species."""
+        out = x.new_zeros((*x.shape[:-1], max(self.widths)), dtype=torch.float32)
+        for i in torch.unique(head_idx).tolist():
+            if self.widths[i] == 0:
+                continue
+            rows = head_idx == i
+            out[rows, :, : self.widths[i]] = F.softplus(self.species_heads[i](x[rows]))
+        return out.to(x.dtype)
+
+
+@dataclass
+class NTv3Output:
+    logits: torch.Tensor | None  # [B, L, 11]
+    embedding: torch.Tensor | None = None  # [B, L, C]: per-base embedding (the up tower's output)
+    transformer_embedding: torch.Tensor | None = None  # [B, L / 2**d, embed_dim]
+    hidden_states: list[torch.Tensor] = field(default_factory=list)  # down levels (pre-pool), layers, up levels; [B, L_i, C_i]
+    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer (1-based) -> [B, H, L', L']
+    bigwig_tracks_logits: torch.Tensor | None = None  # [B, crop, max tracks] (post-trained)
+    bed_tracks_logits: torch.Tensor | None = None  # [B, crop, elements, 2] (post-trained)
+    species_logits: torch.Tensor | None = None  # [B, conditions_vocab_size[0]] (post-trained)
+
+
+class NTv3Model(nn.Module):
+    """NTv3 pre-trained (``config.conditions_vocab_size`` empty) or post-trained."""
+
+    def __init__(self, config: NTv3Config):
+        super().__init__()
+        config.validate()
+        self.config = cfg = config
+        cond = [cfg.token_embed_dim for _ in cfg.conditions_vocab_size]
+        fl = cfg.filter_list
+        self.embed_layer = nn.Embedding(cfg.alphabet_size, cfg.token_embed_dim)
+        self.stem = nn.Module()
+        self.stem.conv = nn.Conv1d(cfg.token_embed_dim, fl[0], kernel_size=15, padding="same")
+        self.conv_tower_blocks = nn.ModuleList([DownBlock(a, b, cond) for a, b in zip(fl[:-1], fl[1:])])
+        self.transformer_blocks = nn.ModuleList([TransformerBlock(cfg, cond) for _ in range(cfg.num_layers)])
+        rev = fl[::-1]
+        self.deconv_tower_blocks = nn.ModuleList(
+            [UpBlock(a, b, cond, cfg.deconv_upsample_type, cfg.deconv_phase) for a, b in zip(rev[:-1], rev[1:])])
+        self.lm_head = nn.ModuleDict({
+            "hidden_layers": nn.ModuleList([nn.Linear(cfg.embed_dim, cfg.embed_dim) for _ in range(cfg.num_hidden_layers_head)]),
+            "head": nn.Linear(fl[0], cfg.alphabet_size),
+        })
+        self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, cfg.key_size, 2).float() / cfg.key_size)),
+                             persistent=False)
+        if cond:
+            self.cond_tables = nn.ModuleList([nn.Embedding(v, cfg.token_embed_dim) for v in cfg.conditions_vocab_size])
+            self.conditions_heads = nn.ModuleList([nn.Linear(cfg.embed_dim, v) for v in cfg.conditions_vocab_size])
+            self.bigwig_head = (MultiSpeciesHead([len(cfg.bigwigs_per_species[s]) for s in cfg.species], cfg.embed_dim)
+                                if cfg.bigwigs_per_species else None)
+            self.bed_head = TrackHead(cfg.embed_dim, 2 * len(cfg.bed_elements_names)) if cfg.bed_elements_names else None
+        self.name_or_path = cfg.name
+        self.gradient_checkpointing = False
+
+    def _apply(self, fn, recurse=True):
+        freq = self.inv_freq  # the rotary frequencies stay fp32 under model.to(bfloat16)
+        super()._apply(fn, recurse)
+        self.inv_freq = freq.to(device=self.inv_freq.device)
+        return self
+
+    @property
+    def tokenizer(self):
+        from .base_tokenizer import BaseTokenizer
+
+        key = (self.config.multiple, self.config.max_tokens)
+        cached = self.__dict__.get("_tokenizer")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_tokenizer"] = (key, BaseTokenizer(self.config.multiple, self.config.max_tokens))
+        return cached[1]
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def _rope(self, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.arange(length, device=device, dtype=torch.float32)
+        f = torch.outer(t, self.inv_freq.to(device=device, dtype=torch.float32))
+        return f.cos()[None, :, None, :], f.sin()[None, :, None, :]
+
+    def _row_extents(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Each row's length (its tokens before ``<pad>``), or None when no row is padded."""
+        cfg = self.config
+        B, L = tokens.shape
+        if L % cfg.multiple:
+            raise ValueError(f"NTv3 inputs must be a multiple of {cfg.multiple} bases (2**num_downsamples), got {L}: "
+                             "tokenise with model.tokenizer, which pads with N")
+        if tokens.device.type == "meta":
+            return None
+        pad = tokens.eq(cfg.pad_token_id)
+        if not pad.any():
+            return None
+        ext = (~pad).sum(1)
+        contiguous = bool((pad[:, :-1] <= pad[:, 1:]).all())  # pad only as a suffix
+        if not contiguous or bool((ext % cfg.multiple).any()) or bool((ext == 0).any()):
+            raise ValueError(f"each row must be a multiple of {cfg.multiple} bases followed only by <pad>: tokenise with "
+                             "model.tokenizer, which pads every sequence with N to the length rule")
+        return ext
+
+    def species_ids(self, species, batch: int, device) -> torch.Tensor:
+        cfg = self.config
+        if species is None:
+            raise ValueError(f"a post-trained NTv3 needs species= (one of {cfg.species})")
+        if isinstance(species, torch.Tensor):
+            ids = species.to(device=device, dtype=torch.long).reshape(-1)
+        elif isinstance(species, (str, int, np.integer)):
+            ids = torch.full((batch,), cfg.species_id(species), dtype=torch.long, device=device)
+        else:
+            ids = torch.tensor([cfg.species_id(s) for s in species], dtype=torch.long, device=device)
+        if ids.numel() == 1:
+            ids = ids.expand(batch)
+        lo, hi = cfg.num_species_special_tokens, cfg.num_species_special_tokens + max(len(cfg.bigwigs_per_species), 1)
+        if ids.numel() != batch or bool(((ids < lo) | (ids >= hi)).any()):
+            raise ValueError(f"species ids must be {lo}..{hi - 1}, one per row (or one for all): got {ids.tolist()}")
+        return ids
+
+    def crop(self, length: int) -> tuple[int, int]:
+        """(start, stop) of the heads' centre crop in a window of ``length`` bases."""
+        f = self.config.keep_target_center_fraction
+        if f >= 1.0:
+            return 0, length
+        n = int(length * f)
+        s = (length - n) // 2
+        return s, s + n
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *, species=None,
+                output_hidden_states: bool = False, need_attentions: bool = False, return_logits: bool = True,
+                heads: bool = True) -> NTv3Output:
+        """``tokens`` [B, L] (L a multiple of ``2**num_downsamples``; rows delimited by ``<pad>``).
+        ``attention_mask`` is accepted for the common signature and not needed: N filler is part of
+        the input as in InstaDeep's code. ``species`` (post-trained): a name, an id, or one per row.
+        ``heads``: compute the bigWig/BED heads (post-trained)."""
+        cfg = self.config
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
+        B, L = tokens.shape
+        ext = self._row_extents(tokens)
+        keeps = None
+        if ext is not None:
+            keeps = [torch.arange(L >> i, device=tokens.device)[None, :] < (ext >> i)[:, None] for i in range(cfg.num_downsamples + 1)]
+        keep = (lambda i: None) if keeps is None else (lambda i: keeps[i])
+        conds = None
+        out = NTv3Output(logits=None)
+        if cfg.conditions_vocab_size:
+            sp = self.species_ids(species, B, tokens.device)
+            conds = [table(sp) for table in self.cond_tables]
+
+        x = self.embed_layer(tokens).transpose(1, 2)
+        x = _gelu(self.stem.conv(_mask_beyond(x, keep(0))))
+        skips = []
+        for i, block in enumerate(self.conv_tower_blocks):
+            skips.append(x)
+            y = self._run(block, x, conds, keep(i))
+            if output_hidden_states:
+                out.hidden_states.append(y.transpose(1, 2))
+            x = F.avg_pool1d(y, 2)
+        x = x.transpose(1, 2)
+        rope = self._rope(x.shape[1], x.device)
+        key_mask = keep(cfg.num_downsamples)
+        for i, block in enumerate(self.transformer_blocks, start=1):
+            x, w = self._run(block, x, conds, rope, key_mask, need_attentions)
+            if w is not None:
+                out.attentions[i] = w
+            if output_hidden_states:
+                out.hidden_states.append(x)
+        out.transformer_embedding = x
+        x = x.transpose(1, 2)
+        d = cfg.num_downsamples
+        for i, block in enumerate(self.deconv_tower_blocks):
+            y = self._run(block, x, conds, keep(d - i), keep(d - i - 1))
+            x = y + skips[-(i + 1)] if cfg.use_skip_connection else y
+            if output_hidden_states:
+                out.hidden_states.append(x.transpose(1, 2))
+        emb = x.transpose(1, 2)
+        out.embedding = emb
+        if return_logits:
+            h = _gelu(emb)
+            for hl in self.lm_head["hidden_layers"]:
+                h = _gelu(hl(h))
+            out.logits = self.lm_head["head"](h)
+        if conds is not None:
+            t = out.transformer_embedding
+            if keeps is None:
+                mean = t.mean(1)
+            else:
+                k = keeps[d].unsqueeze(-1).to(t.dtype)
+                mean = (t * k).sum(1) / k.sum(1)
+            out.species_logits = self.conditions_heads[0](mean)
+            if heads and (self.bigwig_head is not None or self.bed_head is not None):
+                # The centre crop of each row's own length; rows of different lengths are
+                # left-aligned in [B, longest crop, ...] and zero beyond their crop.
+                lengths = [L] * B if ext is None else ext.tolist()
+                spans = [self.crop(n) for n in lengths]
+                width = max(e - s for s, e in spans)
+                c = emb.new_zeros(B, width, emb.shape[-1])
+                for r, (s, e) in enumerate(spans):
+                    c[r, : e - s] = emb[r, s:e]
+                if self.bigwig_head is not None:
+                    out.bigwig_tracks_logits = self.bigwig_head(c, sp - cfg.num_species_special_tokens)
+                if self.bed_head is not None:
+                    out.bed_tracks_logits = self.bed_head(c).unflatten(-1, (len(cfg.bed_elements_names), 2)).to(c.dtype)
+                if ext is not None:
+                    valid = torch.arange(width, device=c.device)[None, :] < torch.tensor([e - s for s, e in spans], device=c.device)[:, None]
+                    for name in ("bigwig_tracks_logits", "bed_tracks_logits"):
+                        v = getattr(out, name)
+                        if v is not None:
+                            setattr(out, name, v * valid.view(B, width, *[1] * (v.dim() - 2)).to(v.dtype))
+        return out
+
+    def _run(self, block, *args):
+        if self.gradient_checkpointing and self.training:
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+
+def build(config: NTv3Config | str, seed: int | None = 0, device=None, dtype=None) -> NTv3Model:
+    cfg = dataclasses.replace(PRESETS[config]) if isinstance(config, str) else config
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = NTv3Model(cfg)
+    return model.to(device=device, dtype=dtype)
+
+
+# -- the HF layout --------------------------------------------------------------------------------
+
+# Buffers of the HF code that carry no weights (rotary tables, recomputed here).
+_IGNORED_SUFFIXES = (".rotary_embedding.inv_freq", ".rotary_embedding.cos_cached", ".rotary_embedding.sin_cached")
+
+
+def is_ntv3_config(d: dict) -> bool:
+    return d.get("model_type") in (PRETRAINED, POSTTRAINED, "ntv3_conditioned")
+
+
+def state_dict_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith(_IGNORED_SUFFIXES):
+            continue
+        out[k[len("core."):] if k.startswith("core.") else k] = v
+    return out
+
+
+def load_folder(directory: Path, config: dict, tensors: dict[str, torch.Tensor], device=None, dtype=None,
+                check_finite: bool = True) -> NTv3Model:
+    from .checkpoint import CheckpointError
+    from .base_tokenizer import BaseTokenizer
+
+    try:
+        cfg = NTv3Config.from_hf(config, name=directory.name)
+        BaseTokenizer.check_vocab(directory)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{directory / 'config.json'}: {e}") from None
+    native = state_dict_from_hf(tensors)
+    with torch.device("meta"):
+        expected = NTv3Model(cfg).state_dict()
+    missing = sorted(set(expected) - set(native))
+    unexpected = sorted(set(native) - set(expected))
+    if missing:
+        raise CheckpointError(f"{directory}: {len(missing)} tensor(s) missing, e.g. {['core.' + m for m in missing[:5]]}")
+    if unexpected:
+        raise CheckpointError(f"{directory}: {len(unexpected)} tensor(s) not part of this NTv3 config, "
+                              f"e.g. {['core.' + m for m in unexpected[:5]]}")
+    for k, v in native.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{directory}: core.{k} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
+        if check_finite and v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{directory}: core.{k} contains NaN or Inf values")
+    with torch.device("meta"):
+        model = NTv3Model(cfg)
+    model.load_state_dict(native, assign=True)
+    model.inv_freq = 1.0 / (10000.0 ** (torch.arange(0, cfg.key_size, 2).float() / cfg.key_size))
+    load_dtype = dtype or next(iter(native.values())).dtype
+    return model.to(device=device or "cpu", dtype=load_dtype)
+
+
+def save_folder(model: NTv3Model, path: str | os.PathLike, tokenizer: bool = True) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (keys ``core.*``) + the tokenizer files, atomically per file."""
+    from safetensors.torch import save_file
+
+    from .jobs import atomic_output, write_text_atomic
+
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.to_hf()
+    cfg["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    tensors = {"core." + k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_output(d / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(d / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if tokenizer:
+        model.tokenizer.save_pretrained(d)
+    return d

@@ -1,0 +1,187 @@
+"""NTv3 against InstaDeep's HF remote code (../shared/reference/ntv3_hf) on the same random weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ntkit
+from ntkit.base_tokenizer import BaseTokenizer
+from ntkit.checkpoint import CheckpointError
+from ntkit.ntv3 import NTv3Model, build, save_folder
+
+from .conftest import perturbed, reference_code
+
+SEQS = ["ACGTNACGTAGGCTTACG" * 3, "acgtRYACGT" * 5 + "A", "GATTACA" * 20]
+TINY = dict(num_layers=2, embed_dim=64, num_downsamples=3, attention_heads=4, key_size=16, ffn_embed_dim=128)
+
+
+def _pre(tmp_path, up="repeat+conv", name="pre"):
+    reference_code("ntv3_hf")
+    from configuration_ntv3_pretrained import Ntv3PreTrainedConfig
+    from modeling_ntv3_pretrained import NTv3PreTrained
+
+    torch.manual_seed(0)
+    ref = perturbed(NTv3PreTrained(Ntv3PreTrainedConfig(conv_init_embed_dim=32, deconv_upsample_type=up, **TINY))).eval()
+    ref.save_pretrained(tmp_path / name)
+    return ref, tmp_path / name
+
+
+def _post(tmp_path, up="repeat+conv"):
+    reference_code("ntv3_hf")
+    from configuration_ntv3_posttrained import NTv3PostTrainedConfig
+    from modeling_ntv3_posttrained import NTv3PostTrained
+
+    cfg = NTv3PostTrainedConfig(conv_init_embed_dim=64, deconv_upsample_type=up, conditions_vocab_size=[9],
+                                species_to_token_id={"human": 6, "mouse": 7, "fly": 8},
+                                bigwigs_per_species={"human": ["a", "b", "c"], "mouse": ["d"], "fly": []},
+                                bed_elements_names=["exon", "intron", "promoter"], keep_target_center_fraction=0.3, **TINY)
+    torch.manual_seed(1)
+    ref = perturbed(NTv3PostTrained(cfg)).eval()
+    ref.save_pretrained(tmp_path / "post")
+    return ref, tmp_path / "post"
+
+
+def test_tokenizer_ids_and_length_rule():
+    reference_code("ntv3_hf")
+    from tokenization_ntv3 import NTv3Tokenizer
+
+    ref = NTv3Tokenizer()
+    tok = BaseTokenizer(multiple=8)
+    b = tok(["ACGTN", "ACGTACGTA"])
+    assert b.input_ids[0, :8].tolist() == ref("ACGTN" + "NNN")["input_ids"]
+    assert b.input_ids[1].tolist() == ref("ACGTACGTA" + "N" * 7)["input_ids"]
+    assert b.attention_mask.sum(1).tolist() == [5, 9] and b.seq_lengths.tolist() == [5, 9]
+    assert b.input_ids[0, 8:].tolist() == [tok.pad_id] * 8  # <pad> beyond the row's own N filler
+    soft = tok(["acgtRYnn"])
+    assert soft.input_ids[0].tolist() == ref("ACGTNNNN")["input_ids"] and soft.n_iupac.tolist() == [2]
+    with pytest.raises(ValueError, match="sequence 0: invalid character 'X' at position 2"):
+        tok(["ACXT"])
+    assert BaseTokenizer(8, unknown="unk")(["AXC"]).input_ids[0, :3].tolist() == [6, 0, 8]
+    with pytest.raises(ValueError, match="exceed"):
+        BaseTokenizer(8, max_tokens=16)(["A" * 17])
+    t = BaseTokenizer(8, max_tokens=16)(["A" * 20], truncation=True)
+    assert t.seq_lengths.tolist() == [16] and t.n_truncated.tolist() == [4]
+
+
+@pytest.mark.parametrize("up", ["repeat+conv", "conv_transpose"])
+def test_pretrained_equals_reference(tmp_path, up):
+    ref, folder = _pre(tmp_path, up)
+    model = ntkit.load(folder)
+    assert isinstance(model, NTv3Model) and model.config.deconv_upsample_type == up
+    ids, mask = model.tokenizer(SEQS[:1]).to_torch()
+    with torch.no_grad():
+        r = ref.core(input_ids=ids, output_hidden_states=True)
+        o = model(ids, mask, output_hidden_states=True)
+    assert (r["logits"] - o.logits).abs().max() < 1e-5
+    assert len(o.hidden_states) == len(r["hidden_states"]) == 3 + 2 + 3  # conv, transformer, deconv
+    for a, b in zip(r["hidden_states"], o.hidden_states):
+        assert a.shape == b.shape and (a - b).abs().max() < 1e-5
+
+
+def test_batch_rows_equal_alone(tmp_path):
+    _, folder = _pre(tmp_path)
+    model = ntkit.load(folder)
+    ids, mask = model.tokenizer(SEQS).to_torch()
+    assert ids.shape[1] == 144 and (ids == 1).any()
+    with torch.no_grad():
+        batch = model(ids, mask, output_hidden_states=True)
+        for r, s in enumerate(SEQS):
+            one = model(model.tokenizer([s]).to_torch()[0])
+            n = one.logits.shape[1]
+            assert (batch.logits[r, :n] - one.logits[0]).abs().max() < 1e-5
+
+
+def test_posttrained_equals_reference(tmp_path):
+    ref, folder = _post(tmp_path)
+    model = ntkit.load(folder)
+    assert model.config.species == ["human", "mouse", "fly"]
+    ids, _ = model.tokenizer(SEQS[:2]).to_torch()
+    for species in (torch.tensor([6, 7]), torch.tensor([8, 6])):
+        with torch.no_grad():
+            r = ref.core(input_ids=ids, species_ids=species, output_hidden_states=True)
+            o = model(ids, species=species, output_hidden_states=True)
+        assert (r["logits"] - o.logits).abs().max() < 1e-5
+        assert (r["bigwig_tracks_logits"] - o.bigwig_tracks_logits).abs().max() < 1e-5
+        assert (r["bed_tracks_logits"] - o.bed_tracks_logits).abs().max() < 1e-5
+        assert (r["condition_0_logits"] - o.species_logits).abs().max() < 1e-5
+        assert (r["embedding"] - o.embedding).abs().max() < 1e-5
+        for a, b in zip(r["hidden_states"], o.hidden_states):
+            assert (a - b).abs().max() < 1e-5
+    assert o.bigwig_tracks_logits.shape == (2, int(56 * 0.3), 3) and o.bed_tracks_logits.shape[-2:] == (3, 2)
+    with torch.no_grad():
+        by_name = model(ids, species=["fly", "human"])
+    assert torch.equal(by_name.bigwig_tracks_logits, o.bigwig_tracks_logits)
+    with pytest.raises(ValueError, match="unknown species 'cat'"):
+        model(ids, species="cat")
+    with pytest.raises(ValueError, match="needs species"):
+        model(ids)
+
+
+def test_posttrained_conv_transpose(tmp_path):
+    ref, folder = _post(tmp_path, "conv_transpose")
+    model = ntkit.load(folder)
+    ids, _ = model.tokenizer(SEQS[2:]).to_torch()
+    with torch.no_grad():
+        r = ref.core(input_ids=ids, species_ids=torch.tensor([7]))
+        o = model(ids, species="mouse")
+    assert (r["bigwig_tracks_logits"] - o.bigwig_tracks_logits).abs().max() < 1e-5
+
+
+def test_bf16_within_tolerance(tmp_path):
+    """The models were trained in bf16: autocast output stays within 0.1 of fp32 logits on random weights
+    (LayerNorms and softmax in fp32)."""
+    _, folder = _pre(tmp_path)
+    model = ntkit.load(folder)
+    ids, mask = model.tokenizer(SEQS[2:]).to_torch()
+    with torch.no_grad():
+        ref = model(ids, mask).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(ids, mask).logits
+        half = ntkit.load(folder, dtype=torch.bfloat16)(ids, mask).logits
+    assert low.dtype == torch.bfloat16 and (low.float() - ref).abs().max() < 0.1
+    assert (half.float() - ref).abs().max() < 0.1
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    model = build("ntv3-tiny-post", seed=3)
+    save_folder(model, tmp_path / "m")
+    again = ntkit.load(tmp_path / "m")
+    ids, _ = model.tokenizer(SEQS).to_torch()
+    with torch.no_grad():
+        a, b = model(ids, species="mouse"), again(ids, species="mouse")
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.bigwig_tracks_logits, b.bigwig_tracks_logits)
+    for r, seq in enumerate(SEQS):  # rows of other lengths: each row's own centre crop, zeros beyond
+        with torch.no_grad():
+            one = model(model.tokenizer([seq]).to_torch()[0], species="mouse")
+        n = one.bigwig_tracks_logits.shape[1]
+        assert (a.bigwig_tracks_logits[r, :n] - one.bigwig_tracks_logits[0]).abs().max() < 1e-5
+        assert (a.bed_tracks_logits[r, :n] - one.bed_tracks_logits[0]).abs().max() < 1e-5
+        assert not a.bigwig_tracks_logits[r, n:].any()
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["model_type"] == "ntv3_posttrained" and cfg["bigwigs_per_species"]["mouse"] == ["m_dnase"]
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model(torch.full((1, 12), 6))
+    with pytest.raises(ValueError, match="followed only by <pad>"):
+        model(torch.tensor([[6] * 4 + [1] * 4 + [6] * 8]), species="human")
+    cfg["ffn_embed_dim"] = 64
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="has shape"):
+        ntkit.load(tmp_path / "m")
+
+
+def test_released_config_and_vocab_read():
+    """The real NTv3_8M_pre config.json and vocab.json (no weights) describe the ntv3-8m-pre preset."""
+    folder = reference_code("ntv3_hf") / "hf_files_NTv3_8M_pre"
+    from ntkit.ntv3 import PRESETS, NTv3Config
+
+    cfg = NTv3Config.from_hf(json.loads((folder / "config.json").read_text()))
+    BaseTokenizer.check_vocab(folder)
+    p = PRESETS["ntv3-8m-pre"]
+    assert (cfg.num_downsamples, cfg.embed_dim, cfg.num_layers, cfg.multiple) == (p.num_downsamples, p.embed_dim, p.num_layers, 128)
+    with torch.device("meta"):
+        n = NTv3Model(cfg).num_parameters()
+    assert 7e6 < n < 9e6  # "8M"
