@@ -380,7 +380,7 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, cache_dir: str | 
     return path
 
 
-def _family_presets() -> set[str]:
+def family_presets() -> set[str]:
     """Preset names of the model families beyond NT v1/v2 (NTv3, SegmentNT)."""
     from . import ntv3, segment_nt
 
@@ -400,7 +400,7 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
         folder = hub_snapshot(str(path_or_preset), revision, cache_dir=cache_dir, token=token)
         model = load_checkpoint(folder, device=device, dtype=dtype)
         named = f"{path_or_preset}@{folder.name}"  # the commit of the snapshot read, whatever revision named it
-    elif str(path_or_preset) in _family_presets():
+    elif str(path_or_preset) in family_presets():
         from . import ntv3, segment_nt
 
         warnings.warn(f"{path_or_preset}: randomly initialised weights (seed={seed}); pass a checkpoint directory for trained weights",

@@ -168,6 +168,7 @@ TRAINED_WEIGHTS: dict[str, tuple[str, ...]] = {
     "nt-v2-100m": ("InstaDeepAI/nucleotide-transformer-v2-100m-multi-species",),
     "nt-v2-250m": ("InstaDeepAI/nucleotide-transformer-v2-250m-multi-species",),
     "nt-v2-500m": ("InstaDeepAI/nucleotide-transformer-v2-500m-multi-species",),
+    "ntv3-8m-pre": ("InstaDeepAI/NTv3_8M_pre",),
 }
 
 

@@ -129,6 +129,9 @@ class NTv3Config:
                 and self.conv_init_embed_dim != self.embed_dim:
             raise ValueError("post-trained heads need conv_init_embed_dim == embed_dim (as the released models)")
 
+    def to_dict(self) -> dict:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
     # -- HF config.json -----------------------------------------------------------------------
 
     def to_hf(self) -> dict:

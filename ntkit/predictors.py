@@ -152,3 +152,114 @@ def logit(p: np.ndarray) -> np.ndarray:
     """log(p / (1 - p)), probabilities clipped to [1e-7, 1 - 1e-7] (a certain class stays finite)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     return np.log(p) - np.log1p(-p)
+
+
+# -- region predictors: per-base models of whole windows (``ntkit.annotate``) ---------------------------------
+
+
+class Elements(Predictor):
+    """SegmentNT: the probability that each base belongs to each element type (``outputs``: the
+    model's ``features``). The annotation job keeps each window's centre, ``flank_bp`` from its ends."""
+
+    kind = "base"
+    fixed_window = False  # a region's last window may be shorter
+
+    def __init__(self, model):
+        self.model = model
+        cfg = model.config
+        self.outputs = tuple(cfg.features)
+        self.probability = [True] * len(self.outputs)
+        # Bases the backbone reads in one input (<cls> excluded), a multiple of the U-Net's 6 x 2**levels.
+        unit = 6 * cfg.multiple
+        self.max_length = (6 * (cfg.context_tokens - 1)) // unit * unit
+        self.receptive_field = self.max_length
+
+    def window(self, window_bp: int | None) -> int:
+        w = window_bp or self.max_length
+        if not 0 < w <= self.max_length:
+            raise ValueError(f"window of {w} bases: this SegmentNT reads 1..{self.max_length} "
+                             "(a longer context needs model.set_rescaling(tokens / 2048))")
+        return w
+
+    def valid(self, window: int, flank_bp: int | None) -> tuple[int, int]:
+        f = window // 8 if flank_bp is None else flank_bp
+        if not 0 <= 2 * f < window:
+            raise ValueError(f"flank of {f} bases leaves nothing of a {window}-base window")
+        return f, window - f
+
+    def output_span(self, length: int) -> tuple[int, int]:
+        return 0, length
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        yield from self.model.predict(list(sequences), runtime=runtime)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "rescaling_factor": self.model.config.rescaling_factor}
+
+
+class Tracks(Predictor):
+    """An NTv3 post-trained model for one species: its predicted bigWig tracks (softplus values)
+    and the probability of each BED element (``softmax[..., 1]``), per base of a window's centre
+    crop (``keep_target_center_fraction``). Windows are multiples of the model's length rule."""
+
+    kind = "base"
+    fixed_window = True  # the crop is a fixed fraction of the window
+
+    def __init__(self, model, species: str, window_bp: int | None = None):
+        self.model = model
+        cfg = model.config
+        self.species = species
+        cfg.species_id(species)
+        tracks = list(cfg.bigwigs_per_species.get(species, []))
+        self.n_tracks = len(tracks)
+        self.outputs = tuple(tracks + list(cfg.bed_elements_names))
+        if not self.outputs:
+            raise ValueError(f"{model.name_or_path}: no tracks for {species!r} and no BED elements")
+        self.probability = [False] * len(tracks) + [True] * len(cfg.bed_elements_names)
+        self.max_length = cfg.max_tokens
+        self.default_window = window_bp
+
+    def window(self, window_bp: int | None) -> int:
+        m = self.model.config.multiple
+        w = window_bp or self.default_window or min(self.max_length, 131_072)
+        if w % m or not 0 < w <= self.max_length:
+            raise ValueError(f"window of {w} bases: NTv3 windows are multiples of {m} up to {self.max_length:,}")
+        return w
+
+    def valid(self, window: int, flank_bp: int | None = None) -> tuple[int, int]:
+        return self.output_span(window)
+
+    def output_span(self, length: int) -> tuple[int, int]:
+        return self.model.crop(length)
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        from . import engine
+
+        def forward(model, batch: list[str]):
+            ids, _ = model.tokenizer(batch).to_torch(engine.model_device(model))
+            out = model(ids, species=self.species, return_logits=False)
+            res = []
+            for r, s in enumerate(batch):
+                a, b = model.crop(len(s))
+                n = b - a
+                parts = []
+                if out.bigwig_tracks_logits is not None and self.n_tracks:
+                    parts.append(out.bigwig_tracks_logits[r, :n, : self.n_tracks].float())
+                if out.bed_tracks_logits is not None:
+                    parts.append(out.bed_tracks_logits[r, :n].float().softmax(-1)[..., 1])
+                res.append(torch_cat(parts).cpu().numpy())
+            return res
+
+        for s in sequences:
+            if len(s) % self.model.config.multiple:
+                raise ValueError(f"NTv3 track windows are multiples of {self.model.config.multiple} bases, got {len(s)}")
+        yield from engine.run(self.model, list(sequences), forward, length=len, runtime=runtime, desc="tracks", unit="window")
+
+    def describe(self) -> dict:
+        return {**super().describe(), "species": self.species}
+
+
+def torch_cat(parts):
+    import torch
+
+    return torch.cat(parts, dim=-1)

@@ -75,6 +75,19 @@ class SegmentNTConfig:
         """Tokens after ``<cls>`` must be a multiple of this (the U-Net's poolings)."""
         return 2 ** self.num_layers_head
 
+    @property
+    def context_tokens(self) -> int:
+        """Tokens (``<cls>`` included) of one input: the backbone's context, or ``rescaling_factor x
+        2048 + 1`` when larger (the rescaled rotary reaches that far: 5,001 tokens = 30 kb for the
+        released models)."""
+        if self.rescaling_factor is None:
+            return self.nt.max_tokens
+        return max(self.nt.max_tokens, int(round(self.rescaling_factor * NT_TRAINING_TOKENS)) + 1)
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, "nt": self.nt.to_dict(), "features": list(self.features),
+                "num_layers_head": self.num_layers_head, "rescaling_factor": self.rescaling_factor, "name": self.name}
+
     def rope_theta(self) -> float:
         d = self.nt.hidden_size // self.nt.num_heads
         s = self.rescaling_factor
@@ -82,7 +95,7 @@ class SegmentNTConfig:
 
 
 def _backbone_config(cfg: SegmentNTConfig) -> NTConfig:
-    return dataclasses.replace(cfg.nt, rope_theta=cfg.rope_theta())
+    return dataclasses.replace(cfg.nt, rope_theta=cfg.rope_theta(), max_tokens=cfg.context_tokens)
 
 
 PRESETS: dict[str, SegmentNTConfig] = {
@@ -175,6 +188,7 @@ class SegmentNTModel(nn.Module):
 
         self.config.rescaling_factor = factor
         self.nt.config.rope_theta = self.config.rope_theta()
+        self.nt.config.max_tokens = self.config.context_tokens
         dev = self.nt.rotary.inv_freq.device
         self.nt.rotary.inv_freq = Rotary.frequencies(self.nt.config.head_dim, self.nt.config.rope_theta).to(dev)
 

@@ -10,7 +10,7 @@ import sys
 
 
 COMMANDS = ["checkpoints", "demo", "data", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "mutagenesis",
-            "attention", "splice"]
+            "attention", "splice", "annotate"]
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -88,9 +88,10 @@ def check_not_preset(model_path: str | None, random_init: bool) -> None:
     """A preset name is an untrained architecture: refused as a model to run unless asked for."""
     from pathlib import Path
 
+    from ..checkpoint import family_presets
     from ..config import PRESETS, trained_weights
 
-    if model_path is None or random_init or Path(model_path).exists() or model_path not in PRESETS:
+    if model_path is None or random_init or Path(model_path).exists() or model_path not in set(PRESETS) | family_presets():
         return
     hub = trained_weights(model_path)
     where = (f"its trained weights are on the Hugging Face hub as {' or '.join(hub)} (`ntkit download {hub[0]}` fills the "
