@@ -23,6 +23,7 @@ import numpy as np
 from .genome import contig_aliases
 
 GTF_SUFFIXES = (".gtf", ".gff", ".gff3")
+_BIOTYPE = re.compile(r'(?:gene_type|gene_biotype) "([^"]+)"|(?:^|;)\s*(?:gene_type|gene_biotype|biotype)=([^;]+)')
 _TRANSCRIPT = (re.compile(r'transcript_id "([^"]+)"'), re.compile(r"Parent=(?:transcript:)?([^;]+)"))
 
 
@@ -39,6 +40,7 @@ class GtfRecord:
     end: int  # exclusive
     strand: str
     transcript: str | None
+    biotype: str | None = None  # gene_type (GENCODE), gene_biotype (Ensembl) or biotype= (GFF3)
 
 
 def iter_gtf(path: str | Path) -> Iterator[GtfRecord]:
@@ -55,7 +57,8 @@ def iter_gtf(path: str | Path) -> Iterator[GtfRecord]:
             except ValueError:
                 raise ValueError(f"{path}:{n}: start/end are not integers: {line[:80]!r}") from None
             m = _TRANSCRIPT[0].search(f[8]) or _TRANSCRIPT[1].search(f[8])
-            yield GtfRecord(f[0], f[2], start, end, f[6], m.group(1) if m else None)
+            b = _BIOTYPE.search(f[8])
+            yield GtfRecord(f[0], f[2], start, end, f[6], m.group(1) if m else None, (b.group(1) or b.group(2)) if b else None)
 
 
 def transcripts(path: str | Path) -> dict[str, tuple[str, str, list[tuple[int, int]]]]:

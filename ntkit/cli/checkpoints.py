@@ -45,11 +45,13 @@ def info(args) -> int:
     from ..config import PRESETS, trained_weights
     from ..model import NTModel
 
-    preset = args.model in PRESETS and not Path(args.model).exists()
+    from ..checkpoint import family_presets
+
+    preset = args.model in set(PRESETS) | family_presets() and not Path(args.model).exists()
     source = {}
     if preset:  # shapes only: no weights are made (nt-v1-2.5b would take 10 GB)
         with torch.device("meta"):
-            model = NTModel(PRESETS[args.model])
+            model = NTModel(PRESETS[args.model]) if args.model in PRESETS else _family_model(args.model)
     elif not Path(args.model).exists() and _HUB_ID.fullmatch(args.model):
         folder = hub_snapshot(args.model, args.revision, cache_dir=args.cache_dir, token=args.token)
         model = load_checkpoint(folder)
@@ -58,8 +60,17 @@ def info(args) -> int:
         model = load(args.model)
         source = {"source": str(Path(args.model).resolve())}
     cfg = model.config
-    out = {**cfg.to_dict(), "parameters": model.num_parameters(), "parameters_hf_layout": hf_num_parameters(cfg),
-           "dtype": str(model.embed_tokens.weight.dtype).removeprefix("torch."), "max_nucleotides": cfg.max_nucleotides, **source}
+    family = getattr(cfg, "family", "nt")
+    out = {"family": family, **cfg.to_dict(), "parameters": model.num_parameters(),
+           "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), **source}
+    if family == "nt":
+        out.update(parameters_hf_layout=hf_num_parameters(cfg), max_nucleotides=cfg.max_nucleotides)
+    elif family == "ntv3":
+        out.update(kind="post-trained" if cfg.conditions_vocab_size else "pre-trained", length_multiple=cfg.multiple,
+                   species={s: len(cfg.bigwigs_per_species[s]) for s in cfg.species}, bed_elements=cfg.bed_elements_names)
+        out.pop("bigwigs_per_species", None)  # thousands of track names: `species` counts them
+    elif family == "segment_nt":
+        out.update(context_tokens=cfg.context_tokens)
     if preset:
         hub = trained_weights(args.model)
         out["weights"] = ("a preset is an architecture: random weights; trained weights: " + ", ".join(hub) +
@@ -69,12 +80,20 @@ def info(args) -> int:
     return 0
 
 
+def _family_model(name: str):
+    from .. import ntv3, segment_nt
+
+    return ntv3.NTv3Model(ntv3.PRESETS[name]) if name in ntv3.PRESETS else segment_nt.SegmentNTModel(segment_nt.PRESETS[name])
+
+
 def download(args) -> int:
     from ..checkpoint import hub_snapshot
     from ..config import PRESETS, trained_weights
 
+    from ..checkpoint import family_presets
+
     name = args.name
-    if name in PRESETS:
+    if name in set(PRESETS) | family_presets():
         if not trained_weights(name):
             raise ValueError(f"{name} is a CPU-sized preset without published weights")
         name = trained_weights(name)[0]
