@@ -34,13 +34,19 @@ CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX, PEFT_HEAD = "base_model.model.nt.", "base_model.model.classifier."
 
 
-def peft_config(method: str, rank: int = 8, alpha: float = 16.0):
+# NTv3's modules for the same roles (key, value, FFN output; query, value).
+NTV3_IA3_TARGETS = ["key_head.linear", "value_head.linear", "fc2"]
+NTV3_LORA_TARGETS = ["query_head.linear", "value_head.linear"]
+
+
+def peft_config(method: str, rank: int = 8, alpha: float = 16.0, family: str = "nt"):
     from peft import IA3Config, LoraConfig
 
+    ia3, lora = (NTV3_IA3_TARGETS, NTV3_LORA_TARGETS) if family == "ntv3" else (IA3_TARGETS, LORA_TARGETS)
     if method == "ia3":
-        return IA3Config(target_modules=IA3_TARGETS, feedforward_modules=["fc2"])
+        return IA3Config(target_modules=ia3, feedforward_modules=["fc2"])
     if method == "lora":
-        return LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
+        return LoraConfig(r=rank, lora_alpha=alpha, target_modules=lora, lora_dropout=0.0)
     raise ValueError(f"adapter method must be ia3 or lora, not {method!r}")
 
 
@@ -50,7 +56,8 @@ def attach(model: nn.Module, method: str, rank: int = 8, alpha: float = 16.0, co
     from peft import inject_adapter_in_model
 
     frozen = {id(p): p.requires_grad for p in model.parameters()}
-    inject_adapter_in_model(config or peft_config(method, rank, alpha), model)
+    family = getattr(getattr(model, "config", None), "family", "nt")
+    inject_adapter_in_model(config or peft_config(method, rank, alpha, family), model)
     for p in model.parameters():  # peft freezes what it did not add: give the base its own flags back
         if id(p) in frozen:
             p.requires_grad_(frozen[id(p)])

@@ -47,6 +47,8 @@ class BaseTokenizer:
     ``max_tokens``: the longest input the model takes, padding included (None: no limit)."""
 
     version = "base"
+    kmer = 1  # bases per token
+    n_special = 0  # no <cls>
     unk_id, pad_id, mask_id, cls_id, eos_id, bos_id = range(6)
     n_id = VOCAB.index("N")
     pad_token, unk_token, mask_token, cls_token, eos_token = "<pad>", "<unk>", "<mask>", "<cls>", "<eos>"
@@ -123,20 +125,20 @@ class BaseTokenizer:
     def batch_encode(self, sequences: Sequence[str | bytes], max_length: int | None = -1, padding: str = "longest",
                      truncation: bool = False, add_cls: bool = False) -> TokenBatch:
         """A right-padded batch (the module docstring's length rule). ``max_length`` (-1: the
-        tokenizer's ``max_tokens``, None: no limit) bounds the padded length; longer sequences raise
-        ``ValueError`` unless ``truncation=True``, which keeps the first bases that fit."""
+        tokenizer's ``max_tokens``, None: no limit) bounds the bases of a sequence; longer ones raise
+        ``ValueError`` unless ``truncation=True``, which keeps the first ``max_length`` bases."""
         if add_cls:
             raise ValueError("single-base models take no <cls> token")
         if max_length == -1:
             max_length = self.max_tokens
         rows, n_iupac, n_trunc = [], [], []
-        limit = None if max_length is None else (max_length // self.multiple) * self.multiple
+        limit = max_length
         for i, s in enumerate(sequences):
             raw = s.encode("ascii", errors="replace") if isinstance(s, str) else bytes(s)
             ids = self.ids(raw, i)
             n_iupac.append(int(np.isin(_LUT[np.frombuffer(raw, dtype=np.uint8)], [_IUPAC]).sum()))
             cut = 0
-            if limit is not None and padded_length(len(ids), self.multiple) > limit:
+            if limit is not None and len(ids) > limit:
                 if not truncation:
                     raise ValueError(f"sequence {i}: {len(ids)} bases exceed this model's input of {limit} bases "
                                      "(split it, use chunked inference, or pass truncation=True)")
@@ -147,7 +149,7 @@ class BaseTokenizer:
         padded = np.array([padded_length(n, self.multiple) for n in lengths], dtype=np.int64)
         width = int(padded.max(initial=0))
         if padding == "max_length" and max_length is not None:
-            width = max(width, limit)
+            width = max(width, padded_length(limit, self.multiple))
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         offsets = np.full((len(rows), width), -1, dtype=np.int64)
         spans = np.zeros((len(rows), width), dtype=np.int8)

@@ -331,6 +331,14 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
     """
     from .jobs import atomic_output
 
+    family = getattr(model.config, "family", "nt")
+    if family != "nt":  # NTv3 and SegmentNT write their own HF layouts
+        if extra_tensors or extra_config or not safe_serialization:
+            raise ValueError(f"{family} checkpoints are written as safetensors without extra tensors")
+        from . import ntv3, segment_nt
+
+        return (ntv3 if family == "ntv3" else segment_nt).save_folder(model, path, tokenizer=tokenizer)
+
     def write(target: Path, how) -> None:
         with atomic_output(target) as tmp:
             how(tmp)

@@ -4,7 +4,7 @@ Batches are formed by a token budget over length-sorted sequences (``batch_token
 sequences are not padded to the longest of the file; outputs come back in input order.
 
 Long sequences: a sequence longer than the model context is cut into chunks of at most
-``(max_tokens - 1) * 6`` bp that overlap by ``overlap_bp`` (default 600 bp, at most a quarter of the context; each chunk is tokenised on its own,
+``(max_tokens - 1) * 6`` bp (NTv3: ``max_tokens`` bases) that overlap by ``overlap_bp`` (default 600 bp, at most a quarter of the context; each chunk is tokenised on its own,
 so its 6-mer frame starts at the chunk start). ``mean`` pooling then averages over every token of
 every chunk (tokens in overlaps count once per chunk); ``cls`` averages the chunks' <cls>
 vectors; ``nucleotide`` takes each base's vector from the chunk in which that base lies furthest
@@ -58,7 +58,7 @@ def _forward(layers: list[int], pooling: str):
         res = model(ids, mask, repr_layers=layers, return_logits=False)
         n_tok = mask.sum(1).cpu().numpy()
         n2t = enc.nucleotide_to_token() if pooling == "nucleotide" else None
-        out = [(w, {}, int(n_tok[b]) - 1) for b, w in enumerate(batch)]
+        out = [(w, {}, int(n_tok[b]) - tok.n_special) for b, w in enumerate(batch)]
         for l in layers:
             h = res.hidden_states[model.resolve_layer(l)]
             if pooling == "mean":
@@ -127,7 +127,10 @@ def iter_embeddings(
     layers = list(layers)
     for l in layers:
         model.resolve_layer(l)
-    ctx_bp = (model.config.max_tokens - 1) * 6
+    tok = model.tokenizer
+    if pooling == "cls" and not tok.n_special:
+        raise ValueError(f"{model.name_or_path} has no <cls> token: use mean, token or nucleotide pooling")
+    ctx_bp = (model.config.max_tokens - tok.n_special) * tok.kmer
     if overlap_bp is None:  # default: 600 bp (100 6-mers), at most a quarter of the context
         overlap_bp = min(600, ctx_bp // 4)
     if overlap_bp >= ctx_bp:
@@ -136,7 +139,6 @@ def iter_embeddings(
     if rt.batch_size is not None:  # rows cap the token budget (a row can be as long as the context)
         rt = rt.replace(batch_tokens=min(rt.batch_tokens or engine.default_batch_tokens(rt.device or engine.model_device(model)),
                                          rt.batch_size * model.config.max_tokens), batch_size=None)
-    tok = model.tokenizer
     strands = 2 if reverse_complement else 1
 
     def windows():

@@ -93,8 +93,7 @@ class FinetunedModel(adapters.Adapted):
         self.cfg = cfg
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        L = self.base.config.num_layers
-        h = self.base(ids, mask, repr_layers=[L], return_logits=False).hidden_states[L]
+        h = self.base(ids, mask, repr_layers=[-1], return_logits=False).hidden_states[-1]
         out = self.head(h, mask & (ids != self.base.config.cls_token_id))
         if self.cfg.task == "classification":
             return out

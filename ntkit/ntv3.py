@@ -86,6 +86,12 @@ class NTv3Config:
 
     family = "ntv3"
     tokenizer = "base"
+    default_window = 8192  # bases per zero-shot scoring window unless asked (the *_8kb checkpoints' length)
+    cls_token_id = 3  # never in an NTv3 input (no <cls>): pooling that excludes it keeps every base
+
+    @property
+    def max_nucleotides(self) -> int:
+        return self.max_tokens
 
     @property
     def model_type(self) -> str:
@@ -141,7 +147,8 @@ class NTv3Config:
                       "species_to_token_id", "keep_target_center_fraction", "num_species_special_tokens"):
                 own.pop(k)
         arch = "NTv3PostTrained" if self.model_type == POSTTRAINED else "NTv3PreTrained"
-        return {**self.extra, **own, "model_type": self.model_type, "architectures": [arch], "ntkit_max_tokens": self.max_tokens}
+        return {**self.extra, **own, "model_type": self.model_type, "architectures": [arch], "ntkit_max_tokens": self.max_tokens,
+                "ntkit_name": self.name}
 
     @classmethod
     def from_hf(cls, d: dict, name: str = "ntv3") -> "NTv3Config":
@@ -149,7 +156,8 @@ class NTv3Config:
         kw = {k: d[k] for k in known if k in d}
         if "ntkit_max_tokens" in d:
             kw["max_tokens"] = int(d["ntkit_max_tokens"])
-        drop = known | {"model_type", "architectures", "auto_map", "ntkit_max_tokens", "transformers_version"}
+        name = d.get("ntkit_name", name)
+        drop = known | {"model_type", "architectures", "auto_map", "ntkit_max_tokens", "ntkit_name", "transformers_version", "torch_dtype"}
         extra = {k: v for k, v in d.items() if k not in drop}
         cfg = cls(name=name, extra=extra, **kw)
         if d.get("model_type") == POSTTRAINED and not cfg.conditions_vocab_size:
@@ -397,7 +405,8 @@ class NTv3Output:
     logits: torch.Tensor | None  # [B, L, 11]
     embedding: torch.Tensor | None = None  # [B, L, C]: per-base embedding (the up tower's output)
     transformer_embedding: torch.Tensor | None = None  # [B, L / 2**d, embed_dim]
-    hidden_states: list[torch.Tensor] = field(default_factory=list)  # down levels (pre-pool), layers, up levels; [B, L_i, C_i]
+    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # repr_layers: -1 -> the per-base embedding [B, L, C]
+    all_hidden_states: list[torch.Tensor] = field(default_factory=list)  # down levels (pre-pool), layers, up levels; [B, L_i, C_i]
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer (1-based) -> [B, H, L', L']
     bigwig_tracks_logits: torch.Tensor | None = None  # [B, crop, max tracks] (post-trained)
     bed_tracks_logits: torch.Tensor | None = None  # [B, crop, elements, 2] (post-trained)
@@ -505,13 +514,64 @@ class NTv3Model(nn.Module):
         s = (length - n) // 2
         return s, s + n
 
+    def resolve_layer(self, layer: int) -> int:
+        """Per-base representations: -1 (or ``num_layers``), the up tower's output (the other
+        layers run at 1/2**d of the bases: ``output_hidden_states`` gives them all)."""
+        if layer in (-1, self.config.num_layers):
+            return -1
+        raise ValueError(f"NTv3 gives per-base representations of layer -1 (the U-Net's output) only, not {layer}")
+
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *, species=None,
-                output_hidden_states: bool = False, need_attentions: bool = False, return_logits: bool = True,
-                heads: bool = True) -> NTv3Output:
-        """``tokens`` [B, L] (L a multiple of ``2**num_downsamples``; rows delimited by ``<pad>``).
-        ``attention_mask`` is accepted for the common signature and not needed: N filler is part of
-        the input as in InstaDeep's code. ``species`` (post-trained): a name, an id, or one per row.
-        ``heads``: compute the bigWig/BED heads (post-trained)."""
+                repr_layers=(), return_logits: bool = True, logits_at: torch.Tensor | None = None,
+                output_hidden_states: bool = False, need_attentions: bool = False, heads: bool = True) -> NTv3Output:
+        """``tokens`` [B, L], one base each, rows delimited by ``<pad>``. The length rule is handled
+        here: a row whose length is not a multiple of ``2**num_downsamples`` is padded with N for
+        the forward and its outputs are trimmed back to L (positions past a row's own end carry
+        no meaning). ``attention_mask`` is accepted for the common signature and not needed.
+        ``species`` (post-trained): a name, an id, or one per row. ``repr_layers`` (-1): the
+        per-base embedding in ``hidden_states[-1]``; ``logits_at`` (bool [B, L]): logits only there,
+        as [n, 11]. ``heads``: compute the bigWig/BED heads (post-trained; on each row's padded
+        length, whose centre crop they cover)."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
+        B, L = tokens.shape
+        padded = self._length_rule(tokens)
+        want = {self.resolve_layer(layer) for layer in repr_layers}
+        out = self._forward(padded, species=species, output_hidden_states=output_hidden_states, need_attentions=need_attentions,
+                            return_logits=return_logits or logits_at is not None, heads=heads)
+        if padded.shape[1] != L:
+            out.embedding = out.embedding[:, :L]
+            out.logits = out.logits[:, :L] if out.logits is not None else None
+        if -1 in want:
+            out.hidden_states[-1] = out.embedding
+        if logits_at is not None:
+            out.logits = out.logits[logits_at]
+        return out
+
+    def _length_rule(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` with every row's own length rounded up to the length rule with N (then <pad>)."""
+        cfg = self.config
+        if tokens.device.type == "meta":
+            return tokens
+        pad = tokens.eq(cfg.pad_token_id)
+        ext = (~pad).sum(1)
+        if bool((pad[:, :-1] > pad[:, 1:]).any()) or bool((ext == 0).any()):
+            raise ValueError("each row must be bases followed only by <pad> (and hold at least one base)")
+        m = cfg.multiple
+        target = (ext + m - 1) // m * m
+        if bool((target == ext).all()) and tokens.shape[1] % m == 0:
+            return tokens
+        width = int(target.max())
+        out = torch.full((tokens.shape[0], width), cfg.pad_token_id, dtype=tokens.dtype, device=tokens.device)
+        pos = torch.arange(width, device=tokens.device)[None, :]
+        out = torch.where(pos < target[:, None], torch.full_like(out, self.tokenizer.n_id), out)
+        n = min(width, tokens.shape[1])
+        out[:, :n] = torch.where(pos[:, :n] < ext[:, None], tokens[:, :n], out[:, :n])
+        return out
+
+    def _forward(self, tokens: torch.Tensor, *, species=None, output_hidden_states: bool = False, need_attentions: bool = False,
+                 return_logits: bool = True, heads: bool = True) -> NTv3Output:
+        """The forward on rows that follow the length rule (see the module docstring)."""
         cfg = self.config
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
@@ -534,7 +594,7 @@ class NTv3Model(nn.Module):
             skips.append(x)
             y = self._run(block, x, conds, keep(i))
             if output_hidden_states:
-                out.hidden_states.append(y.transpose(1, 2))
+                out.all_hidden_states.append(y.transpose(1, 2))
             x = F.avg_pool1d(y, 2)
         x = x.transpose(1, 2)
         rope = self._rope(x.shape[1], x.device)
@@ -544,7 +604,7 @@ class NTv3Model(nn.Module):
             if w is not None:
                 out.attentions[i] = w
             if output_hidden_states:
-                out.hidden_states.append(x)
+                out.all_hidden_states.append(x)
         out.transformer_embedding = x
         x = x.transpose(1, 2)
         d = cfg.num_downsamples
@@ -552,7 +612,7 @@ class NTv3Model(nn.Module):
             y = self._run(block, x, conds, keep(d - i), keep(d - i - 1))
             x = y + skips[-(i + 1)] if cfg.use_skip_connection else y
             if output_hidden_states:
-                out.hidden_states.append(x.transpose(1, 2))
+                out.all_hidden_states.append(x.transpose(1, 2))
         emb = x.transpose(1, 2)
         out.embedding = emb
         if return_logits:

@@ -133,6 +133,9 @@ class Tokenizer:
     (base coordinates stay exact). The hub tokenizer also gives ``<unk>`` there, but one per run of
     such characters and none for whitespace, which it drops."""
 
+    kmer = KMER  # bases per full token
+    n_special = 1  # tokens before the sequence: <cls>
+
     def __init__(self, version: Version = "v2", max_tokens: int | None = None, unknown: Literal["error", "unk"] = "error"):
         if unknown not in ("error", "unk"):
             raise ValueError(f"unknown must be 'error' or 'unk', not {unknown!r}")

@@ -1,7 +1,8 @@
 """Zero-shot variant effect scores from a VCF and a reference FASTA, at genome scale.
 
-Windows are *tiles*: reference windows of ``w = (window_tokens - 1) * 6`` bp whose starts lie on a
-grid of ``tile_stride_bp`` (a multiple of 6, default a quarter of the window) along each contig,
+Windows are *tiles*: reference windows of ``w = (window_tokens - 1) * 6`` bp (NT; NTv3's
+single-base tokens: ``w = window_tokens``) whose starts lie on a grid of ``tile_stride_bp`` (a
+multiple of the token's 6 bases, default a quarter of the window) along each contig,
 plus one tile flush with the contig end (a contig shorter than ``w`` is one tile). N runs at a
 tile's ends are dropped (a telomere or an assembly gap holds no sequence, and each N would take a
 token); a tile with interior Ns is cut on the right to fit the context (``n_rich_window`` for an
@@ -204,8 +205,8 @@ def read_alleles(vcf: str | Path, label_key: str | None = None) -> tuple[list[Al
 # -- tiles ------------------------------------------------------------------------------------------------
 
 
-def default_stride(window_bp: int) -> int:
-    return max(6, window_bp // 4 // 6 * 6)
+def default_stride(window_bp: int, kmer: int = 6) -> int:
+    return max(kmer, window_bp // 4 // kmer * kmer)
 
 
 def tile_start(pos0: int, n: int, length: int, window_bp: int, stride: int) -> int:
@@ -291,7 +292,7 @@ def allele_windows(a: Allele, genome: Genome, window_bp: int, stride: int | None
     """(tile start, reference window, alternative window) of a checked allele: the definition
     that the shared forwards reproduce, one allele at a time (``tile_sequence``); with ``tok``, a
     tile with interior Ns is cut on the right to fit ``window_bp / 6 + 1`` tokens (``fit_tokens``)."""
-    fit = (lambda seq: fit_tokens(tok, seq, window_bp // 6 + 1)) if tok is not None else len
+    fit = (lambda seq: fit_tokens(tok, seq, window_bp // tok.kmer + tok.n_special)) if tok is not None else len
     start, ref, full = tile_sequence(genome, a, window_bp, stride or default_stride(window_bp), fit)
     return start, ref, with_allele(full, start, a, len(ref))
 
@@ -302,7 +303,7 @@ class _Tile:
         full = genome.fetch(contig, start, min(start + min(w, length) + extra, length))
         lead, self.w = trim_ns(full, min(w, length))  # end N runs dropped (allele_windows' rule)
         self.contig, self.start, full = contig, start + lead, full[lead:]
-        self.max_tokens = w // 6 + 1
+        self.max_tokens = w // tok.kmer + tok.n_special
         self.w = fit_tokens(tok, full[: self.w], self.max_tokens)  # Ns: fewer bases fit (cut on the right)
         self.seq, self.full = full[: self.w], full
         self.strand_seq = [self.seq, reverse_complement(self.seq)][:strands]
@@ -390,10 +391,12 @@ class ScoreOptions:
 
     scores: tuple[str, ...] = ("llr", "embedding")
     layers: tuple[int, ...] = (-1,)
-    window_tokens: int | None = None  # default: the model's context
-    tile_stride_bp: int | None = None  # default: a quarter of the window, a multiple of 6
+    window_tokens: int | None = None  # default: the model's context (NTv3: its default window)
+    tile_stride_bp: int | None = None  # default: a quarter of the window, a multiple of a token's bases
     both_strands: bool = False
     label_key: str | None = None
+    kmer: int = 6  # bases per token and tokens before the sequence, from the model's tokenizer
+    n_special: int = 1
 
     def __post_init__(self):
         bad = [s for s in self.scores if s not in SCORES]
@@ -403,20 +406,22 @@ class ScoreOptions:
         self.layers = tuple(self.layers)
 
     def resolve(self, model) -> "ScoreOptions":
-        T = self.window_tokens or model.config.max_tokens
-        if not 2 <= T <= model.config.max_tokens:
-            raise ValueError(f"window_tokens must be in [2, {model.config.max_tokens}] for this model")
-        w = (T - 1) * 6
-        stride = self.tile_stride_bp or default_stride(w)
-        if stride % 6 or not 6 <= stride <= w:
-            raise ValueError(f"tile_stride_bp must be a multiple of 6 in [6, {w}], not {stride}")
+        tok = model.tokenizer
+        k, n0 = tok.kmer, tok.n_special
+        T = self.window_tokens or getattr(model.config, "default_window", None) or model.config.max_tokens
+        if not n0 + 1 <= T <= model.config.max_tokens:
+            raise ValueError(f"window_tokens must be in [{n0 + 1}, {model.config.max_tokens}] for this model")
+        w = (T - n0) * k
+        stride = self.tile_stride_bp or default_stride(w, k)
+        if stride % k or not k <= stride <= w:
+            raise ValueError(f"tile_stride_bp must be a multiple of {k} in [{k}, {w}], not {stride}")
         for layer in self.layers:
             model.resolve_layer(layer)
-        return ScoreOptions(self.scores, self.layers, T, stride, self.both_strands, self.label_key)
+        return ScoreOptions(self.scores, self.layers, T, stride, self.both_strands, self.label_key, k, n0)
 
     @property
     def window_bp(self) -> int:
-        return (self.window_tokens - 1) * 6
+        return (self.window_tokens - self.n_special) * self.kmer
 
     def columns(self) -> list[str]:
         cols = [s for s in ("llr", "llr_unmasked") if s in self.scores]

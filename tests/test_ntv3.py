@@ -77,8 +77,8 @@ def test_pretrained_equals_reference(tmp_path, up):
         r = ref.core(input_ids=ids, output_hidden_states=True)
         o = model(ids, mask, output_hidden_states=True)
     assert (r["logits"] - o.logits).abs().max() < 1e-5
-    assert len(o.hidden_states) == len(r["hidden_states"]) == 3 + 2 + 3  # conv, transformer, deconv
-    for a, b in zip(r["hidden_states"], o.hidden_states):
+    assert len(o.all_hidden_states) == len(r["hidden_states"]) == 3 + 2 + 3  # conv, transformer, deconv
+    for a, b in zip(r["hidden_states"], o.all_hidden_states):
         assert a.shape == b.shape and (a - b).abs().max() < 1e-5
 
 
@@ -109,7 +109,7 @@ def test_posttrained_equals_reference(tmp_path):
         assert (r["bed_tracks_logits"] - o.bed_tracks_logits).abs().max() < 1e-5
         assert (r["condition_0_logits"] - o.species_logits).abs().max() < 1e-5
         assert (r["embedding"] - o.embedding).abs().max() < 1e-5
-        for a, b in zip(r["hidden_states"], o.hidden_states):
+        for a, b in zip(r["hidden_states"], o.all_hidden_states):
             assert (a - b).abs().max() < 1e-5
     assert o.bigwig_tracks_logits.shape == (2, int(56 * 0.3), 3) and o.bed_tracks_logits.shape[-2:] == (3, 2)
     with torch.no_grad():
@@ -163,8 +163,12 @@ def test_save_load_round_trip_and_errors(tmp_path):
         assert not a.bigwig_tracks_logits[r, n:].any()
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["model_type"] == "ntv3_posttrained" and cfg["bigwigs_per_species"]["mouse"] == ["m_dnase"]
-    with pytest.raises(ValueError, match="multiple of 8"):
-        model(torch.full((1, 12), 6))
+    # The length rule inside the model: 12 bases are run as 12 + 4 N and trimmed back.
+    with torch.no_grad():
+        short = model(torch.full((1, 12), 6), species="human", repr_layers=[-1])
+        filled = model(torch.tensor([[6] * 12 + [10] * 4]), species="human")
+    assert short.logits.shape == (1, 12, 11) and torch.equal(short.logits, filled.logits[:, :12])
+    assert torch.equal(short.hidden_states[-1], filled.embedding[:, :12])
     with pytest.raises(ValueError, match="followed only by <pad>"):
         model(torch.tensor([[6] * 4 + [1] * 4 + [6] * 8]), species="human")
     cfg["ffn_embed_dim"] = 64

@@ -102,3 +102,18 @@ def test_train_segment_nt_learns_and_round_trips(tmp_path):
     again = ntkit.load(tmp_path / "seg")
     a, b = model.predict(data.sequences[:2]), again.predict(data.sequences[:2])
     assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
+
+
+def test_cli_train_then_annotate(tmp_path):
+    from ntkit.cli import main
+
+    genome, gtf = _genome(tmp_path)
+    rc = main(["--quiet", "segment", "train", "--model", "nt-v2-tiny", "--random-init", "--fasta", str(genome.path), "--gtf", str(gtf),
+               "--features", "exon", "--train-contigs", "c1", "--test-contigs", "c1", "--window-bp", "1200", "--max-windows", "8",
+               "--epochs", "1", "--out", str(tmp_path / "seg"), "--no-progress"])
+    assert rc == 0 and (tmp_path / "seg" / "metrics.tsv").exists() and (tmp_path / "seg" / "training.json").exists()
+    rc = main(["--quiet", "annotate", "--model", str(tmp_path / "seg"), "--fasta", str(genome.path), "--regions", "c1:1-3000",
+               "--out", str(tmp_path / "ann"), "--window-bp", "1200", "--no-progress"])
+    assert rc == 0 and (tmp_path / "ann" / "annotation.exon.bw").exists()
+    assert main(["--quiet", "segment", "train", "--model", "nt-v2-tiny", "--random-init", "--fasta", str(genome.path),
+                 "--bed", "ctcf.bed", "--train-contigs", "c1", "--out", str(tmp_path / "x")]) == 2

@@ -10,7 +10,7 @@ import sys
 
 
 COMMANDS = ["checkpoints", "demo", "data", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "mutagenesis",
-            "attention", "splice", "annotate"]
+            "attention", "splice", "annotate", "segment"]
 
 
 class HelpFormatter(argparse.HelpFormatter):
