@@ -51,6 +51,7 @@ class BaseTokenizer:
     n_special = 0  # no <cls>
     unk_id, pad_id, mask_id, cls_id, eos_id, bos_id = range(6)
     n_id = VOCAB.index("N")
+    kmer_offset = single_offset = VOCAB.index("A")  # A T C G (the "k-mers" of k = 1), then N
     pad_token, unk_token, mask_token, cls_token, eos_token = "<pad>", "<unk>", "<mask>", "<cls>", "<eos>"
     padding_side = "right"
     model_input_names = ["input_ids", "attention_mask"]
@@ -118,9 +119,9 @@ class BaseTokenizer:
         return np.where(codes == _IUPAC, self.n_id, codes).astype(np.int64)
 
     def encode(self, sequence: str, add_cls: bool = False) -> np.ndarray:
-        """Ids of one sequence with the length rule's N padding."""
-        b = self.batch_encode([sequence])
-        return b.input_ids[0]
+        """Ids of one sequence's bases (no padding, no length limit), as ``Tokenizer.encode``."""
+        b = self.batch_encode([sequence], max_length=None, add_cls=add_cls)
+        return b.input_ids[0, b.attention_mask[0]]
 
     def batch_encode(self, sequences: Sequence[str | bytes], max_length: int | None = -1, padding: str = "longest",
                      truncation: bool = False, add_cls: bool = False) -> TokenBatch:

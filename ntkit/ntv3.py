@@ -90,6 +90,10 @@ class NTv3Config:
     cls_token_id = 3  # never in an NTv3 input (no <cls>): pooling that excludes it keeps every base
 
     @property
+    def vocab_size(self) -> int:
+        return self.alphabet_size
+
+    @property
     def max_nucleotides(self) -> int:
         return self.max_tokens
 

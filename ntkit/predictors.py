@@ -263,3 +263,37 @@ def torch_cat(parts):
     import torch
 
     return torch.cat(parts, dim=-1)
+
+
+class TrainedTracks(Predictor):
+    """A track model of ``ntkit tracks train`` (``ntkit.track_training``): its tracks and element
+    probabilities on the centre crop of windows of its training length."""
+
+    kind = "base"
+    fixed_window = True
+
+    def __init__(self, track_model):
+        self.model = track_model
+        cfg = track_model.cfg
+        self.outputs = tuple(cfg.tracks + cfg.elements)
+        self.probability = [False] * len(cfg.tracks) + [True] * len(cfg.elements)
+        self.max_length = cfg.window_bp
+
+    def window(self, window_bp: int | None) -> int:
+        if window_bp not in (None, self.max_length):
+            raise ValueError(f"this track model reads windows of {self.max_length} bases (its training length), not {window_bp}")
+        return self.max_length
+
+    def valid(self, window: int, flank_bp: int | None = None) -> tuple[int, int]:
+        return self.model.crop(window)
+
+    def output_span(self, length: int) -> tuple[int, int]:
+        return self.model.crop(length)
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        from .track_training import predict_windows
+
+        yield from predict_windows(self.model, sequences, runtime=runtime)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "method": self.model.cfg.method, "crop_fraction": self.model.crop_fraction}

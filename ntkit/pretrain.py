@@ -59,7 +59,7 @@ class PretrainConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     valid_regions: list[str] = field(default_factory=list)  # held out of training, "20:55,000,001-63,025,520"
     valid_fasta: str | None = None  # genome of the valid regions (default: first source)
-    window_tokens: int = 1000  # tokens per window incl. <cls>; window = (window_tokens - 1) * 6 bp
+    window_tokens: int = 1000  # tokens per window incl. <cls>; window = (window_tokens - 1) * 6 bp (NTv3: window_tokens bases)
     max_n_fraction: float = 0.05
     reverse_complement: bool = True
     mask_prob: float = 0.15
@@ -89,7 +89,11 @@ class PretrainConfig:
 
     @property
     def window_bp(self) -> int:
+        """Bases per window of an NT model (6-mers after <cls>); ``window_bp_for`` any model's tokenizer."""
         return (self.window_tokens - 1) * 6
+
+    def window_bp_for(self, tok) -> int:
+        return (self.window_tokens - tok.n_special) * tok.kmer
 
     def __post_init__(self) -> None:
         from .config import check_fields
@@ -247,7 +251,7 @@ def wrap_model(model: NTModel, strategy: str, d: Dist, device: torch.device):
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in model.layers:
+        for block in getattr(model, "layers", None) or model.transformer_blocks:  # NT's blocks; NTv3's transformer
             fully_shard(block)
         fully_shard(model)
         return model
@@ -272,12 +276,13 @@ def evaluate_mlm(model, windows: list[Window], tok: Tokenizer, window_tokens: in
     """Masked-token loss, accuracy and perplexity (selected tokens all set to <mask>).
 
     ``kmer_*`` metrics are over positions whose true token is a 6-mer, with the prediction
-    restricted to the 4096 6-mers: the terms on which the k-mer baselines are compared.
+    restricted to the 4096 6-mers: the terms on which the k-mer baselines are compared (NTv3's
+    single-base tokens: positions of A, C, G, T, the prediction restricted to those 4).
     """
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
-    k0 = tok.kmer_offset
+    k0, nk = tok.kmer_offset, 4 ** tok.kmer
     tot = {"n": 0, "loss": 0.0, "correct": 0, "kn": 0, "kloss": 0.0, "kcorrect": 0}
     for i in range(0, len(windows), batch_size):
         ids, labels, mask = encode_windows(windows[i : i + batch_size], tok, window_tokens, seed, i, mask_prob, eval_mode=True)
@@ -288,8 +293,8 @@ def evaluate_mlm(model, windows: list[Window], tok: Tokenizer, window_tokens: in
         tot["n"] += len(y)
         tot["loss"] += F.cross_entropy(logits, y, reduction="sum").item()
         tot["correct"] += (logits.argmax(-1) == y).sum().item()
-        is_kmer = (y >= k0) & (y < k0 + 4096)
-        kl = logits[is_kmer, k0 : k0 + 4096]
+        is_kmer = (y >= k0) & (y < k0 + nk)
+        kl = logits[is_kmer, k0 : k0 + nk]
         ky = y[is_kmer] - k0
         tot["kn"] += len(ky)
         tot["kloss"] += F.cross_entropy(kl, ky, reduction="sum").item()
@@ -392,7 +397,7 @@ def _write_checkpoint(out_dir: Path, step: int, model_sd, optim_sd, sched_sd, cf
     tmp = ckdir / f".step_{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_checkpoint(NTModel.from_state_dict(model_cfg, model_sd), tmp)
+        save_checkpoint(model_from_state_dict(model_cfg, model_sd), tmp)
         save_trainer_state(tmp, {"step": step, "optimizer": optim_sd, "scheduler": sched_sd, "config": _jsonable(asdict(cfg)), "extra": extra})
     except Exception as e:  # a full disk shows as OSError or safetensors' own error
         shutil.rmtree(tmp, ignore_errors=True)
@@ -586,11 +591,12 @@ def _setup(cfg: PretrainConfig) -> _Run:
         start_step = state["step"]
 
     mc = model.config
-    tok = Tokenizer(mc.tokenizer, max_tokens=mc.max_tokens)
+    tok = model.tokenizer  # NT's 6-mers or NTv3's single bases (single-base masking)
+    window_bp = cfg.window_bp_for(tok)
     first = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
     valid_iv = [Interval.parse(r, first) for r in cfg.valid_regions]
-    sampler = WindowSampler(cfg.sources, cfg.window_bp, cfg.max_n_fraction, cfg.reverse_complement, exclude=valid_iv, seed=cfg.seed)
-    valid = tile_windows(first, valid_iv, cfg.window_bp, cfg.max_n_fraction, limit=cfg.eval_windows) if valid_iv else []
+    sampler = WindowSampler(cfg.sources, window_bp, cfg.max_n_fraction, cfg.reverse_complement, exclude=valid_iv, seed=cfg.seed)
+    valid = tile_windows(first, valid_iv, window_bp, cfg.max_n_fraction, limit=cfg.eval_windows) if valid_iv else []
 
     accum = max(1, round(cfg.tokens_per_step / (cfg.batch_size * cfg.window_tokens * d.world)))
     G = cfg.batch_size * accum * d.world
@@ -717,7 +723,7 @@ def _save_final(run: _Run) -> None:
     msd, _ = _full_state(run.net)
     if run.d.main:
         out = Path(run.cfg.out_dir) / "model"
-        save_checkpoint(NTModel.from_state_dict(run.model.config, msd), out)
+        save_checkpoint(model_from_state_dict(run.model.config, msd), out)
         rejected = dict(run.sampler.rejected)
         if rejected:
             print(f"pretrain: windows rejected while sampling: {rejected}", flush=True)
@@ -728,9 +734,27 @@ def _save_final(run: _Run) -> None:
     run.d.barrier()
 
 
-def _fresh(cfg: PretrainConfig) -> NTModel:
+def _fresh(cfg: PretrainConfig):
+    import dataclasses
+
+    from . import ntv3
     from .config import get_preset
     from .model import build
 
+    if cfg.model in ntv3.PRESETS:
+        return ntv3.build(dataclasses.replace(ntv3.PRESETS[cfg.model], **cfg.model_overrides), seed=cfg.seed)
     mc = get_preset(cfg.model).replace(**cfg.model_overrides) if cfg.model_overrides else get_preset(cfg.model)
     return build(mc, seed=cfg.seed)
+
+
+def model_from_state_dict(config, state_dict: dict):
+    """A model of ``config``'s family holding ``state_dict`` (NT, or NTv3)."""
+    if getattr(config, "family", "nt") == "ntv3":
+        from .ntv3 import NTv3Model
+
+        with torch.device("meta"):
+            model = NTv3Model(config)
+        model.load_state_dict(state_dict, assign=True)
+        model.inv_freq = 1.0 / (10000.0 ** (torch.arange(0, config.key_size, 2).float() / config.key_size))
+        return model
+    return NTModel.from_state_dict(config, state_dict)

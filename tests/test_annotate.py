@@ -153,11 +153,11 @@ def test_cli(fasta, tmp_path, capsys):
                "--out", str(tmp_path / "a"), "--window-bp", "600", "--channels", "exon", "intron", "--no-progress"])
     assert rc == 0 and sorted(p.name for p in (tmp_path / "a").iterdir() if not p.name.startswith(".")) == [
         "annotation.bed", "annotation.exon.bw", "annotation.intron.bw"]
-    rc = main(["--quiet", "tracks", "--model", "ntv3-tiny-post", "--random-init", "--fasta", str(fasta), "--regions", "chr1:1-800",
+    rc = main(["--quiet", "tracks", "predict", "--model", "ntv3-tiny-post", "--random-init", "--fasta", str(fasta), "--regions", "chr1:1-800",
                "--species", "human", "--out", str(tmp_path / "t"), "--window-bp", "512", "--no-progress"])
     assert rc == 0 and (tmp_path / "t" / "human.h_cage.bw").exists()
     assert main(["--quiet", "annotate", "--model", "segment-nt-tiny", "--fasta", str(fasta), "--out", str(tmp_path / "b")]) == 2
     assert "preset" in capsys.readouterr().err
-    assert main(["--quiet", "tracks", "--model", "ntv3-tiny-post", "--random-init", "--fasta", str(fasta), "--species", "cat",
+    assert main(["--quiet", "tracks", "predict", "--model", "ntv3-tiny-post", "--random-init", "--fasta", str(fasta), "--species", "cat",
                  "--out", str(tmp_path / "c")]) == 2
     assert "unknown species 'cat'" in capsys.readouterr().err
