@@ -48,7 +48,9 @@ def worker(impl: str, dtype_name: str, length: int, repeats: int, device: str, t
 
     torch.set_num_threads(threads)
     ref = reference_model(dtype_name)
-    ids = ntkit.ntv3.build("ntv3-8m-pre").tokenizer(genome_windows(1, length, seed=0)).to_torch()[0].to(device)
+    from ntkit.base_tokenizer import BaseTokenizer
+
+    ids = BaseTokenizer(128)(genome_windows(1, length, seed=0)).to_torch()[0].to(device)
     if impl == "reference":
         model = ref.to(device)
         run = lambda: model.core(input_ids=ids)["logits"]  # noqa: E731

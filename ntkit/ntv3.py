@@ -190,6 +190,11 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def _no_grad() -> bool:
+    """Inference (no autograd): fresh activations may be updated in place."""
+    return not torch.is_grad_enabled()
+
+
 def _mask_beyond(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """Zero channels-first ``x`` [B, C, L] where ``keep`` [B, L] is False (a row's end)."""
     return x if keep is None else x * keep[:, None, :].to(x.dtype)
@@ -203,13 +208,31 @@ class Norm(nn.LayerNorm):
         super().__init__(dim, eps=eps)
         self.modulation_layers = nn.ModuleList([nn.Linear(c, 2 * dim) for c in conditions_dims]) if conditions_dims else None
 
+    def _modulations(self, conditions, dtype):
+        for mod, c in zip(self.modulation_layers, conditions):
+            yield mod(c.to(mod.weight.dtype)).to(dtype).chunk(2, dim=-1)  # (shift, scale), each [B, dim]
+
     def forward(self, x: torch.Tensor, conditions: list[torch.Tensor] | None = None) -> torch.Tensor:
         y = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
         if self.modulation_layers is None:
             return y
-        for mod, c in zip(self.modulation_layers, conditions):
-            shift, scale = mod(c.to(mod.weight.dtype)).to(y.dtype).unsqueeze(1).chunk(2, dim=-1)
-            y = y * (1 + scale) + shift
+        for shift, scale in self._modulations(conditions, y.dtype):
+            y = y * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+        return y
+
+    def channels_first(self, x: torch.Tensor, conditions: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The same over dim 1 of [B, C, L], without transposing (a transpose costs two copies of
+        the activations per convolution: a fifth of the CPU time of NTv3's towers)."""
+        xf = x.float()
+        d = xf - xf.mean(1, keepdim=True)
+        r = torch.rsqrt(d.pow(2).mean(1, keepdim=True) + self.eps)
+        w, b = self.weight.float()[:, None], self.bias.float()[:, None]
+        # Without autograd the chain runs in place on d: one activation-sized buffer instead of four.
+        y = (d.mul_(r).mul_(w).add_(b) if _no_grad() else d * r * w + b).to(x.dtype)
+        if self.modulation_layers is None:
+            return y
+        for shift, scale in self._modulations(conditions, y.dtype):
+            y = y * (1 + scale.unsqueeze(-1)) + shift.unsqueeze(-1)
         return y
 
 
@@ -238,7 +261,7 @@ class ConvUnit(nn.Module):
             self.conv = nn.Conv1d(dim_in, dim_out, kernel_size=kernel, padding="same")
 
     def forward(self, x, conditions=None, keep=None):
-        x = self.layer_norm(x.transpose(1, 2), conditions).transpose(1, 2)
+        x = self.layer_norm.channels_first(x, conditions)
         x = _mask_beyond(x, keep)  # zero beyond the row's end: the conv's own zero padding
         if self.up == "repeat+conv":
             x = x.repeat_interleave(2, dim=-1)
@@ -279,7 +302,7 @@ class Residual(nn.Module):
         y = self.conv_block(x, conditions, keep)
         if conditions:
             y = _gate(self.modulation_layers, conditions, x.dtype).unsqueeze(-1) * y  # [B, C, 1]: channels first
-        return x + y
+        return y.add_(x) if _no_grad() else x + y
 
 
 class DownBlock(nn.Module):
@@ -614,7 +637,12 @@ class NTv3Model(nn.Module):
         d = cfg.num_downsamples
         for i, block in enumerate(self.deconv_tower_blocks):
             y = self._run(block, x, conds, keep(d - i), keep(d - i - 1))
-            x = y + skips[-(i + 1)] if cfg.use_skip_connection else y
+            skip = skips.pop()  # released once used: the reference keeps every skip to the end
+            if cfg.use_skip_connection:
+                x = y.add_(skip) if _no_grad() and not output_hidden_states else y + skip
+            else:
+                x = y
+            del skip
             if output_hidden_states:
                 out.all_hidden_states.append(x.transpose(1, 2))
         emb = x.transpose(1, 2)
