@@ -194,7 +194,7 @@ def merge_annotation(store, meta: dict) -> dict:
     channels, probs = meta["channels"], meta["probabilities"]
     outs = {o.name: o for o in store.outputs}
     prefix = meta["prefix"]
-    calls = _Calls(channels, probs, meta["threshold"], meta["min_length"])
+    calls = _Calls(channels, probs, meta["threshold"], meta["min_length"], store.outputs[0].parent)
     n_bases = 0
     with contextlib.ExitStack() as stack:
         bws = []
@@ -223,31 +223,35 @@ def merge_annotation(store, meta: dict) -> dict:
                     cols.update({c: pa.array(v[:, j]) for j, c in enumerate(channels)})
                     table.write_table(pa.table(cols, schema=table.schema))
         # Closing the bigWigs (the callbacks) writes their index and zoom levels before the renames.
-    rows = calls.finish()
-    if any(probs):
-        text = "".join(f"{c}\t{a}\t{b}\t{name}\t{score}\t.\n" for c, a, b, name, score in rows)
-        jobs.write_text_atomic(outs[f"{prefix}.bed"], text)
-    return {"outputs": [str(o) for o in store.outputs], "bases": n_bases, "calls": len(rows),
-            "summary": f"{n_bases:,} bases annotated, {len(channels)} channel(s), {len(rows):,} call(s)"}
+    n_calls = calls.finish(outs[f"{prefix}.bed"] if any(probs) else None)
+    return {"outputs": [str(o) for o in store.outputs], "bases": n_bases, "calls": n_calls,
+            "summary": f"{n_bases:,} bases annotated, {len(channels)} channel(s), {n_calls:,} call(s)"}
 
 
 class _Calls:
-    """Runs of p >= threshold per probability channel, carried across contiguous windows."""
+    """Runs of p >= threshold per probability channel, carried across contiguous windows. Closed
+    runs go to one temporary file per channel (each in genome order); ``finish`` merges them into
+    the sorted BED: memory does not grow with the genome."""
 
-    def __init__(self, channels, probs, threshold: float, min_length: int):
+    def __init__(self, channels, probs, threshold: float, min_length: int, folder: Path):
+        import os
+        import tempfile
+
         self.cols = [j for j, p in enumerate(probs) if p]
         self.channels, self.threshold, self.min_length = channels, threshold, min_length
         self.open: dict[int, list] = {}  # channel -> [contig, start, end, max p]
-        self.rows: list[tuple] = []
         self.order: dict[str, int] = {}
+        # named as jobs' temporaries, so a killed merge's leftovers are swept by the next run
+        self._dir = tempfile.TemporaryDirectory(dir=folder, prefix=f".tmp-{jobs.HOST}-{os.getpid()}-calls-")
+        self.files = {j: open(Path(self._dir.name) / f"{j}.tsv", "w") for j in self.cols}
+        self.n = 0
 
     def add(self, contig: str, start: int, v: np.ndarray) -> None:
         self.order.setdefault(contig, len(self.order))
         for j in self.cols:
             on = v[:, j] >= self.threshold
-            # run boundaries within this window
-            edges = np.flatnonzero(np.diff(np.concatenate(([0], on.view(np.int8), [0]))))
-            runs = list(zip(edges[::2], edges[1::2]))
+            edges = np.flatnonzero(np.diff(np.concatenate(([0], on.view(np.int8), [0]))))  # run boundaries in this window
+            runs = list(zip(edges[::2].tolist(), edges[1::2].tolist()))
             cur = self.open.pop(j, None)
             if cur is not None and not (cur[0] == contig and cur[2] == start and runs and runs[0][0] == 0):
                 self._close(j, cur)
@@ -268,10 +272,30 @@ class _Calls:
 
     def _close(self, j: int, run: list) -> None:
         if run[2] - run[1] >= self.min_length:
-            self.rows.append((run[0], run[1], run[2], self.channels[j], int(round(1000 * min(run[3], 1.0)))))
+            self.files[j].write(f"{self.order[run[0]]}\t{run[0]}\t{run[1]}\t{run[2]}\t{self.channels[j]}\t"
+                                f"{int(round(1000 * min(run[3], 1.0)))}\n")
+            self.n += 1
 
-    def finish(self) -> list[tuple]:
+    def finish(self, bed: Path | None) -> int:
+        """Close the open runs and write ``bed`` (sorted by contig order, start, end, name); the number of calls."""
+        import heapq
+
         for j, run in list(self.open.items()):
             self._close(j, run)
         self.open.clear()
-        return sorted(self.rows, key=lambda r: (self.order[r[0]], r[1], r[2], r[3]))
+        for f in self.files.values():
+            f.close()
+        try:
+            if bed is not None:
+                def rows(j):
+                    with open(Path(self._dir.name) / f"{j}.tsv") as fh:
+                        for line in fh:
+                            k, c, a, b, name, score = line.rstrip("\n").split("\t")
+                            yield int(k), int(a), int(b), name, c, score
+
+                with jobs.atomic_output(bed) as tmp, open(tmp, "w") as out:
+                    for _, a, b, name, c, score in heapq.merge(*(rows(j) for j in self.cols)):
+                        out.write(f"{c}\t{a}\t{b}\t{name}\t{score}\t.\n")
+        finally:
+            self._dir.cleanup()
+        return self.n
