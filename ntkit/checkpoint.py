@@ -269,6 +269,24 @@ def read_tensors(directory: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"no weights in {directory} (looked for {', '.join(WEIGHT_FILES)})")
 
 
+def check_tensors(directory: Path, native: dict, expected: dict, hf_name, check_finite: bool = True,
+                  unexpected: str | None = "this model") -> None:
+    """The loaded tensors against the model's state dict: none missing, (with ``unexpected``, a
+    description of the model) none extra, shapes as the config implies, finite values. Errors name
+    the folder and the tensor under its HF name (``hf_name``)."""
+    missing = sorted(set(expected) - set(native))
+    if missing:
+        raise CheckpointError(f"{directory}: {len(missing)} tensor(s) missing, e.g. {[hf_name(m) for m in missing[:5]]}")
+    extra = sorted(set(native) - set(expected)) if unexpected else []
+    if extra:
+        raise CheckpointError(f"{directory}: {len(extra)} tensor(s) not part of {unexpected}, e.g. {[hf_name(m) for m in extra[:5]]}")
+    for k, v in native.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{directory}: {hf_name(k)} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
+        if check_finite and v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{directory}: {hf_name(k)} contains NaN or Inf values")
+
+
 def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | None = None, check_finite: bool = True) -> NTModel:
     directory = Path(path)
     if not directory.is_dir():
@@ -306,14 +324,7 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | N
 
     with torch.device("meta"):
         expected = NTModel(cfg).state_dict()
-    missing = sorted(set(expected) - set(native))
-    if missing:
-        raise CheckpointError(f"{directory}: {len(missing)} tensor(s) missing, e.g. {[to_hf_name(m) for m in missing[:5]]}")
-    for k, v in native.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{directory}: {to_hf_name(k)} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
-        if check_finite and v.is_floating_point() and not torch.isfinite(v).all():
-            raise CheckpointError(f"{directory}: {to_hf_name(k)} contains NaN or Inf values")
+    check_tensors(directory, native, expected, to_hf_name, check_finite, unexpected=None)
     # Keep the checkpoint's rotary frequencies when present (HF does: they may have been stored in fp16).
     model = NTModel.from_state_dict(cfg, native, inv_freq)
     load_dtype = dtype or next(iter(native.values())).dtype

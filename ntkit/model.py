@@ -330,13 +330,16 @@ class NTModel(nn.Module):
         return out
 
 
+def seeded(make, seed: int | None):
+    """``make()`` under ``torch.manual_seed(seed)`` without touching the caller's random state (None: unseeded)."""
+    if seed is None:
+        return make()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
 def build(config: NTConfig | str, seed: int | None = 0, device=None, dtype=None) -> NTModel:
     """A randomly initialised model from a config or preset name (``seed`` makes it reproducible)."""
     cfg = get_preset(config) if isinstance(config, str) else config
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = NTModel(cfg)
-    else:
-        model = NTModel(cfg)
-    return model.to(device=device, dtype=dtype)
+    return seeded(lambda: NTModel(cfg), seed).to(device=device, dtype=dtype)

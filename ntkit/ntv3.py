@@ -690,12 +690,11 @@ class NTv3Model(nn.Module):
 
 
 def build(config: NTv3Config | str, seed: int | None = 0, device=None, dtype=None) -> NTv3Model:
+    """A randomly initialised NTv3 from a config or preset name (``seed`` makes it reproducible)."""
+    from .model import seeded
+
     cfg = dataclasses.replace(PRESETS[config]) if isinstance(config, str) else config
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = NTv3Model(cfg)
-    return model.to(device=device, dtype=dtype)
+    return seeded(lambda: NTv3Model(cfg), seed).to(device=device, dtype=dtype)
 
 
 # -- the HF layout --------------------------------------------------------------------------------
@@ -719,8 +718,8 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def load_folder(directory: Path, config: dict, tensors: dict[str, torch.Tensor], device=None, dtype=None,
                 check_finite: bool = True) -> NTv3Model:
-    from .checkpoint import CheckpointError
     from .base_tokenizer import BaseTokenizer
+    from .checkpoint import CheckpointError, check_tensors
 
     try:
         cfg = NTv3Config.from_hf(config, name=directory.name)
@@ -730,18 +729,7 @@ def load_folder(directory: Path, config: dict, tensors: dict[str, torch.Tensor],
     native = state_dict_from_hf(tensors)
     with torch.device("meta"):
         expected = NTv3Model(cfg).state_dict()
-    missing = sorted(set(expected) - set(native))
-    unexpected = sorted(set(native) - set(expected))
-    if missing:
-        raise CheckpointError(f"{directory}: {len(missing)} tensor(s) missing, e.g. {['core.' + m for m in missing[:5]]}")
-    if unexpected:
-        raise CheckpointError(f"{directory}: {len(unexpected)} tensor(s) not part of this NTv3 config, "
-                              f"e.g. {['core.' + m for m in unexpected[:5]]}")
-    for k, v in native.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{directory}: core.{k} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
-        if check_finite and v.is_floating_point() and not torch.isfinite(v).all():
-            raise CheckpointError(f"{directory}: core.{k} contains NaN or Inf values")
+    check_tensors(directory, native, expected, lambda k: "core." + k, check_finite, unexpected="this NTv3 config")
     with torch.device("meta"):
         model = NTv3Model(cfg)
     model.load_state_dict(native, assign=True)

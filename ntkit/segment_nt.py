@@ -263,12 +263,11 @@ class SegmentNTModel(nn.Module):
 
 
 def build(config: SegmentNTConfig | str, seed: int | None = 0, device=None, dtype=None) -> SegmentNTModel:
+    """A randomly initialised SegmentNT from a config or preset name (``seed`` makes it reproducible)."""
+    from .model import seeded
+
     cfg = dataclasses.replace(PRESETS[config]) if isinstance(config, str) else config
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = SegmentNTModel(cfg)
-    return model.to(device=device, dtype=dtype)
+    return seeded(lambda: SegmentNTModel(cfg), seed).to(device=device, dtype=dtype)
 
 
 # -- the HF layout ----------------------------------------------------------------------------------
@@ -280,7 +279,7 @@ def is_segment_nt_config(d: dict) -> bool:
 
 def load_folder(directory: Path, config: dict, tensors: dict[str, torch.Tensor], device=None, dtype=None,
                 check_finite: bool = True) -> SegmentNTModel:
-    from .checkpoint import CheckpointError, config_from_hf, from_hf_state_dict, to_hf_name
+    from .checkpoint import CheckpointError, check_tensors, config_from_hf, from_hf_state_dict, to_hf_name
 
     try:
         nt = config_from_hf(config, tensors)
@@ -294,21 +293,8 @@ def load_folder(directory: Path, config: dict, tensors: dict[str, torch.Tensor],
     native = {"nt." + k: v for k, v in native.items()} | head
     with torch.device("meta"):
         expected = SegmentNTModel(cfg).state_dict()
-    missing = sorted(set(expected) - set(native))
-    unexpected = sorted(set(native) - set(expected))
-
-    def hf(k):
-        return to_hf_name(k[3:]) if k.startswith("nt.") else k
-
-    if missing:
-        raise CheckpointError(f"{directory}: {len(missing)} tensor(s) missing, e.g. {[hf(k) for k in missing[:5]]}")
-    if unexpected:
-        raise CheckpointError(f"{directory}: {len(unexpected)} tensor(s) not part of this SegmentNT config, e.g. {[hf(k) for k in unexpected[:5]]}")
-    for k, v in native.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{directory}: {hf(k)} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
-        if check_finite and v.is_floating_point() and not torch.isfinite(v).all():
-            raise CheckpointError(f"{directory}: {hf(k)} contains NaN or Inf values")
+    hf = lambda k: to_hf_name(k[3:]) if k.startswith("nt.") else k  # noqa: E731
+    check_tensors(directory, native, expected, hf, check_finite, unexpected="this SegmentNT config")
     model = SegmentNTModel(cfg)
     model.load_state_dict(native)
     load_dtype = dtype or next(iter(native.values())).dtype

@@ -27,10 +27,9 @@ result is a SegmentNT checkpoint in the HF layout (``ntkit annotate`` reads it).
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 

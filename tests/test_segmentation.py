@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pysam
 import pytest
-import torch
 from sklearn.metrics import average_precision_score, matthews_corrcoef
 
 import ntkit

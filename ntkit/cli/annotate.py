@@ -5,7 +5,7 @@ bigWig per channel, called elements as BED, parquet on request, as one sharded, 
 
 from __future__ import annotations
 
-from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, report_job, runtime
+from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, named_files, positive_int, report_job, runtime
 
 
 def _add_common(s, window_help: str) -> None:
@@ -19,7 +19,7 @@ def _add_common(s, window_help: str) -> None:
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--prefix", help="output file names: <prefix>.<channel>.bw, <prefix>.bed, <prefix>.parquet")
     s.add_argument("--window-bp", type=int, default=d.window_bp, help=window_help)
-    s.add_argument("--channels", nargs="*", default=d.channels, help=f"the channels to write (default: all, up to 64)")
+    s.add_argument("--channels", nargs="*", default=d.channels, help="the channels to write (default: all, up to 64)")
     s.add_argument("--threshold", type=float, default=d.threshold, help="elements: a base is called where p >= threshold")
     s.add_argument("--min-length", type=int, default=d.min_length, help="elements: bases of the shortest call")
     s.add_argument("--parquet", action="store_true", help="also write a per-base parquet table (large: one row per base)")
@@ -125,16 +125,6 @@ def run_tracks(args) -> int:
     return _run(args, Tracks(model, args.species), rt, args.species)
 
 
-def _named(items: list[str], option: str) -> dict[str, str]:
-    out = {}
-    for it in items:
-        name, sep, path = it.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"{option} {it!r}: expected NAME=FILE")
-        out[name] = path
-    return out
-
-
 def train_tracks(args) -> int:
     import json
 
@@ -144,7 +134,7 @@ def train_tracks(args) -> int:
 
     check_output(f"{args.out}/tracks_config.json")
     model, rt = runtime(args, args.model)
-    targets = TrackTargets(_named(args.bigwig, "--bigwig"), _named(args.bed, "--bed"))
+    targets = TrackTargets(named_files(args.bigwig, "--bigwig"), named_files(args.bed, "--bed"))
     cfg = TrackTrainConfig(method=args.method, loss=args.loss, tracks=targets.tracks, elements=targets.elements, species=args.species,
                            window_bp=args.window_bp, crop_fraction=args.crop_fraction, lr=args.lr, epochs=args.epochs,
                            batch_size=args.batch_size, max_minutes=args.max_minutes, eval_every=args.eval_every, seed=args.seed)

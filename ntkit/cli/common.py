@@ -69,6 +69,17 @@ def add_job_args(s, unit: str = "items") -> None:
     s.add_argument("--restart", action="store_true", help="discard the parts of an earlier run with other options")
 
 
+def named_files(items: list[str], option: str) -> dict[str, str]:
+    """``NAME=FILE`` arguments (``--bed CTCF-bound=ctcf.bed``) as {name: file}."""
+    out = {}
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{option} {it!r}: expected NAME=FILE, e.g. CTCF-bound=ctcf.bed")
+        out[name] = path
+    return out
+
+
 def default_device() -> str:
     """cuda (``cuda:LOCAL_RANK`` under torchrun) when available, else cpu."""
     import torch

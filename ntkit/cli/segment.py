@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import MODEL_HELP, add_runtime_args, positive_int, runtime
+from .common import MODEL_HELP, add_runtime_args, named_files, positive_int, runtime
 
 
 def _add_data(s) -> None:
@@ -51,21 +51,11 @@ def register(sub) -> None:
     e.set_defaults(func=evaluate)
 
 
-def _beds(items: list[str]) -> dict[str, str]:
-    out = {}
-    for it in items:
-        name, sep, path = it.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--bed {it!r}: expected ELEMENT=FILE, e.g. CTCF-bound=ctcf.bed")
-        out[name] = path
-    return out
-
-
 def _targets(args, model):
     from ..segment_nt import SegmentNTModel
     from ..segmentation import GTF_ELEMENTS, Targets
 
-    beds = _beds(args.bed)
+    beds = named_files(args.bed, "--bed")
     features = args.features
     if features is None:
         if isinstance(model, SegmentNTModel):
@@ -102,7 +92,7 @@ def train(args) -> int:
             for name, contigs in (("train", args.train_contigs), ("valid", args.valid_contigs), ("test", args.test_contigs)) if contigs}
     if not len(sets["train"]):
         raise ValueError(f"no training window with an element on {args.train_contigs} (check contig names and annotation)")
-    print(f"windows: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()) + f"; elements: {', '.join(targets.features)}")
+    print("windows: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()) + f"; elements: {', '.join(targets.features)}")
     train_segmentation(model, sets["train"], cfg, valid=sets.get("valid"), runtime=rt)
     out = save_folder(model, args.out)
     summary = {**model.train_result, "features": targets.features, "window_bp": args.window_bp,
