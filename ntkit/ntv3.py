@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .model import Rotary
+
 PRETRAINED, POSTTRAINED = "ntv3", "ntv3_posttrained"
 
 
@@ -461,8 +463,7 @@ class NTv3Model(nn.Module):
             "hidden_layers": nn.ModuleList([nn.Linear(cfg.embed_dim, cfg.embed_dim) for _ in range(cfg.num_hidden_layers_head)]),
             "head": nn.Linear(fl[0], cfg.alphabet_size),
         })
-        self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, cfg.key_size, 2).float() / cfg.key_size)),
-                             persistent=False)
+        self.rotary = Rotary(cfg.key_size, 10000.0)  # frequencies only (fp32 under model.to(bfloat16)); applied by _rotate
         if cond:
             self.cond_tables = nn.ModuleList([nn.Embedding(v, cfg.token_embed_dim) for v in cfg.conditions_vocab_size])
             self.conditions_heads = nn.ModuleList([nn.Linear(cfg.embed_dim, v) for v in cfg.conditions_vocab_size])
@@ -472,11 +473,14 @@ class NTv3Model(nn.Module):
         self.name_or_path = cfg.name
         self.gradient_checkpointing = False
 
-    def _apply(self, fn, recurse=True):
-        freq = self.inv_freq  # the rotary frequencies stay fp32 under model.to(bfloat16)
-        super()._apply(fn, recurse)
-        self.inv_freq = freq.to(device=self.inv_freq.device)
-        return self
+    @classmethod
+    def from_state_dict(cls, config: NTv3Config, state_dict: dict[str, torch.Tensor]) -> "NTv3Model":
+        """A model holding ``state_dict``'s tensors (no random initialisation, no copy)."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(state_dict, assign=True)
+        model.rotary.inv_freq = Rotary.frequencies(config.key_size, 10000.0)  # not in the state dict
+        return model
 
     @property
     def tokenizer(self):
@@ -493,27 +497,8 @@ class NTv3Model(nn.Module):
 
     def _rope(self, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.arange(length, device=device, dtype=torch.float32)
-        f = torch.outer(t, self.inv_freq.to(device=device, dtype=torch.float32))
+        f = torch.outer(t, self.rotary.inv_freq.to(device=device, dtype=torch.float32))
         return f.cos()[None, :, None, :], f.sin()[None, :, None, :]
-
-    def _row_extents(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """Each row's length (its tokens before ``<pad>``), or None when no row is padded."""
-        cfg = self.config
-        B, L = tokens.shape
-        if L % cfg.multiple:
-            raise ValueError(f"NTv3 inputs must be a multiple of {cfg.multiple} bases (2**num_downsamples), got {L}: "
-                             "tokenise with model.tokenizer, which pads with N")
-        if tokens.device.type == "meta":
-            return None
-        pad = tokens.eq(cfg.pad_token_id)
-        if not pad.any():
-            return None
-        ext = (~pad).sum(1)
-        contiguous = bool((pad[:, :-1] <= pad[:, 1:]).all())  # pad only as a suffix
-        if not contiguous or bool((ext % cfg.multiple).any()) or bool((ext == 0).any()):
-            raise ValueError(f"each row must be a multiple of {cfg.multiple} bases followed only by <pad>: tokenise with "
-                             "model.tokenizer, which pads every sequence with N to the length rule")
-        return ext
 
     def species_ids(self, species, batch: int, device) -> torch.Tensor:
         cfg = self.config
@@ -562,9 +547,9 @@ class NTv3Model(nn.Module):
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
         B, L = tokens.shape
-        padded = self._length_rule(tokens)
+        padded, ext = self._length_rule(tokens)
         want = {self.resolve_layer(layer) for layer in repr_layers}
-        out = self._forward(padded, species=species, output_hidden_states=output_hidden_states, need_attentions=need_attentions,
+        out = self._forward(padded, ext, species=species, output_hidden_states=output_hidden_states, need_attentions=need_attentions,
                             return_logits=return_logits or logits_at is not None, heads=heads)
         if padded.shape[1] != L:
             out.embedding = out.embedding[:, :L]
@@ -575,35 +560,35 @@ class NTv3Model(nn.Module):
             out.logits = out.logits[logits_at]
         return out
 
-    def _length_rule(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` with every row's own length rounded up to the length rule with N (then <pad>)."""
+    def _length_rule(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(``tokens`` with every row's own length rounded up to the length rule with N, then
+        <pad>; each row's padded length, or None when every row fills the width)."""
         cfg = self.config
         if tokens.device.type == "meta":
-            return tokens
+            return tokens, None
         pad = tokens.eq(cfg.pad_token_id)
         ext = (~pad).sum(1)
         if bool((pad[:, :-1] > pad[:, 1:]).any()) or bool((ext == 0).any()):
             raise ValueError("each row must be bases followed only by <pad> (and hold at least one base)")
         m = cfg.multiple
         target = (ext + m - 1) // m * m
-        if bool((target == ext).all()) and tokens.shape[1] % m == 0:
-            return tokens
         width = int(target.max())
+        extents = None if bool((target == width).all()) else target
+        if bool((target == ext).all()) and tokens.shape[1] == width:
+            return tokens, extents
         out = torch.full((tokens.shape[0], width), cfg.pad_token_id, dtype=tokens.dtype, device=tokens.device)
         pos = torch.arange(width, device=tokens.device)[None, :]
         out = torch.where(pos < target[:, None], torch.full_like(out, self.tokenizer.n_id), out)
         n = min(width, tokens.shape[1])
         out[:, :n] = torch.where(pos[:, :n] < ext[:, None], tokens[:, :n], out[:, :n])
-        return out
+        return out, extents
 
-    def _forward(self, tokens: torch.Tensor, *, species=None, output_hidden_states: bool = False, need_attentions: bool = False,
+    def _forward(self, tokens: torch.Tensor, ext: torch.Tensor | None, *, species=None, output_hidden_states: bool = False, need_attentions: bool = False,
                  return_logits: bool = True, heads: bool = True) -> NTv3Output:
-        """The forward on rows that follow the length rule (see the module docstring)."""
+        """The forward on rows that follow the length rule (``_length_rule``: ``ext``, each row's
+        length, None when all fill the width; see the module docstring)."""
         cfg = self.config
-        if tokens.dim() != 2:
-            raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
         B, L = tokens.shape
-        ext = self._row_extents(tokens)
         keeps = None
         if ext is not None:
             keeps = [torch.arange(L >> i, device=tokens.device)[None, :] < (ext >> i)[:, None] for i in range(cfg.num_downsamples + 1)]
@@ -730,10 +715,7 @@ def load_folder(directory: Path, config: dict, tensors: dict[str, torch.Tensor],
     with torch.device("meta"):
         expected = NTv3Model(cfg).state_dict()
     check_tensors(directory, native, expected, lambda k: "core." + k, check_finite, unexpected="this NTv3 config")
-    with torch.device("meta"):
-        model = NTv3Model(cfg)
-    model.load_state_dict(native, assign=True)
-    model.inv_freq = 1.0 / (10000.0 ** (torch.arange(0, cfg.key_size, 2).float() / cfg.key_size))
+    model = NTv3Model.from_state_dict(cfg, native)
     load_dtype = dtype or next(iter(native.values())).dtype
     return model.to(device=device or "cpu", dtype=load_dtype)
 

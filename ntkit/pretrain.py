@@ -752,9 +752,5 @@ def model_from_state_dict(config, state_dict: dict):
     if getattr(config, "family", "nt") == "ntv3":
         from .ntv3 import NTv3Model
 
-        with torch.device("meta"):
-            model = NTv3Model(config)
-        model.load_state_dict(state_dict, assign=True)
-        model.inv_freq = 1.0 / (10000.0 ** (torch.arange(0, config.key_size, 2).float() / config.key_size))
-        return model
+        return NTv3Model.from_state_dict(config, state_dict)
     return NTModel.from_state_dict(config, state_dict)
