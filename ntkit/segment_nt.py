@@ -236,15 +236,19 @@ class SegmentNTModel(nn.Module):
         return SegmentNTOutput(logits=logits, hidden_states=hs)
 
     @staticmethod
-    def per_base(values: np.ndarray, batch, row: int) -> np.ndarray:
-        """Outputs of row ``row`` ([6 * (T - 1), ...]) in base coordinates ([bases, ...]): token t's
+    def output_index(batch, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(src, dst) of row ``row``: base ``dst[i]`` of the sequence is output ``src[i]``. Token t's
         base j is output 6 * (t - 1) + j; a one-base token (N, a leftover base) keeps its first output."""
         offs, spans = batch.offsets[row], batch.spans[row]
         t = np.flatnonzero(spans > 0)
         span = spans[t].astype(np.int64)
         within = np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span)
-        src = np.repeat(6 * (t - 1), span) + within
-        dst = np.repeat(offs[t], span) + within
+        return np.repeat(6 * (t - 1), span) + within, np.repeat(offs[t], span) + within
+
+    @staticmethod
+    def per_base(values: np.ndarray, batch, row: int) -> np.ndarray:
+        """Outputs of row ``row`` ([6 * (T - 1), ...]) in base coordinates ([bases, ...]), ``output_index``'s map."""
+        src, dst = SegmentNTModel.output_index(batch, row)
         out = np.empty((int(batch.seq_lengths[row]),) + values.shape[1:], dtype=values.dtype)
         out[dst] = values[src]
         return out

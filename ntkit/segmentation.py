@@ -209,16 +209,15 @@ class SegmentTrainConfig:
 
 def base_index(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(src [B, bases], valid [B, bases]): the SegmentNT output position of each base of each row
-    (``SegmentNTModel.per_base`` as an index, for the loss)."""
+    (``SegmentNTModel.output_index`` for the batch, for the loss)."""
+    from .segment_nt import SegmentNTModel
+
     n = int(batch.seq_lengths.max(initial=0))
     src = np.zeros((len(batch), n), dtype=np.int64)
     valid = np.zeros((len(batch), n), dtype=bool)
     for r in range(len(batch)):
-        t = np.flatnonzero(batch.spans[r] > 0)
-        span = batch.spans[r][t].astype(np.int64)
-        within = np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span)
-        dst = np.repeat(batch.offsets[r][t], span) + within
-        src[r, dst] = np.repeat(6 * (t - 1), span) + within
+        s, dst = SegmentNTModel.output_index(batch, r)
+        src[r, dst] = s
         valid[r, dst] = True
     return torch.as_tensor(src, device=device), torch.as_tensor(valid, device=device)
 
