@@ -106,6 +106,10 @@ class BaseTokenizer:
 
     def ids(self, sequence: str | bytes, name: str | int = 0) -> np.ndarray:
         """Token ids of one sequence, no padding (int64)."""
+        return self._ids(sequence, name)[0]
+
+    def _ids(self, sequence: str | bytes, name: str | int) -> tuple[np.ndarray, int]:
+        """(ids, the number of IUPAC codes turned into N)."""
         raw = sequence.encode("ascii", errors="replace") if isinstance(sequence, str) else bytes(sequence)
         codes = _LUT[np.frombuffer(raw, dtype=np.uint8)]
         bad = codes == _BAD
@@ -116,7 +120,8 @@ class BaseTokenizer:
                 p = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"sequence {name}: invalid character {chr(raw[p])!r} at position {p} "
                                  "(allowed: A C G T N, IUPAC codes R Y S W K M B D H V, any case)")
-        return np.where(codes == _IUPAC, self.n_id, codes).astype(np.int64)
+        iupac = codes == _IUPAC
+        return np.where(iupac, self.n_id, codes).astype(np.int64), int(iupac.sum())
 
     def encode(self, sequence: str, add_cls: bool = False) -> np.ndarray:
         """Ids of one sequence's bases (no padding, no length limit), as ``Tokenizer.encode``."""
@@ -135,9 +140,8 @@ class BaseTokenizer:
         rows, n_iupac, n_trunc = [], [], []
         limit = max_length
         for i, s in enumerate(sequences):
-            raw = s.encode("ascii", errors="replace") if isinstance(s, str) else bytes(s)
-            ids = self.ids(raw, i)
-            n_iupac.append(int(np.isin(_LUT[np.frombuffer(raw, dtype=np.uint8)], [_IUPAC]).sum()))
+            ids, n = self._ids(s, i)
+            n_iupac.append(n)
             cut = 0
             if limit is not None and len(ids) > limit:
                 if not truncation:

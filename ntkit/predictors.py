@@ -233,6 +233,8 @@ class Tracks(Predictor):
         return self.model.crop(length)
 
     def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        import torch
+
         from . import engine
 
         def forward(model, batch: list[str]):
@@ -247,7 +249,7 @@ class Tracks(Predictor):
                     parts.append(out.bigwig_tracks_logits[r, :n, : self.n_tracks].float())
                 if out.bed_tracks_logits is not None:
                     parts.append(out.bed_tracks_logits[r, :n].float().softmax(-1)[..., 1])
-                res.append(torch_cat(parts).cpu().numpy())
+                res.append(torch.cat(parts, dim=-1).cpu().numpy())
             return res
 
         for s in sequences:
@@ -258,11 +260,6 @@ class Tracks(Predictor):
     def describe(self) -> dict:
         return {**super().describe(), "species": self.species}
 
-
-def torch_cat(parts):
-    import torch
-
-    return torch.cat(parts, dim=-1)
 
 
 class TrainedTracks(Predictor):
