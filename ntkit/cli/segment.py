@@ -71,7 +71,7 @@ def train(args) -> int:
     import json
 
     from ..genome import Genome
-    from ..jobs import check_output, write_text_atomic
+    from ..jobs import check_output, write_dataframe, write_text_atomic
     from ..model import NTModel
     from ..segment_nt import SegmentNTModel, save_folder
     from ..segmentation import SegmentTrainConfig, build_windows, evaluate_segmentation, from_backbone, train_segmentation
@@ -99,7 +99,7 @@ def train(args) -> int:
                "windows": {k: len(v) for k, v in sets.items()}, "base_model": args.model}
     if "test" in sets:
         m = evaluate_segmentation(model, sets["test"], runtime=rt)
-        m.to_csv(out / "metrics.tsv", sep="\t", index=False)
+        write_dataframe(m, out / "metrics.tsv")
         print(m.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         summary["test_mean_prauc"] = float(m.prauc.mean())
     write_text_atomic(out / "training.json", json.dumps(summary, indent=2, default=str) + "\n")
