@@ -1,7 +1,7 @@
 """In-silico saturation mutagenesis: every base of a region changed to each of the other three,
 scored by any predictor (``ntkit.perturb``): NT's zero-shot scores by default, a fine-tuned model
 (``predictor=SequenceModel``: alt - ref of its outputs) or a per-base model such as a splice model
-(SpliceAI's gains and losses per gene, genes from ``transcripts``).
+(SpliceAI's gains and losses per gene, genes from ``transcripts``), SegmentNT's elements or NTv3's tracks.
 
 The SNVs are scored exactly as the same SNVs of a VCF would be (same tiles, same scores), so the
 shared forwards do most of the work: NT's tiles give every ``llr_unmasked`` of a tile in one
@@ -92,7 +92,7 @@ def track_columns(predictor) -> list[str]:
     if predictor.kind == "lm":
         return list(predictor.outputs)
     if predictor.kind == "base":
-        return [c for c in base_columns(predictor) if c.startswith("DS_")]
+        return [c for c in base_columns(predictor) if c.startswith(("DS_", "SUM_"))]
     return [f"delta_{o}" for o in predictor.outputs]
 
 
@@ -116,15 +116,14 @@ def mutagenesis(model, fasta: str | Path | Genome, regions: Sequence[str] = (), 
     pretrained NT (its zero-shot ``scores``) or any ``ntkit.predictors.Predictor``; ``options``
     (``perturb.EffectOptions``) and ``transcripts`` (genes of a per-base predictor) for the latter."""
     from .jobs import chunks
-    from .perturb import GeneIndex, effects
-    from .splice import read_transcripts
+    from .perturb import genes_for, effects
 
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     ivs = regions_from(genome, regions, bed)
     predictor = as_predictor(model, scores=scores, layers=layers, window_tokens=window_tokens, tile_stride_bp=tile_stride_bp,
                              both_strands=both_strands)
     opts = _opts(predictor, options)
-    genes = GeneIndex(read_transcripts(transcripts), genome) if transcripts else None
+    genes = genes_for(predictor, transcripts, genome)
     rt = engine.as_runtime(runtime)
     rows = []
     with tqdm(unit="base", desc="mutagenesis", disable=not rt.progress, dynamic_ncols=True) as bar:
@@ -141,8 +140,7 @@ def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Seq
     docstring), as a sharded, resumable job of ``ntkit.jobs`` (chunks of ``chunk_size`` bases).
     ``model`` as in ``mutagenesis``."""
     from . import jobs
-    from .perturb import GeneIndex, _meta, effects, schema
-    from .splice import read_transcripts
+    from .perturb import genes_for, _meta, effects, schema
 
     out = Path(out)
     genome = Genome(fasta)
@@ -150,9 +148,7 @@ def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Seq
     predictor = as_predictor(model, scores=scores, layers=layers, window_tokens=window_tokens, tile_stride_bp=tile_stride_bp,
                              both_strands=both_strands)
     opts = _opts(predictor, options)
-    genes = GeneIndex(read_transcripts(transcripts), genome) if transcripts else None
-    if predictor.kind == "base" and genes is None:
-        raise ValueError("a per-base predictor mutates bases inside genes: give --transcripts (SpliceAI's table or a GTF)")
+    genes = genes_for(predictor, transcripts, genome)
     rt = engine.as_runtime(runtime)
     tracks = track_columns(predictor)
     options = {**_meta(predictor, opts), "regions": [[iv.contig, iv.start, iv.end] for iv in ivs], "tracks": tracks,
@@ -215,8 +211,9 @@ def merge_outputs(store) -> dict:
     outputs.append(str(plot_heatmap(table, out / "heatmap.png", tracks, chrom, start, end, o.get("signs"))))
     n = sum(b.num_rows for b in store.batches())
     bases = sum(len({(c, p) for c, p in zip(b.column("chrom").to_pylist(), b.column("pos").to_pylist())}) for b in store.batches())
+    per_gene = " x their genes" if o.get("info_id", "NT_SPLICE") == "NT_SPLICE" else ""  # splice models: a row per gene
     return {"outputs": outputs, "snvs": n, "summary": f"{n:,} SNVs scored ({bases:,} bases x 3 ALTs)" if o["kind"] != "base"
-            else f"{n:,} rows: SNVs of {bases:,} bases x 3 ALTs x their genes"}
+            else f"{n:,} rows: SNVs of {bases:,} bases x 3 ALTs{per_gene}"}
 
 
 def _bedgraph_line(fh, key, vals: dict) -> None:

@@ -14,19 +14,31 @@ tile with the allele applied (filled or trimmed on the right to the tile's lengt
 ``ref_<o>``, ``alt_<o>``, ``delta_<o>`` = alt - ref; for a classifier also ``logodds_<class>`` =
 logit(alt) - logit(ref).
 
-Per-base predictors (``kind = "base"``: a splice model; SegmentNT and NTv3 tracks later) are scored
-as SpliceAI scores variants: for every gene whose span holds the variant (one row per allele and
-gene, the gene's strand read 5' -> 3'), the predictions of reference and alternative within
-``distance`` bases of the variant are compared; an indel's alternative predictions are aligned to
-the reference (a deletion: zeros at the deleted positions; an insertion: the maximum over the
-inserted bases); substitutions of any length are compared base by base, other complex alleles are
-skipped (``complex_indel``). Per output channel: the largest gain and loss (``DS_*``, clipped at 0)
-and their positions relative to POS (``DP_*``, + strand bases); ``mask=True`` is SpliceAI's ``-M``:
-a gain at an annotated site of the gene and a loss at an unannotated position count 0. Tiles are
+Per-base predictors (``kind = "base"``) compare the predictions of reference and alternative
+within ``distance`` bases of the variant. A *stranded* predictor (a splice model) is scored as
+SpliceAI scores variants: for every gene whose span holds the variant (one row per allele and
+gene, the gene's strand read 5' -> 3'); the others (SegmentNT's elements, NTv3's tracks) once per
+allele on the + strand, without genes. An indel's alternative predictions are aligned to the
+reference (a deletion: zeros at the deleted positions; an insertion: the maximum over the inserted
+bases); substitutions of any length are compared base by base, other complex alleles are skipped
+(``complex_indel``). Per probability output (splice sites, elements): the largest gain and loss
+(``DS_*``, clipped at 0) and their positions relative to POS (``DP_*``, + strand bases); ``mask=True``
+is SpliceAI's ``-M``: a gain at an annotated site of the gene and a loss at an unannotated position
+count 0. Per track output (NTv3's and trained tracks; Borzoi's SAD, AlphaGenome's centre-mask
+scores): ``SUM_*`` = the alternative's sum over the neighbourhood minus the reference's (each on
+its own bases: ``distance`` each side of the allele) and ``LFC_*`` = log2(1 + alt sum) - log2(1 + ref
+sum) (sums below 0 read 0).
+
+Windows of per-base predictors: for a local predictor (a splice model) tiles are
 ``2 * (distance + receptive_field) + 2 * tile_stride_bp`` long, so every allele up to
 ``tile_stride_bp`` long has its whole neighbourhood and receptive field inside its tile; for an
 *exact* predictor (a pure convolution) the alternative is read in the smallest window that holds
-them, for the others in the tile, the same window as the reference.
+them, for the others in the tile, the same window as the reference. A *windowed* predictor reads
+tiles of its own window (``window_bp``, default the model's), on a grid fine enough that every
+neighbourhood lies inside a tile's trusted centre (``valid``: SegmentNT's window without its
+flanks, NTv3's centre crop); the alternative is the tile with the allele applied, cut or filled
+with N at its right end to the tile's length. A neighbourhood beyond what a tile predicts (NTv3's
+crop at a contig's ends, a contig shorter than the window) is skipped as ``outside_prediction``.
 
 NT's zero-shot scores (the default predictor) are ``ntkit.variants``'; this module runs them with
 the same jobs, options and outputs.
@@ -49,16 +61,16 @@ from . import engine, jobs
 from .genome import Genome
 from .predictors import Predictor, logit
 from .sequence import reverse_complement
-from .variants import Allele, check_allele, iter_records, tile_sequence, with_allele
+from .variants import Allele, check_allele, iter_records, tile_sequence, tile_start, with_allele
 
-BASE_SKIPS = ("not_in_gene", "complex_indel")
+BASE_SKIPS = ("not_in_gene", "complex_indel", "outside_prediction")
 
 
 @dataclass
 class EffectOptions:
     """What is scored and how (the fields that change a score; recorded in a job's manifest)."""
 
-    window_bp: int | None = None  # sequence predictors: bases per window (default: the predictor's)
+    window_bp: int | None = None  # sequence and windowed predictors: bases per window (default: the predictor's)
     tile_stride_bp: int | None = None  # grid step of the tiles (default: a quarter of a window; 128 per-base)
     distance: int = 50  # per-base predictors: bases each side of the variant where gains and losses are sought
     mask: bool = False  # per-base predictors: SpliceAI's -M (gains at annotated sites, losses elsewhere count 0)
@@ -70,6 +82,10 @@ class EffectOptions:
         if predictor.kind == "base":
             if self.distance < 0:
                 raise ValueError(f"distance must be >= 0, not {self.distance}")
+            if self.mask and not predictor.stranded:
+                raise ValueError("mask (SpliceAI's -M) needs a splice model: its annotated sites are the genes' exon ends")
+            if predictor.windowed:
+                return self._windowed(predictor)
             stride = self.tile_stride_bp or 128
             need = 2 * (self.distance + predictor.receptive_field)
             if need + 2 <= predictor.max_length < need + 2 * stride:  # the predictor cannot read that much: a finer grid
@@ -85,6 +101,20 @@ class EffectOptions:
         stride = self.tile_stride_bp or max(1, w // 4)
         if not 1 <= stride <= w:
             raise ValueError(f"tile_stride_bp must be in [1, {w}], not {stride}")
+        return replace(self, window_bp=w, tile_stride_bp=stride)
+
+    def _windowed(self, predictor: Predictor) -> "EffectOptions":
+        # An allele (at most `stride` bases) lies within stride / 2 of its tile's centre: its
+        # neighbourhood fits the trusted centre [a, b) when 2 * stride + 2 * distance <= b - a.
+        w = predictor.window(self.window_bp)
+        a, b = predictor.valid(w, None)
+        most = (b - a - 2 * self.distance) // 2
+        if most < 1:
+            raise ValueError(f"distance {self.distance}: the trusted centre of a {w}-base window is {b - a} bases; "
+                             "a smaller --distance or a longer --window-bp")
+        stride = self.tile_stride_bp or most
+        if not 1 <= stride <= most:
+            raise ValueError(f"tile_stride_bp must be in [1, {most}] for windows of {w} bases and distance {self.distance}")
         return replace(self, window_bp=w, tile_stride_bp=stride)
 
 
@@ -188,12 +218,13 @@ def _allele_row(a: Allele, opts: EffectOptions) -> dict:
     return row
 
 
-# -- per-base predictors (SpliceAI's scores) -------------------------------------------------------------------
+# -- per-base predictors (SpliceAI's scores, track sums) ----------------------------------------------------------
 
 
 def base_columns(predictor: Predictor) -> list[str]:
     names = gain_loss_names(predictor)
-    return [f"DS_{n}" for n in names] + [f"DP_{n}" for n in names]
+    tracks = [o for k, o in enumerate(predictor.outputs) if not predictor.is_probability(k)]
+    return [f"DS_{n}" for n in names] + [f"DP_{n}" for n in names] + [f"{m}_{o}" for o in tracks for m in ("SUM", "LFC")]
 
 
 def _gain_loss(predictor: Predictor, output: str) -> tuple[str, str]:
@@ -201,8 +232,8 @@ def _gain_loss(predictor: Predictor, output: str) -> tuple[str, str]:
 
 
 def gain_loss_names(predictor: Predictor) -> list[str]:
-    """The gain and loss names of every output, in order (SpliceAI's AG, AL, DG, DL for splice models)."""
-    return [n for o in predictor.outputs for n in _gain_loss(predictor, o)]
+    """The gain and loss names of every probability output, in order (SpliceAI's AG, AL, DG, DL for splice models)."""
+    return [n for k, o in enumerate(predictor.outputs) if predictor.is_probability(k) for n in _gain_loss(predictor, o)]
 
 
 def _take(p: np.ndarray, p_start: int, lo: int, hi: int, contig_len: int) -> np.ndarray:
@@ -226,41 +257,77 @@ def align_alt(y_alt: np.ndarray, ref_len: int, alt_len: int, distance: int) -> n
     return y_alt
 
 
-def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, genes: GeneIndex, opts: EffectOptions,
-                 runtime=None) -> list[dict]:
-    """Rows per allele and gene (input order; an allele without a gene: one row with its status).
-    See the module docstring. ``opts`` resolved."""
-    rt = engine.as_runtime(runtime).replace(progress=False)
+def _covers(predictor: Predictor, start: int, length: int, lo: int, hi: int) -> bool:
+    """Whether the outputs of an input of ``length`` bases from ``start`` cover positions [lo, hi)."""
+    a, b = predictor.output_span(length)
+    return start + a <= lo and hi <= start + b
+
+
+def _windows(predictor: Predictor, genome: Genome, a: Allele, opts: EffectOptions):
+    """(tile start, reference window, alternative window, its start) of a checked allele, or None
+    with ``a.status`` set when the predictor cannot see the allele's neighbourhood."""
     D, RF, W, S = opts.distance, predictor.receptive_field, opts.window_bp, opts.tile_stride_bp
+    L = genome.lengths[a.contig]
+    if predictor.fixed_window:  # every input W bases: no trimming of end N runs (N is a base the model reads)
+        start = tile_start(a.pos0, len(a.ref), L, W, S)
+        full = genome.fetch(a.contig, start, min(start + W + max(0, len(a.ref) - len(a.alt)), L))
+        ref_w = full[:W]
+    else:
+        t = _tile(genome, a, W, S, predictor)
+        if t is None:
+            a.status = "n_rich_window"
+            return None
+        start, ref_w, full = t
+    if predictor.windowed:  # the tile, the allele applied, at the tile's length (N-filled at a contig's end)
+        alt_w, alt_start = with_allele(full, start, a, len(ref_w)), start
+        if predictor.fixed_window:
+            alt_w += "N" * (len(ref_w) - len(alt_w))
+        near = (max(0, a.pos0 - D), min(L, a.pos0 + len(a.ref) + D))
+        near_alt = (near[0], min(L + len(a.alt) - len(a.ref), a.pos0 + len(a.alt) + D))
+        if len(ref_w) < W and predictor.fixed_window or not (_covers(predictor, start, len(ref_w), *near)
+                                                            and _covers(predictor, alt_start, len(alt_w), *near_alt)):
+            a.status = "outside_prediction"
+            return None
+        return start, ref_w, alt_w, alt_start
+    if a.pos0 + len(a.ref) + D > start + len(ref_w) and start + len(ref_w) < L:
+        a.status = "n_rich_window"
+        return None
+    if predictor.exact:  # the smallest window holding the neighbourhood and its receptive field
+        lo, hi = max(0, a.pos0 - D - RF), min(L, a.pos0 + len(a.ref) + D + RF)
+        return start, ref_w, with_allele(genome.fetch(a.contig, lo, hi), lo, a), lo
+    # the tile itself, so that reference and alternative are read in the same window
+    return start, ref_w, with_allele(full, start, a, len(ref_w) + max(0, len(a.alt) - len(a.ref))), start
+
+
+def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, genes: GeneIndex | None, opts: EffectOptions,
+                 runtime=None) -> list[dict]:
+    """Rows per allele and gene of a stranded predictor, per allele of the others (input order; a
+    skipped allele: one row with its status). See the module docstring. ``opts`` resolved."""
+    if predictor.stranded and genes is None:
+        raise ValueError("a stranded per-base predictor (a splice model) scores variants inside genes: give transcripts")
+    rt = engine.as_runtime(runtime).replace(progress=False)
+    D = opts.distance
     tiles: dict[tuple, str] = {}  # (contig, start, length, strand) -> sequence read by the predictor
     plan = []  # (allele, genes, strand, ref key, alt sequence, alt window start)
     for a in alleles:
-        check_allele(a, genome, 2 * S)  # too_long: an allele over tile_stride_bp bases
+        check_allele(a, genome, 2 * opts.tile_stride_bp)  # too_long: an allele over tile_stride_bp bases
         if a.status == "scored" and len(a.ref) != len(a.alt) and len(a.ref) > 1 and len(a.alt) > 1:
             a.status = "complex_indel"
         if a.status != "scored":
             continue
-        hits = genes.hits(a.contig, a.pos0)
+        hits = genes.hits(a.contig, a.pos0) if predictor.stranded else [None]
         if not hits:
             a.status = "not_in_gene"
             continue
-        t = _tile(genome, a, W, S, predictor)
-        if t is None or a.pos0 + len(a.ref) + D > t[0] + len(t[1]) and t[0] + len(t[1]) < genome.lengths[a.contig]:
-            a.status = "n_rich_window"
+        w = _windows(predictor, genome, a, opts)
+        if w is None:
             continue
-        start, ref_w, full = t
+        start, ref_w, alt_w, alt_start = w
         a.start = start
-        L = genome.lengths[a.contig]
-        if predictor.exact:  # the smallest window holding the neighbourhood and its receptive field
-            lo, hi = max(0, a.pos0 - D - RF), min(L, a.pos0 + len(a.ref) + D + RF)
-            alt_w, alt_start = with_allele(genome.fetch(a.contig, lo, hi), lo, a), lo
-        else:  # the tile itself, so that reference and alternative are read in the same window
-            alt_w, alt_start = with_allele(full, start, a, len(ref_w) + max(0, len(a.alt) - len(a.ref))), start
         for strand in sorted({g.strand for g in hits}) if predictor.stranded else ["+"]:
             key = (a.contig, start, len(ref_w), strand)
             tiles.setdefault(key, _oriented(ref_w, strand))
-            plan.append((a, [g for g in hits if g.strand == strand or not predictor.stranded], strand, key, _oriented(alt_w, strand),
-                         alt_start))
+            plan.append((a, [g for g in hits if g is None or g.strand == strand], strand, key, _oriented(alt_w, strand), alt_start))
     keys = list(tiles)
     # The reference tiles first (shared by their alleles, kept), then each allele's alternative,
     # used as it streams in and dropped: memory holds the tiles, not a chunk's alternatives.
@@ -268,16 +335,22 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
     ref_of = {k: _back(p, k[3]) for k, p in zip(keys, itertools.islice(stream, len(keys)))}
     per_allele: dict[int, list[dict]] = {}
     outputs = predictor.outputs
-    for (a, gs, strand, key, _, alt_start), p_alt in zip(plan, stream):
+    for (a, gs, strand, key, alt_w, alt_start), p_alt in zip(plan, stream):
         L = genome.lengths[a.contig]
-        y_ref = _take(ref_of[key], key[1], a.pos0 - D, a.pos0 + len(a.ref) + D, L)
-        y_alt = _take(_back(p_alt, strand), alt_start, a.pos0 - D, a.pos0 + len(a.alt) + D, L + len(a.alt) - len(a.ref))
-        y_alt = align_alt(y_alt, len(a.ref), len(a.alt), D)
-        delta = y_alt - y_ref
+        # predictions cover output_span of their input: NTv3's centre crop, all of it otherwise
+        y_ref = _take(ref_of[key], key[1] + predictor.output_span(key[2])[0], a.pos0 - D, a.pos0 + len(a.ref) + D, L)
+        y_alt = _take(_back(p_alt, strand), alt_start + predictor.output_span(len(alt_w))[0], a.pos0 - D,
+                      a.pos0 + len(a.alt) + D, L + len(a.alt) - len(a.ref))
+        sums = y_ref.sum(0), y_alt.sum(0)  # track outputs: each allele's own bases
+        delta = align_alt(y_alt, len(a.ref), len(a.alt), D) - y_ref
         rel = np.arange(len(delta)) - D  # bases from POS, + strand
-        for g in sorted(gs, key=lambda g: (g.start, g.name)):
-            row = {"record": a.record, **_allele_row(a, opts), "gene": g.name, "strand": g.strand}
+        for g in sorted(gs, key=lambda g: (g.start, g.name)) if predictor.stranded else gs:
+            row = {"record": a.record, **_allele_row(a, opts), "gene": g.name if g else None, "strand": g.strand if g else None}
             for c, o in enumerate(outputs):
+                if not predictor.is_probability(c):
+                    r, t = (float(x[c]) for x in sums)
+                    row.update({f"SUM_{o}": t - r, f"LFC_{o}": math.log2(1 + max(t, 0.0)) - math.log2(1 + max(r, 0.0))})
+                    continue
                 gain, loss = delta[:, c].copy(), -delta[:, c]
                 if opts.mask:
                     annotated = np.isin(a.pos0 + rel, np.asarray(_annotated(g, o), dtype=np.int64))
@@ -316,7 +389,7 @@ def schema(predictor: Predictor, opts: EffectOptions) -> pa.Schema:
     f += [("label", pa.float64())] if opts.label_key else []
     if predictor.kind == "base":
         f += [("gene", pa.string()), ("strand", pa.string())]
-        f += [(c, pa.float64() if c.startswith("DS_") else pa.int64()) for c in base_columns(predictor)]
+        f += [(c, pa.int64() if c.startswith("DP_") else pa.float64()) for c in base_columns(predictor)]
     else:
         f += [(c, pa.float64()) for c in sequence_columns(predictor)]
     return pa.schema(f)
@@ -330,8 +403,6 @@ def effects(predictor: Predictor, alleles: list[Allele], genome: Genome, opts: E
 
         return score_alleles(predictor.model, alleles, genome, predictor.score_options, runtime=runtime)
     if predictor.kind == "base":
-        if genes is None:
-            raise ValueError("a per-base predictor needs genes (--transcripts): their strands and spans")
         return base_effects(predictor, alleles, genome, genes, opts, runtime)
     return sequence_effects(predictor, alleles, genome, opts, runtime)
 
@@ -339,27 +410,30 @@ def effects(predictor: Predictor, alleles: list[Allele], genome: Genome, opts: E
 # -- VCF files -----------------------------------------------------------------------------------------------
 
 
-def vcf_fields(kind: str, columns: Sequence[str], gain_loss: Sequence[str] = ()):
+def vcf_fields(kind: str, columns: Sequence[str], info_id: str = "NT_SPLICE"):
     """(header lines, fields(rows of one record, number of ALTs) -> INFO strings) of an annotated
     VCF: ``NT_STATUS`` per ALT, plus one Number=A field per score (zero-shot and per-sequence
-    predictors) or, for per-base predictors, ``NT_SPLICE`` entries in SpliceAI's layout, one per
-    allele and gene."""
+    predictors) or, for per-base predictors, ``info_id`` entries in SpliceAI's layout (``NT_SPLICE``
+    for splice models, ``NT_EFFECT`` for the others, whose GENE is '.'), one per allele and gene."""
     from .variants import SKIP_REASONS, _describe, number_a_fields
 
     if kind != "base":
         return number_a_fields(columns, _describe if kind == "lm" else None)
     status = ('##INFO=<ID=NT_STATUS,Number=A,Type=String,Description="ntkit: \'scored\' or why the allele was skipped ('
               + ", ".join(SKIP_REASONS + BASE_SKIPS) + ')">\n')
-    fmt = "ALLELE|GENE|" + "|".join(f"DS_{n}" for n in gain_loss) + "|" + "|".join(f"DP_{n}" for n in gain_loss)
-    header = [status, '##INFO=<ID=NT_SPLICE,Number=.,Type=String,Description="ntkit per-base predictor deltas (gains and losses '
-                      f'within the distance), one entry per allele and gene, SpliceAI\'s layout. Format: {fmt}">\n']
+    fmt = "ALLELE|GENE|" + "|".join(columns)
+    header = [status, f'##INFO=<ID={info_id},Number=.,Type=String,Description="ntkit per-base predictor effects within the distance '
+                      '(DS/DP: largest gain and loss and their offsets; SUM/LFC: change of a track\'s sum, log2 fold change), one '
+                      f'entry per allele and gene, SpliceAI\'s layout. Format: {fmt}">\n']
+
+    def value(c: str, v) -> str:
+        return str(int(v)) if c.startswith("DP_") else f"{v:.2f}" if c.startswith("DS_") else f"{v:.4g}"
 
     def fields(rows: list[dict], n_alts: int) -> list[str]:
         status_of = {r["alt_index"]: r["status"] for r in rows}
         out = ["NT_STATUS=" + ",".join(status_of.get(k, "no_alt") for k in range(1, n_alts + 1))]
-        entries = [f"{r['alt']}|{r['gene']}|" + "|".join(f"{r[f'DS_{n}']:.2f}" for n in gain_loss) + "|"
-                   + "|".join(str(int(r[f"DP_{n}"])) for n in gain_loss) for r in rows if r["status"] == "scored" and r["gene"]]
-        return out + (["NT_SPLICE=" + ",".join(entries)] if entries else [])
+        entries = [f"{r['alt']}|{r['gene'] or '.'}|" + "|".join(value(c, r[c]) for c in columns) for r in rows if r["status"] == "scored"]
+        return out + ([f"{info_id}=" + ",".join(entries)] if entries else [])
 
     return header, fields
 
@@ -368,10 +442,10 @@ def _meta(predictor: Predictor, opts: EffectOptions) -> dict:
     """What a job's manifest records of the predictor and options (and what its merge needs)."""
     if predictor.kind == "lm":
         o = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(predictor.score_options).items()}
-        return {"kind": "lm", "predictor": predictor.describe(), **o, "columns": list(predictor.outputs), "gain_loss": []}
+        return {"kind": "lm", "predictor": predictor.describe(), **o, "columns": list(predictor.outputs)}
     return {"kind": predictor.kind, "predictor": predictor.describe(), **vars(opts),
             "columns": base_columns(predictor) if predictor.kind == "base" else sequence_columns(predictor),
-            "gain_loss": gain_loss_names(predictor) if predictor.kind == "base" else []}
+            "info_id": "NT_SPLICE" if predictor.stranded else "NT_EFFECT"}
 
 
 # -- jobs ----------------------------------------------------------------------------------------------------
@@ -382,15 +456,11 @@ def variant_effects_to_files(predictor: Predictor, vcf: str | Path, fasta: str |
                              restart: bool = False, runtime=None) -> dict:
     """Effects of every ALT allele of ``vcf`` under ``predictor`` into ``outputs`` (an annotated
     VCF and/or tables), a job of ``ntkit.jobs`` (sharded, resumable, merged when complete).
-    ``transcripts`` (a SpliceAI table or GTF): the genes of a per-base predictor."""
-    from .splice import read_transcripts
-
+    ``transcripts`` (a SpliceAI table or GTF): the genes of a splice model."""
     rt = engine.as_runtime(runtime)
     genome = Genome(fasta)
     opts = (options or EffectOptions()).resolve(predictor)
-    genes = GeneIndex(read_transcripts(transcripts), genome) if transcripts else None
-    if predictor.kind == "base" and genes is None:
-        raise ValueError("a per-base predictor scores variants inside genes: give --transcripts (SpliceAI's table or a GTF)")
+    genes = genes_for(predictor, transcripts, genome)
     sch = schema(predictor, opts)
 
     def process(chunk: list[list[Allele]]) -> list[dict]:
@@ -402,6 +472,18 @@ def variant_effects_to_files(predictor: Predictor, vcf: str | Path, fasta: str |
                    fingerprints={"fasta": jobs.genome_fingerprint(genome)}, options=meta, model=predictor.model,
                    chunk_size=chunk_size, unit="record", desc="variant effects")
     return jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)
+
+
+def genes_for(predictor: Predictor, transcripts, genome: Genome) -> GeneIndex | None:
+    """The genes of a stranded per-base predictor (needed), None for the others (refused if given)."""
+    from .splice import read_transcripts
+
+    stranded = predictor.kind == "base" and predictor.stranded
+    if stranded and not transcripts:
+        raise ValueError("a splice model scores variants inside genes: give --transcripts (SpliceAI's table or a GTF)")
+    if transcripts and not stranded:
+        raise ValueError("--transcripts gives the genes of a splice model; this predictor reads both strands without genes")
+    return GeneIndex(read_transcripts(transcripts), genome) if transcripts else None
 
 
 def merge_variant_effects(store) -> dict:
@@ -422,7 +504,7 @@ def merge_variant_effects(store) -> dict:
                 status[s] += 1
             last = key
             contigs[c] = None
-    header, fields = vcf_fields(o["kind"], o["columns"], o["gain_loss"])
+    header, fields = vcf_fields(o["kind"], o["columns"], o.get("info_id", "NT_SPLICE"))
     for out in store.outputs:
         if is_vcf(out):
             write_vcf_rows(_rows(store.batches()), vcf, out, contigs=contigs, header=header, fields=fields,

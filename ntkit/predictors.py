@@ -7,7 +7,12 @@ A predictor maps sequences to outputs, through ``ntkit.engine``:
   classifier's class probabilities or a regressor's value (``SequenceModel``);
 - ``kind = "base"``: one vector per base, ``[len, C]`` (e.g. acceptor and donor probabilities of a
   splice model, ``SpliceSites``); ``stranded`` predictors read a sequence 5' -> 3' of its gene, so
-  a perturbation predicts on the reverse complement for minus-strand genes.
+  a perturbation predicts on the reverse complement for minus-strand genes. ``probability`` says
+  which outputs are probabilities (perturbations report their largest gain and loss) and which are
+  track values (perturbations report the change of their sum, as Borzoi and AlphaGenome do).
+  ``windowed`` per-base predictors (SegmentNT's elements, NTv3's tracks) predict whole windows of
+  ``window()`` bases: the bases ``output_span(length)`` of an input (NTv3: the centre crop), the
+  centre ``valid(window)`` trusted (SegmentNT: without its flanks).
 
 Each declares what it can read: ``max_length`` (bases of one input), and for per-base predictors
 ``receptive_field`` (bases each side of a base that its output depends on) with ``exact`` true when
@@ -38,6 +43,9 @@ class Predictor:
     receptive_field: int = 0  # per-base predictors: bases each side a base's output depends on
     exact: bool = False  # per-base: nothing beyond the receptive field matters
     stranded: bool = False  # per-base: reads 5' -> 3' of a gene (minus-strand genes reverse-complemented)
+    windowed: bool = False  # per-base: predicts windows of ``window()`` bases (see the module docstring)
+    fixed_window: bool = False  # windowed: every input is exactly ``window()`` bases long
+    probability: list[bool] | None = None  # per-base: which outputs are probabilities (None: all)
     model = None  # the torch module (its fingerprint names a job's results)
 
     def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
@@ -53,6 +61,13 @@ class Predictor:
         from .variants import fit_tokens
 
         return fit_tokens(base.tokenizer, seq, base.config.max_tokens)
+
+    def output_span(self, length: int) -> tuple[int, int]:
+        """(start, stop): the bases of an input of ``length`` bases that the outputs cover."""
+        return 0, length
+
+    def is_probability(self, k: int) -> bool:
+        return True if self.probability is None else bool(self.probability[k])
 
     def describe(self) -> dict:
         """What the predictor is, for job manifests and provenance."""
@@ -132,20 +147,83 @@ class SpliceSites(Predictor):
 
 
 def load_predictor(base=None, *, adapter: str | Path | None = None, splice_model: str | Path | None = None,
+                   track_model: str | Path | None = None, species: str | None = None, outputs=None,
                    force: bool = False) -> Predictor | None:
-    """The predictor of an adapter folder (``ntkit finetune``) or a splice model folder on its
-    ``base`` (``None``: neither given, NT's zero-shot scores are meant)."""
-    if adapter and splice_model:
-        raise ValueError("give --adapter or --splice-model, not both")
+    """The predictor the options name on ``base`` (the loaded model): an adapter folder (``ntkit
+    finetune``), a splice model folder, a track model folder (``ntkit tracks train``), a
+    post-trained NTv3's tracks of ``species``; a SegmentNT model is its elements. ``None``: NT's
+    zero-shot scores are meant. ``outputs``: only these of the predictor's outputs (``Selected``)."""
+    from .ntv3 import NTv3Model
+    from .segment_nt import SegmentNTModel
+
+    given = [n for n, v in (("--adapter", adapter), ("--splice-model", splice_model), ("--track-model", track_model),
+                            ("--species", species)) if v]
+    if len(given) > 1:
+        raise ValueError(f"give one of {', '.join(given)}, not several")
+    p = None
     if adapter:
         from .finetune import FinetunedModel
 
-        return SequenceModel(FinetunedModel.load_adapter(base, adapter, force=force))
-    if splice_model:
+        p = SequenceModel(FinetunedModel.load_adapter(base, adapter, force=force))
+    elif splice_model:
         from .splice import load_splice_model
 
-        return SpliceSites(load_splice_model(splice_model, base, force=force))
-    return None
+        p = SpliceSites(load_splice_model(splice_model, base, force=force))
+    elif track_model or species:
+        if not isinstance(base, NTv3Model):
+            raise ValueError(f"{'--track-model' if track_model else '--species'} needs an NTv3 model (--model)")
+        if track_model:
+            from .track_training import TrackModel
+
+            p = TrainedTracks(TrackModel.load(base, track_model, force=force))
+        elif not base.config.conditions_vocab_size:
+            raise ValueError("--species: this NTv3 is pre-trained, without track heads (a post-trained model, or --track-model)")
+        else:
+            p = Tracks(base, species)
+    elif isinstance(base, SegmentNTModel):  # no language-model head: its elements are what it predicts
+        p = Elements(base)
+    if outputs:
+        if p is None:
+            raise ValueError("--outputs selects outputs of a predictor (--adapter, --splice-model, --species, --track-model, SegmentNT)")
+        p = Selected(p, outputs)
+    return p
+
+
+class Selected(Predictor):
+    """Some outputs of another predictor (an NTv3 post-trained model predicts thousands of tracks),
+    in the order given; everything else is the inner predictor's."""
+
+    def __init__(self, inner: Predictor, names):
+        missing = [n for n in names if n not in inner.outputs]
+        if missing:
+            shown = ", ".join(inner.outputs[:8]) + (", ..." if len(inner.outputs) > 8 else "")
+            raise ValueError(f"no output named {', '.join(missing)}; this predictor has {len(inner.outputs)}: {shown}")
+        self.inner = inner
+        self.index = [inner.outputs.index(n) for n in names]
+        self.outputs = tuple(names)
+        self.probability = [inner.is_probability(i) for i in self.index]
+        for k in ("kind", "max_length", "receptive_field", "exact", "stranded", "windowed", "fixed_window", "model"):
+            setattr(self, k, getattr(inner, k))
+        self.score_names = {o: n for o, n in getattr(inner, "score_names", {}).items() if o in names}
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        for p in self.inner.predict(sequences, runtime):
+            yield p[..., self.index]
+
+    def fit(self, seq: str) -> int:
+        return self.inner.fit(seq)
+
+    def output_span(self, length: int) -> tuple[int, int]:
+        return self.inner.output_span(length)
+
+    def window(self, window_bp: int | None) -> int:
+        return self.inner.window(window_bp)
+
+    def valid(self, window: int, flank_bp: int | None = None) -> tuple[int, int]:
+        return self.inner.valid(window, flank_bp)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "outputs": list(self.outputs)}
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -162,6 +240,7 @@ class Elements(Predictor):
     model's ``features``). The annotation job keeps each window's centre, ``flank_bp`` from its ends."""
 
     kind = "base"
+    windowed = True
     fixed_window = False  # a region's last window may be shorter
 
     def __init__(self, model):
@@ -187,9 +266,6 @@ class Elements(Predictor):
             raise ValueError(f"flank of {f} bases leaves nothing of a {window}-base window")
         return f, window - f
 
-    def output_span(self, length: int) -> tuple[int, int]:
-        return 0, length
-
     def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
         yield from self.model.predict(list(sequences), runtime=runtime)
 
@@ -203,6 +279,7 @@ class Tracks(Predictor):
     crop (``keep_target_center_fraction``). Windows are multiples of the model's length rule."""
 
     kind = "base"
+    windowed = True
     fixed_window = True  # the crop is a fixed fraction of the window
 
     def __init__(self, model, species: str, window_bp: int | None = None):
@@ -252,10 +329,11 @@ class Tracks(Predictor):
                 res.append(torch.cat(parts, dim=-1).cpu().numpy())
             return res
 
+        sequences = list(sequences)  # read once: an iterator would be spent by the check
         for s in sequences:
             if len(s) % self.model.config.multiple:
                 raise ValueError(f"NTv3 track windows are multiples of {self.model.config.multiple} bases, got {len(s)}")
-        yield from engine.run(self.model, list(sequences), forward, length=len, runtime=runtime, desc="tracks", unit="window")
+        yield from engine.run(self.model, sequences, forward, length=len, runtime=runtime, desc="tracks", unit="window")
 
     def describe(self) -> dict:
         return {**super().describe(), "species": self.species}
@@ -267,6 +345,7 @@ class TrainedTracks(Predictor):
     probabilities on the centre crop of windows of its training length."""
 
     kind = "base"
+    windowed = True
     fixed_window = True
 
     def __init__(self, track_model):

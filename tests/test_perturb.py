@@ -197,3 +197,135 @@ def test_adapter_effects_equal_predict_on_ref_and_alt(genome, classifier, tmp_pa
     snv = t[t["id"].str.startswith("s")].set_index(["pos", "alt"])
     np.testing.assert_allclose(m.loc[snv.index, "delta_prob_1"], snv["delta_prob_1"], rtol=1e-5, atol=1e-7)
     assert (tmp_path / "mut" / "delta_prob_1.bedgraph").exists() and (tmp_path / "mut" / "heatmap.png").exists()
+
+
+# -- windowed per-base predictors: SegmentNT's elements, NTv3's tracks ----------------------------------------
+
+
+def _hand_delta(predictor, seq, start, length, a_pos0, ref, alt, D):
+    """Reference and alternative predictions of the tile from ``start`` over the allele's
+    neighbourhood, each on its own bases, computed by hand (one forward per window)."""
+    ref_w = seq[start : start + length]
+    rel = a_pos0 - start
+    alt_w = (seq[start:start + length + len(ref)][:rel] + alt + seq[start + rel + len(ref):start + length + len(ref)])[:length]
+    p_ref, p_alt = (np.asarray(p, dtype=np.float64) for p in predictor.predict([ref_w, alt_w]))
+    o = predictor.output_span(length)[0]  # predictions start at start + o
+    y_ref = p_ref[a_pos0 - D - start - o : a_pos0 + len(ref) + D - start - o]
+    y_alt = p_alt[a_pos0 - D - start - o : a_pos0 + len(alt) + D - start - o]
+    return y_ref, y_alt
+
+
+def test_segment_nt_effects_equal_hand_computed_windows(genome, tmp_path):
+    from ntkit import segment_nt
+    from ntkit.predictors import Elements
+
+    d, seq, _ = genome
+    g = Genome(d / "g.fa")
+    pred = Elements(segment_nt.build("segment-nt-tiny"))
+    opts = EffectOptions(window_bp=1200, distance=40).resolve(pred)
+    a_, b_ = pred.valid(1200, None)
+    assert (opts.window_bp, opts.tile_stride_bp) == (1200, (b_ - a_ - 80) // 2)
+    recs = [("s1", 1500, seq[1499], "A" if seq[1499] != "A" else "C"), ("s2", 2345, seq[2344], "G" if seq[2344] != "G" else "T"),
+            ("del", 2001, seq[2000:2004], seq[2000]), ("ins", 2702, seq[2701], seq[2701] + "ACG")]
+    alleles = [a for rec in iter_records(vcf(tmp_path / "v.vcf", seq, recs)) for a in rec]
+    rows = pd.DataFrame(base_effects(pred, alleles, g, None, opts))
+    assert rows["status"].eq("scored").all() and rows["gene"].isna().all()
+    for _, r in rows.iterrows():
+        start, pos0 = int(r["window_start"]) - 1, int(r["pos"]) - 1
+        assert start + a_ <= pos0 - 40 and pos0 + len(r["ref"]) + 40 <= start + b_  # the neighbourhood in the trusted centre
+        y_ref, y_alt = _hand_delta(pred, seq, start, 1200, pos0, r["ref"], r["alt"], 40)
+        delta = align_alt(y_alt, len(r["ref"]), len(r["alt"]), 40) - y_ref
+        for c, o in enumerate(pred.outputs):
+            assert r[f"DS_{o}_gain"] == pytest.approx(max(delta[:, c].max(), 0), abs=1e-6)
+            assert r[f"DS_{o}_loss"] == pytest.approx(max(-delta[:, c].min(), 0), abs=1e-6)
+            if delta[:, c].max() > 1e-6:
+                assert r[f"DP_{o}_gain"] == int(delta[:, c].argmax()) - 40
+    assert rows[[c for c in rows.columns if c.startswith("DS_")]].to_numpy().max() > 0  # random weights still move something
+    with pytest.raises(ValueError, match="splice model"):
+        EffectOptions(mask=True).resolve(pred)
+    with pytest.raises(ValueError, match="trusted centre"):
+        EffectOptions(window_bp=1200, distance=500).resolve(pred)
+
+
+@pytest.fixture(scope="module")
+def ntv3_post(tmp_path_factory):
+    from ntkit import ntv3
+
+    d = tmp_path_factory.mktemp("ntv3post")
+    m = ntv3.build("ntv3-tiny-post")
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():  # random heads, away from softplus's flat start
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_checkpoint(m, d / "m")
+    return m, d / "m"
+
+
+def test_ntv3_track_effects_are_sums_over_the_crop(genome, ntv3_post, tmp_path):
+    from ntkit.predictors import Tracks, load_predictor
+
+    d, seq, _ = genome
+    g = Genome(d / "g.fa")
+    model, _ = ntv3_post
+    pred = Tracks(model, "human")
+    opts = EffectOptions(window_bp=1024, distance=30).resolve(pred)
+    assert opts.tile_stride_bp == (384 - 60) // 2  # crop of 1024: 384 bases
+    recs = [("s", 2000, seq[1999], "A" if seq[1999] != "A" else "C"), ("del", 2501, seq[2500:2503], seq[2500]),
+            ("ins", 3001, seq[3000], seq[3000] + "GG"), ("edge", 100, seq[99], "A" if seq[99] != "A" else "C")]
+    alleles = [a for rec in iter_records(vcf(tmp_path / "v.vcf", seq, recs)) for a in rec]
+    rows = pd.DataFrame(base_effects(pred, alleles, g, None, opts)).set_index("id")
+    assert rows.loc["edge", "status"] == "outside_prediction"  # the crop of the first window starts at base 320
+    for name in ("s", "del", "ins"):
+        r = rows.loc[name]
+        assert r["status"] == "scored"
+        y_ref, y_alt = _hand_delta(pred, seq, int(r["window_start"]) - 1, 1024, int(r["pos"]) - 1, r["ref"], r["alt"], 30)
+        for c, o in enumerate(pred.outputs[:3]):  # tracks: sums on each allele's own bases
+            assert r[f"SUM_{o}"] == pytest.approx(y_alt[:, c].sum() - y_ref[:, c].sum(), rel=1e-5, abs=1e-5)
+            assert r[f"LFC_{o}"] == pytest.approx(np.log2(1 + y_alt[:, c].sum()) - np.log2(1 + y_ref[:, c].sum()), rel=1e-5, abs=1e-6)
+        delta = align_alt(y_alt, len(r["ref"]), len(r["alt"]), 30) - y_ref
+        assert r["DS_exon_gain"] == pytest.approx(max(delta[:, 3].max(), 0), abs=1e-6)
+    assert [c for c in rows.columns if c.startswith(("DS_", "SUM_"))] == ["DS_exon_gain", "DS_exon_loss", "DS_promoter_gain",
+                                                                          "DS_promoter_loss", "SUM_h_dnase", "SUM_h_cage", "SUM_h_atac"]
+    # a selection of outputs gives the same numbers for those outputs alone
+    sel = load_predictor(model, species="human", outputs=["h_cage", "promoter"])
+    rows2 = pd.DataFrame(base_effects(sel, [a for rec in iter_records(tmp_path / "v.vcf") for a in rec], g, None,
+                                      EffectOptions(window_bp=1024, distance=30).resolve(sel))).set_index("id")
+    cols = ["SUM_h_cage", "LFC_h_cage", "DS_promoter_gain", "DS_promoter_loss", "DP_promoter_gain"]
+    assert list(c for c in rows2.columns if c[:3] in ("SUM", "LFC", "DS_", "DP_")) == ["DS_promoter_gain", "DS_promoter_loss",
+                                                                                       "DP_promoter_gain", "DP_promoter_loss",
+                                                                                       "SUM_h_cage", "LFC_h_cage"]
+    pd.testing.assert_frame_equal(rows2[cols], rows[cols])
+    with pytest.raises(ValueError, match="no output named nope"):
+        load_predictor(model, species="human", outputs=["nope"])
+
+
+def test_windowed_predictors_in_the_cli(genome, ntv3_post, tmp_path, capsys):
+    from ntkit import segment_nt
+
+    d, seq, _ = genome
+    seg = tmp_path / "seg"
+    save_checkpoint(segment_nt.build("segment-nt-tiny"), seg)
+    recs = [("s", 2000, seq[1999], "A" if seq[1999] != "A" else "C"), ("edge", 100, seq[99], "A" if seq[99] != "A" else "C")]
+    v = vcf(tmp_path / "v.vcf", seq, recs)
+    out = [str(tmp_path / "e.vcf.gz"), str(tmp_path / "e.tsv")]
+    assert main(["score-variants", "--vcf", str(v), "--fasta", str(d / "g.fa"), "--model", str(seg), "--window-bp", "1200",
+                 "--no-progress", "--out", *out]) == 0
+    t = pd.read_csv(out[1], sep="\t")
+    assert "DS_exon_gain" in t and t["gene"].isna().all() and t["status"].eq("scored").all()
+    rec = next(iter(pysam.VariantFile(out[0])))
+    entry = rec.info["NT_EFFECT"][0].split("|")
+    assert entry[:2] == [rec.alts[0], "."] and float(entry[2]) == pytest.approx(t.loc[0, "DS_protein_coding_gene_gain"], abs=0.006)
+    # NTv3 tracks: mutagenesis writes a bedGraph per selected track sum and element gain
+    _, post = ntv3_post
+    capsys.readouterr()
+    assert main(["info", str(post), "--tracks", "human"]) == 0
+    assert capsys.readouterr().out.split() == ["h_dnase", "h_cage", "h_atac", "exon", "promoter"]
+    assert main(["mutagenesis", "--fasta", str(d / "g.fa"), "--model", str(post), "--species", "human", "--outputs", "h_dnase", "exon",
+                 "--window-bp", "1024", "--distance", "20", "--regions", "7:2001-2010", "--no-progress", "--out", str(tmp_path / "mut")]) == 0
+    m = pd.read_parquet(tmp_path / "mut" / "mutagenesis.parquet")
+    assert len(m) == 30 and {"SUM_h_dnase", "LFC_h_dnase", "DS_exon_gain"} <= set(m.columns)
+    assert "30 rows: SNVs of 10 bases x 3 ALTs\n" in capsys.readouterr().out
+    assert (tmp_path / "mut" / "SUM_h_dnase.bedgraph").exists() and (tmp_path / "mut" / "DS_exon_gain.bedgraph").exists()
+    assert main(["score-variants", "--vcf", str(v), "--fasta", str(d / "g.fa"), "--model", str(seg), "--transcripts", str(v),
+                 "--no-progress", "--out", str(tmp_path / "x.tsv")]) == 2
+    assert "--transcripts gives the genes of a splice model" in capsys.readouterr().err

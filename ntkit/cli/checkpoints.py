@@ -16,6 +16,8 @@ MERGE_FUNCTIONS = {"perturb": "merge_variant_effects"}
 def register(sub) -> None:
     s = sub.add_parser("info", help="print a model's configuration and parameter counts (and, for a preset, where its trained weights are)")
     s.add_argument("model", help="checkpoint directory, hub name or preset name (e.g. nt-v2-50m)")
+    s.add_argument("--tracks", metavar="SPECIES", help="a post-trained NTv3: print the names of this species' tracks, one per line "
+                   "(what --outputs of score-variants and mutagenesis selects), instead of the configuration")
     add_hub_args(s)
     s.set_defaults(func=info)
 
@@ -61,6 +63,11 @@ def info(args) -> int:
         source = {"source": str(Path(args.model).resolve())}
     cfg = model.config
     family = getattr(cfg, "family", "nt")
+    if args.tracks:
+        if family != "ntv3" or args.tracks not in getattr(cfg, "species", []):
+            raise ValueError(f"--tracks {args.tracks}: {args.model} has no tracks for it (species: {getattr(cfg, 'species', [])})")
+        print("\n".join(cfg.bigwigs_per_species.get(args.tracks, []) + list(cfg.bed_elements_names)))
+        return 0
     out = {"family": family, **cfg.to_dict(), "parameters": model.num_parameters(),
            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), **source}
     if family == "nt":
@@ -68,7 +75,7 @@ def info(args) -> int:
     elif family == "ntv3":
         out.update(kind="post-trained" if cfg.conditions_vocab_size else "pre-trained", length_multiple=cfg.multiple,
                    species={s: len(cfg.bigwigs_per_species[s]) for s in cfg.species}, bed_elements=cfg.bed_elements_names)
-        out.pop("bigwigs_per_species", None)  # thousands of track names: `species` counts them
+        out.pop("bigwigs_per_species", None)  # thousands of track names: `species` counts them, --tracks lists them
     elif family == "segment_nt":
         out.update(context_tokens=cfg.context_tokens)
     if preset:

@@ -1,5 +1,6 @@
 """``ntkit score-variants``: VCF + FASTA -> annotated VCF / tables (sharded, resumable), for NT's
-zero-shot scores or any predictor (``--adapter``, ``--splice-model``)."""
+zero-shot scores or any predictor (``--adapter``, ``--splice-model``, a SegmentNT model's elements,
+NTv3's tracks with ``--species``, a track model with ``--track-model``)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,15 @@ def add_predictor_args(s) -> None:
                    "log-odds for classifiers")
     s.add_argument("--splice-model", help="a splice model (folder of `ntkit splice train`, on --model): SpliceAI-style gains "
                    "and losses per gene within --distance (needs --transcripts)")
-    s.add_argument("--transcripts", help="genes for a per-base predictor: SpliceAI's table or a GTF/GFF (strand and span)")
+    s.add_argument("--transcripts", help="genes of a splice model: SpliceAI's table or a GTF/GFF (strand and span)")
+    s.add_argument("--species", help="a post-trained NTv3 (--model): alt - ref of its tracks' sums and its elements' gains and "
+                   "losses within --distance, heads of this species")
+    s.add_argument("--track-model", help="a track model (folder of `ntkit tracks train`, on --model): as --species")
+    s.add_argument("--outputs", nargs="+", help="only these outputs of the predictor (tracks, elements, classes), e.g. of the "
+                   "thousands of tracks of a post-trained NTv3 (`ntkit info MODEL --tracks SPECIES` lists them)")
     add_gain_loss_args(s)
-    s.add_argument("--window-bp", type=positive_int(), help="--adapter: bases per window (default: the median training length)")
+    s.add_argument("--window-bp", type=positive_int(), help="--adapter: bases per window (default: the median training length); "
+                   "SegmentNT and NTv3 tracks: the window the model reads (default: its own)")
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
 
 
@@ -50,7 +57,8 @@ def load_predictor(args, model):
     """The predictor the options name, or None for NT's zero-shot scores."""
     from ..predictors import load_predictor as load
 
-    return load(model, adapter=args.adapter, splice_model=args.splice_model, force=args.force)
+    return load(model, adapter=args.adapter, splice_model=args.splice_model, track_model=args.track_model, species=args.species,
+                outputs=args.outputs, force=args.force)
 
 
 def effect_options(args):
@@ -76,8 +84,8 @@ def model_for(args) -> str | None:
 def register(sub) -> None:
     from ..variants import DEFAULT_SCORES
 
-    s = sub.add_parser("score-variants", help="variant effects: VCF + FASTA -> annotated VCF / table (NT zero-shot, or a "
-                       "fine-tuned or splice model)")
+    s = sub.add_parser("score-variants", help="variant effects: VCF + FASTA -> annotated VCF / table (NT zero-shot, a "
+                       "fine-tuned or splice model, SegmentNT's elements, NTv3's tracks)")
     s.add_argument("--vcf", required=True, help="VCF/BCF (sorted; bgzip + tabix for random access); multi-allelic records are split")
     s.add_argument("--fasta", required=True, help="reference FASTA (bgzip + faidx, or plain); chr20 and 20 are the same contig")
     s.add_argument("--model", help=MODEL_HELP)
