@@ -45,11 +45,15 @@ SPLICE_SITES = ("splice_donor", "splice_acceptor")
 LNC = ("lncRNA", "lincRNA")
 
 
-def element_intervals(gtf: str | Path | None, beds: dict[str, str | Path] | None = None) -> dict[str, dict[str, list]]:
-    """element -> contig -> [(start, end)] (0-based half-open) from a GTF/GFF and named BED files."""
+def element_intervals(gtf: str | Path | None, beds: dict[str, str | Path] | None = None,
+                      transcripts: Sequence | None = None) -> dict[str, dict[str, list]]:
+    """element -> contig -> [(start, end)] (0-based half-open) from a GTF/GFF, named BED files and
+    ``transcripts`` (``splice.Transcript``s, e.g. SpliceAI's canonical table: protein-coding genes'
+    spans, their exons, introns and splice sites; the table has no UTRs or biotypes)."""
     iv: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    exons, where = defaultdict(list), {}  # transcript -> exons; (contig, strand)
     if gtf is not None:
-        exons, cds, utr, where = defaultdict(list), defaultdict(list), defaultdict(list), {}
+        cds, utr = defaultdict(list), defaultdict(list)
         for r in iter_gtf(gtf):
             f = r.feature
             if f == "gene":
@@ -58,9 +62,8 @@ def element_intervals(gtf: str | Path | None, beds: dict[str, str | Path] | None
                 elif r.biotype in LNC:
                     iv["lncRNA"][r.contig].append((r.start, r.end))
             elif f == "exon" and r.transcript:
-                exons[r.transcript].append((r.start, r.end))
-                where[r.transcript] = (r.contig, r.strand)
-                iv["exon"][r.contig].append((r.start, r.end))
+                exons[("gtf", r.transcript)].append((r.start, r.end))
+                where[("gtf", r.transcript)] = (r.contig, r.strand)
             elif f == "CDS" and r.transcript:
                 cds[r.transcript].append((r.start, r.end))
             elif f.lower() == "five_prime_utr":
@@ -76,16 +79,25 @@ def element_intervals(gtf: str | Path | None, beds: dict[str, str | Path] | None
             for contig, strand, s, e in parts:
                 upstream = e <= lo if strand == "+" else s >= hi
                 iv["5UTR" if upstream else "3UTR"][contig].append((s, e))
-        for tx, ex in exons.items():
-            contig, strand = where[tx]
-            ex = sorted(ex)
-            for (_, e1), (s2, _) in zip(ex, ex[1:]):
-                if s2 - e1 < 4:  # no room for both dinucleotides: not an intron
-                    continue
-                iv["intron"][contig].append((e1, s2))
-                left, right = (e1, e1 + 2), (s2 - 2, s2)
-                iv["splice_donor"][contig].append(left if strand != "-" else right)
-                iv["splice_acceptor"][contig].append(right if strand != "-" else left)
+    for t in transcripts or ():
+        # splice.Transcript keeps the splice sites' exon-side bases: on the + strand donors are exon
+        # ends (last base) and acceptors exon starts (first base), on the - strand the reverse
+        ends = sorted(t.donors if t.strand == "+" else t.acceptors)
+        starts = sorted(t.acceptors if t.strand == "+" else t.donors)
+        exons[("table", t.name)] = list(zip([t.start] + starts, [e + 1 for e in ends] + [t.end]))
+        where[("table", t.name)] = (t.chrom, t.strand)
+        iv["protein_coding_gene"][t.chrom].append((t.start, t.end))
+    for tx, ex in exons.items():
+        contig, strand = where[tx]
+        ex = sorted(ex)
+        iv["exon"][contig] += ex
+        for (_, e1), (s2, _) in zip(ex, ex[1:]):
+            if s2 - e1 < 4:  # no room for both dinucleotides: not an intron
+                continue
+            iv["intron"][contig].append((e1, s2))
+            left, right = (e1, e1 + 2), (s2 - 2, s2)
+            iv["splice_donor"][contig].append(left if strand != "-" else right)
+            iv["splice_acceptor"][contig].append(right if strand != "-" else left)
     for name, path in (beds or {}).items():
         for contig, s, e, _, _ in iter_bed(path):
             iv[name][contig].append((s, e))
@@ -95,15 +107,16 @@ def element_intervals(gtf: str | Path | None, beds: dict[str, str | Path] | None
 class Targets:
     """Per-base labels of ``features`` (in that order) from ``element_intervals``."""
 
-    def __init__(self, features: Sequence[str], gtf=None, beds: dict | None = None):
+    def __init__(self, features: Sequence[str], gtf=None, beds: dict | None = None, transcripts: Sequence | None = None):
         self.features = list(features)
-        iv = element_intervals(gtf, beds)
+        iv = element_intervals(gtf, beds, transcripts)
         absent = [f for f in self.features if f not in iv and f not in GTF_ELEMENTS]
         if absent:
             raise ValueError(f"no source for element(s) {absent}: give a BED file for each (name=file.bed)")
         if gtf is None and any(f in GTF_ELEMENTS and f not in iv for f in self.features):
             missing = [f for f in self.features if f in GTF_ELEMENTS and f not in iv]
-            raise ValueError(f"element(s) {missing} come from a GTF/GFF: give one (or a BED file per element)")
+            raise ValueError(f"element(s) {missing} come from a GTF/GFF (a transcript table gives genes, exons, introns and "
+                             "splice sites): give one, or a BED file per element")
         self.annotation = Annotation({f: dict(iv.get(f, {})) for f in self.features})
         self._order = [self.annotation.types.index(f) for f in self.features]
 
@@ -160,13 +173,21 @@ def build_windows(genome: Genome, targets: Targets, contigs: Sequence[str], wind
 # -- metrics ------------------------------------------------------------------------------------------------
 
 
+def topk_accuracy(y_true: np.ndarray, score: np.ndarray) -> float:
+    """SpliceAI's top-k accuracy: k = number of true sites; fraction of them among the k best scores."""
+    k = int(y_true.sum())
+    if k == 0:
+        return float("nan")
+    top = np.argpartition(-score, k - 1)[:k]
+    return float(y_true[top].sum() / k)
+
+
 def segmentation_metrics(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], features: Sequence[str],
                          threshold: float = 0.5) -> pd.DataFrame:
     """One row per element over every base: positives, MCC (p >= threshold), PR-AUC, and top-k
-    accuracy for splice sites (NaN where a metric is undefined: no positive base)."""
+    accuracy for splice sites (NaN where a metric is undefined: no positive base). The splice
+    subpackage's metrics are this table's two splice-site rows (``splice.splice_metrics``)."""
     from sklearn.metrics import average_precision_score, matthews_corrcoef
-
-    from .splice.metrics import topk_accuracy
 
     y = np.concatenate([np.asarray(a) for a in labels]).astype(np.int8)
     p = np.concatenate([np.asarray(a) for a in probs]).astype(np.float64)
@@ -222,12 +243,23 @@ def base_index(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(src, device=device), torch.as_tensor(valid, device=device)
 
 
+def focal_loss(logits: torch.Tensor, y: torch.Tensor, keep: torch.Tensor, gamma: float = 0.0,
+               class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted focal cross-entropy (Lin et al. 2017; ``gamma = 0``: cross-entropy): logits [..., K],
+    classes ``y`` [...], ``keep`` [...] the entries that count. The weighted mean
+    sum(w * (1 - p)^gamma * -log p) / sum(w), w = ``class_weight[y]`` (1 without) on kept entries.
+    SegmentNT's loss (K = 2 per base and element) and the splice models' (K = 3, sites weighted)."""
+    y = torch.where(keep, y, torch.zeros_like(y)).long()
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, y.unsqueeze(-1))[..., 0]
+    w = keep.to(logp.dtype) if class_weight is None else class_weight.to(logp.device)[y] * keep.to(logp.dtype)
+    focal = (1 - logp.exp()).pow(gamma) if gamma else 1.0
+    return -(w * focal * logp).sum() / w.sum().clamp(min=1e-8)
+
+
 def segmentation_loss(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, cfg: SegmentTrainConfig) -> torch.Tensor:
     """logits [B, L, F, 2], y [B, L, F] (0/1), valid [B, L]: focal (or CE) loss, mean over valid bases and elements."""
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, y.long().unsqueeze(-1))[..., 0]
-    w = (1 - logp.exp()).pow(cfg.focal_gamma) if cfg.loss == "focal" else torch.ones_like(logp)
-    m = valid.unsqueeze(-1).to(logp.dtype)
-    return -(w * logp * m).sum() / (m.sum() * logits.shape[2]).clamp(min=1)
+    keep = valid.unsqueeze(-1).expand(y.shape)
+    return focal_loss(logits, y, keep, cfg.focal_gamma if cfg.loss == "focal" else 0.0)
 
 
 def from_backbone(nt, features: Sequence[str], num_layers_head: int = 2, rescaling_factor: float | None = None, seed: int = 0):
@@ -246,42 +278,101 @@ def from_backbone(nt, features: Sequence[str], num_layers_head: int = 2, rescali
     return model.to(next(nt.parameters()).device)
 
 
+class BasesSegmenter(torch.nn.Module):
+    """The bases-only baseline (no NT): SpliceAI's residual dilated convolutions over the one-hot
+    bases (``splice.model.SegmentHead`` without its NT branch) -> two logits per base and element,
+    trained and scored as a SegmentNT model is. A pure convolution: a base's output depends on the
+    ``receptive_field`` bases around it."""
+
+    def __init__(self, features: Sequence[str], channels: int = 32):
+        super().__init__()
+        from .splice.model import SegmentHead
+
+        self.features = list(features)
+        self.head = SegmentHead(None, channels, n_out=2 * len(self.features))
+        self.receptive_field = self.head.receptive_field
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        """[B, N, 4] one-hot bases (N: zeros) -> logits [B, N, F, 2]."""
+        z = self.head(onehot, None, None, None)
+        return z.view(*z.shape[:2], len(self.features), 2)
+
+    def predict(self, sequences: Sequence[str], runtime=None, batch_size: int = 8) -> list[np.ndarray]:
+        """Per-base probabilities [len, F] per sequence. Rows of one length run together: BatchNorm's
+        shift makes a padded row differ from the same sequence alone near its end."""
+        import itertools
+
+        from .sequence import one_hot
+
+        device = next(self.parameters()).device
+        out: list = [None] * len(sequences)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        with torch.no_grad():
+            for _, group in itertools.groupby(order, key=lambda i: len(sequences[i])):
+                group = list(group)
+                for k in range(0, len(group), batch_size):
+                    idx = group[k:k + batch_size]
+                    x = torch.as_tensor(np.stack([one_hot(sequences[i]) for i in idx]), device=device)
+                    for i, p in zip(idx, self(x).float().softmax(-1)[..., 1].cpu().numpy()):
+                        out[i] = p
+        return out
+
+
 def train_segmentation(model, data: SegmentationWindows, cfg: SegmentTrainConfig | None = None, *,
                        valid: SegmentationWindows | None = None, runtime=None):
-    """Train ``model`` (a ``SegmentNTModel`` whose ``features`` are ``data.features``) in place
-    with the shared loop; adapters are merged into the backbone at the end. Returns the model."""
+    """Train ``model`` (a ``SegmentNTModel`` or a ``BasesSegmenter`` whose features are
+    ``data.features``) in place with the shared loop; adapters are merged into the backbone at the
+    end (a ``BasesSegmenter`` has no backbone: every weight trains). Returns the model."""
     from . import adapters, engine
+    from .sequence import one_hot
     from .training import train_loop
 
     cfg = cfg or SegmentTrainConfig()
-    if list(model.config.features) != list(data.features):
-        raise ValueError(f"the model predicts {model.config.features}, the windows are labelled {data.features}")
+    bases_only = isinstance(model, BasesSegmenter)
+    features = model.features if bases_only else list(model.config.features)
+    if features != list(data.features):
+        raise ValueError(f"the model predicts {features}, the windows are labelled {data.features}")
     rt = engine.as_runtime(runtime)
     device = torch.device(rt.device) if rt.device is not None else next(model.parameters()).device
     model.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
-        for p in model.nt.parameters():
-            p.requires_grad_(cfg.method == "full")
-        if cfg.method in ("ia3", "lora"):
-            adapters.attach(model.nt, cfg.method)
+        if not bases_only:
+            for p in model.nt.parameters():
+                p.requires_grad_(cfg.method == "full")
+            if cfg.method in ("ia3", "lora"):
+                adapters.attach(model.nt, cfg.method)
         params = [p for p in model.parameters() if p.requires_grad]
         rng = np.random.default_rng(cfg.seed)
+
+        def labels(idx, shape) -> torch.Tensor:
+            y = torch.zeros(shape + (len(data.features),), dtype=torch.long, device=device)
+            for r, k in enumerate(idx):
+                y[r, : len(data.labels[k])] = torch.as_tensor(data.labels[k].astype(np.int64), device=device)
+            return y
 
         def batches(epoch: int):
             perm = rng.permutation(len(data))
             for i in range(0, len(data), cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
-                b, ids, mask = model.encode([data.sequences[k] for k in idx], device)
+                seqs = [data.sequences[k] for k in idx]
+                if bases_only:
+                    x = np.zeros((len(seqs), max(map(len, seqs)), 4), dtype=np.float32)
+                    ok = torch.zeros(x.shape[:2], dtype=torch.bool, device=device)
+                    for r, q in enumerate(seqs):
+                        x[r, : len(q)] = one_hot(q)
+                        ok[r, : len(q)] = True
+                    yield (torch.as_tensor(x, device=device),), None, ok, labels(idx, tuple(ok.shape))
+                    continue
+                b, ids, mask = model.encode(seqs, device)
                 src, ok = base_index(b, device)
-                y = torch.zeros(ok.shape + (len(data.features),), dtype=torch.long, device=device)
-                for r, k in enumerate(idx):
-                    y[r, : len(data.labels[k])] = torch.as_tensor(data.labels[k].astype(np.int64), device=device)
-                yield ids, mask, src, ok, y
+                yield (ids, mask), src, ok, labels(idx, tuple(ok.shape))
 
         def step_loss(m, batch) -> torch.Tensor:
-            ids, mask, src, ok, y = batch
-            logits = m(ids, mask).logits  # [B, 6(T-1), F, 2]
+            inputs, src, ok, y = batch
+            if bases_only:
+                return segmentation_loss(m(*inputs), y, ok, cfg)
+            logits = m(*inputs).logits  # [B, 6(T-1), F, 2]
             per_base = logits.gather(1, src[:, :, None, None].expand(-1, -1, *logits.shape[2:]))
             return segmentation_loss(per_base, y, ok, cfg)
 
@@ -295,8 +386,8 @@ def train_segmentation(model, data: SegmentationWindows, cfg: SegmentTrainConfig
                          max_minutes=cfg.max_minutes, eval_every=cfg.eval_every, patience=cfg.patience,
                          evaluate=evaluate if valid is not None and len(valid) else None,
                          autocast_dtype=torch.bfloat16 if bf16 else None, device=device, progress=rt.progress,
-                         desc=f"segmentation ({cfg.method})", total_steps=cfg.epochs * math.ceil(len(data) / cfg.batch_size))
-    if cfg.method in ("ia3", "lora"):
+                         desc=f"segmentation ({'bases only' if bases_only else cfg.method})", total_steps=cfg.epochs * math.ceil(len(data) / cfg.batch_size))
+    if cfg.method in ("ia3", "lora") and not bases_only:
         adapters.merge(model.nt)
     for p in model.parameters():
         p.requires_grad_(True)

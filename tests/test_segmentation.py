@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pysam
 import pytest
+import torch
 from sklearn.metrics import average_precision_score, matthews_corrcoef
 
 import ntkit
 from ntkit.genome import Genome, write_fasta
 from ntkit.model import build
-from ntkit.segmentation import (SegmentTrainConfig, Targets, build_windows, element_intervals, evaluate_segmentation,
-                                from_backbone, segmentation_metrics, train_segmentation)
+from ntkit.segmentation import (BasesSegmenter, SegmentTrainConfig, Targets, build_windows, element_intervals, evaluate_segmentation,
+                                focal_loss, from_backbone, segmentation_metrics, train_segmentation)
+from ntkit.splice import Transcript, read_transcripts
 
 GTF = """\
 # GENCODE-style: gene, transcript with UTR + CDS records (+ strand)
@@ -54,6 +56,44 @@ def test_element_intervals(gtf, tmp_path):
     assert y.shape == (20, 3) and y[:, 0].tolist() == [1] * 10 + [0] * 10 and y[:, 1].tolist() == [0] * 10 + [1, 1] + [0] * 8
     with pytest.raises(ValueError, match="no source for element"):
         Targets(["enhancer_Tissue_specific"], gtf)
+
+
+def test_a_transcript_table_gives_the_gtf_elements(gtf, tmp_path):
+    """SpliceAI's table (splice sites as exon-side bases) and the GTF of the same transcripts give
+    the same exons, introns and splice dinucleotides, on both strands."""
+    table = tmp_path / "tx.txt"  # 1-based: exon ends, exon starts of the junctions
+    table.write_text("t1\t0\tc1\t+\t101\t400\t150,250,\t201,351,\nt2\t0\tc1\t-\t501\t700\t550,\t651,\n")
+    tx = read_transcripts(table)
+    assert tx[1].donors == [650] and tx[1].acceptors == [549]  # minus strand: the donor is an exon's first base
+    a, b = element_intervals(None, transcripts=tx), element_intervals(gtf)
+    for e in ("exon", "intron", "splice_donor", "splice_acceptor"):
+        assert sorted(a[e]["c1"]) == sorted(b[e]["c1"]), e
+    assert a["protein_coding_gene"]["c1"] == [(100, 400), (500, 700)]  # the table lists protein-coding genes' transcripts
+    one = Transcript("x", "c1", "+", 0, 100)  # a one-exon transcript: the exon, no intron
+    assert dict(element_intervals(None, transcripts=[one])["exon"]) == {"c1": [(0, 100)]}
+    t = Targets(["splice_acceptor", "exon"], transcripts=tx)
+    assert t.labels("c1", 196, 202)[:, 0].tolist() == [0, 0, 1, 1, 0, 0]
+    with pytest.raises(ValueError, match="come from a GTF"):
+        Targets(["5UTR"], transcripts=tx)
+
+
+def test_one_focal_loss_for_segmentation_and_splice_models():
+    from ntkit.splice.train import SpliceTrainConfig, splice_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(40, 3, generator=g), torch.randint(0, 3, (40,), generator=g)
+    y[:5] = -100  # unlabelled
+    cfg = SpliceTrainConfig(site_weight=10.0, focal_gamma=2.0)
+    keep = y >= 0
+    logp = torch.log_softmax(logits[keep], -1)[torch.arange(int(keep.sum())), y[keep]]
+    w = torch.tensor([1.0, 10.0, 10.0])[y[keep]]
+    expected = -(w * (1 - logp.exp()) ** 2 * logp).sum() / w.sum()  # SpliceAI sites weighted, focal
+    assert splice_loss(logits, y, cfg).item() == pytest.approx(expected.item(), rel=1e-6)
+    z, t = torch.randn(2, 7, 3, 2, generator=g), torch.randint(0, 2, (2, 7, 3), generator=g)
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[1, 5:] = False  # the end of a shorter row
+    ce = torch.nn.functional.cross_entropy(z[valid].reshape(-1, 2), t[valid].reshape(-1))
+    assert focal_loss(z, t, valid.unsqueeze(-1).expand(t.shape)).item() == pytest.approx(ce.item(), rel=1e-6)
 
 
 def test_metrics_equal_sklearn():
@@ -114,5 +154,29 @@ def test_cli_train_then_annotate(tmp_path):
     rc = main(["--quiet", "annotate", "--model", str(tmp_path / "seg"), "--fasta", str(genome.path), "--regions", "c1:1-3000",
                "--out", str(tmp_path / "ann"), "--window-bp", "1200", "--no-progress"])
     assert rc == 0 and (tmp_path / "ann" / "annotation.exon.bw").exists()
+    # the same exons from a SpliceAI-style table: the same metrics
+    rows = [r.split("\t") for r in gtf.read_text().splitlines()]
+    table = tmp_path / "tx.txt"
+    table.write_text("".join(f"t{i}\t0\tc1\t+\t{r[3]}\t{r[4]}\t\t\n" for i, r in enumerate(rows)))
+    for name, src in (("gtf", ["--gtf", str(gtf)]), ("table", ["--transcripts", str(table)])):
+        assert main(["--quiet", "segment", "evaluate", "--model", str(tmp_path / "seg"), "--fasta", str(genome.path), *src,
+                     "--contigs", "c1", "--window-bp", "1200", "--max-windows", "4", "--out", str(tmp_path / f"{name}.tsv"),
+                     "--no-progress"]) == 0
+    assert (tmp_path / "gtf.tsv").read_text() == (tmp_path / "table.tsv").read_text()
     assert main(["--quiet", "segment", "train", "--model", "nt-v2-tiny", "--random-init", "--fasta", str(genome.path),
                  "--bed", "ctcf.bed", "--train-contigs", "c1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_bases_only_baseline_learns_and_predicts_rows_alone(tmp_path):
+    genome, gtf = _genome(tmp_path)
+    data = build_windows(genome, Targets(["exon"], gtf), ["c1"], 1200, max_windows=24)
+    torch.manual_seed(0)
+    conv = BasesSegmenter(["exon"], channels=8)
+    train_segmentation(conv, data, SegmentTrainConfig(epochs=4, batch_size=4, lr=3e-3))
+    r = evaluate_segmentation(conv, data)
+    assert r.prauc[0] > 0.9 and conv.train_result["steps"] == 24
+    short = data.sequences[0][:700]
+    together = conv.predict([short, data.sequences[1]])
+    assert np.allclose(together[0], conv.predict([short])[0], atol=1e-6) and together[0].shape == (700, 1)
+    with pytest.raises(ValueError, match="the model predicts"):
+        train_segmentation(BasesSegmenter(["intron"]), data)

@@ -11,6 +11,8 @@ from .common import MODEL_HELP, add_runtime_args, named_files, positive_int, run
 def _add_data(s) -> None:
     s.add_argument("--fasta", required=True, help="reference FASTA (bgzip + faidx, or plain)")
     s.add_argument("--gtf", help="GTF/GFF: genes, exons, introns, UTRs and splice sites are derived from it")
+    s.add_argument("--transcripts", help="SpliceAI's transcript table: protein-coding genes, exons, introns and splice sites "
+                   "(no UTRs, no lncRNA)")
     s.add_argument("--bed", nargs="*", default=[], metavar="ELEMENT=FILE", help="BED file of one element type, e.g. CTCF-bound=ctcf.bed")
     s.add_argument("--features", nargs="+", help="element types, in output order (default: a SegmentNT model's own; "
                    "else the GTF's elements and the --bed names)")
@@ -54,6 +56,7 @@ def register(sub) -> None:
 def _targets(args, model):
     from ..segment_nt import SegmentNTModel
     from ..segmentation import GTF_ELEMENTS, Targets
+    from ..splice import read_transcripts
 
     beds = named_files(args.bed, "--bed")
     features = args.features
@@ -61,10 +64,11 @@ def _targets(args, model):
         if isinstance(model, SegmentNTModel):
             features = list(model.config.features)
         else:
-            features = (list(GTF_ELEMENTS) if args.gtf else []) + [b for b in beds if b not in GTF_ELEMENTS]
+            table = ["protein_coding_gene", "exon", "intron", "splice_donor", "splice_acceptor"] if args.transcripts else []
+            features = (list(GTF_ELEMENTS) if args.gtf else table) + [b for b in beds if b not in GTF_ELEMENTS]
     if not features:
-        raise ValueError("no element types: give --gtf, --bed ELEMENT=FILE or --features")
-    return Targets(features, args.gtf, beds)
+        raise ValueError("no element types: give --gtf, --transcripts, --bed ELEMENT=FILE or --features")
+    return Targets(features, args.gtf, beds, read_transcripts(args.transcripts) if args.transcripts else None)
 
 
 def train(args) -> int:

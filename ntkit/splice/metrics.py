@@ -7,35 +7,25 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..segmentation import segmentation_metrics, topk_accuracy  # noqa: F401 (topk_accuracy: re-exported)
 from .data import CONTEXT, SpliceWindows
 from .model import SpliceModel
 from .predict import predict_windows
 
 
-def topk_accuracy(y_true: np.ndarray, score: np.ndarray) -> float:
-    """SpliceAI's top-k accuracy: k = number of true sites; fraction of them among the k best scores."""
-    k = int(y_true.sum())
-    if k == 0:
-        return float("nan")
-    top = np.argpartition(-score, k - 1)[:k]
-    return float(y_true[top].sum() / k)
-
-
 def splice_metrics(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> dict[str, float]:
-    """Per class (acceptor, donor): top-k accuracy and PR-AUC over every position of every window."""
-    from sklearn.metrics import average_precision_score
-
+    """Per class (acceptor, donor): top-k accuracy and PR-AUC over every position of every window:
+    the two splice-site rows of ``segmentation.segmentation_metrics`` (one copy of the metric code)."""
     y = np.concatenate(labels)
     s = np.concatenate(scores)
     keep = y != CONTEXT  # context bases are not scored
     y, s = y[keep], s[keep]
+    sites = np.stack([y == 1, y == 2], axis=1).astype(np.int8)
+    sc = np.nan_to_num(s[:, 1:3].astype(np.float64), neginf=-1e300)
+    r = segmentation_metrics([sites], [sc], ["splice_acceptor", "splice_donor"])
     out = {}
-    for c, name in ((1, "acceptor"), (2, "donor")):
-        t = (y == c).astype(np.int8)
-        sc = np.nan_to_num(s[:, c].astype(np.float64), neginf=-1e300)
-        out[f"{name}_topk"] = topk_accuracy(t, sc)
-        out[f"{name}_prauc"] = float(average_precision_score(t, sc)) if t.any() else float("nan")
-        out[f"{name}_sites"] = int(t.sum())
+    for name, row in zip(("acceptor", "donor"), r.itertuples()):
+        out[f"{name}_topk"], out[f"{name}_prauc"], out[f"{name}_sites"] = row.topk, row.prauc, int(row.positives)
     return out
 
 

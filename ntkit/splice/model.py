@@ -42,13 +42,16 @@ class ResidualUnit(nn.Module):
 
 
 class SegmentHead(nn.Module):
-    def __init__(self, hidden: int | None, channels: int = 32, units=UNITS):
+    """Per-nucleotide logits [B, N, n_out] (default: the 3 splice classes) from the bases (and NT's
+    token embeddings when ``hidden``); ``segmentation.BasesSegmenter`` uses it with 2 per element."""
+
+    def __init__(self, hidden: int | None, channels: int = 32, units=UNITS, n_out: int = len(CLASSES)):
         super().__init__()
         self.stem = nn.Conv1d(4, channels, 1)
         self.token = nn.Linear(hidden, channels) if hidden else None
         self.slot = nn.Embedding(6, channels) if hidden else None
         self.units = nn.Sequential(*(ResidualUnit(channels, k, d) for k, d in units))
-        self.out = nn.Conv1d(channels, len(CLASSES), 1)
+        self.out = nn.Conv1d(channels, n_out, 1)
         self.receptive_field = 1 + sum(2 * d * (k - 1) for k, d in units)
 
     def forward(self, onehot: torch.Tensor, h: torch.Tensor | None, gather_tok, gather_slot) -> torch.Tensor:
@@ -58,7 +61,7 @@ class SegmentHead(nn.Module):
             per_base = self.token(h[b, gather_tok.clamp(min=0)]) + self.slot(gather_slot.clamp(min=0))  # [B, N, C]
             per_base = per_base * (gather_tok >= 0).unsqueeze(-1).to(per_base.dtype)  # no token (padding, truncated): 0
             x = x + per_base.transpose(1, 2).to(x.dtype)
-        return self.out(self.units(x)).transpose(1, 2)  # [B, N, 3]
+        return self.out(self.units(x)).transpose(1, 2)  # [B, N, n_out]
 
 
 class SpliceModel(Adapted):

@@ -50,16 +50,12 @@ class SpliceTrainConfig:
 
 
 def splice_loss(logits: torch.Tensor, y: torch.Tensor, cfg: SpliceTrainConfig) -> torch.Tensor:
-    """Weighted (focal) cross-entropy over the labelled positions (``y >= 0``)."""
-    logits, y = logits.reshape(-1, len(CLASSES)).float(), y.reshape(-1)
-    keep = y >= 0
-    logits, y = logits[keep], y[keep]
-    weight = torch.tensor([1.0, cfg.site_weight, cfg.site_weight], device=logits.device)
-    logp = torch.log_softmax(logits, -1).gather(1, y[:, None])[:, 0]
-    w = weight[y]
-    if cfg.loss == "focal":
-        w = w * (1 - logp.exp()).pow(cfg.focal_gamma)
-    return -(w * logp).sum() / weight[y].sum().clamp(min=1e-8)
+    """Weighted (focal) cross-entropy over the labelled positions (``y >= 0``): SegmentNT's loss
+    (``segmentation.focal_loss``) with three classes, acceptor and donor weighted ``site_weight``."""
+    from ..segmentation import focal_loss
+
+    weight = torch.tensor([1.0, cfg.site_weight, cfg.site_weight])
+    return focal_loss(logits, y, y >= 0, cfg.focal_gamma if cfg.loss == "focal" else 0.0, weight)
 
 
 def _targets(data: SpliceWindows, idx, n2t: torch.Tensor) -> torch.Tensor:
