@@ -5,9 +5,14 @@ token, 10% unchanged; cross-entropy on the selected positions only. Adam(0.9, 0.
 linear warm-up ``lr_init -> lr_peak`` then ``lr_peak * sqrt(warmup / step)``; gradients
 accumulated to ``tokens_per_step`` tokens per optimizer step over all processes.
 
-Determinism: window ``i`` and its masking depend only on ``(seed, i)``. Optimizer step ``s``
-uses global windows ``[s*G, (s+1)*G)`` (``G`` = windows per step), split over processes and
-micro-batches; the loss is the sum over selected tokens divided by the step's global count of
+Length curriculum (NTv3 trains short windows first, then longer ones): ``length_schedule``
+``[[from_step, window_tokens], ...]`` gives each stage its window length; a stage's micro-batch
+holds about as many tokens as ``batch_size x window_tokens`` (fewer, longer windows) and its
+accumulation keeps ``tokens_per_step``. Without a schedule every step reads ``window_tokens``.
+
+Determinism: window ``i`` and its masking depend only on ``(seed, i)`` (and the stage's length).
+Optimizer step ``s`` uses the ``G`` global windows (``G`` = windows per step of its stage) that
+follow those of the steps before it, split over processes and micro-batches; the loss is the sum over selected tokens divided by the step's global count of
 selected tokens, so 1 process and N processes with the same global batch compute the same
 gradient, and a resumed run continues bit-for-bit.
 
@@ -31,6 +36,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -60,6 +66,7 @@ class PretrainConfig:
     valid_regions: list[str] = field(default_factory=list)  # held out of training, "20:55,000,001-63,025,520"
     valid_fasta: str | None = None  # genome of the valid regions (default: first source)
     window_tokens: int = 1000  # tokens per window incl. <cls>; window = (window_tokens - 1) * 6 bp (NTv3: window_tokens bases)
+    length_schedule: list[list[int]] = field(default_factory=list)  # [[from_step, window_tokens], ...] from step 0: a length curriculum
     max_n_fraction: float = 0.05
     reverse_complement: bool = True
     mask_prob: float = 0.15
@@ -103,6 +110,11 @@ class PretrainConfig:
                      "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PretrainConfig.{name} must be >= 1, not {getattr(self, name)}")
+        sched = self.length_schedule
+        if sched and (any(len(e) != 2 or int(e[1]) < 1 for e in sched) or int(sched[0][0]) != 0
+                      or any(int(a[0]) >= int(b[0]) for a, b in zip(sched, sched[1:]))):
+            raise ValueError(f"PretrainConfig.length_schedule {sched}: [[from_step, window_tokens], ...] with steps rising "
+                             "from 0 and window_tokens >= 1, e.g. [[0, 1024], [5000, 8192]]")
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"PretrainConfig.mask_prob must be in (0, 1), not {self.mask_prob}")
         for name in ("lr_init", "lr_peak"):
@@ -182,6 +194,50 @@ def encode_windows(windows: list[Window], tok: Tokenizer, window_tokens: int, se
 
 
 # -- schedule ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Steps ``[start, next stage's start)`` of a run: their window length and batching."""
+
+    start: int  # steps done before the stage
+    window_tokens: int
+    batch_size: int  # windows per micro-batch per process
+    accum: int  # micro-batches per process per optimizer step
+    G: int  # windows per optimizer step, all processes
+    first_window: int  # global index of the stage's first window
+
+
+def stages(cfg: PretrainConfig, world: int) -> list[Stage]:
+    """The run's stages (one without ``length_schedule``): a stage's micro-batch holds about
+    ``batch_size x window_tokens`` tokens, its accumulation ``tokens_per_step`` over ``world`` processes."""
+    out: list[Stage] = []
+    for start, wt in cfg.length_schedule or [[0, cfg.window_tokens]]:
+        start, wt = int(start), int(wt)
+        b = max(1, cfg.batch_size * cfg.window_tokens // wt)
+        accum = max(1, round(cfg.tokens_per_step / (b * wt * world)))
+        first = out[-1].first_window + (start - out[-1].start) * out[-1].G if out else 0
+        out.append(Stage(start, wt, b, accum, b * accum * world, first))
+    return out
+
+
+def stage_at(run_stages: list[Stage], step: int) -> Stage:
+    """The stage of the step after ``step`` steps are done."""
+    return [st for st in run_stages if st.start <= step][-1]
+
+
+def windows_before(run_stages: list[Stage], step: int) -> int:
+    st = stage_at(run_stages, step)
+    return st.first_window + (step - st.start) * st.G
+
+
+def tokens_before(run_stages: list[Stage], step: int) -> int:
+    """Tokens of the windows of the first ``step`` steps."""
+    total = 0
+    for k, st in enumerate(run_stages):
+        end = min(step, run_stages[k + 1].start if k + 1 < len(run_stages) else step)
+        total += max(0, end - st.start) * st.G * st.window_tokens
+    return total
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -419,7 +475,7 @@ def _jsonable(x):
 
 
 # Fields that change what a run computes: resuming with another value would silently mix two runs.
-RUN_FIELDS = ("model", "model_overrides", "sources", "valid_regions", "valid_fasta", "window_tokens", "max_n_fraction",
+RUN_FIELDS = ("model", "model_overrides", "sources", "valid_regions", "valid_fasta", "window_tokens", "length_schedule", "max_n_fraction",
               "reverse_complement", "mask_prob", "batch_size", "tokens_per_step", "lr_init", "lr_peak", "warmup_steps",
               "adam_betas", "adam_eps", "weight_decay", "grad_clip", "precision", "seed")
 
@@ -453,7 +509,7 @@ def _pick_device(name: str, d: Dist) -> torch.device:
 
 
 class _Log:
-    FIELDS = ["step", "lr", "loss", "accuracy", "tokens", "tokens_per_s", "grad_norm", "valid_loss", "valid_accuracy", "valid_perplexity", "elapsed_s"]
+    FIELDS = ["step", "lr", "loss", "accuracy", "tokens", "tokens_per_s", "grad_norm", "valid_loss", "valid_accuracy", "valid_perplexity", "elapsed_s", "window_tokens"]
 
     def __init__(self, path: Path, enabled: bool):
         self.enabled = enabled
@@ -501,10 +557,9 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     tok: Tokenizer
-    sampler: WindowSampler
+    samplers: dict[int, WindowSampler]  # by window tokens (one per stage length)
     valid: list
-    accum: int  # micro-batches per process per optimizer step
-    G: int  # windows per optimizer step, all processes
+    stages: list[Stage]
     use_bf16: bool
     resume: Path | None
     step: int = 0
@@ -571,8 +626,9 @@ def _setup(cfg: PretrainConfig) -> _Run:
         model = load(resume)
     else:
         model = load(cfg.model, seed=cfg.seed) if Path(cfg.model).exists() else _fresh(cfg)
-    if cfg.window_tokens > model.config.max_tokens:
-        raise ValueError(f"window_tokens={cfg.window_tokens} exceeds the model context ({model.config.max_tokens})")
+    for wt in {cfg.window_tokens} | {int(e[1]) for e in cfg.length_schedule}:
+        if wt > model.config.max_tokens:
+            raise ValueError(f"window_tokens={wt} exceeds the model context ({model.config.max_tokens})")
     model.gradient_checkpointing = cfg.gradient_checkpointing
     model = model.to(device).train()
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
@@ -592,19 +648,24 @@ def _setup(cfg: PretrainConfig) -> _Run:
 
     mc = model.config
     tok = model.tokenizer  # NT's 6-mers or NTv3's single bases (single-base masking)
-    window_bp = cfg.window_bp_for(tok)
     first = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
     valid_iv = [Interval.parse(r, first) for r in cfg.valid_regions]
-    sampler = WindowSampler(cfg.sources, window_bp, cfg.max_n_fraction, cfg.reverse_complement, exclude=valid_iv, seed=cfg.seed)
-    valid = tile_windows(first, valid_iv, window_bp, cfg.max_n_fraction, limit=cfg.eval_windows) if valid_iv else []
-
-    accum = max(1, round(cfg.tokens_per_step / (cfg.batch_size * cfg.window_tokens * d.world)))
-    G = cfg.batch_size * accum * d.world
+    run_stages = stages(cfg, d.world)
+    samplers = {}
+    for st in run_stages:
+        if st.window_tokens not in samplers:
+            wbp = (st.window_tokens - tok.n_special) * tok.kmer
+            samplers[st.window_tokens] = WindowSampler(cfg.sources, wbp, cfg.max_n_fraction, cfg.reverse_complement, exclude=valid_iv,
+                                                       seed=cfg.seed)
+    # held-out windows at the final length (window_tokens)
+    valid = tile_windows(first, valid_iv, cfg.window_bp_for(tok), cfg.max_n_fraction, limit=cfg.eval_windows) if valid_iv else []
     if d.main:
+        steps = [f"{'from step ' + str(st.start) + ': ' if cfg.length_schedule else ''}{st.G} windows x {st.window_tokens} tokens = "
+                 f"{st.G * st.window_tokens:,} tokens/step (accumulation {st.accum})" for st in run_stages]
         print(f"pretrain: {mc.name} ({model.num_parameters():,} params) on {device}, world={d.world} ({cfg.strategy}), "
-              f"{G} windows x {cfg.window_tokens} tokens = {G * cfg.window_tokens:,} tokens/step (accumulation {accum}), "
-              f"precision={'bf16' if use_bf16 else 'fp32'}, {'resuming from ' + str(resume) if resume else 'from scratch'}", flush=True)
-    return _Run(cfg, d, device, model, net, optimizer, scheduler, tok, sampler, valid, accum, G, use_bf16, resume, step=start_step)
+              + "; ".join(steps) + f", precision={'bf16' if use_bf16 else 'fp32'}, "
+              f"{'resuming from ' + str(resume) if resume else 'from scratch'}", flush=True)
+    return _Run(cfg, d, device, model, net, optimizer, scheduler, tok, samplers, valid, run_stages, use_bf16, resume, step=start_step)
 
 
 def param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -622,12 +683,14 @@ def train_step(run: _Run) -> dict[str, float]:
     ``TrainingDiverged`` before the update when the loss or the gradient is not finite."""
     cfg, d, device = run.cfg, run.d, run.device
     t0 = time.time()
-    base = run.step * run.G
+    st = stage_at(run.stages, run.step)
+    base = windows_before(run.stages, run.step)
+    sampler = run.samplers[st.window_tokens]
     run.micro = []
-    for m in range(run.accum):
-        first_idx = base + (m * d.world + d.rank) * cfg.batch_size
-        windows = [run.sampler(first_idx + j) for j in range(cfg.batch_size)]
-        run.micro.append(encode_windows(windows, run.tok, cfg.window_tokens, cfg.seed, first_idx, cfg.mask_prob))
+    for m in range(st.accum):
+        first_idx = base + (m * d.world + d.rank) * st.batch_size
+        windows = [sampler(first_idx + j) for j in range(st.batch_size)]
+        run.micro.append(encode_windows(windows, run.tok, st.window_tokens, cfg.seed, first_idx, cfg.mask_prob))
     n_sel = max(d.all_sum(torch.tensor(float(sum(int((lab >= 0).sum()) for _, lab, _ in run.micro)))).item(), 1.0)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
@@ -635,7 +698,7 @@ def train_step(run: _Run) -> dict[str, float]:
         ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
         sel = labels >= 0
         # DDP: all-reduce gradients on the last micro-batch only.
-        sync = run.net.no_sync() if (d.world > 1 and cfg.strategy == "ddp" and m < run.accum - 1) else contextlib.nullcontext()
+        sync = run.net.no_sync() if (d.world > 1 and cfg.strategy == "ddp" and m < st.accum - 1) else contextlib.nullcontext()
         with sync, torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
             logits = run.net(ids, mask, logits_at=sel).logits
             ce = F.cross_entropy(logits.float(), labels[sel], reduction="sum")
@@ -659,9 +722,9 @@ def train_step(run: _Run) -> dict[str, float]:
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
-    step_tokens = run.G * cfg.window_tokens
+    step_tokens = st.G * st.window_tokens
     return {"step": run.step, "lr": run.scheduler.get_last_lr()[0], "loss": loss, "accuracy": stats[1].item() / n_sel,
-            "tokens": run.step * step_tokens, "tokens_per_s": step_tokens / (time.time() - t0), "grad_norm": grad_norm,
+            "window_tokens": st.window_tokens, "tokens": tokens_before(run.stages, run.step), "tokens_per_s": step_tokens / (time.time() - t0), "grad_norm": grad_norm,
             "elapsed_s": time.time() - run.t_start}
 
 
@@ -703,7 +766,7 @@ def maybe_checkpoint(run: _Run, force: bool = False) -> Path | None:
     path = None
     if d.main:
         path = _write_checkpoint(Path(cfg.out_dir), run.step, msd, osd, run.scheduler.state_dict(), cfg, run.model.config,
-                                 {"windows_seen": run.step * run.G}, cfg.keep_checkpoints)
+                                 {"windows_seen": windows_before(run.stages, run.step)}, cfg.keep_checkpoints)
     d.barrier()
     return path
 
@@ -724,10 +787,10 @@ def _save_final(run: _Run) -> None:
     if run.d.main:
         out = Path(run.cfg.out_dir) / "model"
         save_checkpoint(model_from_state_dict(run.model.config, msd), out)
-        rejected = dict(run.sampler.rejected)
+        rejected = sum((sp.rejected for sp in run.samplers.values()), Counter())
         if rejected:
-            print(f"pretrain: windows rejected while sampling: {rejected}", flush=True)
-        for s in run.sampler.sources:
+            print(f"pretrain: windows rejected while sampling: {dict(rejected)}", flush=True)
+        for s in next(iter(run.samplers.values())).sources:
             if s.variants is not None and (s.variants.stats.skipped or s.variants.stats.applied):
                 print(f"pretrain: {s.name} haplotypes: {s.variants.stats.applied} variants applied, skipped {dict(s.variants.stats.skipped)}", flush=True)
         print(f"pretrain: done at step {run.step}; model in {out}", flush=True)

@@ -110,6 +110,40 @@ def test_pretrain_ntv3_runs_and_resumes_bit_exact(tmp_path):
     assert len(log) == 5 and "valid_perplexity" in log[0]
 
 
+def test_length_curriculum_stages_and_resume_across_a_boundary(tmp_path):
+    from ntkit.pretrain import stages, tokens_before, windows_before
+
+    rng = np.random.default_rng(5)
+    write_fasta(tmp_path / "genome.fa", [("chrS", "".join(rng.choice(list("ACGT"), 20_000))), ("chrV", "".join(rng.choice(list("ACGT"), 3000)))])
+    base = dict(model="ntv3-tiny", model_overrides={"max_tokens": 256}, sources=[{"fasta": str(tmp_path / "genome.fa"), "contigs": ["chrS"]}],
+                valid_regions=["chrV"], window_tokens=256, length_schedule=[[0, 64], [3, 128], [5, 256]], batch_size=2,
+                tokens_per_step=512, lr_init=1e-4, lr_peak=2e-3, warmup_steps=2, checkpoint_every=2, eval_every=3, eval_windows=2,
+                log_every=1, precision="fp32", progress=False, seed=3)
+    cfg = PretrainConfig.from_dict({**base, "out_dir": str(tmp_path / "x")})
+    st = stages(cfg, world=1)
+    # micro-batches of about batch_size x window_tokens = 512 tokens; tokens_per_step 512 in each stage
+    assert [(s.start, s.window_tokens, s.batch_size, s.accum, s.G, s.first_window) for s in st] == [
+        (0, 64, 8, 1, 8, 0), (3, 128, 4, 1, 4, 24), (5, 256, 2, 1, 2, 32)]
+    assert [windows_before(st, k) for k in (0, 3, 4, 5, 6)] == [0, 24, 28, 32, 34]
+    assert tokens_before(st, 6) == 3 * 512 + 2 * 512 + 512
+    pretrain(PretrainConfig.from_dict({**base, "max_steps": 6, "out_dir": str(tmp_path / "ref")}))
+    pretrain(PretrainConfig.from_dict({**base, "max_steps": 4, "out_dir": str(tmp_path / "split")}))  # stops inside stage 2
+    pretrain(PretrainConfig.from_dict({**base, "max_steps": 6, "out_dir": str(tmp_path / "split")}))
+    import ntkit
+
+    a, b = ntkit.load(tmp_path / "ref" / "model"), ntkit.load(tmp_path / "split" / "model")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    log = (tmp_path / "ref" / "log.csv").read_text().splitlines()
+    assert [int(r.split(",")[-1]) for r in log[1:]] == [64, 64, 64, 128, 128, 256]  # the window length of each step
+    with pytest.raises(ValueError, match="length_schedule"):
+        PretrainConfig.from_dict({**base, "length_schedule": [[2, 64]]})
+    with pytest.raises(ValueError, match="exceeds the model context"):
+        pretrain(PretrainConfig.from_dict({**base, "length_schedule": [[0, 64], [2, 512]], "max_steps": 1, "out_dir": str(tmp_path / "y")}))
+    # another schedule is another run: no silent resume
+    with pytest.raises(ValueError, match="length_schedule"):
+        pretrain(PretrainConfig.from_dict({**base, "length_schedule": [[0, 64], [4, 128]], "max_steps": 6, "out_dir": str(tmp_path / "split")}))
+
+
 def test_cli_jobs(genome, tmp_path):
     from ntkit.cli import main
 

@@ -51,11 +51,17 @@ def test_lr_schedule_nt():
 def test_yaml_recipes_parse(monkeypatch):
     from ntkit.recipes import names
 
-    assert names() == ["1000g", "human-ref", "multispecies", "tiny-cpu"]
+    import dataclasses
+
+    from ntkit import ntv3
+
+    assert names() == ["1000g", "human-ref", "multispecies", "ntv3-tiny-cpu", "tiny-cpu"]
     for path in names():  # shipped recipes, by name (package data: they work from an installed wheel too)
         cfg = PretrainConfig.from_yaml(path)
         assert cfg.sources and all(os.path.isabs(s.fasta) for s in cfg.sources), path
-        assert cfg.window_tokens <= ntkit.get_preset(cfg.model).replace(**cfg.model_overrides).max_tokens
+        preset = ntv3.PRESETS[cfg.model] if cfg.model in ntv3.PRESETS else ntkit.get_preset(cfg.model)
+        context = dataclasses.replace(preset, **cfg.model_overrides).max_tokens
+        assert max([cfg.window_tokens] + [w for _, w in cfg.length_schedule]) <= context, path
     monkeypatch.setenv("NTKIT_DATA", "/data/nt")
     assert PretrainConfig.from_yaml("tiny-cpu").sources[0].fasta == "/data/nt/genomes/GRCh37_chr20.fa.gz"
     with pytest.raises(FileNotFoundError, match="recipe not found: tiny-gpu"):
