@@ -13,6 +13,12 @@ enrichment = share / coverage, and a one-sided Wilcoxon signed-rank test of ``a 
 the windows where ``0 < c < 1``; p-values are Benjamini-Hochberg corrected over the whole table.
 Maps come from the model's exact (eager softmax) attention path, one layer at a time through
 ``attention_callback``: memory holds a single layer's [batch, heads, L, L] map.
+
+NTv3: its transformer attends over bins of ``2**num_downsamples`` bases (128 in the released
+models) between the U-Net's down and up towers; a bin is a "token" here (it overlaps an element
+when any of its bases does; the N filler of the length rule is part of the keys, as in the model,
+and overlaps nothing). Its maps are small (a 32 kb window: 256 x 256 per head), kept for every
+layer of one batch.
 """
 
 from __future__ import annotations
@@ -109,9 +115,39 @@ def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequ
     from . import engine
 
     tok, cap = model.tokenizer, model.config.max_tokens
-    blocks = sorted({model.resolve_layer(l) for l in layers}) if layers else list(range(1, model.config.num_layers + 1))
+    v3 = getattr(model.config, "family", "nt") == "ntv3"
+    n_layers, n_heads = model.config.num_layers, model.config.attention_heads if v3 else model.config.num_heads
+    if v3:  # transformer blocks 1..num_layers, or -1, -2, ... from the last
+        bad = [l for l in layers or () if not (1 <= l <= n_layers or -n_layers <= l <= -1)]
+        if bad:
+            raise ValueError(f"layers {bad}: this NTv3 has transformer blocks 1..{n_layers} (or -1, -2, ...)")
+        blocks = sorted({l if l > 0 else n_layers + 1 + l for l in layers}) if layers else list(range(1, n_layers + 1))
+    else:
+        blocks = sorted({model.resolve_layer(l) for l in layers}) if layers else list(range(1, n_layers + 1))
     if 0 in blocks:
         raise ValueError("layer 0 is the embedding output; attention maps exist for blocks 1..num_layers (or -1, -2, ...)")
+
+    def forward_v3(m, ws):
+        dev = engine.model_device(m)
+        ids, mask = tok([w.sequence for w in ws]).to_torch(dev)
+        out = m(ids, mask, need_attentions=True, return_logits=False, heads=False)
+        unit = 2 ** m.config.num_downsamples
+        T = out.attentions[1].shape[-1]
+        starts = np.arange(T) * unit
+        feats, valid = [], []
+        for w in ws:
+            n = len(w.sequence)
+            spans = np.clip(n - starts, 0, unit)  # a bin's bases of the sequence (the N filler overlaps nothing)
+            feats.append(token_features(starts, spans, annotation.mask(w.contig, w.start, w.start + n)))
+            valid.append(np.arange(T) < -(-n // unit))  # bins of the row's padded length: the model's keys
+        f = torch.as_tensor(np.stack(feats), device=dev)
+        kv = torch.as_tensor(np.stack(valid), device=dev)
+        share = np.zeros((len(ws), len(blocks), n_heads, len(annotation.types)))
+        cov = None
+        for k, b in enumerate(blocks):
+            s_, c = attention_shares(out.attentions[b].float(), f, kv, kv)
+            share[:, k], cov = s_.cpu().numpy(), c.cpu().numpy()
+        return list(zip(share, cov))
 
     def forward(m, ws):
         dev = engine.model_device(m)
@@ -121,7 +157,7 @@ def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequ
         ids, mask = enc.to_torch(dev)
         f = torch.as_tensor(feats, device=dev)
         qv = mask & (ids != tok.cls_id)
-        share = np.zeros((len(ws), len(blocks), model.config.num_heads, len(annotation.types)))
+        share = np.zeros((len(ws), len(blocks), n_heads, len(annotation.types)))
         cov = np.zeros((len(ws), len(annotation.types)))
 
         def collect(block: int, attn: torch.Tensor) -> None:
@@ -132,9 +168,9 @@ def attention_enrichment(model, windows, annotation: Annotation, *, layers: Sequ
         m(ids, mask, need_attentions=blocks, return_logits=False, attention_callback=collect)
         return list(zip(share, cov))
 
-    res = list(engine.run(model, windows, forward, length=lambda w: min(tok.token_length(len(w.sequence)), cap), runtime=runtime,
-                          desc="attention", unit="window"))
-    share = np.stack([r[0] for r in res]) if res else np.zeros((0, len(blocks), model.config.num_heads, len(annotation.types)))
+    res = list(engine.run(model, windows, forward_v3 if v3 else forward, length=lambda w: min(tok.token_length(len(w.sequence)), cap),
+                          runtime=runtime, desc="attention", unit="window"))
+    share = np.stack([r[0] for r in res]) if res else np.zeros((0, len(blocks), n_heads, len(annotation.types)))
     coverage = np.stack([r[1] for r in res]) if res else np.zeros((0, len(annotation.types)))
     df = enrichment_table(share, coverage, annotation.types, alpha)
     df["layer"] = [blocks[l - 1] for l in df["layer"]]

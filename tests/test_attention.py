@@ -76,3 +76,33 @@ def test_end_to_end_streams_layers(tmp_path):
     np.testing.assert_allclose(got["coverage"], c[:, 0].mean().item(), rtol=1e-5)
     png = plot_heatmaps(t, tmp_path / "h.png")
     assert png.stat().st_size > 1000
+
+
+def test_ntv3_attention_over_bins_known_answer(tmp_path):
+    """NTv3 attends over bins of 2**num_downsamples bases: shares from the model's maps, by hand."""
+    from ntkit import ntv3
+
+    rng = np.random.default_rng(1)
+    seq = "".join(rng.choice(list("ACGT"), 1000))
+    write_fasta(tmp_path / "g.fa", [("7", seq)])
+    ann = Annotation({"exon": {"7": [(10, 30), (250, 260)]}})
+    model = ntv3.build("ntv3-tiny")  # bins of 8 bases
+    windows = region_windows(Genome(tmp_path / "g.fa"), ["7:1-300"], 100, ann, require_element=False)
+    assert [len(w.sequence) for w in windows] == [100, 100, 100]
+    t = attention_enrichment(model, windows, ann, layers=[-1])
+    assert sorted(t.layer.unique()) == [2] and len(t) == 4  # the last of 2 blocks, 4 heads
+    shares, covs = [], []
+    for w in windows:
+        ids, _ = model.tokenizer([w.sequence]).to_torch()
+        with torch.no_grad():
+            a = model(ids, need_attentions=True).attentions[2][0]  # [heads, 13, 13]: 100 bases -> 104 -> 13 bins
+        assert a.shape == (4, 13, 13)
+        mask = ann.mask("7", w.start, w.start + 100)[0]
+        f = np.array([mask[8 * j : 8 * j + 8].any() for j in range(13)], dtype=np.float64)
+        shares.append((a.double().numpy() @ f).mean(axis=1))  # per head: mean over queries of the mass on exon bins
+        covs.append(f.mean())
+    got = t.sort_values("head")
+    np.testing.assert_allclose(got["attention_share"], np.mean(shares, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(got["coverage"], np.mean(covs), rtol=1e-6)
+    with pytest.raises(ValueError, match="transformer blocks 1..2"):
+        attention_enrichment(model, windows, ann, layers=[3])

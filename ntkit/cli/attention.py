@@ -15,7 +15,7 @@ def register(sub) -> None:
     s.add_argument("--regions", nargs="+", required=True, help="chrom:start-end (1-based) or whole contigs to tile")
     s.add_argument("--types", nargs="+", help="element types to test (default: all in the annotation)")
     s.add_argument("--bed-type", help="element type for every BED interval (default: the name column)")
-    s.add_argument("--window-tokens", type=int, help="default: the model's context")
+    s.add_argument("--window-tokens", type=int, help="default: the model's context (NTv3: 8,192 bases)")
     s.add_argument("--max-windows", type=int, default=200, help="windows tiled from the regions, at most")
     s.add_argument("--all-windows", action="store_true", help="also windows without any element")
     s.add_argument("--layers", type=int, nargs="+", help="blocks to test (default: all)")
@@ -36,8 +36,10 @@ def run(args) -> int:
     model, rt = runtime(args, args.model)
     genome = Genome(args.fasta)
     ann = read_annotation(args.annotation, args.types, args.bed_type)
-    T = args.window_tokens or model.config.max_tokens
-    windows = region_windows(genome, args.regions, (T - 1) * 6, ann, args.max_windows, require_element=not args.all_windows)
+    tok = model.tokenizer
+    T = args.window_tokens or min(getattr(model, "default_window", None) or model.config.max_tokens, model.config.max_tokens)
+    window_bp = (T - tok.n_special) * tok.kmer  # NT: 6-mers after <cls>; NTv3: one base per token
+    windows = region_windows(genome, args.regions, window_bp, ann, args.max_windows, require_element=not args.all_windows)
     if not windows:
         raise ValueError("no window: regions too short, N-rich or without elements")
     table = attention_enrichment(model, windows, ann, layers=args.layers, alpha=args.alpha, runtime=rt)
@@ -45,7 +47,7 @@ def run(args) -> int:
         table.to_csv(tmp, index=False)
     plot_heatmaps(table, out / "attention_enrichment.png")
     top = table.sort_values("enrichment", ascending=False).groupby("element").head(3)
-    print(f"{len(windows)} windows of {(T - 1) * 6} bp; {int(table['significant'].sum())} of {len(table)} (layer, head, element) "
+    print(f"{len(windows)} windows of {window_bp} bp; {int(table['significant'].sum())} of {len(table)} (layer, head, element) "
           f"enriched at FDR {args.alpha}")
     print(top[["element", "layer", "head", "attention_share", "coverage", "enrichment", "q_value"]].to_string(index=False))
     print(f"wrote {out / 'attention_enrichment.csv'}, {out / 'attention_enrichment.png'}")
