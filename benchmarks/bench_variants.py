@@ -3,6 +3,7 @@ scores one allele at a time (one forward per score and allele, batch 1), same mo
 same scores (checked equal on the alleles the naive loop scored).
 
     python benchmarks/bench_variants.py [--model nt-v2-tiny] [--window-tokens 128] [--naive-max 300]
+    python benchmarks/bench_variants.py --model ntv3-8m-pre --window-tokens 8192 --snvs 2000 --naive-max 100   # NTv3
 
 Inputs, GRCh37 chr20:
 - an SNV VCF at 1000 Genomes density (one SNV per 35 bp on average, Poisson positions, random ALT),
@@ -40,7 +41,8 @@ def naive(model, genome, alleles, window_bp: int, stride: int, mode: str) -> lis
             start, ref_w, alt_w = allele_windows(a, genome, window_bp, stride, tok=tok)
             r_ids, a_ids = tok.encode(ref_w), tok.encode(alt_w)
             if mode == "embedding":
-                h = [model(T(x)[None], repr_layers=[-1], return_logits=False).hidden_states[model.config.num_layers][0, 1:].mean(0)
+                key = model.resolve_layer(-1)  # NT: num_layers; NTv3: -1 (per base, no <cls>)
+                h = [model(T(x)[None], repr_layers=[-1], return_logits=False).hidden_states[key][0, tok.n_special:].mean(0)
                      for x in (r_ids, a_ids)]
                 out.append(float((h[0] - h[1]).norm()))
                 continue
