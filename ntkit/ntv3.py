@@ -192,6 +192,11 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def _gelu_(x: torch.Tensor) -> torch.Tensor:
+    """``_gelu`` of a fresh activation, in place without autograd (no second activation-sized buffer)."""
+    return torch.ops.aten.gelu_(x, approximate="tanh") if _no_grad() else _gelu(x)
+
+
 def _no_grad() -> bool:
     """Inference (no autograd): fresh activations may be updated in place."""
     return not torch.is_grad_enabled()
@@ -258,7 +263,7 @@ class ConvUnit(nn.Module):
         if up == "conv_transpose":
             self.conv = ZeroInsertConv(dim_in, dim_out, kernel, phase)
         elif transposed_k1:
-            self.conv = nn.ConvTranspose1d(dim_in, dim_out, kernel_size=1)
+            self.conv = PointwiseTransposed(dim_in, dim_out)
         else:
             self.conv = nn.Conv1d(dim_in, dim_out, kernel_size=kernel, padding="same")
 
@@ -267,7 +272,19 @@ class ConvUnit(nn.Module):
         x = _mask_beyond(x, keep)  # zero beyond the row's end: the conv's own zero padding
         if self.up == "repeat+conv":
             x = x.repeat_interleave(2, dim=-1)
-        return _gelu(self.conv(x))
+        return _gelu_(self.conv(x))
+
+
+class PointwiseTransposed(nn.ConvTranspose1d):
+    """The up tower's kernel-1 ``ConvTranspose1d`` (its HF weight layout [in, out, 1]), run as the
+    equal ``conv1d`` with the weight transposed: PyTorch's CPU transposed convolution takes a
+    slower path (2x the time of the same product as a convolution)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__(dim_in, dim_out, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        return F.conv1d(x, self.weight.transpose(0, 1), self.bias)
 
 
 class ZeroInsertConv(nn.Module):
@@ -600,7 +617,7 @@ class NTv3Model(nn.Module):
             conds = [table(sp) for table in self.cond_tables]
 
         x = self.embed_layer(tokens).transpose(1, 2)
-        x = _gelu(self.stem.conv(_mask_beyond(x, keep(0))))
+        x = _gelu_(self.stem.conv(_mask_beyond(x, keep(0))))
         skips = []
         for i, block in enumerate(self.conv_tower_blocks):
             skips.append(x)
