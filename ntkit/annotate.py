@@ -146,7 +146,7 @@ def annotate_to_files(predictor, fasta: str | Path, out_dir: str | Path, *, regi
     if len(channels) > MAX_BIGWIGS and not opts.channels:
         raise ValueError(f"{len(channels)} channels: name the ones to write with --channels (at most {MAX_BIGWIGS} without)")
     idx = [names.index(c) for c in channels]
-    probs = [bool(predictor.probability[i]) for i in idx]
+    probs = [predictor.is_probability(i) for i in idx]
     spans = [parse_region(r, genome) for r in regions]
     if bed is not None:
         spans += read_bed_regions(bed, genome)

@@ -61,7 +61,7 @@ from . import engine, jobs
 from .genome import Genome
 from .predictors import Predictor, logit
 from .sequence import reverse_complement
-from .variants import Allele, check_allele, iter_records, tile_sequence, tile_start, with_allele
+from .variants import Allele, check_allele, iter_records, tile_sequence, with_allele
 
 BASE_SKIPS = ("not_in_gene", "complex_indel", "outside_prediction")
 
@@ -146,8 +146,9 @@ class GeneIndex:
 
 
 def _tile(genome: Genome, a: Allele, width: int, stride: int, predictor: Predictor) -> tuple[int, str, str] | None:
-    """``variants.tile_sequence`` cut to what ``predictor`` reads; None when ``a`` lies beyond the cut."""
-    start, ref, full = tile_sequence(genome, a, width, stride, predictor.fit)
+    """``variants.tile_sequence`` cut to what ``predictor`` reads (a fixed-window predictor: the
+    whole window, end Ns included); None when ``a`` lies beyond the cut."""
+    start, ref, full = tile_sequence(genome, a, width, stride, None if predictor.fixed_window else predictor.fit)
     return None if a.pos0 + len(a.ref) > start + len(ref) else (start, ref, full)
 
 
@@ -268,16 +269,11 @@ def _windows(predictor: Predictor, genome: Genome, a: Allele, opts: EffectOption
     with ``a.status`` set when the predictor cannot see the allele's neighbourhood."""
     D, RF, W, S = opts.distance, predictor.receptive_field, opts.window_bp, opts.tile_stride_bp
     L = genome.lengths[a.contig]
-    if predictor.fixed_window:  # every input W bases: no trimming of end N runs (N is a base the model reads)
-        start = tile_start(a.pos0, len(a.ref), L, W, S)
-        full = genome.fetch(a.contig, start, min(start + W + max(0, len(a.ref) - len(a.alt)), L))
-        ref_w = full[:W]
-    else:
-        t = _tile(genome, a, W, S, predictor)
-        if t is None:
-            a.status = "n_rich_window"
-            return None
-        start, ref_w, full = t
+    t = _tile(genome, a, W, S, predictor)
+    if t is None:
+        a.status = "n_rich_window"
+        return None
+    start, ref_w, full = t
     if predictor.windowed:  # the tile, the allele applied, at the tile's length (N-filled at a contig's end)
         alt_w, alt_start = with_allele(full, start, a, len(ref_w)), start
         if predictor.fixed_window:

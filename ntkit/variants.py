@@ -276,15 +276,17 @@ def with_allele(seq: str, start: int, a: Allele, length: int | None = None) -> s
 def tile_sequence(genome: Genome, a: Allele, window_bp: int, stride: int, fit=len) -> tuple[int, str, str]:
     """(start, reference window, the reference from ``start`` extended for a deletion) of a checked
     allele's tile on the grid of ``stride``: the tile's end N runs dropped (``trim_ns``), then cut
-    on the right to what the model reads (``fit(seq)``: the bases of ``seq`` that fit)."""
+    on the right to what the model reads (``fit(seq)``: the bases of ``seq`` that fit). ``fit=None``:
+    neither (inputs of a fixed length, in which N is a base like any other)."""
     length = genome.lengths[a.contig]
     w = min(window_bp, length)
     start = tile_start(a.pos0, len(a.ref), length, window_bp, stride)
     extra = max(0, len(a.ref) - len(a.alt))  # reference beyond the tile keeps a deletion's window full
     full = genome.fetch(a.contig, start, min(start + w + extra, length))
-    lead, w = trim_ns(full, w)
-    start, full = start + lead, full[lead:]
-    w = fit(full[:w])
+    if fit is not None:
+        lead, w = trim_ns(full, w)
+        start, full = start + lead, full[lead:]
+        w = fit(full[:w])
     return start, full[:w], full
 
 
