@@ -32,12 +32,12 @@ from common import DATA  # noqa: E402
 import ntkit  # noqa: E402
 from ntkit import Runtime  # noqa: E402
 from ntkit.genome import Genome  # noqa: E402
-from ntkit.segmentation import (BasesSegmenter, SegmentTrainConfig, Targets, build_windows, from_backbone,  # noqa: E402
-                                segmentation_metrics, train_segmentation)
+from ntkit.segmentation import (TRANSCRIPT_ELEMENTS, BasesSegmenter, SegmentTrainConfig, Targets, build_windows,  # noqa: E402
+                                from_backbone, segmentation_metrics, train_segmentation)
 from ntkit.sequence import reverse_complement  # noqa: E402
 from ntkit.splice import MaxEntScan, read_transcripts  # noqa: E402
 
-FEATURES = ["protein_coding_gene", "exon", "intron", "splice_donor", "splice_acceptor"]
+FEATURES = list(TRANSCRIPT_ELEMENTS)  # gene, exon, intron, splice_donor, splice_acceptor: FEATURES[3:] are the splice sites
 ROWS = [  # (label, model kind, method)
     ("conv head on bases only (no NT)", "bases", "full"),
     ("SegmentNT head + NT (frozen)", "segment", "frozen"),
@@ -119,7 +119,7 @@ def main() -> None:
     d = DATA / "splice"
     mes = MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt")
     scores = [maxentscan_sites(mes, s) for s in test.sequences]
-    r = segmentation_metrics([y[:, 3:] for y in test.labels], scores, FEATURES[3:])  # log-odds: no MCC at 0.5
+    r = segmentation_metrics([y[:, 3:] for y in test.labels], scores, FEATURES[3:], threshold=None)  # log-odds: no MCC
     print("| MaxEntScan (published tables) | - | - | - | - | - | - | " + " | ".join(cell(r, f, mcc=False) for f in FEATURES[3:]) + " |")
     r = segmentation_metrics(test.labels, [np.tile(pos, (len(y), 1)) for y in test.labels], FEATURES)
     print("| prevalence (a constant) | - | - | - | " + " | ".join(cell(r, f) for f in FEATURES) + " |")

@@ -99,8 +99,9 @@ class PretrainConfig:
         """Bases per window of an NT model (6-mers after <cls>); ``window_bp_for`` any model's tokenizer."""
         return (self.window_tokens - 1) * 6
 
-    def window_bp_for(self, tok) -> int:
-        return (self.window_tokens - tok.n_special) * tok.kmer
+    def window_bp_for(self, tok, window_tokens: int | None = None) -> int:
+        """Bases of a window of ``window_tokens`` (default: the config's) for ``tok``'s tokens."""
+        return ((window_tokens or self.window_tokens) - tok.n_special) * tok.kmer
 
     def __post_init__(self) -> None:
         from .config import check_fields
@@ -654,9 +655,8 @@ def _setup(cfg: PretrainConfig) -> _Run:
     samplers = {}
     for st in run_stages:
         if st.window_tokens not in samplers:
-            wbp = (st.window_tokens - tok.n_special) * tok.kmer
-            samplers[st.window_tokens] = WindowSampler(cfg.sources, wbp, cfg.max_n_fraction, cfg.reverse_complement, exclude=valid_iv,
-                                                       seed=cfg.seed)
+            samplers[st.window_tokens] = WindowSampler(cfg.sources, cfg.window_bp_for(tok, st.window_tokens), cfg.max_n_fraction,
+                                                       cfg.reverse_complement, exclude=valid_iv, seed=cfg.seed)
     # held-out windows at the final length (window_tokens)
     valid = tile_windows(first, valid_iv, cfg.window_bp_for(tok), cfg.max_n_fraction, limit=cfg.eval_windows) if valid_iv else []
     if d.main:
@@ -790,9 +790,11 @@ def _save_final(run: _Run) -> None:
         rejected = sum((sp.rejected for sp in run.samplers.values()), Counter())
         if rejected:
             print(f"pretrain: windows rejected while sampling: {dict(rejected)}", flush=True)
-        for s in next(iter(run.samplers.values())).sources:
-            if s.variants is not None and (s.variants.stats.skipped or s.variants.stats.applied):
-                print(f"pretrain: {s.name} haplotypes: {s.variants.stats.applied} variants applied, skipped {dict(s.variants.stats.skipped)}", flush=True)
+        for k, s in enumerate(next(iter(run.samplers.values())).sources):  # each stage's sampler reads the sources: its counts add up
+            per_stage = [sp.sources[k].variants.stats for sp in run.samplers.values() if sp.sources[k].variants is not None]
+            applied, skipped = sum(st.applied for st in per_stage), sum((st.skipped for st in per_stage), Counter())
+            if applied or skipped:
+                print(f"pretrain: {s.name} haplotypes: {applied} variants applied, skipped {dict(skipped)}", flush=True)
         print(f"pretrain: done at step {run.step}; model in {out}", flush=True)
     run.d.barrier()
 

@@ -41,6 +41,7 @@ from .annotation import Annotation, iter_bed, iter_gtf
 from .genome import Genome
 
 GTF_ELEMENTS = ("protein_coding_gene", "lncRNA", "exon", "intron", "5UTR", "3UTR", "splice_donor", "splice_acceptor")
+TRANSCRIPT_ELEMENTS = ("protein_coding_gene", "exon", "intron", "splice_donor", "splice_acceptor")  # from a transcript table
 SPLICE_SITES = ("splice_donor", "splice_acceptor")
 LNC = ("lncRNA", "lincRNA")
 
@@ -183,10 +184,11 @@ def topk_accuracy(y_true: np.ndarray, score: np.ndarray) -> float:
 
 
 def segmentation_metrics(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], features: Sequence[str],
-                         threshold: float = 0.5) -> pd.DataFrame:
+                         threshold: float | None = 0.5) -> pd.DataFrame:
     """One row per element over every base: positives, MCC (p >= threshold), PR-AUC, and top-k
-    accuracy for splice sites (NaN where a metric is undefined: no positive base). The splice
-    subpackage's metrics are this table's two splice-site rows (``splice.splice_metrics``)."""
+    accuracy for splice sites (NaN where a metric is undefined: no positive base; MCC too with
+    ``threshold=None``, for scores that are not probabilities). The splice subpackage's metrics are
+    this table's two splice-site rows (``splice.splice_metrics``)."""
     from sklearn.metrics import average_precision_score, matthews_corrcoef
 
     y = np.concatenate([np.asarray(a) for a in labels]).astype(np.int8)
@@ -196,7 +198,7 @@ def segmentation_metrics(labels: Sequence[np.ndarray], probs: Sequence[np.ndarra
         t, s = y[:, j], p[:, j]
         pos = int(t.sum())
         rows.append({"element": f, "bases": len(t), "positives": pos,
-                     "mcc": float(matthews_corrcoef(t, s >= threshold)) if 0 < pos < len(t) else math.nan,
+                     "mcc": float(matthews_corrcoef(t, s >= threshold)) if threshold is not None and 0 < pos < len(t) else math.nan,
                      "prauc": float(average_precision_score(t, s)) if pos else math.nan,
                      "topk": topk_accuracy(t, s) if f in SPLICE_SITES else math.nan})
     return pd.DataFrame(rows)

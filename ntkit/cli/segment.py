@@ -55,7 +55,7 @@ def register(sub) -> None:
 
 def _targets(args, model):
     from ..segment_nt import SegmentNTModel
-    from ..segmentation import GTF_ELEMENTS, Targets
+    from ..segmentation import GTF_ELEMENTS, TRANSCRIPT_ELEMENTS, Targets
     from ..splice import read_transcripts
 
     beds = named_files(args.bed, "--bed")
@@ -64,7 +64,7 @@ def _targets(args, model):
         if isinstance(model, SegmentNTModel):
             features = list(model.config.features)
         else:
-            table = ["protein_coding_gene", "exon", "intron", "splice_donor", "splice_acceptor"] if args.transcripts else []
+            table = list(TRANSCRIPT_ELEMENTS) if args.transcripts else []
             features = (list(GTF_ELEMENTS) if args.gtf else table) + [b for b in beds if b not in GTF_ELEMENTS]
     if not features:
         raise ValueError("no element types: give --gtf, --transcripts, --bed ELEMENT=FILE or --features")

@@ -23,7 +23,8 @@ matrix fitted on the training sites.
 
 from .baselines import MaxEntScan, SitePWM
 from .data import CLASSES, CONTEXT, SPLICEAI_TEST_CHROMS, SpliceWindows, Transcript, build_windows, read_transcripts, split_by_chromosome
-from .metrics import evaluate_splice, results_table, splice_metrics, topk_accuracy
+from ..segmentation import topk_accuracy  # SpliceAI's metric, one copy (segmentation's)
+from .metrics import evaluate_splice, results_table, splice_metrics
 from .model import HEADS, SpliceModel
 from .predict import (iter_predict_windows, load_splice_model, predict_windows, save_splice_model, to_genome_table,
                       write_bedgraph)

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..segmentation import segmentation_metrics, topk_accuracy  # noqa: F401 (topk_accuracy: re-exported)
+from ..segmentation import segmentation_metrics
 from .data import CONTEXT, SpliceWindows
 from .model import SpliceModel
 from .predict import predict_windows
@@ -22,7 +22,7 @@ def splice_metrics(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -
     y, s = y[keep], s[keep]
     sites = np.stack([y == 1, y == 2], axis=1).astype(np.int8)
     sc = np.nan_to_num(s[:, 1:3].astype(np.float64), neginf=-1e300)
-    r = segmentation_metrics([sites], [sc], ["splice_acceptor", "splice_donor"])
+    r = segmentation_metrics([sites], [sc], ["splice_acceptor", "splice_donor"], threshold=None)  # no MCC: not reported
     out = {}
     for name, row in zip(("acceptor", "donor"), r.itertuples()):
         out[f"{name}_topk"], out[f"{name}_prauc"], out[f"{name}_sites"] = row.topk, row.prauc, int(row.positives)

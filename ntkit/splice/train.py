@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .data import CLASSES, CONTEXT, SpliceWindows
+from .data import CONTEXT, SpliceWindows
 from .model import SpliceModel, _encode
 
 
