@@ -329,11 +329,13 @@ class Tracks(Predictor):
                 res.append(torch.cat(parts, dim=-1).cpu().numpy())
             return res
 
-        sequences = list(sequences)  # read once: an iterator would be spent by the check
-        for s in sequences:
-            if len(s) % self.model.config.multiple:
-                raise ValueError(f"NTv3 track windows are multiples of {self.model.config.multiple} bases, got {len(s)}")
-        yield from engine.run(self.model, sequences, forward, length=len, runtime=runtime, desc="tracks", unit="window")
+        def checked(m: int = self.model.config.multiple):  # as they stream: a perturbation's alternatives are never all held
+            for s in sequences:
+                if len(s) % m:
+                    raise ValueError(f"NTv3 track windows are multiples of {m} bases, got {len(s)}")
+                yield s
+
+        yield from engine.run(self.model, checked(), forward, length=len, runtime=runtime, desc="tracks", unit="window")
 
     def describe(self) -> dict:
         return {**super().describe(), "species": self.species}
