@@ -37,6 +37,7 @@ them) and masked as attention keys. State-dict names are the HF layout's without
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -203,8 +204,12 @@ def _no_grad() -> bool:
 
 
 def _mask_beyond(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """Zero channels-first ``x`` [B, C, L] where ``keep`` [B, L] is False (a row's end)."""
-    return x if keep is None else x * keep[:, None, :].to(x.dtype)
+    """Zero channels-last ``x`` [B, L, C] where ``keep`` [B, L] is False (a row's end); in place
+    without autograd (``x`` is always a fresh activation)."""
+    if keep is None:
+        return x
+    k = keep[:, :, None].to(x.dtype)
+    return x.mul_(k) if _no_grad() else x * k
 
 
 class Norm(nn.LayerNorm):
@@ -220,27 +225,85 @@ class Norm(nn.LayerNorm):
             yield mod(c.to(mod.weight.dtype)).to(dtype).chunk(2, dim=-1)  # (shift, scale), each [B, dim]
 
     def forward(self, x: torch.Tensor, conditions: list[torch.Tensor] | None = None) -> torch.Tensor:
-        y = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
+        # bf16/fp16 input: PyTorch's mixed-type kernel (fp32 weights) normalises in fp32 and rounds
+        # once, as LN(x.float()).to(dtype) does, without an fp32 copy of the input and output.
+        y = F.layer_norm(x, self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
         if self.modulation_layers is None:
             return y
         for shift, scale in self._modulations(conditions, y.dtype):
-            y = y * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+            scale, shift = 1 + scale.unsqueeze(1), shift.unsqueeze(1)  # [B, 1, dim]
+            y = y.mul_(scale).add_(shift) if _no_grad() else y * scale + shift
         return y
 
-    def channels_first(self, x: torch.Tensor, conditions: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The same over dim 1 of [B, C, L], without transposing (a transpose costs two copies of
-        the activations per convolution: a fifth of the CPU time of NTv3's towers)."""
-        xf = x.float()
-        d = xf - xf.mean(1, keepdim=True)
-        r = torch.rsqrt(d.pow(2).mean(1, keepdim=True) + self.eps)
-        w, b = self.weight.float()[:, None], self.bias.float()[:, None]
-        # Without autograd the chain runs in place on d: one activation-sized buffer instead of four.
-        y = (d.mul_(r).mul_(w).add_(b) if _no_grad() else d * r * w + b).to(x.dtype)
-        if self.modulation_layers is None:
-            return y
-        for shift, scale in self._modulations(conditions, y.dtype):
-            y = y * (1 + scale.unsqueeze(-1)) + shift.unsqueeze(-1)
-        return y
+
+# -- convolutions on channels-last activations ------------------------------------------------------
+# The towers keep activations as [B, L, C] (contiguous channels). A conv1d then runs as oneDNN's
+# NHWC conv2d with H = 1 (the [B, C, 1, L] view of [B, L, C] is channels-last without a copy),
+# LayerNorm over channels is the fused last-dim kernel, pooling runs on the same NHWC view, and the
+# polyphase up-sampling's interleave is free (``upsample_conv_last``). On CPU a convolution runs
+# 1.6-2x faster than as a channels-first conv1d, which oneDNN reorders in and out of its
+# blocked layout (BENCHMARKS.md, NTv3 forward).
+
+
+def conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """``conv1d`` of channels-last ``x`` [B, L, C_in] with ``weight`` [C_out, C_in, k] (zero
+    ``padding`` each side) -> [B, L', C_out], contiguous."""
+    w = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # oneDNN picks NHWC only if the weight is
+    return F.conv2d(x.transpose(1, 2).unsqueeze(2), w, bias, padding=(0, padding)).squeeze(2).transpose(1, 2)
+
+
+@functools.lru_cache(maxsize=None)
+def _phase_taps(kernel: int, mode: str) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """For a "same" conv of odd ``kernel`` on a 2x up-sampled signal, the taps j of each output
+    phase r (position 2t + r) that read input position t + q - D, q = 0..2D: ``taps[r][q]``.
+    Up-sampling ``mode``: "repeat" (u[m] = x[m // 2]), "odd" or "even" (zero insertion: u[2s + 1]
+    = x[s], resp. u[2s] = x[s], zeros elsewhere)."""
+    p = kernel // 2
+    src = {}
+    for r in (0, 1):
+        for j in range(kernel):
+            m = r + j - p  # position read in u, relative to 2t
+            if mode == "repeat":
+                src[r, j] = m // 2
+            elif (m - (mode == "odd")) % 2 == 0:
+                src[r, j] = (m - (mode == "odd")) // 2
+    D = max(abs(d) for d in src.values())
+    return tuple(tuple(tuple(j for j in range(kernel) if src.get((r, j)) == q - D) for q in range(2 * D + 1))
+                 for r in (0, 1))
+
+
+def upsample_conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """``conv1d(up2(x))`` ("same", odd kernel) of channels-last ``x`` [B, L, C_in] -> [B, 2L, C_out]
+    without forming ``up2(x)``: polyphase. Each output phase is a conv of ``x`` itself whose taps
+    are sums of the kernel's (repeat: 3 of 5 for k = 5; zero insertion: the non-zero half); both
+    phases run as one conv with 2 * C_out outputs, and [B, L, 2 * C_out] *is* [B, 2L, C_out] with
+    the phases interleaved (a view). Exact up to the rounding of the summed taps."""
+    B, L, _ = x.shape
+    taps = _phase_taps(weight.shape[-1], mode)
+    zero = weight.new_zeros(weight.shape[:2])
+    kern = torch.stack([torch.stack([sum((weight[..., j] for j in js), zero) for js in phase], -1) for phase in taps])
+    y = conv_last(x, kern.flatten(0, 1), None if bias is None else bias.repeat(2), len(taps[0]) // 2)
+    return y.reshape(B, 2 * L, weight.shape[0])
+
+
+def _conv(conv: nn.Module, x: torch.Tensor, repeat: bool = False) -> torch.Tensor:
+    """A tower convolution (``repeat``: of ``x`` with every position repeated) on channels-last
+    ``x``: the module's channels-last path, or, for a conv an adapter wraps (peft), its own
+    channels-first forward."""
+    if hasattr(type(conv), "forward_last"):
+        return conv.forward_last(x, "repeat") if repeat else conv.forward_last(x)
+    x = x.repeat_interleave(2, dim=1) if repeat else x
+    return conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+class Conv(nn.Conv1d):
+    """``nn.Conv1d`` ("same" padding) with the channels-last path ``forward_last``; ``forward`` is
+    the plain channels-first conv (what peft wraps)."""
+
+    def forward_last(self, x: torch.Tensor, up: str | None = None) -> torch.Tensor:
+        if up is None:
+            return conv_last(x, self.weight, self.bias, self.kernel_size[0] // 2)
+        return upsample_conv_last(x, self.weight, self.bias, "repeat")
 
 
 def _gate(layers: nn.ModuleList, conditions: list[torch.Tensor], dtype) -> torch.Tensor:
@@ -252,7 +315,7 @@ def _gate(layers: nn.ModuleList, conditions: list[torch.Tensor], dtype) -> torch
 
 
 class ConvUnit(nn.Module):
-    """``GELU(conv(up(LN_c(x))))`` on channels-first input. ``up``: None, "repeat+conv" or
+    """``GELU(conv(up(LN_c(x))))`` on channels-last input [B, L, C]. ``up``: None, "repeat+conv" or
     "conv_transpose"; ``transposed_k1``: the up tower's pointwise ``ConvTranspose1d`` (HF layout)."""
 
     def __init__(self, dim_in: int, dim_out: int, kernel: int, conditions_dims: list[int], up: str | None = None,
@@ -265,20 +328,23 @@ class ConvUnit(nn.Module):
         elif transposed_k1:
             self.conv = PointwiseTransposed(dim_in, dim_out)
         else:
-            self.conv = nn.Conv1d(dim_in, dim_out, kernel_size=kernel, padding="same")
+            self.conv = Conv(dim_in, dim_out, kernel_size=kernel, padding="same")
 
     def forward(self, x, conditions=None, keep=None):
-        x = self.layer_norm.channels_first(x, conditions)
-        x = _mask_beyond(x, keep)  # zero beyond the row's end: the conv's own zero padding
-        if self.up == "repeat+conv":
-            x = x.repeat_interleave(2, dim=-1)
-        return _gelu_(self.conv(x))
+        return self.convolve(self.normalize(x, conditions, keep))
+
+    def normalize(self, x, conditions=None, keep=None):
+        """``LN_c(x)``, zero beyond each row's end (what the conv's own zero padding would see)."""
+        return _mask_beyond(self.layer_norm(x, conditions), keep)
+
+    def convolve(self, h):
+        return _gelu_(_conv(self.conv, h, repeat=self.up == "repeat+conv"))
 
 
 class PointwiseTransposed(nn.ConvTranspose1d):
     """The up tower's kernel-1 ``ConvTranspose1d`` (its HF weight layout [in, out, 1]), run as the
-    equal ``conv1d`` with the weight transposed: PyTorch's CPU transposed convolution takes a
-    slower path (2x the time of the same product as a convolution)."""
+    equal convolution with the weight transposed (PyTorch's CPU transposed convolution takes a
+    slower path)."""
 
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__(dim_in, dim_out, kernel_size=1)
@@ -286,11 +352,15 @@ class PointwiseTransposed(nn.ConvTranspose1d):
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
         return F.conv1d(x, self.weight.transpose(0, 1), self.bias)
 
+    def forward_last(self, x: torch.Tensor) -> torch.Tensor:
+        return conv_last(x, self.weight.transpose(0, 1), self.bias, 0)
+
 
 class ZeroInsertConv(nn.Module):
     """Stride-2 transposed convolution in JAX's "SAME" layout: the input is spread over every other
     position (``odd``: positions 1, 3, ...; ``even``: 0, 2, ...), zeros between, then a "same"
-    convolution. ``weight`` is [in, out, k] as a ConvTranspose1d's."""
+    convolution. ``weight`` is [in, out, k] as a ConvTranspose1d's. ``forward`` (channels first)
+    spells that out; ``forward_last`` computes it polyphase, without the zeros."""
 
     def __init__(self, dim_in: int, dim_out: int, kernel: int, phase: str):
         super().__init__()
@@ -307,6 +377,9 @@ class ZeroInsertConv(nn.Module):
         spread[:, :, (1 if self.phase == "odd" else 0)::2] = x
         return F.conv1d(spread, self.weight.transpose(0, 1), self.bias, padding=self.weight.shape[-1] // 2)
 
+    def forward_last(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_conv_last(x, self.weight.transpose(0, 1), self.bias, self.phase)
+
 
 class Residual(nn.Module):
     """``x + gate * unit(x)`` (HF names: ``conv_block``, ``modulation_layers``)."""
@@ -318,10 +391,15 @@ class Residual(nn.Module):
             self.modulation_layers = nn.ModuleList([nn.Linear(c, dim) for c in conditions_dims])
 
     def forward(self, x, conditions=None, keep=None):
-        y = self.conv_block(x, conditions, keep)
-        if conditions:
-            y = _gate(self.modulation_layers, conditions, x.dtype).unsqueeze(-1) * y  # [B, C, 1]: channels first
+        y = self.branch(self.conv_block.normalize(x, conditions, keep), conditions)
         return y.add_(x) if _no_grad() else x + y
+
+    def branch(self, h, conditions=None):
+        """``gate * unit`` from the unit's normalised input ``h``."""
+        y = self.conv_block.convolve(h)
+        if conditions:
+            y = _gate(self.modulation_layers, conditions, y.dtype).unsqueeze(1) * y  # [B, 1, C]
+        return y
 
 
 class DownBlock(nn.Module):
@@ -340,8 +418,23 @@ class UpBlock(nn.Module):
         self.conv = ConvUnit(dim_in, dim_out, 5, conditions_dims, up=up, phase=phase)
         self.res_conv = Residual(dim_out, conditions_dims, transposed_k1=True)
 
-    def forward(self, x, conditions, keep_in, keep_out):
-        return self.res_conv(self.conv(x, conditions, keep_in), conditions, keep_out)
+    def forward(self, x, conditions, keep_in, keep_out, skip=None):
+        """The block's output plus the U-Net's ``skip`` (when given)."""
+        y = self.conv(x, conditions, keep_in)
+        if skip is None:
+            return self.res_conv(y, conditions, keep_out)
+        if not _no_grad():
+            return self.res_conv(y, conditions, keep_out) + skip
+        # Without autograd, y + skip is built in the skip's buffer and y is released before the
+        # residual's convolution: 3.5 activations of this level at the peak instead of 4.5.
+        h = self.res_conv.conv_block.normalize(y, conditions, keep_out)
+        y = skip.add_(y)
+        return self.res_conv.branch(h, conditions).add_(y)
+
+
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    """Average of position pairs of channels-last [B, L, C] -> [B, L / 2, C] (``avg_pool1d(2)``)."""
+    return F.avg_pool2d(x.transpose(1, 2).unsqueeze(2), (1, 2)).squeeze(2).transpose(1, 2)
 
 
 class _HeadProjection(nn.Module):
@@ -470,7 +563,7 @@ class NTv3Model(nn.Module):
         fl = cfg.filter_list
         self.embed_layer = nn.Embedding(cfg.alphabet_size, cfg.token_embed_dim)
         self.stem = nn.Module()
-        self.stem.conv = nn.Conv1d(cfg.token_embed_dim, fl[0], kernel_size=15, padding="same")
+        self.stem.conv = Conv(cfg.token_embed_dim, fl[0], kernel_size=15, padding="same")
         self.conv_tower_blocks = nn.ModuleList([DownBlock(a, b, cond) for a, b in zip(fl[:-1], fl[1:])])
         self.transformer_blocks = nn.ModuleList([TransformerBlock(cfg, cond) for _ in range(cfg.num_layers)])
         rev = fl[::-1]
@@ -616,16 +709,16 @@ class NTv3Model(nn.Module):
             sp = self.species_ids(species, B, tokens.device)
             conds = [table(sp) for table in self.cond_tables]
 
-        x = self.embed_layer(tokens).transpose(1, 2)
-        x = _gelu_(self.stem.conv(_mask_beyond(x, keep(0))))
+        # Activations are channels-last [B, L, C] throughout (see ``conv_last``).
+        x = _mask_beyond(self.embed_layer(tokens), keep(0))
+        x = _gelu_(_conv(self.stem.conv, x))
         skips = []
         for i, block in enumerate(self.conv_tower_blocks):
             skips.append(x)
             y = self._run(block, x, conds, keep(i))
             if output_hidden_states:
-                out.all_hidden_states.append(y.transpose(1, 2))
-            x = F.avg_pool1d(y, 2)
-        x = x.transpose(1, 2)
+                out.all_hidden_states.append(y)
+            x = _pool2(y)
         rope = self._rope(x.shape[1], x.device)
         key_mask = keep(cfg.num_downsamples)
         for i, block in enumerate(self.transformer_blocks, start=1):
@@ -635,19 +728,14 @@ class NTv3Model(nn.Module):
             if output_hidden_states:
                 out.all_hidden_states.append(x)
         out.transformer_embedding = x
-        x = x.transpose(1, 2)
         d = cfg.num_downsamples
         for i, block in enumerate(self.deconv_tower_blocks):
-            y = self._run(block, x, conds, keep(d - i), keep(d - i - 1))
             skip = skips.pop()  # released once used: the reference keeps every skip to the end
-            if cfg.use_skip_connection:
-                x = y.add_(skip) if _no_grad() and not output_hidden_states else y + skip
-            else:
-                x = y
+            x = self._run(block, x, conds, keep(d - i), keep(d - i - 1), skip if cfg.use_skip_connection else None)
             del skip
             if output_hidden_states:
-                out.all_hidden_states.append(x.transpose(1, 2))
-        emb = x.transpose(1, 2)
+                out.all_hidden_states.append(x)
+        emb = x
         out.embedding = emb
         if return_logits:
             h = _gelu(emb)

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ntkit
 from ntkit.base_tokenizer import BaseTokenizer
 from ntkit.checkpoint import CheckpointError
-from ntkit.ntv3 import NTv3Model, build, save_folder
+from ntkit.ntv3 import NTv3Model, build, save_folder, upsample_conv_last
 
 from .conftest import perturbed, reference_code
 
@@ -18,13 +19,14 @@ SEQS = ["ACGTNACGTAGGCTTACG" * 3, "acgtRYACGT" * 5 + "A", "GATTACA" * 20]
 TINY = dict(num_layers=2, embed_dim=64, num_downsamples=3, attention_heads=4, key_size=16, ffn_embed_dim=128)
 
 
-def _pre(tmp_path, up="repeat+conv", name="pre"):
+def _pre(tmp_path, up="repeat+conv", name="pre", phase="odd"):
     reference_code("ntv3_hf")
     from configuration_ntv3_pretrained import Ntv3PreTrainedConfig
     from modeling_ntv3_pretrained import NTv3PreTrained
 
     torch.manual_seed(0)
-    ref = perturbed(NTv3PreTrained(Ntv3PreTrainedConfig(conv_init_embed_dim=32, deconv_upsample_type=up, **TINY))).eval()
+    ref = perturbed(NTv3PreTrained(Ntv3PreTrainedConfig(conv_init_embed_dim=32, deconv_upsample_type=up,
+                                                          deconv_phase=phase, **TINY))).eval()
     ref.save_pretrained(tmp_path / name)
     return ref, tmp_path / name
 
@@ -66,11 +68,11 @@ def test_tokenizer_ids_and_length_rule():
     assert t.seq_lengths.tolist() == [16] and t.n_truncated.tolist() == [4]
 
 
-@pytest.mark.parametrize("up", ["repeat+conv", "conv_transpose"])
-def test_pretrained_equals_reference(tmp_path, up):
-    ref, folder = _pre(tmp_path, up)
+@pytest.mark.parametrize("up,phase", [("repeat+conv", "odd"), ("conv_transpose", "odd"), ("conv_transpose", "even")])
+def test_pretrained_equals_reference(tmp_path, up, phase):
+    ref, folder = _pre(tmp_path, up, phase=phase)
     model = ntkit.load(folder)
-    assert isinstance(model, NTv3Model) and model.config.deconv_upsample_type == up
+    assert isinstance(model, NTv3Model) and (model.config.deconv_upsample_type, model.config.deconv_phase) == (up, phase)
     ids, mask = model.tokenizer(SEQS[:1]).to_torch()
     with torch.no_grad():
         r = ref.core(input_ids=ids, output_hidden_states=True)
@@ -79,6 +81,58 @@ def test_pretrained_equals_reference(tmp_path, up):
     assert len(o.all_hidden_states) == len(r["hidden_states"]) == 3 + 2 + 3  # conv, transformer, deconv
     for a, b in zip(r["hidden_states"], o.all_hidden_states):
         assert a.shape == b.shape and (a - b).abs().max() < 1e-5
+    # With autograd (training: no in-place shortcuts) the same numbers, and gradients reach every weight.
+    trained = model(ids, mask)
+    assert (trained.logits - o.logits).abs().max() < 1e-6
+    trained.logits.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("mode", ["repeat", "odd", "even"])
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+def test_polyphase_upsampling_equals_upsample_then_conv(mode, kernel):
+    """``upsample_conv_last`` (both output phases as one conv of the input, no zeros or repeats
+    formed) equals up-sampling then a "same" conv, values and gradients."""
+    torch.manual_seed(kernel)
+    x = torch.randn(2, 9, 4, requires_grad=True)  # [B, L, C] channels last
+    w = torch.randn(6, 4, kernel, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    xc = x.transpose(1, 2)
+    if mode == "repeat":
+        up = xc.repeat_interleave(2, dim=-1)
+    else:
+        up = torch.zeros(2, 4, 18).index_copy(2, torch.arange(int(mode == "odd"), 18, 2), xc)
+    want = F.conv1d(up, w, b, padding=kernel // 2).transpose(1, 2)
+    got = upsample_conv_last(x, w, b, mode)
+    assert got.shape == (2, 18, 6) and (got - want).abs().max() < 1e-5
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad((want * g).sum(), (x, w, b))
+    for a, c in zip(grads, torch.autograd.grad((got * g).sum(), (x, w, b))):
+        assert (a - c).abs().max() < 1e-4
+
+
+def test_adapter_on_a_tower_conv_uses_its_own_forward(tmp_path):
+    """A LoRA that peft puts on the towers' convolutions (a custom target list) runs through the
+    wrapped module's channels-first forward: identity at initialisation, and with trained weights
+    its output equals the merged model's (which runs the channels-last path)."""
+    from peft import LoraConfig
+
+    from ntkit import adapters
+
+    _, folder = _pre(tmp_path)
+    model = ntkit.load(folder)
+    ids, mask = model.tokenizer(SEQS[:1]).to_torch()
+    with torch.no_grad():
+        base = model(ids, mask).logits
+        adapters.attach(model, "lora", config=LoraConfig(r=2, target_modules=["conv.conv", "stem.conv"]))
+        assert adapters.has_adapter(model)
+        assert (model(ids, mask).logits - base).abs().max() < 1e-5
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+        adapted = model(ids, mask).logits
+        merged = adapters.merge(model)(ids, mask).logits
+    assert (adapted - base).abs().max() > 1e-2 and (adapted - merged).abs().max() < 1e-4
 
 
 def test_batch_rows_equal_alone(tmp_path):
