@@ -8,13 +8,16 @@ are GRCh37 chr20 windows (random sequence without the data), batch 1, one forwar
 ``ref.core(input_ids)`` against ``ntkit(ids)``, both under ``torch.inference_mode`` (bf16: the
 reference's own compute-dtype switches set to bfloat16 in its config, ntkit under autocast).
 Each (implementation, dtype, length) runs in a fresh process; peak memory is the RSS rise during a
-cold forward (CUDA: allocator peak), speed the best of ``--repeats`` warm forwards.
+cold forward (CUDA: allocator peak), speed the best of ``--repeats`` warm forwards. ``--rounds N``
+runs both implementations N times, alternating which goes first, and reports medians and each
+round's speed ratio (on a shared machine the speed of either alone drifts by tens of percent).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -83,6 +86,7 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 131072])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each implementation; the table gives medians")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worker", action="store_true")
@@ -96,18 +100,24 @@ def main() -> None:
     if not REF.is_dir():
         sys.exit(f"reference code not found at {REF}")
     common = ["--repeats", str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
-    print(f"NTv3_8M_pre architecture, batch 1, device={args.device}, threads={args.threads}, best of {args.repeats}")
-    print(f"{'dtype':<10}{'length':>9} {'impl':<11}{'bases/s':>11}{'peak mem':>12}{'speed x':>9}{'mem x':>7}")
+    print(f"NTv3_8M_pre architecture, batch 1, device={args.device}, threads={args.threads}, best of {args.repeats}, "
+          f"{args.rounds} round(s) of both implementations in alternating order")
+    print(f"{'dtype':<10}{'length':>9} {'impl':<11}{'bases/s':>11}{'peak mem':>12}{'speed x':>9}{'mem x':>7}   speed x per round")
     for dtype in args.dtypes:
         for length in args.lengths:
-            rows = [run_isolated(__file__, [*common, "--impl", impl, "--dtype", dtype, "--length", str(length)])
-                    for impl in ("reference", "ntkit")]
-            ref = rows[0]
-            for r in rows:
-                print(f"{dtype:<10}{length:>9,} {r['impl']:<11}{r['bases_per_s']:>11,.0f}{fmt_bytes(r['peak_bytes']):>12}"
-                      f"{r['bases_per_s'] / ref['bases_per_s']:>9.2f}{r['peak_bytes'] / max(ref['peak_bytes'], 1):>7.2f}")
+            runs = {"reference": [], "ntkit": []}
+            for r in range(args.rounds):  # alternate who goes first: a slow spell of the machine hits both
+                for impl in (("reference", "ntkit") if r % 2 == 0 else ("ntkit", "reference")):
+                    runs[impl].append(run_isolated(__file__, [*common, "--impl", impl, "--dtype", dtype, "--length", str(length)]))
+            speed = [n["bases_per_s"] / f["bases_per_s"] for f, n in zip(runs["reference"], runs["ntkit"])]
+            for impl, rows in runs.items():
+                bps = statistics.median(x["bases_per_s"] for x in rows)
+                peak = statistics.median(x["peak_bytes"] for x in rows)
+                ref_peak = statistics.median(x["peak_bytes"] for x in runs["reference"])
+                ratio = statistics.median(speed) if impl == "ntkit" else 1.0
+                spread = " ".join(f"{v:.2f}" for v in speed) if impl == "ntkit" else ""
+                print(f"{dtype:<10}{length:>9,} {impl:<11}{bps:>11,.0f}{fmt_bytes(peak):>12}{ratio:>9.2f}{peak / max(ref_peak, 1):>7.2f}   {spread}")
             sys.stdout.flush()
-
 
 if __name__ == "__main__":
     main()
