@@ -32,6 +32,10 @@ Batches of different lengths: every row must be a multiple of ``2 ** d`` bases (
 with N), and rows are delimited by ``<pad>``. Each row is computed exactly as alone: activations
 beyond its end are zeroed before every convolution (as a "same" convolution's zero padding sees
 them) and masked as attention keys. State-dict names are the HF layout's without ``core.``.
+
+Inference (no autograd) runs each tower level longer than ``NTv3Model.tile_elements`` tile by
+tile, every convolution reading its tile's window with a halo (``_tiles``): the same numbers, with
+the U-Net's skips plus one tile live instead of ~4 activations of the longest level.
 """
 
 from __future__ import annotations
@@ -245,11 +249,41 @@ class Norm(nn.LayerNorm):
 # blocked layout (BENCHMARKS.md, NTv3 forward).
 
 
-def conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+def conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+              gelu: bool = False) -> torch.Tensor:
     """``conv1d`` of channels-last ``x`` [B, L, C_in] with ``weight`` [C_out, C_in, k] (zero
-    ``padding`` each side) -> [B, L', C_out], contiguous."""
+    ``padding`` each side) -> [B, L', C_out], contiguous; ``gelu``: then ``_gelu``, on CPU without
+    autograd as oneDNN's post-op of the convolution (one pass over the output, not two)."""
     w = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # oneDNN picks NHWC only if the weight is
-    return F.conv2d(x.transpose(1, 2).unsqueeze(2), w, bias, padding=(0, padding)).squeeze(2).transpose(1, 2)
+    xv = x.transpose(1, 2).unsqueeze(2)
+    if gelu and x.device.type == "cpu" and _no_grad():
+        if torch.is_autocast_enabled("cpu"):  # the op has no autocast rule: cast as conv2d's would
+            dt = torch.get_autocast_dtype("cpu")
+            xv, w, bias = xv.to(dt), w.to(dt), None if bias is None else bias.to(dt)
+        if _fused_gelu_conv(xv.dtype):
+            y = torch.ops.mkldnn._convolution_pointwise(xv.contiguous(memory_format=torch.channels_last), w, bias,
+                                                        [0, padding], [1, 1], [1, 1], 1, "gelu", [], "tanh")
+            return y.squeeze(2).transpose(1, 2)
+    y = F.conv2d(xv, w, bias, padding=(0, padding)).squeeze(2).transpose(1, 2)
+    return _gelu_(y) if gelu else y
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_gelu_conv(dtype: torch.dtype) -> bool:
+    """Whether this build has oneDNN's convolution with a GELU(tanh) post-op (the CPU op that
+    torch.compile fuses conv + GELU into) for ``dtype``, and it equals the two ops on a probe."""
+    g = torch.Generator().manual_seed(0)  # the probe leaves the global RNG alone
+    x = torch.randn(1, 8, 1, 16, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 8, 1, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    b = torch.randn(8, generator=g).to(dtype)
+    try:
+        with torch.no_grad():
+            got = torch.ops.mkldnn._convolution_pointwise(x, w, b, [0, 1], [1, 1], [1, 1], 1, "gelu", [], "tanh")
+            want = F.gelu(F.conv2d(x, w, b, padding=(0, 1)), approximate="tanh")
+        tol = 1e-5 if dtype == torch.float32 else 5e-2
+        return got.shape == want.shape and bool((got.float() - want.float()).abs().max() <= tol)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -272,7 +306,8 @@ def _phase_taps(kernel: int, mode: str) -> tuple[tuple[tuple[int, ...], ...], ..
                  for r in (0, 1))
 
 
-def upsample_conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> torch.Tensor:
+def upsample_conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mode: str,
+                       gelu: bool = False) -> torch.Tensor:
     """``conv1d(up2(x))`` ("same", odd kernel) of channels-last ``x`` [B, L, C_in] -> [B, 2L, C_out]
     without forming ``up2(x)``: polyphase. Each output phase is a conv of ``x`` itself whose taps
     are sums of the kernel's (repeat: 3 of 5 for k = 5; zero insertion: the non-zero half); both
@@ -282,28 +317,28 @@ def upsample_conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     taps = _phase_taps(weight.shape[-1], mode)
     zero = weight.new_zeros(weight.shape[:2])
     kern = torch.stack([torch.stack([sum((weight[..., j] for j in js), zero) for js in phase], -1) for phase in taps])
-    y = conv_last(x, kern.flatten(0, 1), None if bias is None else bias.repeat(2), len(taps[0]) // 2)
+    y = conv_last(x, kern.flatten(0, 1), None if bias is None else bias.repeat(2), len(taps[0]) // 2, gelu)
     return y.reshape(B, 2 * L, weight.shape[0])
 
 
-def _conv(conv: nn.Module, x: torch.Tensor, repeat: bool = False) -> torch.Tensor:
-    """A tower convolution (``repeat``: of ``x`` with every position repeated) on channels-last
-    ``x``: the module's channels-last path, or, for a conv an adapter wraps (peft), its own
-    channels-first forward."""
+def _conv_gelu(conv: nn.Module, x: torch.Tensor, repeat: bool = False) -> torch.Tensor:
+    """``_gelu`` of a tower convolution (``repeat``: of ``x`` with every position repeated) on
+    channels-last ``x``: the module's channels-last path, or, for a conv an adapter wraps (peft),
+    its own channels-first forward."""
     if hasattr(type(conv), "forward_last"):
-        return conv.forward_last(x, "repeat") if repeat else conv.forward_last(x)
+        return conv.forward_last(x, "repeat", gelu=True) if repeat else conv.forward_last(x, gelu=True)
     x = x.repeat_interleave(2, dim=1) if repeat else x
-    return conv(x.transpose(1, 2)).transpose(1, 2)
+    return _gelu_(conv(x.transpose(1, 2)).transpose(1, 2))
 
 
 class Conv(nn.Conv1d):
     """``nn.Conv1d`` ("same" padding) with the channels-last path ``forward_last``; ``forward`` is
     the plain channels-first conv (what peft wraps)."""
 
-    def forward_last(self, x: torch.Tensor, up: str | None = None) -> torch.Tensor:
+    def forward_last(self, x: torch.Tensor, up: str | None = None, gelu: bool = False) -> torch.Tensor:
         if up is None:
-            return conv_last(x, self.weight, self.bias, self.kernel_size[0] // 2)
-        return upsample_conv_last(x, self.weight, self.bias, "repeat")
+            return conv_last(x, self.weight, self.bias, self.kernel_size[0] // 2, gelu)
+        return upsample_conv_last(x, self.weight, self.bias, "repeat", gelu)
 
 
 def _gate(layers: nn.ModuleList, conditions: list[torch.Tensor], dtype) -> torch.Tensor:
@@ -322,7 +357,7 @@ class ConvUnit(nn.Module):
                  phase: str = "odd", transposed_k1: bool = False):
         super().__init__()
         self.layer_norm = Norm(dim_in, 1e-5, conditions_dims)
-        self.up, self.phase = up, phase
+        self.up, self.phase, self.kernel = up, phase, kernel
         if up == "conv_transpose":
             self.conv = ZeroInsertConv(dim_in, dim_out, kernel, phase)
         elif transposed_k1:
@@ -338,7 +373,7 @@ class ConvUnit(nn.Module):
         return _mask_beyond(self.layer_norm(x, conditions), keep)
 
     def convolve(self, h):
-        return _gelu_(_conv(self.conv, h, repeat=self.up == "repeat+conv"))
+        return _conv_gelu(self.conv, h, repeat=self.up == "repeat+conv")
 
 
 class PointwiseTransposed(nn.ConvTranspose1d):
@@ -352,8 +387,8 @@ class PointwiseTransposed(nn.ConvTranspose1d):
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
         return F.conv1d(x, self.weight.transpose(0, 1), self.bias)
 
-    def forward_last(self, x: torch.Tensor) -> torch.Tensor:
-        return conv_last(x, self.weight.transpose(0, 1), self.bias, 0)
+    def forward_last(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        return conv_last(x, self.weight.transpose(0, 1), self.bias, 0, gelu)
 
 
 class ZeroInsertConv(nn.Module):
@@ -377,8 +412,8 @@ class ZeroInsertConv(nn.Module):
         spread[:, :, (1 if self.phase == "odd" else 0)::2] = x
         return F.conv1d(spread, self.weight.transpose(0, 1), self.bias, padding=self.weight.shape[-1] // 2)
 
-    def forward_last(self, x: torch.Tensor) -> torch.Tensor:
-        return upsample_conv_last(x, self.weight.transpose(0, 1), self.bias, self.phase)
+    def forward_last(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        return upsample_conv_last(x, self.weight.transpose(0, 1), self.bias, self.phase, gelu)
 
 
 class Residual(nn.Module):
@@ -405,16 +440,32 @@ class Residual(nn.Module):
 class DownBlock(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, conditions_dims: list[int]):
         super().__init__()
+        self.width = max(dim_in, dim_out)  # channels of its widest activation (tile sizes)
         self.conv = ConvUnit(dim_in, dim_out, 5, conditions_dims)
         self.res_conv = Residual(dim_out, conditions_dims, transposed_k1=False)
 
     def forward(self, x, conditions, keep):
         return self.res_conv(self.conv(x, conditions, keep), conditions, keep)  # pooled by the caller
 
+    def forward_pooled_tiles(self, x, conditions, keep, rows: int):
+        """Inference: ``avgpool2(forward(x))`` tile by tile (``rows`` positions, even), each tile's
+        k = 5 conv reading its window with a halo of ``kernel // 2`` positions; the level's
+        intermediates never exist whole (see ``_tiles``)."""
+        B, L, _ = x.shape
+        out = None
+        for s, e, a, b in _tiles(L, rows, self.conv.kernel // 2):
+            y = self.conv(x[:, a:b], conditions, _cols(keep, a, b))[:, s - a: e - a]
+            p = _pool2(self.res_conv(y, conditions, _cols(keep, s, e)))
+            if out is None:
+                out = p.new_empty(B, L // 2, p.shape[-1])
+            out[:, s // 2: e // 2] = p
+        return out
+
 
 class UpBlock(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, conditions_dims: list[int], up: str, phase: str):
         super().__init__()
+        self.width = max(dim_in, dim_out)
         self.conv = ConvUnit(dim_in, dim_out, 5, conditions_dims, up=up, phase=phase)
         self.res_conv = Residual(dim_out, conditions_dims, transposed_k1=True)
 
@@ -430,6 +481,45 @@ class UpBlock(nn.Module):
         h = self.res_conv.conv_block.normalize(y, conditions, keep_out)
         y = skip.add_(y)
         return self.res_conv.branch(h, conditions).add_(y)
+
+    def forward_tiles(self, x, conditions, keep_in, keep_out, skip, rows: int):
+        """Inference: ``forward`` tile by tile (``rows`` output positions, even; see ``_tiles``).
+        The up-sampling conv of a tile reads its input window with a halo of ``kernel // 2``
+        input positions (it needs ``ceil(kernel / 4)``); the result is built in ``skip``'s buffer
+        (``y + skip + branch``, the sums of ``forward``), so besides ``x`` and ``skip`` only one
+        tile's intermediates are live."""
+        B, L, _ = x.shape
+        out = skip
+        for s, e, a, b in _tiles(L, rows // 2, self.conv.kernel // 2):
+            y = self.conv(x[:, a:b], conditions, _cols(keep_in, a, b))[:, 2 * (s - a): 2 * (e - a)]
+            h = self.res_conv.conv_block.normalize(y, conditions, _cols(keep_out, 2 * s, 2 * e))
+            if skip is None:
+                z = self.res_conv.branch(h, conditions).add_(y)
+                if out is None:
+                    out = z.new_empty(B, 2 * L, z.shape[-1])
+                out[:, 2 * s: 2 * e] = z
+            else:
+                t = skip[:, 2 * s: 2 * e]
+                t.add_(y)
+                del y
+                t.add_(self.res_conv.branch(h, conditions))
+        return out
+
+
+def _tiles(length: int, rows: int, halo: int):
+    """Tiles ``[s, e)`` of ``rows`` positions covering ``[0, length)``, each with its window
+    ``[a, b)``: ``halo`` more positions each side, clipped to the sequence. A "same" convolution
+    of the window is exact on the tile (at the sequence's ends the clip is the zero padding; the
+    window's other edge rows are wrong and dropped), so a level can run tile by tile: same
+    numbers, one tile's intermediates live instead of the whole level's, and each tile's
+    element-wise work (LayerNorm, GELU, residual sums) stays in cache."""
+    for s in range(0, length, rows):
+        e = min(s + rows, length)
+        yield s, e, max(s - halo, 0), min(e + halo, length)
+
+
+def _cols(keep: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:
+    return None if keep is None else keep[:, a:b]
 
 
 def _pool2(x: torch.Tensor) -> torch.Tensor:
@@ -554,6 +644,11 @@ class NTv3Output:
 
 class NTv3Model(nn.Module):
     """NTv3 pre-trained (``config.conditions_vocab_size`` empty) or post-trained."""
+
+    # Inference (no autograd) runs each tower level longer than a tile of this many activation
+    # elements (rows x channels) tile by tile (``_tiles``): equal outputs, peak memory the U-Net's
+    # skips plus a tile instead of ~4 activations of the longest level; 0 turns tiling off.
+    tile_elements = 1 << 20
 
     def __init__(self, config: NTv3Config):
         super().__init__()
@@ -711,10 +806,16 @@ class NTv3Model(nn.Module):
 
         # Activations are channels-last [B, L, C] throughout (see ``conv_last``).
         x = _mask_beyond(self.embed_layer(tokens), keep(0))
-        x = _gelu_(_conv(self.stem.conv, x))
+        x = _conv_gelu(self.stem.conv, x)
+        # Inference runs the towers' long levels tile by tile (``_tiles``; ``tile_elements``).
+        tiles = _no_grad() and not output_hidden_states and self.tile_elements > 0
         skips = []
         for i, block in enumerate(self.conv_tower_blocks):
             skips.append(x)
+            rows = self._tile_rows(block.width)
+            if tiles and x.shape[1] > rows:
+                x = block.forward_pooled_tiles(x, conds, keep(i), rows)
+                continue
             y = self._run(block, x, conds, keep(i))
             if output_hidden_states:
                 out.all_hidden_states.append(y)
@@ -731,17 +832,27 @@ class NTv3Model(nn.Module):
         d = cfg.num_downsamples
         for i, block in enumerate(self.deconv_tower_blocks):
             skip = skips.pop()  # released once used: the reference keeps every skip to the end
-            x = self._run(block, x, conds, keep(d - i), keep(d - i - 1), skip if cfg.use_skip_connection else None)
+            skip = skip if cfg.use_skip_connection else None
+            rows = self._tile_rows(block.width)
+            if tiles and 2 * x.shape[1] > rows:
+                x = block.forward_tiles(x, conds, keep(d - i), keep(d - i - 1), skip, rows)
+            else:
+                x = self._run(block, x, conds, keep(d - i), keep(d - i - 1), skip)
             del skip
             if output_hidden_states:
                 out.all_hidden_states.append(x)
         emb = x
         out.embedding = emb
         if return_logits:
-            h = _gelu(emb)
-            for hl in self.lm_head["hidden_layers"]:
-                h = _gelu(hl(h))
-            out.logits = self.lm_head["head"](h)
+            rows = self._tile_rows(emb.shape[-1])
+            if tiles and L > rows:
+                for s in range(0, L, rows):
+                    t = self._lm_logits(emb[:, s: s + rows])
+                    if out.logits is None:
+                        out.logits = t.new_empty(B, L, t.shape[-1])
+                    out.logits[:, s: s + rows] = t
+            else:
+                out.logits = self._lm_logits(emb)
         if conds is not None:
             t = out.transformer_embedding
             if keeps is None:
@@ -770,6 +881,16 @@ class NTv3Model(nn.Module):
                         if v is not None:
                             setattr(out, name, v * valid.view(B, width, *[1] * (v.dim() - 2)).to(v.dtype))
         return out
+
+    def _lm_logits(self, emb: torch.Tensor) -> torch.Tensor:
+        h = _gelu(emb)
+        for hl in self.lm_head["hidden_layers"]:
+            h = _gelu(hl(h))
+        return self.lm_head["head"](h)
+
+    def _tile_rows(self, width: int) -> int:
+        """Positions per tile for activations ``width`` channels wide: a power of two >= 2."""
+        return 1 << max(self.tile_elements // width, 2).bit_length() - 1
 
     def _run(self, block, *args):
         if self.gradient_checkpointing and self.training:

@@ -148,6 +148,85 @@ def test_batch_rows_equal_alone(tmp_path):
             assert (batch.logits[r, :n] - one.logits[0]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("up,phase", [("repeat+conv", "odd"), ("conv_transpose", "odd"), ("conv_transpose", "even")])
+def test_inference_tiles_equal_whole_levels(tmp_path, monkeypatch, up, phase):
+    """Inference runs tower levels longer than ``tile_elements`` tile by tile. With tiles of 4-8
+    positions (several per level, windows clipped at both ends, rows of a ragged batch ending
+    mid-tile) the outputs equal the whole-level forward and, row by row, the reference."""
+    from ntkit import ntv3
+
+    calls = []
+    for cls, name in ((ntv3.DownBlock, "forward_pooled_tiles"), (ntv3.UpBlock, "forward_tiles")):
+        fn = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, *a, _fn=fn, _n=name: calls.append(_n) or _fn(self, *a))
+    ref, folder = _pre(tmp_path, up, phase=phase)
+    model = ntkit.load(folder)
+    ids, mask = model.tokenizer(SEQS).to_torch()
+    with torch.no_grad():
+        whole = model(ids, mask)
+        assert not calls  # the default tile is far longer than these sequences
+        model.tile_elements = 6 * 64  # 8 positions at 32-53 channels, 4 at 64
+        tiled = model(ids, mask)
+        assert calls.count("forward_pooled_tiles") == 3 and calls.count("forward_tiles") == 3
+        # Equal up to the rounding of convolutions blocked differently on shorter inputs.
+        assert (tiled.logits - whole.logits).abs().max() < 1e-5
+        assert (tiled.embedding - whole.embedding).abs().max() < 1e-5
+        for r, s in enumerate(SEQS):
+            one, _ = model.tokenizer([s]).to_torch()
+            want = ref.core(input_ids=one)["logits"][0]
+            assert (tiled.logits[r, : want.shape[0]] - want).abs().max() < 1e-5
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low_tiled = model(ids, mask).logits
+            model.tile_elements = 0
+            low_whole = model(ids, mask).logits
+        assert (low_tiled.float() - low_whole.float()).abs().max() < 1e-2
+
+
+def test_inference_tiles_posttrained_and_without_skips(tmp_path):
+    """Tiles with species conditioning (modulated LayerNorms, gated residuals) and heads on the
+    centre crop, and in a U-Net without skip connections (the up level's own output buffer)."""
+    import dataclasses
+
+    from ntkit.ntv3 import PRESETS
+
+    _, folder = _post(tmp_path)
+    models = [ntkit.load(folder), build(dataclasses.replace(PRESETS["ntv3-tiny"], use_skip_connection=False))]
+    for model, kw in zip(models, ({"species": ["fly", "human", "mouse"]}, {})):
+        ids, mask = model.tokenizer(SEQS).to_torch()
+        with torch.no_grad():
+            whole = model(ids, mask, **kw)
+            model.tile_elements = 4 * 64
+            tiled = model(ids, mask, **kw)
+        for name in ("logits", "embedding", "bigwig_tracks_logits", "bed_tracks_logits", "species_logits"):
+            a, b = getattr(whole, name), getattr(tiled, name)
+            assert (a is None) == (b is None) and (a is None or (a - b).abs().max() < 1e-5), name
+
+
+def test_conv_gelu_post_op_and_its_fallback(tmp_path, monkeypatch):
+    """On CPU without autograd each tower conv and its GELU run as one oneDNN op (probed once per
+    dtype); where a build lacks it, the two ops: the same numbers either way, fp32 and bf16."""
+    from ntkit import ntv3
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    assert ntv3._fused_gelu_conv(torch.float32) and ntv3._fused_gelu_conv(torch.bfloat16)
+    _, folder = _pre(tmp_path)
+    model = ntkit.load(folder)
+    ids, mask = model.tokenizer(SEQS).to_torch()
+
+    def run():
+        with torch.no_grad():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = model(ids, mask).logits
+            return model(ids, mask).logits, low
+
+    fused, fused_low = run()
+    monkeypatch.setattr(ntv3, "_fused_gelu_conv", lambda dtype: False)
+    plain, plain_low = run()
+    assert (fused - plain).abs().max() < 1e-5 and not torch.equal(fused, plain)
+    assert fused_low.dtype == torch.bfloat16 and (fused_low.float() - plain_low.float()).abs().max() < 5e-2
+
+
 def test_posttrained_equals_reference(tmp_path):
     ref, folder = _post(tmp_path)
     model = ntkit.load(folder)
