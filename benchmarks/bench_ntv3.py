@@ -8,7 +8,8 @@ are GRCh37 chr20 windows (random sequence without the data), batch 1, one forwar
 ``ref.core(input_ids)`` against ``ntkit(ids)``, both under ``torch.inference_mode`` (bf16: the
 reference's own compute-dtype switches set to bfloat16 in its config, ntkit under autocast).
 Each (implementation, dtype, length) runs in a fresh process; peak memory is the RSS rise during a
-cold forward (CUDA: allocator peak), speed the best of ``--repeats`` warm forwards. ``--rounds N``
+cold forward and during the forward after the timed ones ("warm": a job's steady state, without the
+one-off set-up of oneDNN's kernels; CUDA: allocator peaks), speed the best of ``--repeats`` warm forwards. ``--rounds N``
 runs both implementations N times, alternating which goes first, and reports medians and each
 round's speed ratio (on a shared machine the speed of either alone drifts by tens of percent).
 """
@@ -78,7 +79,11 @@ def worker(impl: str, dtype_name: str, length: int, repeats: int, device: str, t
             run()
             sync()
             best = min(best, time.perf_counter() - t)
-    return {"impl": impl, "dtype": dtype_name, "length": length, "bases_per_s": length / best, "peak_bytes": pm.peak, "seconds": best}
+        with PeakMemory(device) as warm:  # a job's steady state: one-off set-up (oneDNN kernels, caches) done
+            run()
+            sync()
+    return {"impl": impl, "dtype": dtype_name, "length": length, "bases_per_s": length / best, "peak_bytes": pm.peak,
+            "warm_peak_bytes": warm.peak, "seconds": best}
 
 
 def main() -> None:
@@ -102,7 +107,8 @@ def main() -> None:
     common = ["--repeats", str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
     print(f"NTv3_8M_pre architecture, batch 1, device={args.device}, threads={args.threads}, best of {args.repeats}, "
           f"{args.rounds} round(s) of both implementations in alternating order")
-    print(f"{'dtype':<10}{'length':>9} {'impl':<11}{'bases/s':>11}{'peak mem':>12}{'speed x':>9}{'mem x':>7}   speed x per round")
+    print(f"{'dtype':<10}{'length':>9} {'impl':<11}{'bases/s':>11}{'peak cold':>12}{'peak warm':>12}{'speed x':>9}"
+          f"{'mem x':>7}{'warm x':>8}   speed x per round")
     for dtype in args.dtypes:
         for length in args.lengths:
             runs = {"reference": [], "ntkit": []}
@@ -114,9 +120,12 @@ def main() -> None:
                 bps = statistics.median(x["bases_per_s"] for x in rows)
                 peak = statistics.median(x["peak_bytes"] for x in rows)
                 ref_peak = statistics.median(x["peak_bytes"] for x in runs["reference"])
+                warm = statistics.median(x["warm_peak_bytes"] for x in rows)
+                ref_warm = statistics.median(x["warm_peak_bytes"] for x in runs["reference"])
                 ratio = statistics.median(speed) if impl == "ntkit" else 1.0
                 spread = " ".join(f"{v:.2f}" for v in speed) if impl == "ntkit" else ""
-                print(f"{dtype:<10}{length:>9,} {impl:<11}{bps:>11,.0f}{fmt_bytes(peak):>12}{ratio:>9.2f}{peak / max(ref_peak, 1):>7.2f}   {spread}")
+                print(f"{dtype:<10}{length:>9,} {impl:<11}{bps:>11,.0f}{fmt_bytes(peak):>12}{fmt_bytes(warm):>12}{ratio:>9.2f}"
+                      f"{peak / max(ref_peak, 1):>7.2f}{warm / max(ref_warm, 1):>8.2f}   {spread}")
             sys.stdout.flush()
 
 if __name__ == "__main__":
