@@ -451,14 +451,11 @@ class DownBlock(nn.Module):
         """Inference: ``avgpool2(forward(x))`` tile by tile (``rows`` positions, even), each tile's
         k = 5 conv reading its window with a halo of ``kernel // 2`` positions; the level's
         intermediates never exist whole (see ``_tiles``)."""
-        B, L, _ = x.shape
+        L = x.shape[1]
         out = None
         for s, e, a, b in _tiles(L, rows, self.conv.kernel // 2):
             y = self.conv(x[:, a:b], conditions, _cols(keep, a, b))[:, s - a: e - a]
-            p = _pool2(self.res_conv(y, conditions, _cols(keep, s, e)))
-            if out is None:
-                out = p.new_empty(B, L // 2, p.shape[-1])
-            out[:, s // 2: e // 2] = p
+            out = _into(out, _pool2(self.res_conv(y, conditions, _cols(keep, s, e))), s // 2, L // 2)
         return out
 
 
@@ -471,38 +468,30 @@ class UpBlock(nn.Module):
 
     def forward(self, x, conditions, keep_in, keep_out, skip=None):
         """The block's output plus the U-Net's ``skip`` (when given)."""
-        y = self.conv(x, conditions, keep_in)
-        if skip is None:
-            return self.res_conv(y, conditions, keep_out)
-        if not _no_grad():
-            return self.res_conv(y, conditions, keep_out) + skip
-        # Without autograd, y + skip is built in the skip's buffer and y is released before the
-        # residual's convolution: 3.5 activations of this level at the peak instead of 4.5.
-        h = self.res_conv.conv_block.normalize(y, conditions, keep_out)
-        y = skip.add_(y)
-        return self.res_conv.branch(h, conditions).add_(y)
+        if _no_grad():
+            return self.forward_tiles(x, conditions, keep_in, keep_out, skip, 2 * x.shape[1])  # one tile
+        y = self.res_conv(self.conv(x, conditions, keep_in), conditions, keep_out)
+        return y if skip is None else y + skip
 
     def forward_tiles(self, x, conditions, keep_in, keep_out, skip, rows: int):
         """Inference: ``forward`` tile by tile (``rows`` output positions, even; see ``_tiles``).
         The up-sampling conv of a tile reads its input window with a halo of ``kernel // 2``
-        input positions (it needs ``ceil(kernel / 4)``); the result is built in ``skip``'s buffer
-        (``y + skip + branch``, the sums of ``forward``), so besides ``x`` and ``skip`` only one
-        tile's intermediates are live."""
-        B, L, _ = x.shape
+        input positions (it needs ``ceil(kernel / 4)``). With a skip, ``y + skip`` is built in the
+        skip's buffer and ``y`` released before the residual's convolution, whose output is added
+        there too: besides ``x`` and ``skip`` only one tile's intermediates are live (a single
+        tile: 3.5 activations of the level at the peak instead of 4.5)."""
+        L = x.shape[1]
         out = skip
         for s, e, a, b in _tiles(L, rows // 2, self.conv.kernel // 2):
             y = self.conv(x[:, a:b], conditions, _cols(keep_in, a, b))[:, 2 * (s - a): 2 * (e - a)]
-            h = self.res_conv.conv_block.normalize(y, conditions, _cols(keep_out, 2 * s, 2 * e))
             if skip is None:
-                z = self.res_conv.branch(h, conditions).add_(y)
-                if out is None:
-                    out = z.new_empty(B, 2 * L, z.shape[-1])
-                out[:, 2 * s: 2 * e] = z
-            else:
-                t = skip[:, 2 * s: 2 * e]
-                t.add_(y)
-                del y
-                t.add_(self.res_conv.branch(h, conditions))
+                out = _into(out, self.res_conv(y, conditions, _cols(keep_out, 2 * s, 2 * e)), 2 * s, 2 * L)
+                continue
+            h = self.res_conv.conv_block.normalize(y, conditions, _cols(keep_out, 2 * s, 2 * e))
+            t = skip[:, 2 * s: 2 * e]
+            t.add_(y)
+            del y
+            t.add_(self.res_conv.branch(h, conditions))
         return out
 
 
@@ -520,6 +509,15 @@ def _tiles(length: int, rows: int, halo: int):
 
 def _cols(keep: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:
     return None if keep is None else keep[:, a:b]
+
+
+def _into(out: torch.Tensor | None, tile: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """Write ``tile`` [B, n, C] at position ``start`` of ``out`` [B, length, C], made (like the
+    tile) on the first call."""
+    if out is None:
+        out = tile.new_empty(tile.shape[0], length, tile.shape[-1])
+    out[:, start: start + tile.shape[1]] = tile
+    return out
 
 
 def _pool2(x: torch.Tensor) -> torch.Tensor:
@@ -846,11 +844,8 @@ class NTv3Model(nn.Module):
         if return_logits:
             rows = self._tile_rows(emb.shape[-1])
             if tiles and L > rows:
-                for s in range(0, L, rows):
-                    t = self._lm_logits(emb[:, s: s + rows])
-                    if out.logits is None:
-                        out.logits = t.new_empty(B, L, t.shape[-1])
-                    out.logits[:, s: s + rows] = t
+                for s, e, _, _ in _tiles(L, rows, 0):
+                    out.logits = _into(out.logits, self._lm_logits(emb[:, s:e]), s, L)
             else:
                 out.logits = self._lm_logits(emb)
         if conds is not None:
