@@ -205,6 +205,19 @@ def save_adapted(directory: str | Path, base: nn.Module, parts: dict[str, nn.Mod
     return d
 
 
+def check_base(directory: Path, meta: dict, base: nn.Module, *, force: bool = False, fix: str = "--force") -> None:
+    """``base`` must be the model the adapter in ``directory`` was trained on (``meta``: the JSON of
+    ``save_adapted``): the same configuration, and the same weights (fingerprint) unless ``force``."""
+    trained_on = meta.get("base_model") or meta["base_config"].get("name")
+    if base.config.to_dict() != meta["base_config"]:
+        raise ValueError(f"{directory} was trained on {trained_on}, whose configuration differs from the given base model's")
+    given = getattr(base, "name_or_path", None) or base.config.name
+    if meta.get("base_fingerprint") and not force and base_fingerprint(base) != meta["base_fingerprint"]:
+        raise ValueError(f"{directory} was trained on {trained_on} ({meta['base_fingerprint']}); the given base {given} has other "
+                         f"weights ({base_fingerprint(base)}): its predictions would be wrong without a word. Give the base "
+                         f"it was trained on, or {fix} to use this one anyway")
+
+
 def load_adapted(directory: str | Path, base: nn.Module | None, *, full: bool, weights: str, config: str, force: bool = False):
     """(base, {part: state dict}, meta) of a folder written by ``save_adapted``, the saved peft
     adapter injected into the base. The given base must be the one the parts were trained on:
@@ -226,13 +239,7 @@ def load_adapted(directory: str | Path, base: nn.Module | None, *, full: bool, w
         base = checkpoint.load(d / "base")
     if base is None:
         raise ValueError(f"{d} holds an adapter of a base model ({trained_on}): give that base model (--model)")
-    if base.config.to_dict() != meta["base_config"]:
-        raise ValueError(f"{d} was trained on {trained_on}, whose configuration differs from the given base model's")
-    given = getattr(base, "name_or_path", None) or base.config.name
-    if not full and meta.get("base_fingerprint") and not force and base_fingerprint(base) != meta["base_fingerprint"]:
-        raise ValueError(f"{d} was trained on {trained_on} ({meta['base_fingerprint']}); the given base {given} has other "
-                         f"weights ({base_fingerprint(base)}): its predictions would be wrong without a word. Give the base "
-                         "it was trained on, or --force to use this one anyway")
+    check_base(d, meta, base, force=force or full)
     method = meta.get("method") or meta.get("finetune", {}).get("method")
     if method in ("ia3", "lora") or (d / CONFIG).exists():
         if not (d / CONFIG).exists():

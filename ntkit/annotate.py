@@ -50,6 +50,15 @@ class AnnotateOptions:
     parquet: bool = False  # also a per-base parquet table
     windows_per_chunk: int = 16
 
+    def __post_init__(self) -> None:
+        # each bound names the command-line option too: the CLI passes these through unchanged
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"--threshold {self.threshold}: calls are made on probabilities, give a value in (0, 1]")
+        for option, v, low in (("--min-length", self.min_length, 1), ("--window-bp", self.window_bp, 1), ("--flank-bp", self.flank_bp, 0),
+                               ("--chunk-size", self.windows_per_chunk, 1)):
+            if v is not None and v < low:
+                raise ValueError(f"{option} {v}: must be at least {low}")
+
 
 @dataclass(frozen=True)
 class Window:
@@ -176,15 +185,34 @@ def annotate_to_files(predictor, fasta: str | Path, out_dir: str | Path, *, regi
             "threshold": opts.threshold, "min_length": opts.min_length, "parquet": opts.parquet, "prefix": prefix}
     options = {"window_bp": window, "keep": list(keep), "flank_bp": opts.flank_bp, "regions": [list(s) for s in spans],
                "predictor": predictor.describe(), **meta}
-    job = jobs.Job("annotate", files, items(), process, schema(), lambda store: merge_annotation(store, meta),
+    job = jobs.Job("annotate", files, items(), process, schema(), merge_outputs,
                    input_files={"fasta": fasta} | ({"bed": bed} if bed else {}), options=options, model=predictor.model,
-                   chunk_size=opts.windows_per_chunk, row_group=1, unit="window", desc="annotating",
+                   chunk_size=opts.windows_per_chunk, row_group=1, unit="window", desc="annotating", rows_per_item=1,
                    total=sum(-(-(b - a) // (keep[1] - keep[0])) for _, a, b in spans))
     return jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+META = ("channels", "probabilities", "contigs", "threshold", "min_length", "parquet", "prefix")
+
+
+def merge_outputs(store) -> dict:
+    """The outputs of an annotation job from its verified parts, as its manifest describes them
+    (the job's own merge and ``ntkit merge`` after a sharded run are this one call)."""
+    opts = store.manifest.get("options")
+    if not isinstance(opts, dict) or any(k not in opts for k in META):
+        raise ValueError(f"{store.dir / 'manifest.json'}: not an annotation job's manifest (options lack {list(META)}); "
+                         "rerun the job with --restart")
+    meta = {k: opts[k] for k in META}
+    want = ({f"{meta['prefix']}.{_safe(c)}.bw" for c in meta["channels"]} | ({f"{meta['prefix']}.bed"} if any(meta["probabilities"]) else set())
+            | ({f"{meta['prefix']}.parquet"} if meta["parquet"] else set()))
+    if not want <= {o.name for o in store.outputs}:
+        raise ValueError(f"{store.dir / 'manifest.json'}: its outputs do not hold every channel's bigWig (an edited manifest); "
+                         "rerun the job with --restart")
+    return merge_annotation(store, meta)
 
 
 def merge_annotation(store, meta: dict) -> dict:

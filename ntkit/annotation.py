@@ -129,6 +129,32 @@ def iter_bed(path: str | Path) -> Iterator[tuple[str, int, int, str | None, int]
             yield f[0], start, end, (f[3] if len(f) > 3 and f[3] not in ("", ".") else None), n
 
 
+def element_bed(path: str | Path, element: str, genome=None) -> dict[str, list[tuple[int, int]]]:
+    """contig -> [(start, end)] of one element type's BED file (``--bed NAME=FILE``), checked as a
+    training target: a file without records is an error (training on it would learn "never"), and
+    with ``genome`` (a ``Genome``) a record past its contig's end is an error naming the line (a BED
+    of another assembly would otherwise be clipped silently), as is a file none of whose contigs is
+    in the FASTA (``chr20`` and ``20`` match). Records on contigs the FASTA lacks are skipped."""
+    out: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    n = 0
+    for chrom, s, e, _, line in iter_bed(path):
+        n += 1
+        if genome is not None:
+            if not genome.has(chrom):
+                continue
+            size = genome.length(chrom)
+            if e > size:
+                raise ValueError(f"{path}:{line}: {chrom}:{s}-{e} ends past the end of {chrom} ({size:,} bases in {genome.path.name}): "
+                                 "a BED of another assembly? fix or remove the line")
+        out[chrom].append((s, e))
+    if n == 0:
+        raise ValueError(f"{path}: no BED records for element {element!r} (an empty file): give the element's intervals")
+    if not out:
+        raise ValueError(f"{path}: none of its contigs is in {genome.path.name} (element {element!r}; the FASTA has "
+                         f"{', '.join(genome.contigs[:8])}{'...' if len(genome.contigs) > 8 else ''}): a BED of another assembly?")
+    return dict(out)
+
+
 def read_bed(path: str | Path) -> list:
     """``Interval``s of a BED file, names from its 4th column."""
     from .data import Interval

@@ -287,8 +287,25 @@ def check_tensors(directory: Path, native: dict, expected: dict, hf_name, check_
             raise CheckpointError(f"{directory}: {hf_name(k)} contains NaN or Inf values")
 
 
+RANDOM_INIT = "ntkit_random_init.json"  # in a folder written from a preset's random weights (`ntkit convert --random-init`)
+
+
 def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype | None = None, check_finite: bool = True) -> NTModel:
-    directory = Path(path)
+    """A checkpoint folder of any family (HF layout). A folder that holds a preset's random
+    weights (``RANDOM_INIT``) loads with a warning, every time: it is not a trained model."""
+    model = _load_folder(Path(path), device, dtype, check_finite)
+    marker = Path(path) / RANDOM_INIT
+    if marker.exists():
+        try:
+            model.random_init = json.loads(marker.read_text())
+        except ValueError:
+            model.random_init = {"preset": "?"}
+        warnings.warn(f"{path}: random weights of preset {model.random_init.get('preset', '?')} (written by `ntkit convert "
+                      "--random-init`), not a trained model: its outputs mean nothing biologically", stacklevel=2)
+    return model
+
+
+def _load_folder(directory: Path, device, dtype, check_finite: bool):
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a checkpoint directory")
     cfg_path = directory / "config.json"
@@ -340,6 +357,18 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
     Each file is written under a temporary name and renamed, so an interrupted save never leaves a
     half-written file behind under the final name.
     """
+    from .jobs import write_text_atomic
+
+    directory = _save_folder(model, path, safe_serialization, tokenizer, extra_tensors, extra_config)
+    marker = directory / RANDOM_INIT
+    if getattr(model, "random_init", None):  # a preset's random weights stay marked as such in every copy
+        write_text_atomic(marker, json.dumps(model.random_init) + "\n")
+    else:
+        marker.unlink(missing_ok=True)
+    return directory
+
+
+def _save_folder(model, path, safe_serialization: bool, tokenizer: bool, extra_tensors, extra_config) -> Path:
     from .jobs import atomic_output
 
     family = getattr(model.config, "family", "nt")
@@ -348,7 +377,7 @@ def save_checkpoint(model: NTModel, path: str | os.PathLike, safe_serialization:
             raise ValueError(f"{family} checkpoints are written as safetensors without extra tensors")
         from . import ntv3, segment_nt
 
-        return (ntv3 if family == "ntv3" else segment_nt).save_folder(model, path, tokenizer=tokenizer)
+        return Path((ntv3 if family == "ntv3" else segment_nt).save_folder(model, path, tokenizer=tokenizer))
 
     def write(target: Path, how) -> None:
         with atomic_output(target) as tmp:
@@ -426,6 +455,7 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
                       stacklevel=2)
         family = ntv3 if str(path_or_preset) in ntv3.PRESETS else segment_nt
         model = family.build(str(path_or_preset), seed=seed, device=device, dtype=dtype)
+        model.random_init = {"preset": str(path_or_preset), "seed": seed}
     else:
         try:
             cfg = get_preset(str(path_or_preset))
@@ -435,5 +465,6 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
         warnings.warn(f"{cfg.name}: randomly initialised weights (seed={seed}); pass a checkpoint directory for trained weights",
                       stacklevel=2)
         model = build(cfg, seed=seed, device=device, dtype=dtype)
+        model.random_init = {"preset": cfg.name, "seed": seed}
     model.name_or_path = named
     return model

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import itertools
 import os
 import tarfile
@@ -85,6 +86,30 @@ class Entry:
         return "size only (sha256 recorded)"
 
 
+_REQUIRED = {"name": str, "description": str, "dest": str, "urls": list}
+_TYPES = {"size": int, "member_size": int, "sha256": str, "member": str, "member_sha256": str, "md5_list": str,
+          "sha256_header": bool, "bgzip": bool, "index": str, "group": str, "source": str, "licence": str}
+
+
+def _check_entry(path, k: int, e: dict) -> None:
+    """One catalogue entry, field by field (a hand-edited or foreign catalogue is checked as recipes
+    are): required fields present, types right, and ``dest`` a relative path inside the destination
+    folder (no ``..``, not absolute), so that no entry can write anywhere else."""
+    where = f"{path}: entry {e.get('name', k + 1)!r}"
+    for key, t in _REQUIRED.items():
+        if key not in e:
+            raise ValueError(f"{where}: missing field {key!r} (every entry has {', '.join(_REQUIRED)})")
+    for key, t in {**_REQUIRED, **_TYPES}.items():
+        v = e.get(key)
+        if v is not None and not (isinstance(v, t) and not (t is int and isinstance(v, bool))):
+            raise ValueError(f"{where}: field {key!r} is {v!r}, expected {t.__name__}")
+    if not e["urls"] or not all(isinstance(u, str) for u in e["urls"]):
+        raise ValueError(f"{where}: field 'urls' must be a non-empty list of URLs")
+    dest = e["dest"].replace("\\", "/")
+    if not dest or dest.startswith("/") or Path(dest).is_absolute() or ".." in dest.split("/") or ":" in dest.split("/")[0]:
+        raise ValueError(f"{where}: dest {e['dest']!r} must be a relative path inside --dest (no '..', not absolute)")
+
+
 @dataclass
 class Catalogue:
     entries: dict[str, Entry]
@@ -94,16 +119,24 @@ class Catalogue:
     def load(cls, path: str | os.PathLike = CATALOGUE) -> "Catalogue":
         import yaml
 
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
         entries: dict[str, Entry] = {}
         groups = {k: list(v) for k, v in (raw.get("groups") or {}).items()}
         known = set(Entry.__dataclass_fields__)
-        for e in raw.get("entries") or []:
+        if not isinstance(raw, dict) or not isinstance(raw.get("entries") or [], list) or not isinstance(raw.get("groups") or {}, dict):
+            raise ValueError(f"{path}: not a data catalogue (a mapping with 'entries', a list, and 'groups')")
+        for k, e in enumerate(raw.get("entries") or []):
+            if not isinstance(e, dict):
+                raise ValueError(f"{path}: entry {k + 1} is not a mapping of fields")
             e = dict(e)
             expand = e.pop("expand", None) or {}
             unknown = set(e) - known
             if unknown:
                 raise ValueError(f"{path}: entry {e.get('name')!r} has unknown keys {sorted(unknown)}")
+            _check_entry(path, k, e)
             keys = list(expand)
             for values in itertools.product(*(expand[k] for k in keys)) if keys else [()]:
                 sub = dict(zip(keys, map(str, values)))
@@ -219,9 +252,17 @@ def _sha256(path: Path, algo: str = "sha256") -> str:
     return h.hexdigest()
 
 
+def _interrupted(what: str, part: Path, total: int | None, why) -> ConnectionError:
+    """A transfer cut short is not a corrupt file: the part stays for the next run to resume."""
+    got = part.stat().st_size if part.exists() else 0
+    return ConnectionError(f"download of {what} interrupted at {got:,}{f' of {total:,}' if total else ''} bytes ({why}); "
+                           f"{part} is kept: run the fetch again to resume it")
+
+
 def download(urls: Sequence[str], dest: Path, *, size: int | None = None, progress: bool = True, label: str = "") -> dict:
     """``dest`` from the first URL that answers, via ``dest.part`` (resumed when present). Returns
-    the headers of the answering server. Raises ConnectionError naming every URL tried."""
+    the headers of the answering server. Raises ConnectionError naming every URL tried, or, when a
+    transfer breaks off, saying that the part is kept for the next run to resume."""
     from tqdm.auto import tqdm
 
     part = dest.with_name(dest.name + ".part")
@@ -237,12 +278,17 @@ def download(urls: Sequence[str], dest: Path, *, size: int | None = None, progre
         total = int(headers["x-total-size"]) if headers.get("x-total-size", "").isdigit() else size
         if r is None:  # 416: nothing left to send
             return headers
-        with r, open(part, "ab" if resumed else "wb") as out, \
-                tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=label or dest.name, dynamic_ncols=True, disable=not progress) as bar:
-            while b := r.read1(CHUNK):  # what has arrived (read() would wait for a whole CHUNK)
-                out.write(b)
-                bar.update(len(b))
+        try:
+            with r, open(part, "ab" if resumed else "wb") as out, \
+                    tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True, unit_divisor=1024,
+                         desc=label or dest.name, dynamic_ncols=True, disable=not progress) as bar:
+                while b := r.read1(CHUNK):  # what has arrived (read() would wait for a whole CHUNK)
+                    out.write(b)
+                    bar.update(len(b))
+        except (http.client.HTTPException, ConnectionError, TimeoutError) as e:
+            raise _interrupted(label or dest.name, part, total, e) from None
+        if total is not None and part.stat().st_size < total:  # the server closed the connection early
+            raise _interrupted(label or dest.name, part, total, "connection closed")
         return headers
     raise ConnectionError(f"could not download {label or dest.name}: tried {'; '.join(errors)} "
                           "(offline? use --mirror DIR_OR_URL, or copy the file into place)")
@@ -373,13 +419,16 @@ def fetch(names: Sequence[str], dest: str | os.PathLike, *, mirror: str | None =
     results, archives = [], set()
     for e in entries:
         target = root / e.dest
+        if not target.resolve().is_relative_to(root.resolve()):  # also through a symlink inside dest
+            raise ValueError(f"{e.name}: dest {e.dest!r} leads outside {root} ({target.resolve()}): catalogue paths stay inside --dest")
         if target.exists() and not force:
             digest = _sha256(target)
             want = e.member_sha256 if e.member else e.sha256
             if want is None or want == digest or e.bgzip:  # a recompressed file no longer has the published checksum
                 results.append({"name": e.name, "path": str(target), "status": "present", "sha256": digest, "verification": e.verification})
                 continue
-            log(f"{e.name}: {target} differs from the catalogue (sha256 {digest[:16]}...); fetching it again")
+            raise ValueError(f"{target} exists and differs from the catalogue's {e.name} (sha256 {digest[:16]}..., expected "
+                             f"{want[:16]}...): it is not replaced; --force fetches the catalogue's file over it")
         urls = [mirrored(u, mirror) for u in e.urls] if mirror else list(e.urls)
         if e.member:  # an archive: download (or reuse) it, check it, extract the member, check that
             archive = work / urllib.parse.unquote(urllib.parse.urlsplit(e.urls[0]).path.rsplit("/", 1)[-1])

@@ -117,9 +117,11 @@ def iter_embeddings(
     overlap_bp: int | None = None,
     runtime: engine.Runtime | None = None,
     lookahead: int = 4096,
+    species: str | None = None,
 ) -> Iterator[dict[int, np.ndarray]]:
     """``{layer: vector}`` per sequence, in input order, as the sequences stream in (memory: the
     look-ahead buffer of ``lookahead`` chunks). Options as in ``embed``."""
+    model = model.backbone(species)
     if pooling not in ("mean", "cls", "token", "nucleotide"):
         raise ValueError(f"pooling must be mean, cls, token or nucleotide, not {pooling!r}")
     if pooling == "token" and reverse_complement:
@@ -171,12 +173,15 @@ def embed(
     reverse_complement: bool = False,
     overlap_bp: int | None = None,
     runtime: engine.Runtime | None = None,
+    species: str | None = None,
 ) -> dict[int, np.ndarray | list[np.ndarray]]:
     """``{layer: array}``: [N, H] for mean/cls; a list of [T_i, H] (token) or [len_i, H]
     (nucleotide) arrays otherwise. ``runtime.batch_tokens``: token budget per batch (default
     ``engine.default_batch_tokens(device)``; a sequence longer than the budget forms a batch of its
     own); ``runtime.batch_size`` (sequences) caps it when given. In memory: for files of any size
-    use ``embed_to_file``."""
+    use ``embed_to_file``. The model's ``backbone(species)`` is embedded: a post-trained NTv3
+    needs ``species``; SegmentNT gives its NT v2 backbone's embeddings."""
+    model = model.backbone(species)
     vecs = list(iter_embeddings(model, sequences, layers=layers, pooling=pooling, reverse_complement=reverse_complement,
                                 overlap_bp=overlap_bp, runtime=runtime))
     out = {}
@@ -398,12 +403,15 @@ def embed_to_file(
     shard=None,
     restart: bool = False,
     runtime: engine.Runtime | None = None,
+    species: str | None = None,
 ) -> dict:
     """Embeddings of every record of ``input`` (FASTA or table) into ``out`` (parquet, see
     ``embedding_schema``), as a sharded, resumable job (``ntkit.jobs``): chunks of ``chunk_size``
-    records. Returns a summary (``merged``: whether ``out`` was written by this call)."""
+    records. Returns a summary (``merged``: whether ``out`` was written by this call). ``species``
+    as in ``embed``."""
     from . import jobs
 
+    model = model.backbone(species)
     rt = engine.as_runtime(runtime)
     if not str(out).endswith(".parquet"):
         raise ValueError(f"{out}: embeddings are written as .parquet")
@@ -413,7 +421,8 @@ def embed_to_file(
     layers = list(layers)
     schema = embedding_schema(layers, model.config.hidden_size, pooling, extra)
     options = {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
-               "sequence_column": sequence_column, "id_column": id_column, "schema": schema.to_string()}
+               "sequence_column": sequence_column, "id_column": id_column, "schema": schema.to_string(),
+               **({"species": species} if species is not None else {})}
 
     def process(chunk: list[tuple[str, str, dict]]) -> Iterator[dict]:
         vecs = iter_embeddings(model, [r[1] for r in chunk], layers=layers, pooling=pooling, reverse_complement=reverse_complement,
@@ -425,7 +434,7 @@ def embed_to_file(
     job = jobs.Job("embed", [out], iter_sequences(input, sequence_column, id_column), process, schema, merge_outputs,
                    input_files={"sequences": input}, options=options, model=model, chunk_size=chunk_size,
                    weight=lambda r: len(r[1]), max_weight=64_000_000, row_group=256 if pooling in ("token", "nucleotide") else 4096,
-                   unit="seq", desc="embedding")
+                   unit="seq", desc="embedding", rows_per_item=1)
     return jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)
 
 

@@ -236,7 +236,8 @@ def predict_to_file(model: FinetunedModel, input: str | Path, out: str | Path, *
     job = jobs.Job("predict", [out], iter_sequences(input, sequence_column, id_column), process, schema, merge_outputs,
                    input_files={"sequences": input}, options={"sequence_column": sequence_column, "id_column": id_column,
                                                               "schema": schema.to_string()},
-                   model=model, chunk_size=chunk_size, weight=lambda r: len(r[1]), max_weight=64_000_000, unit="seq", desc="predict")
+                   model=model, chunk_size=chunk_size, weight=lambda r: len(r[1]), max_weight=64_000_000, unit="seq", desc="predict",
+                   rows_per_item=1)
     return jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)
 
 

@@ -115,6 +115,18 @@ class Genome:
     def has(self, name: str) -> bool:
         return any(a in self.lengths for a in contig_aliases(name))
 
+    def check_disjoint(self, sets: dict[str, list[str]]) -> None:
+        """Contig sets (``{"--train-contigs": [...], "--valid-contigs": [...]}``) must not share a
+        contig (``chr20`` and ``20`` are the same one): validation on training data reads as a
+        result and is none."""
+        seen: dict[str, str] = {}
+        for option, contigs in sets.items():
+            for c in contigs or ():
+                name = self.resolve(c)
+                if seen.get(name, option) != option:
+                    raise ValueError(f"contig {c} is in both {seen[name]} and {option}: held-out contigs must not be trained on")
+                seen[name] = option
+
     def length(self, name: str) -> int:
         return self.lengths[self.resolve(name)]
 

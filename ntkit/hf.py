@@ -24,8 +24,12 @@ the Hugging Face path to NT v2 on transformers 5 (NT's remote code needs transfo
 
 peft adapters: ``ntkit finetune`` writes its adapters in peft's layout for these classes (module
 paths ``base_model.model.nt.<ntkit name>``, the sequence head as ``modules_to_save``), so
-``peft.PeftModel.from_pretrained(NTForSequenceClassification.from_pretrained(base, num_labels=n),
-adapter)`` predicts what ``ntkit predict`` does.
+``load_adapter(NTForSequenceClassification.from_pretrained(base, num_labels=n), adapter)``
+predicts what ``ntkit predict`` does. ``load_adapter`` is ``peft.PeftModel.from_pretrained`` after
+the check the command line makes: the model must be the base the adapter was trained on (its
+configuration and weights' fingerprint, kept in ``finetune_config.json``; ``force=True`` skips the
+weights check). Plain ``PeftModel.from_pretrained`` works too, but applies an adapter to any base
+without a word.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 
+from .adapters import check_base
 from .checkpoint import _HUB_ID, config_from_hf, hf_config, hub_snapshot, load_checkpoint, save_checkpoint
 from .config import NTConfig
+from .finetune import FINETUNE_CONFIG
 from .model import NTModel
 
 TASK_KEYS = ("architectures", "num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
@@ -112,6 +118,10 @@ class NTPreTrainedModel(PreTrainedModel):
 
         folder = _folder(pretrained_model_name_or_path, revision, cache_dir, token)
         nt = load_checkpoint(folder, dtype=dtype if isinstance(dtype, torch.dtype) else None)
+        if not isinstance(nt, NTModel):
+            family = getattr(nt.config, "family", type(nt).__name__)
+            raise ValueError(f"{pretrained_model_name_or_path}: a {family} model; ntkit.hf's {cls.__name__} holds NT v1/v2 "
+                             f"encoders: load it with ntkit.load({str(pretrained_model_name_or_path)!r})")
         hub = not Path(pretrained_model_name_or_path).exists()
         nt.name_or_path = f"{pretrained_model_name_or_path}@{folder.name}" if hub else str(pretrained_model_name_or_path)
         saved = json.loads((folder / "config.json").read_text())
@@ -297,3 +307,24 @@ def esm_adapter(src: str | os.PathLike, dst: str | os.PathLike, for_class: str =
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     write_text_atomic(dst / adapters.CONFIG, json.dumps(cfg, indent=2))
     return dst
+
+
+def load_adapter(model: NTPreTrainedModel, adapter: str | os.PathLike, *, force: bool = False, **kwargs):
+    """``peft.PeftModel.from_pretrained(model, adapter, **kwargs)`` once ``model`` is known to be the
+    base ``adapter`` was trained on: an adapter folder of ``ntkit finetune`` names its base's
+    configuration and weights' fingerprint, and another base is an error (``force=True``: use it
+    anyway, as ``--force`` on the command line). An adapter saved by peft alone carries no
+    fingerprint and is applied as peft does."""
+    import json
+
+    from peft import PeftModel
+
+    d = Path(adapter)
+    if (d / FINETUNE_CONFIG).exists():
+        try:
+            meta = json.loads((d / FINETUNE_CONFIG).read_text())
+            meta["base_config"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{d / FINETUNE_CONFIG}: unreadable ({type(e).__name__}: {e}); not a folder written by ntkit") from None
+        check_base(d, meta, model.nt, force=force, fix="force=True")
+    return PeftModel.from_pretrained(model, str(d), **kwargs)

@@ -302,7 +302,7 @@ class PartStore:
         if not (d / "manifest.json").exists():
             raise FileNotFoundError(f"no parts to merge: {d / 'manifest.json'} not found")
         self = cls.__new__(cls)
-        self.dir, self.shard, self.finished = d, Shard(), None
+        self.dir, self.shard, self.finished, self.schema = d, Shard(), None, None
         self.manifest = _read_json(d / "manifest.json", "it cannot be merged: rerun the job with --restart")
         self.outputs  # noqa: B018  (checked now, before anything is read)
         return self
@@ -378,6 +378,10 @@ class PartStore:
             if m and int(m.group(1)) >= n:
                 raise ValueError(f"{p} lies beyond the {n} chunk(s) of {self.dir / 'chunks.json'}: the folder was edited; "
                                  "rerun with --restart")
+        per_item = self.manifest.get("rows_per_item")  # rows of one input item, where the job knows it
+        if per_item is not None and not (isinstance(per_item, int) and per_item >= 0):
+            raise ValueError(f"{self.dir / 'manifest.json'}: rows_per_item {per_item!r} is not a count; an edited manifest: "
+                             "rerun with --restart")
         rows = items = 0
         for c in range(n):
             part, rec = self.part(c), self.record(c)
@@ -396,6 +400,9 @@ class PartStore:
                 raise ValueError(f"{part} is unreadable ({e}); {fix}") from None
             if got != want_rows:
                 raise ValueError(f"{part} holds {got} rows, {want_rows} were written; {fix}")
+            if per_item is not None and got != per_item * want_items:
+                raise ValueError(f"{part} holds {got} rows for {want_items} input items ({per_item} each): rows were removed or "
+                                 f"added with its record rewritten; {fix}")
             rows += got
             items += want_items
         if items != counts["items"]:
@@ -581,6 +588,7 @@ class Job:
     unit: str = "item"
     desc: str = ""
     total: int | None = None
+    rows_per_item: int | None = None  # rows each input item gives, where fixed (embed: 1): checked at merge
 
 
 def prepare_outputs(outputs: Sequence[str | os.PathLike], inputs: Iterable[str | os.PathLike | None] = ()) -> list[Path]:
@@ -607,6 +615,7 @@ def run_job(job: Job, *, shard=None, restart: bool = False, progress: bool = Tru
     manifest = {"job": job.name, "outputs": [o.name for o in outputs], "about": provenance(job.model),
                 "inputs": {**{k: file_checksum(v) for k, v in job.input_files.items()}, **job.fingerprints},
                 "chunk_size": job.chunk_size, "options": job.options,
+                **({"rows_per_item": job.rows_per_item} if job.rows_per_item is not None else {}),
                 "model": model_fingerprint(job.model) if job.model is not None else None}
     store = PartStore(outputs[0], manifest, shard, restart)
     if store.finished is not None:
@@ -614,7 +623,7 @@ def run_job(job: Job, *, shard=None, restart: bool = False, progress: bool = Tru
     store.schema = job.schema
     n = run_chunks(store, job.items, job.chunk_size, job.process, job.schema, max_weight=job.max_weight, weight=job.weight,
                    row_group=job.row_group, progress=progress, desc=job.desc, unit=job.unit, total=job.total)
-    return {"shard": str(shard), "chunks": n, **finish(store, job.merge)}
+    return {"shard": str(shard), "chunks": n, "parts": str(store.dir), **finish(store, job.merge)}
 
 
 # -- final outputs from parts -------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def select_task(path, seqs: list[str], t, task_name: str | None, option: str = "
     return seqs, t
 
 
-def read_labelled(path, task: str, classes=None, label_column: str = "label", task_name: str | None = None):
+def read_labelled(path, task: str, classes=None, label_column: str = "label", task_name: str | None = None,
+                  sequence_column: str | None = None):
     """(sequences, targets, Classes or None) of a labelled table (of one task: ``select_task``): a
     file, or a table in memory (pandas, pyarrow, ``datasets.Dataset``: ``embed.read_sequences``);
     ``classes`` (from the training data) numbers the labels of every later file. Empty sequences
@@ -98,10 +99,11 @@ def read_labelled(path, task: str, classes=None, label_column: str = "label", ta
 
     from .embed import read_sequences
 
-    _, seqs, t = read_sequences(path)
+    _, seqs, t = read_sequences(path, sequence_column)
     where = str(path) if isinstance(path, (str, Path)) else "the table"  # a DataFrame / Dataset in memory
     if t is None or label_column not in t:
-        raise ValueError(f"{where}: no {label_column!r} column (have {[] if t is None else list(t.columns)})")
+        raise ValueError(f"{where}: no {label_column!r} column (have {[] if t is None else list(t.columns)}); name it with "
+                         "--label-column (Python: label_column=)")
     seqs, t = select_task(where, seqs, t, task_name)
     empty = [i + 1 for i, s in enumerate(seqs) if not s]
     if empty:

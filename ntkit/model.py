@@ -250,6 +250,13 @@ class NTModel(nn.Module):
         """The ``hidden_states`` key of ``layer`` (negative counts from the end: -1 = last)."""
         return next(iter(self._resolve_layers([layer], 0)))
 
+    def backbone(self, species: str | None = None) -> "NTModel":
+        """The encoder whose hidden states embedding jobs read (every family has this method):
+        NT is its own. NT has no species conditioning: ``species`` must be None."""
+        if species is not None:
+            raise ValueError(f"--species {species}: {self.config.name} is not conditioned on a species (only post-trained NTv3 is)")
+        return self
+
     def embed(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         x = self.embed_tokens(tokens)

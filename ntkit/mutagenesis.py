@@ -31,7 +31,8 @@ from .genome import Genome
 from .variants import EFFECT_SIGN, Allele, score_options
 
 DEFAULT_SCORES = ("llr", "llr_unmasked")  # the two marginals: one forward per tile scores its every SNV (wild-type)
-TABLE_FIRST = ["chrom", "pos", "region", "ref", "alt", "window_start"]  # then one column per score
+TABLE_FIRST = ["chrom", "pos", "region", "ref", "alt", "status", "window_start"]  # then one column per score; status as
+# score-variants writes it ("scored", or why not: e.g. outside_prediction at a contig's end)
 
 
 def regions_from(genome: Genome, regions: Sequence[str] = (), bed: str | Path | None = None) -> list[Interval]:
@@ -100,7 +101,7 @@ def _table(predictor, rows: list[dict]) -> pd.DataFrame:
     from .perturb import schema
 
     t = pd.DataFrame(rows, columns=schema(predictor, _opts(predictor)).names).rename(columns={"id": "region"})
-    return t[[c for c in TABLE_FIRST + [c for c in t.columns if c not in TABLE_FIRST + ["alt_index", "status", "record", "label"]]]]
+    return t[[c for c in TABLE_FIRST + [c for c in t.columns if c not in TABLE_FIRST + ["alt_index", "record", "label"]]]]
 
 
 def _opts(predictor, options=None):
@@ -184,8 +185,8 @@ def merge_outputs(store) -> dict:
     o = store.manifest["options"]
     tracks = o["tracks"]
     full = store.rows_schema()
-    drop = {"alt_index", "status", "record", "label"}
-    keep = [n for n in ["chrom", "pos", "id", "ref", "alt", "window_start"] + [n for n in full.names if n not in TABLE_FIRST + ["id"]]
+    drop = {"alt_index", "record", "label"}
+    keep = [n for n in ["chrom", "pos", "id", "ref", "alt", "status", "window_start"] + [n for n in full.names if n not in TABLE_FIRST + ["id"]]
             if n not in drop]
     keep = list(dict.fromkeys(keep))
     schema = pa.schema([full.field(n) if n != "id" else pa.field("region", pa.string()) for n in keep])
@@ -209,11 +210,19 @@ def merge_outputs(store) -> dict:
         outputs.append(str(path))
     chrom, start, end = o["regions"][0]
     outputs.append(str(plot_heatmap(table, out / "heatmap.png", tracks, chrom, start, end, o.get("signs"))))
-    n = sum(b.num_rows for b in store.batches())
+    from collections import Counter
+
+    n, status = 0, Counter()
+    for b in store.batches():
+        n += b.num_rows
+        status.update(b.column("status").to_pylist())
     bases = sum(len({(c, p) for c, p in zip(b.column("chrom").to_pylist(), b.column("pos").to_pylist())}) for b in store.batches())
     per_gene = " x their genes" if o.get("info_id", "NT_SPLICE") == "NT_SPLICE" else ""  # splice models: a row per gene
-    return {"outputs": outputs, "snvs": n, "summary": f"{n:,} SNVs scored ({bases:,} bases x 3 ALTs)" if o["kind"] != "base"
-            else f"{n:,} rows: SNVs of {bases:,} bases x 3 ALTs{per_gene}"}
+    skipped = {k: v for k, v in sorted(status.items()) if k != "scored"}
+    note = f"; {sum(skipped.values()):,} of them not scored ({', '.join(f'{k}: {v:,}' for k, v in skipped.items())}: NA scores)" if skipped else ""
+    return {"outputs": outputs, "snvs": n, "skipped": skipped,
+            "summary": (f"{n:,} SNVs scored ({bases:,} bases x 3 ALTs)" if o["kind"] != "base"
+                        else f"{n:,} rows: SNVs of {bases:,} bases x 3 ALTs{per_gene}") + note}
 
 
 def _bedgraph_line(fh, key, vals: dict) -> None:

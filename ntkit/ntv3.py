@@ -135,7 +135,31 @@ class NTv3Config:
             raise ValueError(f"unknown species {species!r}; this model knows {known}")
         return int(self.species_to_token_id[species])
 
+    # Fields that fix the weights' shapes: a config.json without one is refused (a default would
+    # read as "N tensors missing", far from the cause). InstaDeep's files carry them all.
+    REQUIRED = ("num_downsamples", "attention_heads", "key_size", "token_embed_dim", "conv_init_embed_dim", "embed_dim",
+                "ffn_embed_dim", "num_layers")
+
     def validate(self) -> None:
+        """Field by field: types (``check_fields``), then ranges, then the combinations the
+        architecture allows. Errors name the field and what it must be."""
+        from .config import check_fields
+
+        check_fields(self)
+        for k in ("alphabet_size", "num_downsamples", "attention_heads", "key_size", "token_embed_dim", "conv_init_embed_dim",
+                  "embed_dim", "ffn_embed_dim", "max_tokens"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}: {getattr(self, k)} must be at least 1")
+        for k in ("num_layers", "num_hidden_layers_head", "num_species_special_tokens"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k}: {getattr(self, k)} must be at least 0")
+        if self.num_downsamples > 20:
+            raise ValueError(f"num_downsamples: {self.num_downsamples} is beyond any NTv3 (7 in the released models; inputs are "
+                             "multiples of 2**num_downsamples)")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps: {self.layer_norm_eps} must be positive")
+        if not 0 < self.keep_target_center_fraction <= 1:
+            raise ValueError(f"keep_target_center_fraction: {self.keep_target_center_fraction} must be in (0, 1]")
         if self.deconv_upsample_type not in ("repeat+conv", "conv_transpose"):
             raise ValueError(f"deconv_upsample_type must be 'repeat+conv' or 'conv_transpose', not {self.deconv_upsample_type!r}")
         if self.deconv_phase not in ("odd", "even"):
@@ -164,9 +188,13 @@ class NTv3Config:
     @classmethod
     def from_hf(cls, d: dict, name: str = "ntv3") -> "NTv3Config":
         known = {f.name for f in dataclasses.fields(cls)} - {"name", "extra"}
+        missing = [k for k in cls.REQUIRED if k not in d]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} missing (an NTv3 config.json names {', '.join(cls.REQUIRED)}): an edited or "
+                             "foreign file")
         kw = {k: d[k] for k in known if k in d}
         if "ntkit_max_tokens" in d:
-            kw["max_tokens"] = int(d["ntkit_max_tokens"])
+            kw["max_tokens"] = d["ntkit_max_tokens"]  # checked as max_tokens by validate
         name = d.get("ntkit_name", name)
         drop = known | {"model_type", "architectures", "auto_map", "ntkit_max_tokens", "ntkit_name", "transformers_version", "torch_dtype"}
         extra = {k: v for k, v in d.items() if k not in drop}
@@ -729,6 +757,19 @@ class NTv3Model(nn.Module):
         s = (length - n) // 2
         return s, s + n
 
+    def backbone(self, species: str | None = None) -> "NTv3Model | Conditioned":
+        """The encoder embedding jobs read (see ``NTModel.backbone``): a pre-trained NTv3 itself; a
+        post-trained one with its conditioning fixed to ``species`` (required: its embeddings are a
+        species' embeddings)."""
+        if not self.config.conditions_vocab_size:
+            if species is not None:
+                raise ValueError(f"--species {species}: {self.config.name} is a pre-trained NTv3, not conditioned on a species")
+            return self
+        if species is None:
+            raise ValueError(f"{self.config.name} is a post-trained NTv3, conditioned on a species: give --species "
+                             f"(Python: species=), one of {self.config.species}")
+        return Conditioned(self, species)
+
     def resolve_layer(self, layer: int) -> int:
         """Per-base representations: -1 (or ``num_layers``), the up tower's output (the other
         layers run at 1/2**d of the bases: ``output_hidden_states`` gives them all)."""
@@ -958,3 +999,37 @@ def save_folder(model: NTv3Model, path: str | os.PathLike, tokenizer: bool = Tru
     if tokenizer:
         model.tokenizer.save_pretrained(d)
     return d
+
+
+class Conditioned(nn.Module):
+    """A post-trained NTv3 with its species fixed (``NTv3Model.backbone(species)``): calls are the
+    model's with ``species=``, so jobs written for unconditioned encoders (embeddings, probes)
+    run it unchanged. The weights are the model's own (no copy)."""
+
+    def __init__(self, model: NTv3Model, species: str):
+        super().__init__()
+        model.config.species_id(species)  # an unknown species is an error now, not at the first batch
+        self.model, self.species = model, species
+        self.name_or_path = f"{getattr(model, 'name_or_path', None) or model.config.name} (species {species})"
+
+    @property
+    def config(self) -> NTv3Config:
+        return self.model.config
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def resolve_layer(self, layer: int) -> int:
+        return self.model.resolve_layer(layer)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return self.model.num_parameters(trainable_only)
+
+    def backbone(self, species: str | None = None) -> "Conditioned":
+        if species not in (None, self.species):
+            raise ValueError(f"this model is conditioned on {self.species}, not {species}")
+        return self
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> NTv3Output:
+        return self.model(tokens, attention_mask, species=self.species, **kwargs)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,9 @@ from torch import nn
 
 from .config import NTConfig
 from .model import NTModel
+
+_RUNS = re.compile(r"[ACGTacgt]+|[^ACGTacgt]+")  # base runs and N (or IUPAC) runs: where the 6-mer frame restarts
+_BASE = re.compile(r"[ACGTacgt]")
 
 # The 14 element types of InstaDeepAI/segment_nt, in the released model's output order.
 ELEMENTS_14 = ["protein_coding_gene", "lncRNA", "exon", "intron", "splice_donor", "splice_acceptor", "5UTR", "3UTR",
@@ -179,6 +183,14 @@ class SegmentNTModel(nn.Module):
     def tokenizer(self):
         return self.nt.tokenizer
 
+    def backbone(self, species: str | None = None) -> NTModel:
+        """The encoder embedding jobs read (see ``NTModel.backbone``): SegmentNT's NT v2 backbone
+        (named so in outputs' provenance); its segmentation head is not used."""
+        if species is not None:
+            raise ValueError(f"--species {species}: SegmentNT is not conditioned on a species")
+        self.nt.name_or_path = f"{getattr(self, 'name_or_path', None) or self.config.name} (its NT v2 backbone)"
+        return self.nt
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
@@ -253,17 +265,67 @@ class SegmentNTModel(nn.Module):
         out[dst] = values[src]
         return out
 
+    def pieces(self, sequence: str) -> list[tuple[int, int, int]]:
+        """(start, end, tokens) of consecutive pieces of ``sequence`` that each fit the context.
+        A window of ``Elements.max_length`` bases fits as 6-mers, but every N (and IUPAC code) is
+        a token of its own: windows at contig ends (N-filled) or over assembly gaps would exceed
+        the context. Such a sequence is cut at the edges of its N runs (where the 6-mer frame
+        restarts anyway, so each piece tokenises as it does within the whole), runs packed greedily
+        into pieces; an N run longer than a piece is cut into pieces of N. A sequence that fits is
+        one piece: its outputs are unchanged."""
+        m = self.config.multiple
+        budget = (self.config.context_tokens - 1) // m * m  # tokens after <cls>, after encode's padding to m
+        runs = [(r.start(), r.end(), r.group()[0] in "ACGTacgt") for r in _RUNS.finditer(sequence)]
+        cost = [(e - s) // 6 + (e - s) % 6 if base else e - s for s, e, base in runs]
+        if sum(cost) <= budget:
+            return [(0, len(sequence), sum(cost) + 1)]
+        out: list[tuple[int, int, int]] = []
+        start, used = 0, 0  # the open piece: from start, holding `used` tokens
+        for (s, e, base), c in zip(runs, cost):
+            if used + c <= budget:
+                used += c
+                continue
+            if used:
+                out.append((start, s, used + 1))
+                start, used = s, 0
+            if c <= budget:
+                used = c
+                continue
+            step = 6 * budget if base else budget  # a run too long for any piece: full pieces of it (6-mer frame kept)
+            while e - start > step:
+                out.append((start, start + step, budget + 1))
+                start += step
+            n = e - start
+            used = n // 6 + n % 6 if base else n
+        if used:
+            out.append((start, len(sequence), used + 1))
+        return out
+
     def predict(self, sequences, runtime=None) -> list[np.ndarray]:
-        """Per-base probabilities [len(seq), F] of each sequence (float32), in input order."""
+        """Per-base probabilities [len(seq), F] of each sequence (float32), in input order. A
+        sequence whose tokens exceed the context runs as the pieces of ``pieces``, concatenated."""
         from . import engine
 
         def forward(model, batch):
-            b, ids, mask = model.encode(batch, engine.model_device(model))
+            b, ids, mask = model.encode([q for _, q, _ in batch], engine.model_device(model))
             p = model(ids, mask).probabilities.float().cpu().numpy()
             return [model.per_base(p[r], b, r) for r in range(len(batch))]
 
-        return list(engine.run(self, list(sequences), forward, length=lambda s: self.tokenizer.token_length(len(s)),
-                               runtime=runtime, desc="segment", unit="seq"))
+        seqs = list(sequences)
+        work = [(i, q[a:b], n) for i, q in enumerate(seqs) for a, b, n in self.pieces(q)]
+        # A piece without any base is N tokens only, and NT v2 has no absolute positions: its
+        # outputs depend on its length alone. Each length runs once (contig ends, assembly gaps and
+        # a mostly-N genome cost one forward per distinct length, not one per window).
+        gap = [not _BASE.search(q) for _, q, _ in work]
+        lengths = sorted({len(w[1]) for w, g in zip(work, gap) if g})
+        run = [w for w, g in zip(work, gap) if not g] + [(-1, "N" * n, n + 1) for n in lengths]
+        outs = list(engine.run(self, run, forward, length=lambda w: w[2], runtime=runtime, desc="segment", unit="piece"))
+        gap_out = {len(q): y for (j, q, _), y in zip(run, outs) if j == -1}
+        based = iter(outs)  # the pieces with bases come first in `run`, in `work` order
+        res: list[list[np.ndarray]] = [[] for _ in seqs]
+        for (i, q, _), g in zip(work, gap):
+            res[i].append(gap_out[len(q)] if g else next(based))
+        return [r[0] if len(r) == 1 else np.concatenate(r) for r in res]
 
 
 def build(config: SegmentNTConfig | str, seed: int | None = 0, device=None, dtype=None) -> SegmentNTModel:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .annotation import Annotation, iter_bed, iter_gtf
+from .annotation import Annotation, element_bed, iter_gtf
 from .genome import Genome
 
 GTF_ELEMENTS = ("protein_coding_gene", "lncRNA", "exon", "intron", "5UTR", "3UTR", "splice_donor", "splice_acceptor")
@@ -47,10 +47,11 @@ LNC = ("lncRNA", "lincRNA")
 
 
 def element_intervals(gtf: str | Path | None, beds: dict[str, str | Path] | None = None,
-                      transcripts: Sequence | None = None) -> dict[str, dict[str, list]]:
+                      transcripts: Sequence | None = None, genome: Genome | None = None) -> dict[str, dict[str, list]]:
     """element -> contig -> [(start, end)] (0-based half-open) from a GTF/GFF, named BED files and
     ``transcripts`` (``splice.Transcript``s, e.g. SpliceAI's canonical table: protein-coding genes'
-    spans, their exons, introns and splice sites; the table has no UTRs or biotypes)."""
+    spans, their exons, introns and splice sites; the table has no UTRs or biotypes). BED files are
+    checked by ``annotation.element_bed`` (not empty; with ``genome``, inside its contigs)."""
     iv: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     exons, where = defaultdict(list), {}  # transcript -> exons; (contig, strand)
     if gtf is not None:
@@ -100,17 +101,18 @@ def element_intervals(gtf: str | Path | None, beds: dict[str, str | Path] | None
             iv["splice_donor"][contig].append(left if strand != "-" else right)
             iv["splice_acceptor"][contig].append(right if strand != "-" else left)
     for name, path in (beds or {}).items():
-        for contig, s, e, _, _ in iter_bed(path):
-            iv[name][contig].append((s, e))
+        for contig, ivs in element_bed(path, name, genome).items():
+            iv[name][contig] += ivs
     return iv
 
 
 class Targets:
     """Per-base labels of ``features`` (in that order) from ``element_intervals``."""
 
-    def __init__(self, features: Sequence[str], gtf=None, beds: dict | None = None, transcripts: Sequence | None = None):
+    def __init__(self, features: Sequence[str], gtf=None, beds: dict | None = None, transcripts: Sequence | None = None,
+                 genome: Genome | None = None):
         self.features = list(features)
-        iv = element_intervals(gtf, beds, transcripts)
+        iv = element_intervals(gtf, beds, transcripts, genome)
         absent = [f for f in self.features if f not in iv and f not in GTF_ELEMENTS]
         if absent:
             raise ValueError(f"no source for element(s) {absent}: give a BED file for each (name=file.bed)")
@@ -191,6 +193,8 @@ def segmentation_metrics(labels: Sequence[np.ndarray], probs: Sequence[np.ndarra
     this table's two splice-site rows (``splice.splice_metrics``)."""
     from sklearn.metrics import average_precision_score, matthews_corrcoef
 
+    if not len(labels):
+        raise ValueError("no windows to evaluate (none on the chosen contigs holds an annotated element)")
     y = np.concatenate([np.asarray(a) for a in labels]).astype(np.int8)
     p = np.concatenate([np.asarray(a) for a in probs]).astype(np.float64)
     rows = []

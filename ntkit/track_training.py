@@ -122,16 +122,21 @@ class TrackModel(adapters.Adapted):
 
 
 class TrackTargets:
-    """Per-base targets: bigWig values (NaN and uncovered: 0) and BED element masks."""
+    """Per-base targets: bigWig values (NaN and uncovered: 0) and BED element masks. Checked when
+    opened: a bigWig without values is an error, and with ``genome`` so is one none of whose
+    chromosomes is a contig of the FASTA (``chr20``/``20`` match): it would train on zeros. BED
+    files as ``annotation.element_bed`` (not empty, inside the contigs)."""
 
-    def __init__(self, bigwigs: dict[str, str | Path] | None = None, beds: dict[str, str | Path] | None = None):
+    def __init__(self, bigwigs: dict[str, str | Path] | None = None, beds: dict[str, str | Path] | None = None,
+                 genome: Genome | None = None):
         import pyBigWig
 
-        from .annotation import Annotation, iter_bed
+        from .annotation import Annotation, element_bed
 
         self.tracks = list(bigwigs or {})
         self.elements = list(beds or {})
         self._bw = {}
+        self.paths: dict[str, Path] = {}  # channel -> its file
         for name, path in (bigwigs or {}).items():
             try:
                 bw = pyBigWig.open(str(path))
@@ -139,13 +144,19 @@ class TrackTargets:
                 bw = None
             if bw is None or not bw.isBigWig():
                 raise ValueError(f"{path}: not a bigWig file (track {name!r})")
+            chroms = list(bw.chroms() or {})
+            if not chroms or not bw.header().get("nBasesCovered"):
+                raise ValueError(f"{path}: an empty bigWig, no values (track {name!r}): give the track's coverage")
+            if genome is not None and not any(genome.has(c) for c in chroms):
+                raise ValueError(f"{path}: its chromosomes ({', '.join(chroms[:8])}{'...' if len(chroms) > 8 else ''}) match no contig "
+                                 f"of {genome.path.name} ({', '.join(genome.contigs[:8])}{'...' if len(genome.contigs) > 8 else ''}) "
+                                 f"(track {name!r}): a bigWig of another assembly? rename its chromosomes or give the matching FASTA")
             self._bw[name] = bw
+            self.paths[name] = Path(path)
         iv = {}
         for name, path in (beds or {}).items():
-            d: dict[str, list] = {}
-            for c, s, e, _, _ in iter_bed(path):
-                d.setdefault(c, []).append((s, e))
-            iv[name] = d
+            iv[name] = element_bed(path, name, genome)
+            self.paths[name] = Path(path)
         self.annotation = Annotation(iv) if iv else None
 
     def values(self, contig: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +172,8 @@ class TrackTargets:
             a, b = min(start, n), min(end, n)
             if b > a:
                 v = np.asarray(bw.values(chrom, a, b, numpy=True), dtype=np.float32)
-                t[a - start:b - start, j] = np.nan_to_num(v, nan=0.0)
+                if len(v) == b - a:  # a chromosome without any value reads as an empty array: zeros
+                    t[a - start:b - start, j] = np.nan_to_num(v, nan=0.0)
         if self.annotation is None:
             return t, np.zeros((end - start, 0), dtype=np.uint8)
         order = [self.annotation.types.index(e) for e in self.elements]
@@ -196,6 +208,25 @@ def track_windows(genome: Genome, contigs: Sequence[str], window_bp: int, *, max
             break
     keep.sort()
     return TrackWindows([(c, s, s + window_bp) for _, c, s, _ in keep], [q for *_, q in keep])
+
+
+def check_targets(targets: TrackTargets, windows: TrackWindows, crop, what: str = "training") -> None:
+    """Every channel must have signal in the ``crop`` (``TrackModel.crop``) of some window: a track
+    that is 0 everywhere (another assembly's coordinates, a track of other contigs) or an element
+    without a positive base would train a head to predict nothing, and the run would still "work"."""
+    seen = np.zeros(len(targets.tracks) + len(targets.elements), dtype=bool)
+    for c, s, e in windows.regions:
+        a, b = crop(e - s)
+        t, el = targets.values(c, s + a, s + b)
+        seen |= np.concatenate([(t != 0).any(0), el.any(0)])
+        if seen.all():
+            return
+    contigs = sorted({c for c, _, _ in windows.regions})
+    for name, ok in zip(targets.tracks + targets.elements, seen):
+        if not ok:
+            kind = "all zero" if name in targets.tracks else "without a positive base"
+            raise ValueError(f"{targets.paths[name]}: {name!r} is {kind} over the {len(windows)} {what} windows on "
+                             f"{', '.join(contigs)}: choose contigs that the file covers (or check its chromosome names)")
 
 
 def track_loss(pred, y, logits, e, cfg: TrackTrainConfig) -> torch.Tensor:
@@ -263,6 +294,7 @@ def train_tracks(base, genome: Genome, targets: TrackTargets, train: TrackWindow
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         model = TrackModel(base, cfg).to(device).train()
+        check_targets(targets, train, model.crop)
         rng = np.random.default_rng(cfg.seed)
 
         def batches(epoch: int):

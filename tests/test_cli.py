@@ -83,10 +83,10 @@ def test_outputs_checked_before_compute(d, tmp_path, capsys):
 def test_convert_never_replaces_a_checkpoint_silently(d, tmp_path, capsys):
     save_checkpoint(ntkit.build("nt-v2-tiny", seed=5), tmp_path / "trained")
     before = (tmp_path / "trained" / "model.safetensors").read_bytes()
-    fails(capsys, ["convert", "nt-v2-tiny", tmp_path / "trained"], "already holds a checkpoint (model.safetensors); pass --force")
+    fails(capsys, ["convert", "nt-v2-tiny", tmp_path / "trained", "--random-init"], "already holds a checkpoint (model.safetensors); pass --force")
     assert (tmp_path / "trained" / "model.safetensors").read_bytes() == before
     fails(capsys, ["convert", tmp_path / "trained", tmp_path / "trained", "--force"], "is the input checkpoint")
-    assert main(["convert", "nt-v2-tiny", str(tmp_path / "trained"), "--force"]) == 0
+    assert main(["convert", "nt-v2-tiny", str(tmp_path / "trained"), "--force", "--random-init"]) == 0
 
 
 def test_label_errors_and_debug(d, capsys):

@@ -226,11 +226,13 @@ def test_corrupt_download_is_refused_and_nothing_placed(mirror, tmp_path):
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder with HTTP Range support, an optional delay per 64 kB and extra headers."""
+    """Serves a folder with HTTP Range support, an optional delay per 64 kB and extra headers;
+    ``drop_after``: close the connection after that many bytes of a response (a dropped link)."""
 
     requests: list = []
     delay = 0.0
     headers_for: dict = {}
+    drop_after: int | None = None
 
     def log_message(self, *a):
         pass
@@ -259,14 +261,22 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         for k, v in type(self).headers_for.get(self.path, {}).items():
             self.send_header(k, v)
         self.end_headers()
+        sent = 0
         for i in range(start, len(data), 65536):
-            self.wfile.write(data[i : i + 65536])
+            block = data[i : i + 65536]
+            if type(self).drop_after is not None and sent + len(block) > type(self).drop_after:
+                self.wfile.write(block[: type(self).drop_after - sent])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(block)
+            sent += len(block)
             time.sleep(type(self).delay)
 
 
 @pytest.fixture
 def http_mirror(mirror):
-    handler = type("H", (RangeHandler,), {"requests": [], "delay": 0.0, "headers_for": {}})
+    handler = type("H", (RangeHandler,), {"requests": [], "delay": 0.0, "headers_for": {}, "drop_after": None})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(mirror["dir"])))
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -342,3 +352,73 @@ def test_cli_list_and_path(capsys, monkeypatch):
     assert "grch37-chr20" in out and "nt-tasks-revised" in out and "grch38-primary" in out
     assert main(["data", "path"]) == 0
     assert str(SHIPPED) in capsys.readouterr().out
+
+
+def test_a_dropped_connection_keeps_the_part_and_the_rerun_resumes(http_mirror, tmp_path):
+    cat = Catalogue.load(http_mirror["catalogue"])
+    dest = tmp_path / "d"
+    http_mirror["handler"].drop_after = 100_000  # the link drops a third of the way in
+    with pytest.raises(ConnectionError, match=r"download of big interrupted at 100,000 of 300,000 bytes .*big\.bin\.part is kept: "
+                                              r"run the fetch again to resume it"):
+        fetch(["big"], dest, mirror=http_mirror["url"], catalogue=cat, progress=False, log=lambda *_: None)
+    assert (dest / "x/big.bin.part").stat().st_size == 100_000 and not (dest / "x/big.bin").exists()
+    http_mirror["handler"].drop_after = None
+    fetch(["big"], dest, mirror=http_mirror["url"], catalogue=cat, progress=False, log=lambda *_: None)
+    assert (dest / "x/big.bin").read_bytes() == http_mirror["big"]
+    assert http_mirror["handler"].requests[-1] == ("/example.org/data/big.bin", "bytes=100000-")  # resumed, not restarted
+
+
+@pytest.mark.parametrize("dest", ["../outside.txt", "/tmp/ntkit-abs-outside.txt", "x/../../outside.txt", ""])
+def test_catalogue_paths_stay_inside_dest(mirror, tmp_path, dest):
+    cat = yaml.safe_load(mirror["catalogue"].read_text())
+    cat["entries"][0]["dest"] = dest
+    (tmp_path / "evil.yaml").write_text(yaml.safe_dump(cat))
+    victim = tmp_path / "outside.txt"
+    victim.write_text("a user's file\n")
+    with pytest.raises(ValueError, match="must be a relative path inside --dest"):
+        Catalogue.load(tmp_path / "evil.yaml")
+    assert victim.read_text() == "a user's file\n"
+
+
+def test_a_symlink_inside_dest_cannot_lead_outside(mirror, tmp_path):
+    cat = Catalogue.load(mirror["catalogue"])
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (dest / "x").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="leads outside .* catalogue paths stay inside --dest"):
+        fetch(["big"], dest, mirror=str(mirror["dir"]), catalogue=cat, progress=False, log=lambda *_: None)
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
+def test_an_existing_file_is_never_replaced_without_force(mirror, tmp_path):
+    cat = Catalogue.load(mirror["catalogue"])
+    dest = tmp_path / "d"
+    (dest / "x").mkdir(parents=True)
+    (dest / "x/big.bin").write_text("my own file\n")
+    with pytest.raises(ValueError, match=r"big\.bin exists and differs from the catalogue's big .* it is not replaced; --force"):
+        fetch(["big"], dest, mirror=str(mirror["dir"]), catalogue=cat, progress=False, log=lambda *_: None)
+    assert (dest / "x/big.bin").read_text() == "my own file\n"
+    fetch(["big"], dest, mirror=str(mirror["dir"]), catalogue=cat, progress=False, force=True, log=lambda *_: None)
+    assert (dest / "x/big.bin").read_bytes() == mirror["big"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda e: e.pop("description"), "entry 'big': missing field 'description'"),
+    (lambda e: e.pop("urls"), "entry 'big': missing field 'urls'"),
+    (lambda e: e.update(size="300 kB"), "entry 'big': field 'size' is '300 kB', expected int"),
+    (lambda e: e.update(urls=[]), "entry 'big': field 'urls' must be a non-empty list"),
+    (lambda e: e.update(bgzip="yes"), "entry 'big': field 'bgzip' is 'yes', expected bool"),
+])
+def test_catalogue_entries_are_checked_field_by_field(mirror, tmp_path, capsys, edit, message):
+    from ntkit.cli import main
+
+    cat = yaml.safe_load(mirror["catalogue"].read_text())
+    edit(cat["entries"][0])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cat))
+    rc = main(["data", "fetch", "big", "--dest", str(tmp_path / "d"), "--catalogue", str(tmp_path / "c.yaml"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"c.yaml: {message}" in err and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "bad.yaml").write_text("entries: [\n  - name: x\n")
+    assert main(["data", "fetch", "--list", "--catalogue", str(tmp_path / "bad.yaml")]) == 2
+    assert "bad.yaml: not valid YAML" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Jobs that shard, resume and never leave a half-written output (ntkit.jobs, through the CLI)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -319,3 +320,110 @@ def test_provenance_never_records_a_hub_token(monkeypatch):
     about = provenance()
     assert "hf_secret" not in about["command"] and "hf_other" not in about["command"]
     assert about["command"] == "ntkit embed s.fa --token *** --cache-dir c --token=***"
+
+
+# -- `ntkit merge` by hand: every sharded job ---------------------------------------------------------------
+
+
+def _job_names() -> set[str]:
+    """The names of every sharded job in the library (``jobs.Job("name", ...)``)."""
+    import re
+
+    return {m for p in (ROOT / "ntkit").rglob("*.py") for m in re.findall(r'jobs\.Job\(\s*"([\w-]+)"', p.read_text())}
+
+
+@pytest.fixture(scope="module")
+def merge_models(case):
+    from ntkit.finetune import FinetuneConfig, finetune
+    from ntkit.segment_nt import save_folder
+    from ntkit.segmentation import from_backbone
+
+    base = ntkit.load(case / "model")
+    seqs = [s for _, s in ntkit.genome.iter_fasta(case / "seqs.fa")][:16]
+    finetune(base, seqs, [i % 2 for i in range(16)], FinetuneConfig(method="head", epochs=1)).save_adapter(case / "adapter")
+    save_folder(from_backbone(ntkit.build("nt-v2-tiny", seed=0), ["exon", "intron"], seed=0), case / "segment")
+    return case
+
+
+def _read(path: Path):
+    import pyBigWig
+
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".bw":
+        with pyBigWig.open(str(path)) as bw:
+            return {c: np.asarray(bw.values(c, 0, n)) for c, n in bw.chroms().items()}
+    return path.read_text() if path.suffix != ".png" else path.stat().st_size > 0
+
+
+JOBS = {  # job name -> (command line without --out / --shard, output name under the folder or file)
+    "embed": lambda c: (["embed", c / "seqs.fa", "--model", c / "model", "--chunk-size", 150], "e.parquet"),
+    "predict": lambda c: (["predict", c / "seqs.fa", "--adapter", c / "adapter", "--model", c / "model", "--chunk-size", 150], "p.tsv"),
+    "variant-effects": lambda c: (["score-variants", "--vcf", c / "v.vcf.gz", "--fasta", c / "ref.fa", "--model", c / "model",
+                                   "--scores", "llr", "--chunk-size", 40], "s.tsv"),
+    "mutagenesis": lambda c: (["mutagenesis", "--fasta", c / "ref.fa", "--model", c / "model", "--regions", "21:101-160",
+                               "--scores", "llr", "--chunk-size", 20], "mut/"),
+    "annotate": lambda c: (["annotate", "--model", c / "segment", "--fasta", c / "ref.fa", "--regions", "21:1-4000",
+                            "--window-bp", "1200", "--chunk-size", 1], "ann/"),
+}
+
+
+def test_every_sharded_job_has_a_merge_case():
+    assert set(JOBS) == _job_names()
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_merge_by_hand_after_every_shard_finished(merge_models, tmp_path, monkeypatch, capsys, job):
+    """Every shard finished but none merged (killed right before it, as a Slurm array can be):
+    `ntkit merge` joins the parts into what one process writes."""
+    cmd, out = JOBS[job](merge_models)
+    one, two = tmp_path / "one" / out, tmp_path / "two" / out
+    cli(*cmd, "--out", one, "--no-progress")
+    with monkeypatch.context() as m:
+        m.setattr(jobs, "finish", lambda store, merge, wait=True: {"merged": False, "waiting_for": "a merge (killed before it)"})
+        for i in range(3):
+            cli(*cmd, "--out", two, "--no-progress", "--shard", f"{i}/3")
+    said = capsys.readouterr().out
+    parts = re.search(r"`ntkit merge (\S+)`", said).group(1)  # the command each shard printed
+    assert Path(parts).name.endswith(".parts") and Path(parts).is_dir()
+    cli("merge", parts)
+    assert not Path(parts).exists()
+    files = sorted(p.relative_to(one if one.is_dir() else one.parent) for p in (one.rglob("*") if one.is_dir() else [one])
+                   if p.is_file() and not p.name.startswith("."))  # not the receipts: they name their folder
+    assert files
+    for f in files:
+        a, b = _read((one if one.is_dir() else one.parent) / f), _read((two if two.is_dir() else two.parent) / f)
+        if isinstance(a, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b)
+        elif isinstance(a, dict):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+        else:
+            assert a == b, f
+
+
+def test_a_part_rewritten_with_its_record_is_caught_by_its_row_count(case, tmp_path, capsys):
+    """A part with one row removed and its record rewritten to match (sha256 recomputed): embed
+    knows its rows per input (one per sequence), so the merge refuses it."""
+    import json
+
+    args, parts = sharded(case, tmp_path)
+    cli(*args, "--shard", "2/3", "--out", tmp_path / "whole.parquet")  # for its rows
+    part = parts / "part-000001.parquet"
+    pq.write_table(pq.read_table(part).slice(0, 1), part)
+    rec = json.loads((parts / "part-000001.json").read_text())
+    (parts / "part-000001.json").write_text(json.dumps({**rec, "rows": 1, "sha256": jobs.file_checksum(part)}))
+    assert main([str(a) for a in args + ["--shard", "2/3"]]) == 2
+    err = capsys.readouterr().err
+    assert "part-000001.parquet holds 1 rows for 2 input items (1 each)" in err and "--restart" in err
+    assert not (tmp_path / "a.parquet").exists()
+
+
+def test_a_shard_without_torchrun_says_it_ran_and_how_to_merge(case, tmp_path, capsys):
+    write_fasta(tmp_path / "six.fa", [(f"s{i}", "ACGTAC" * (i + 3)) for i in range(6)])
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2"}
+    env.pop("TORCHELASTIC_RUN_ID", None)
+    r = subprocess.run([sys.executable, "-m", "ntkit.cli", "embed", str(tmp_path / "six.fa"), "--model", str(case / "model"),
+                        "--chunk-size", "2", "--no-progress", "--out", str(tmp_path / "e.parquet")], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "shard 0/2: done; outputs wait for" in r.stdout and f"`ntkit merge {tmp_path / 'e.parquet.parts'}`" in r.stdout

@@ -34,8 +34,8 @@ def test_equals_vcf_scoring_of_the_same_snvs(case, tmp_path):
     lines += [f"chr5\t{p}\t.\t{r}\t{a}\t.\t.\t." for p, r, a in zip(t["pos"], t["ref"], t["alt"])]
     (tmp_path / "s.vcf").write_text("\n".join(lines) + "\n")
     v = score_variants(model, tmp_path / "s.vcf", d / "ref.fa", scores=SCORES).table
-    cols = [c for c in t.columns if c not in ("chrom", "pos", "region", "ref", "alt", "window_start")]
-    assert len(cols) == 6
+    cols = [c for c in t.columns if c not in ("chrom", "pos", "region", "ref", "alt", "status", "window_start")]
+    assert len(cols) == 6 and (t["status"] == "scored").all() and list(t["status"]) == list(v["status"])
     assert set(t["chrom"]) == {"chr5"} and set(t["region"]) == {"5:101-130"}  # the FASTA's contig name; the region as given
     np.testing.assert_allclose(t[cols].to_numpy(), v[cols].to_numpy(), rtol=1e-6, atol=1e-9)
 
@@ -49,7 +49,7 @@ def test_files_tracks_and_heatmap(case, tmp_path):
     assert res["merged"] and res["n_bases_skipped"] == 3 and res["snvs"] == (20 - 3 + 10) * 3
     t = pd.read_parquet(out / "mutagenesis.parquet")
     assert t["llr"].notna().all() and t["llr_unmasked"].notna().all()
-    assert list(t.columns[:6]) == ["chrom", "pos", "region", "ref", "alt", "window_start"]
+    assert list(t.columns[:7]) == ["chrom", "pos", "region", "ref", "alt", "status", "window_start"]
     assert t.groupby("region").size().to_dict() == {"promoterA": (20 - 3) * 3, "chr5:1991-2000": 30}  # BED names carried
     for col in ("llr", "llr_unmasked"):
         bg = pd.read_csv(out / f"{col}.bedgraph", sep="\t", skiprows=1, header=None, names=["chrom", "start", "end", "v"])

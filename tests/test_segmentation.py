@@ -117,7 +117,12 @@ def _genome(tmp_path):
         n = int(rng.integers(60, 200))
         seq[s:s + n] = rng.choice(list("GC"), n)
         lines.append(f"c1\tx\texon\t{s + 1}\t{s + n}\t.\t+\t.\ttranscript_id \"t{i}\";")
-    write_fasta(tmp_path / "g.fa", [("c1", "".join(seq))])
+    seq2 = list(rng.choice(list("AT"), 6_000))  # a second contig, held out (drawn after c1: c1 is as before)
+    for i, s in enumerate(range(200, 5_500, 700)):
+        n = int(rng.integers(60, 200))
+        seq2[s:s + n] = rng.choice(list("GC"), n)
+        lines.append(f"c2\tx\texon\t{s + 1}\t{s + n}\t.\t+\t.\ttranscript_id \"u{i}\";")
+    write_fasta(tmp_path / "g.fa", [("c1", "".join(seq)), ("c2", "".join(seq2))])
     pysam.faidx(str(tmp_path / "g.fa"))
     (tmp_path / "g.gtf").write_text("\n".join(lines) + "\n")
     return Genome(tmp_path / "g.fa"), tmp_path / "g.gtf"
@@ -148,7 +153,7 @@ def test_cli_train_then_annotate(tmp_path):
 
     genome, gtf = _genome(tmp_path)
     rc = main(["--quiet", "segment", "train", "--model", "nt-v2-tiny", "--random-init", "--fasta", str(genome.path), "--gtf", str(gtf),
-               "--features", "exon", "--train-contigs", "c1", "--test-contigs", "c1", "--window-bp", "1200", "--max-windows", "8",
+               "--features", "exon", "--train-contigs", "c1", "--test-contigs", "c2", "--window-bp", "1200", "--max-windows", "8",
                "--epochs", "1", "--out", str(tmp_path / "seg"), "--no-progress"])
     assert rc == 0 and (tmp_path / "seg" / "metrics.tsv").exists() and (tmp_path / "seg" / "training.json").exists()
     rc = main(["--quiet", "annotate", "--model", str(tmp_path / "seg"), "--fasta", str(genome.path), "--regions", "c1:1-3000",
@@ -157,7 +162,7 @@ def test_cli_train_then_annotate(tmp_path):
     # the same exons from a SpliceAI-style table: the same metrics
     rows = [r.split("\t") for r in gtf.read_text().splitlines()]
     table = tmp_path / "tx.txt"
-    table.write_text("".join(f"t{i}\t0\tc1\t+\t{r[3]}\t{r[4]}\t\t\n" for i, r in enumerate(rows)))
+    table.write_text("".join(f"t{i}\t0\t{r[0]}\t+\t{r[3]}\t{r[4]}\t\t\n" for i, r in enumerate(rows)))
     for name, src in (("gtf", ["--gtf", str(gtf)]), ("table", ["--transcripts", str(table)])):
         assert main(["--quiet", "segment", "evaluate", "--model", str(tmp_path / "seg"), "--fasta", str(genome.path), *src,
                      "--contigs", "c1", "--window-bp", "1200", "--max-windows", "4", "--out", str(tmp_path / f"{name}.tsv"),
@@ -180,3 +185,34 @@ def test_bases_only_baseline_learns_and_predicts_rows_alone(tmp_path):
     assert np.allclose(together[0], conv.predict([short])[0], atol=1e-6) and together[0].shape == (700, 1)
     with pytest.raises(ValueError, match="the model predicts"):
         train_segmentation(BasesSegmenter(["intron"]), data)
+
+
+def test_element_files_and_contig_sets_that_would_mislead_are_refused(tmp_path, capsys):
+    from ntkit.cli import main
+
+    genome, gtf = _genome(tmp_path)
+    (tmp_path / "empty.bed").write_text("# nothing\n")
+    with pytest.raises(ValueError, match=r"empty\.bed: no BED records for element 'CTCF-bound' \(an empty file\)"):
+        Targets(["CTCF-bound"], beds={"CTCF-bound": tmp_path / "empty.bed"})
+    (tmp_path / "past.bed").write_text("c1\t10\t20\nc2\t5990\t6010\n")
+    with pytest.raises(ValueError, match=r"past\.bed:2: c2:5990-6010 ends past the end of c2 \(6,000 bases in g\.fa\)"):
+        Targets(["CTCF-bound"], beds={"CTCF-bound": tmp_path / "past.bed"}, genome=genome)
+    Targets(["CTCF-bound"], beds={"CTCF-bound": tmp_path / "past.bed"})  # without a genome there is no length to check against
+    base = ["--quiet", "segment", "train", "--model", "nt-v2-tiny", "--random-init", "--fasta", str(genome.path), "--gtf", str(gtf),
+            "--features", "exon", "--window-bp", "1200", "--out", str(tmp_path / "seg")]
+    assert main(base + ["--train-contigs", "c1", "--valid-contigs", "chrc1"]) == 2
+    assert "contig chrc1 is in both --train-contigs and --valid-contigs" in capsys.readouterr().err
+    assert main(base + ["--train-contigs", "c1", "--test-contigs", "c1"]) == 2
+    assert "contig c1 is in both --train-contigs and --test-contigs" in capsys.readouterr().err
+    # evaluating on a contig without any annotated element: a named error, not numpy's "need at least one array"
+    write_fasta(tmp_path / "h.fa", [("c1", "ACGT" * 2000), ("c9", "ACGT" * 2000)])
+    pysam.faidx(str(tmp_path / "h.fa"))
+    from ntkit.segment_nt import save_folder
+
+    save_folder(from_backbone(build("nt-v2-tiny", seed=0), ["exon"], seed=0), tmp_path / "snt")
+    rc = main(["--quiet", "segment", "evaluate", "--model", str(tmp_path / "snt"), "--fasta", str(tmp_path / "h.fa"), "--gtf", str(gtf),
+               "--contigs", "c9", "--window-bp", "1200"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no window of 1,200 bases with an annotated element on c9" in err, err
+    with pytest.raises(ValueError, match="no windows to evaluate"):
+        segmentation_metrics([], [], ["exon"])

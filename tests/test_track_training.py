@@ -81,3 +81,59 @@ def test_cli_train_and_predict(data, tmp_path):
     with pyBigWig.open(str(tmp_path / "pred" / "tracks.gc.bw")) as bw:
         assert bw.intervals("c2")[0][0] == 0 and bw.intervals("c2")[-1][1] == 2000
     assert (tmp_path / "pred" / "tracks.bed").exists()
+
+
+def _bigwig(path, chroms: dict, values: dict | None = None):
+    with pyBigWig.open(str(path), "w") as bw:
+        bw.addHeader(list(chroms.items()))
+        for c, v in (values or {}).items():
+            bw.addEntries(c, 0, values=list(map(float, v)), span=1, step=1)
+    return path
+
+
+def test_targets_that_would_train_on_nothing_are_refused(data, tmp_path):
+    """Fault cases of ``tracks train``: each would train a head on zeros and exit 0."""
+    genome = Genome(data / "g.fa")
+    # a bigWig of another naming/assembly: no chromosome is a FASTA contig
+    other = _bigwig(tmp_path / "other.bw", {"chrZ": 1000}, {"chrZ": np.ones(1000)})
+    with pytest.raises(ValueError, match=r"other\.bw: its chromosomes \(chrZ\) match no contig of g\.fa \(c1, c2\)"):
+        TrackTargets({"x": other}, genome=genome)
+    # an empty bigWig (a header, no values): named, not a numpy broadcast message
+    empty = _bigwig(tmp_path / "empty.bw", {"c1": 30_000})
+    with pytest.raises(ValueError, match=r"empty\.bw: an empty bigWig, no values \(track 'x'\)"):
+        TrackTargets({"x": empty}, genome=genome)
+    # an empty element BED is an error (not "no source ... give a BED file")
+    (tmp_path / "none.bed").write_text("track name=x\n")
+    with pytest.raises(ValueError, match=r"none\.bed: no BED records for element 'enh'"):
+        TrackTargets(beds={"enh": tmp_path / "none.bed"}, genome=genome)
+    # a BED line past its contig's end is an error naming the line, not clipped
+    (tmp_path / "past.bed").write_text("c1\t100\t200\nc2\t9000\t10500\n")
+    with pytest.raises(ValueError, match=r"past\.bed:2: c2:9000-10500 ends past the end of c2 \(10,000 bases in g\.fa\)"):
+        TrackTargets(beds={"enh": tmp_path / "past.bed"}, genome=genome)
+    # a track with values only on a contig that is not trained on: all zero over the training windows
+    c2only = _bigwig(tmp_path / "c2only.bw", {"c1": 30_000, "c2": 10_000}, {"c2": np.ones(10_000)})
+    targets = TrackTargets({"cov": c2only}, genome=genome)
+    cfg = TrackTrainConfig(method="frozen", tracks=["cov"], window_bp=512, max_steps=1)
+    with pytest.raises(ValueError, match=r"c2only\.bw: 'cov' is all zero over the 5 training windows on c1"):
+        train_tracks(ntv3.build("ntv3-tiny", seed=0), genome, targets, track_windows(genome, ["c1"], 512, max_windows=5), cfg)
+    # the same contig for training and validation (chr-prefixed alias included)
+    with pytest.raises(ValueError, match="contig chrc1 is in both --train-contigs and --valid-contigs"):
+        genome.check_disjoint({"--train-contigs": ["c1", "c2"], "--valid-contigs": ["chrc1"]})
+
+
+def test_cli_refuses_bad_targets_before_loading_the_model(data, tmp_path, capsys):
+    from ntkit.cli import main
+
+    other = _bigwig(tmp_path / "other.bw", {"chrZ": 1000}, {"chrZ": np.ones(1000)})
+    rc = main(["tracks", "train", "--model", "ntv3-tiny", "--random-init", "--fasta", str(data / "g.fa"), "--bigwig", f"x={other}",
+               "--train-contigs", "c1", "--out", str(tmp_path / "tm")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "match no contig of g.fa" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty.bed").write_text("")
+    rc = main(["tracks", "train", "--model", "ntv3-tiny", "--random-init", "--fasta", str(data / "g.fa"), "--bed", f"e={tmp_path / 'empty.bed'}",
+               "--train-contigs", "c1", "--valid-contigs", "c2", "--out", str(tmp_path / "tm")])
+    assert rc == 2 and "no BED records for element 'e'" in capsys.readouterr().err
+    rc = main(["tracks", "train", "--model", "ntv3-tiny", "--random-init", "--fasta", str(data / "g.fa"), "--bigwig", f"gc={data / 'gc.bw'}",
+               "--train-contigs", "c1", "--valid-contigs", "c1", "--out", str(tmp_path / "tm")])
+    assert rc == 2 and "contig c1 is in both --train-contigs and --valid-contigs" in capsys.readouterr().err
+    assert not (tmp_path / "tm" / "tracks_config.json").exists()

@@ -133,14 +133,15 @@ def train_tracks(args) -> int:
     from ..track_training import TrackTargets, TrackTrainConfig, evaluate_tracks, track_windows, train_tracks as train
 
     check_output(f"{args.out}/tracks_config.json")
+    genome = Genome(args.fasta)
+    genome.check_disjoint({"--train-contigs": args.train_contigs, "--valid-contigs": args.valid_contigs})
+    targets = TrackTargets(named_files(args.bigwig, "--bigwig"), named_files(args.bed, "--bed"), genome=genome)
     model, rt = runtime(args, args.model)
-    targets = TrackTargets(named_files(args.bigwig, "--bigwig"), named_files(args.bed, "--bed"))
     cfg = TrackTrainConfig(method=args.method, loss=args.loss, tracks=targets.tracks, elements=targets.elements, species=args.species,
                            window_bp=args.window_bp, crop_fraction=args.crop_fraction, lr=args.lr, epochs=args.epochs,
                            batch_size=args.batch_size, max_minutes=args.max_minutes, eval_every=args.eval_every, seed=args.seed)
     if args.window_bp % model.config.multiple or args.window_bp > model.config.max_tokens:
         raise ValueError(f"--window-bp {args.window_bp}: a multiple of {model.config.multiple} up to {model.config.max_tokens:,}")
-    genome = Genome(args.fasta)
     train_w = track_windows(genome, args.train_contigs, args.window_bp, max_windows=args.max_windows, seed=args.seed)
     valid_w = track_windows(genome, args.valid_contigs, args.window_bp, max_windows=args.max_windows, seed=args.seed) if args.valid_contigs else None
     if not len(train_w):

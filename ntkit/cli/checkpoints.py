@@ -6,10 +6,10 @@ import importlib
 import json
 from pathlib import Path
 
-from .common import DTYPES, add_hub_args, dtype_of
+from .common import DTYPES, add_hub_args, check_not_preset, dtype_of
 
 # The library module whose ``merge_outputs`` joins the parts of each job.
-MERGERS = {"variant-effects": "perturb", "embed": "embed", "mutagenesis": "mutagenesis", "predict": "finetune"}
+MERGERS = {"variant-effects": "perturb", "embed": "embed", "mutagenesis": "mutagenesis", "predict": "finetune", "annotate": "annotate"}
 MERGE_FUNCTIONS = {"perturb": "merge_variant_effects"}
 
 
@@ -32,6 +32,9 @@ def register(sub) -> None:
     s.add_argument("--dtype", choices=sorted(DTYPES), help="cast the weights (default: as stored)")
     s.add_argument("--bin", action="store_true", help="pytorch_model.bin instead of model.safetensors")
     s.add_argument("--seed", type=int, default=0, help="seed for a preset's random initialisation")
+    s.add_argument("--random-init", action="store_true",
+                   help="accept a preset name: its architecture with random weights (the folder is marked as such: every job "
+                   "that loads it warns)")
     s.add_argument("--force", action="store_true", help="replace a checkpoint already in the output folder")
     s.set_defaults(func=convert)
 
@@ -110,17 +113,24 @@ def download(args) -> int:
 
 
 def convert(args) -> int:
+    import warnings
+
     from ..checkpoint import WEIGHT_FILES, load, save_checkpoint
 
+    check_not_preset(args.model, args.random_init)
     out = Path(args.out)
     if Path(args.model).exists() and out.exists() and out.resolve() == Path(args.model).resolve():
         raise ValueError(f"{out} is the input checkpoint; choose another output folder")
     held = [f for f in WEIGHT_FILES if (out / f).exists()]
     if held and not args.force:
         raise ValueError(f"{out} already holds a checkpoint ({held[0]}); pass --force to replace it")
-    model = load(args.model, dtype=dtype_of(args.dtype), seed=args.seed)
+    with warnings.catch_warnings():
+        if args.random_init:  # asked for: the "random weights" warning would only repeat it
+            warnings.simplefilter("ignore", UserWarning)
+        model = load(args.model, dtype=dtype_of(args.dtype), seed=args.seed)
     save_checkpoint(model, out, safe_serialization=not args.bin)
-    print(f"wrote {out} ({model.num_parameters():,} parameters, {model.config.name})")
+    marked = " (random weights, marked as such)" if getattr(model, "random_init", None) else ""
+    print(f"wrote {out} ({model.num_parameters():,} parameters, {model.config.name}){marked}")
     return 0
 
 

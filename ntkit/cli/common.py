@@ -133,14 +133,17 @@ def runtime(args, model_path: str | None = None):
 
 def report_job(res: dict, out) -> bool:
     """True when this call wrote the outputs (the caller then reports them). Otherwise say why
-    not: an identical job finished earlier, or this shard waits for others (under torchrun only the
-    merging rank speaks: the others' hints would be about a merge that rank does)."""
+    not: an identical job finished earlier, or this shard waits for others, with the merge by hand
+    for a run where no shard gets to merge. Under torchrun only the merging rank speaks (the
+    others' hints would be about a merge that rank does); RANK/WORLD_SIZE set by hand, without
+    torchrun, is a shard like ``--shard``: it says so (silence would read as a job that did nothing)."""
     if res.get("already_done"):
         print(f"already done: {', '.join(map(str, res.get('outputs', [out])))} hold this job's results (same inputs, options "
               "and model); nothing was recomputed (--restart recomputes)")
         return False
     if res["merged"]:
         return True
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        print(f"shard {res['shard']}: done; outputs wait for {res['waiting_for']} (`ntkit merge {out}` once every shard has finished)")
+    if "TORCHELASTIC_RUN_ID" not in os.environ:  # set by torchrun for each rank it starts
+        print(f"shard {res['shard']}: done; outputs wait for {res['waiting_for']}: the shard that finishes last writes them "
+              f"(if none does, `ntkit merge {res.get('parts', out)}` once every shard has finished)")
     return False

@@ -15,6 +15,7 @@ def register(sub) -> None:
                    help="mean over tokens (<cls> excluded), the <cls> vector, per token, or per nucleotide")
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
+    s.add_argument("--species", help="a post-trained NTv3: the species whose conditioning the embeddings carry (ntkit info lists them)")
     add_sequence_columns(s)
     add_job_args(s, "sequences")
     add_runtime_args(s)
@@ -28,7 +29,7 @@ def run(args) -> int:
     res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,
                         reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, sequence_column=args.sequence_column,
                         id_column=args.id_column, chunk_size=args.chunk_size,
-                        shard=args.shard, restart=args.restart, runtime=rt)
+                        shard=args.shard, restart=args.restart, runtime=rt, species=args.species)
     if report_job(res, args.out):
         print(f"wrote {args.out}: {res['sequences']} sequences, layers {args.layers}, {args.pooling} pooling")
     return 0

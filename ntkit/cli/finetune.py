@@ -18,6 +18,8 @@ def register(sub) -> None:
                    help="ia3 / lora: peft adapters; full: every weight; head: the base frozen")
     s.add_argument("--task", choices=["classification", "regression"], default=C.task, help="class labels, or numeric targets")
     s.add_argument("--task-name", help="for a table with a 'task' column (several tasks): the task to train on")
+    s.add_argument("--sequence-column", help="column of the sequences in the tables (default: sequence, seq or Sequence)")
+    s.add_argument("--label-column", default="label", help="column of the labels (class names or numbers) in the tables")
     s.add_argument("--valid", help="validation table for early stopping (default: a stratified split of train)")
     s.add_argument("--test", help="score this table with the fine-tuned model; predictions written into --out")
     s.add_argument("--epochs", type=positive_int(), default=C.epochs, help="epochs at most (early stopping on validation MCC / MSE)")
@@ -52,8 +54,9 @@ def finetune(args) -> int:
         if f is not None and not Path(f).exists():
             raise FileNotFoundError(f"input not found: {f}")
     check_output(Path(args.out) / "finetune_config.json", [args.train])  # before any training
-    seqs, y, classes = read_labelled(args.train, args.task, task_name=args.task_name)
-    table = lambda path: read_labelled(path, args.task, classes, task_name=args.task_name)[:2]  # noqa: E731  (the training classes number every file)
+    cols = {"task_name": args.task_name, "label_column": args.label_column, "sequence_column": args.sequence_column}
+    seqs, y, classes = read_labelled(args.train, args.task, **cols)
+    table = lambda path: read_labelled(path, args.task, classes, **cols)[:2]  # noqa: E731  (the training classes number every file)
     valid = table(args.valid) if args.valid else None
     base, rt = runtime(args, args.model)
     cfg = FinetuneConfig(method=args.method, task=args.task, n_classes=len(classes) if classes else 1,

@@ -16,6 +16,7 @@ def register(sub) -> None:
     s.add_argument("--probe", choices=["logreg", "mlp"], default="logreg", help="logistic regression or a one-hidden-layer MLP")
     s.add_argument("--folds", type=int, default=10, help="stratified folds (fewer when a class has fewer members)")
     s.add_argument("--seed", type=int, default=0, help="seed of the folds and the probe")
+    s.add_argument("--species", help="a post-trained NTv3: the species whose conditioning the embeddings carry (ntkit info lists them)")
     add_runtime_args(s)
     s.set_defaults(func=run)
 
@@ -34,6 +35,7 @@ def run(args) -> int:
     else:  # several tasks in one table: one probe per task, never pooled
         groups = [(str(name), [seqs[i] for i in g.index], g) for name, g in t.groupby("task", sort=True)]
     model, rt = runtime(args, args.model)
+    model = model.backbone(args.species)  # before any output: a post-trained NTv3 without --species is refused here
     print("| task | n | layer | folds | MCC (mean ± 2 SD over folds) | macro F1 (mean ± 2 SD) |\n|---|---|---|---|---|---|")
     for name, s, g in groups:
         y = Classes.fit(g["label"], f"{args.input} (task {name})").encode(g["label"])

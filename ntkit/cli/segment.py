@@ -53,7 +53,7 @@ def register(sub) -> None:
     e.set_defaults(func=evaluate)
 
 
-def _targets(args, model):
+def _targets(args, model, genome):
     from ..segment_nt import SegmentNTModel
     from ..segmentation import GTF_ELEMENTS, TRANSCRIPT_ELEMENTS, Targets
     from ..splice import read_transcripts
@@ -68,7 +68,7 @@ def _targets(args, model):
             features = (list(GTF_ELEMENTS) if args.gtf else table) + [b for b in beds if b not in GTF_ELEMENTS]
     if not features:
         raise ValueError("no element types: give --gtf, --transcripts, --bed ELEMENT=FILE or --features")
-    return Targets(features, args.gtf, beds, read_transcripts(args.transcripts) if args.transcripts else None)
+    return Targets(features, args.gtf, beds, read_transcripts(args.transcripts) if args.transcripts else None, genome=genome)
 
 
 def train(args) -> int:
@@ -81,8 +81,11 @@ def train(args) -> int:
     from ..segmentation import SegmentTrainConfig, build_windows, evaluate_segmentation, from_backbone, train_segmentation
 
     check_output(Path(args.out) / "config.json")
+    genome = Genome(args.fasta)
+    genome.check_disjoint({"--train-contigs": args.train_contigs, "--valid-contigs": args.valid_contigs,
+                           "--test-contigs": args.test_contigs})
     model, rt = runtime(args, args.model)
-    targets = _targets(args, model)
+    targets = _targets(args, model, genome)
     cfg = SegmentTrainConfig(method=args.method, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_minutes=args.max_minutes,
                              loss=args.loss, eval_every=args.eval_every, patience=args.patience, seed=args.seed)
     if isinstance(model, NTModel):
@@ -91,7 +94,6 @@ def train(args) -> int:
         raise ValueError(f"{args.model}: segmentation trains on an NT v2 or SegmentNT model")
     elif list(model.config.features) != targets.features:
         raise ValueError(f"{args.model} predicts {model.config.features}; --features must be the same (or train a new head on its backbone)")
-    genome = Genome(args.fasta)
     sets = {name: build_windows(genome, targets, contigs, args.window_bp, max_windows=args.max_windows, seed=args.seed)
             for name, contigs in (("train", args.train_contigs), ("valid", args.valid_contigs), ("test", args.test_contigs)) if contigs}
     if not len(sets["train"]):
@@ -119,10 +121,14 @@ def evaluate(args) -> int:
     model, rt = runtime(args, args.model)
     if not isinstance(model, SegmentNTModel):
         raise ValueError(f"{args.model} is not a SegmentNT model")
-    targets = _targets(args, model)
+    genome = Genome(args.fasta)
+    targets = _targets(args, model, genome)
     if targets.features != list(model.config.features):
         raise ValueError(f"{args.model} predicts {model.config.features}; --features must name the same elements")
-    data = build_windows(Genome(args.fasta), targets, args.contigs, args.window_bp, max_windows=args.max_windows)
+    data = build_windows(genome, targets, args.contigs, args.window_bp, max_windows=args.max_windows)
+    if not len(data):
+        raise ValueError(f"no window of {args.window_bp:,} bases with an annotated element on {', '.join(args.contigs)} "
+                         "(contigs without genes or elements in the annotation): choose annotated --contigs")
     m = evaluate_segmentation(model, data, runtime=rt)
     print(m.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:

@@ -32,7 +32,7 @@ def register(sub) -> None:
     t.add_argument("--model", required=True, help=MODEL_HELP)
     t.add_argument("--data", required=True, help="windows from `ntkit splice build`")
     t.add_argument("--valid", help="validation windows (held-out genes): early stopping on their PR-AUC")
-    t.add_argument("--method", choices=["ia3", "full", "frozen"], default=C.method, help="what of the base model trains")
+    t.add_argument("--method", choices=["ia3", "full", "frozen"], help="what of the base model trains (default: ia3; frozen with --head bases)")
     t.add_argument("--head", choices=["linear", "segment", "bases"], default=C.head,
                    help="segment: NT embeddings + base stem -> dilated residual convolutions; bases: the same without NT; linear: token -> 6x3")
     t.add_argument("--channels", type=int, default=C.channels, help="width of the convolutional heads")

@@ -64,6 +64,14 @@ class SegmentHead(nn.Module):
         return self.out(self.units(x)).transpose(1, 2)  # [B, N, n_out]
 
 
+def check_head_method(head: str, method: str) -> None:
+    """The ``bases`` head reads the bases alone: the base model does not run, so nothing of it can
+    train (an IA3 adapter that never ran would be saved as if it had, and refused at every load)."""
+    if head == "bases" and method != "frozen":
+        raise ValueError(f"--head bases reads the bases alone (the base model is not run): --method {method} cannot apply; "
+                         "use --method frozen (its default)")
+
+
 class SpliceModel(Adapted):
     """Base model + a head (``HEADS``; ``adapters.Adapted``); ``forward`` gives per-nucleotide
     logits [B, N, 3]. ``method``: ``ia3`` (IA3 adapter trained), ``full`` (every weight),
@@ -74,6 +82,7 @@ class SpliceModel(Adapted):
             raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
         if method not in ("ia3", "full", "frozen"):
             raise ValueError(f"method must be ia3, full or frozen, not {method!r}")
+        check_head_method(head, method)
         hidden = base.config.hidden_size
         module = nn.Linear(hidden, 6 * len(CLASSES)) if head == "linear" else SegmentHead(hidden if head == "segment" else None, channels)
         super().__init__(base, method, module, attach_adapter=attach, uses_base=head != "bases")

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 
 from .data import CONTEXT, SpliceWindows
-from .model import SpliceModel, _encode
+from .model import SpliceModel, _encode, check_head_method
 
 
 @dataclass
 class SpliceTrainConfig:
     """Defaults are the recipe measured in BENCHMARKS.md (segment head, focal loss, sites weighted 10)."""
 
-    method: Literal["ia3", "full", "frozen"] = "ia3"
+    method: Literal["ia3", "full", "frozen"] | None = None  # default: ia3; frozen with the bases head (the base is not run)
     head: Literal["linear", "segment", "bases"] = "segment"
     channels: int = 32  # width of the convolutional heads
     lr: float | None = None  # default: 1e-3 for the convolutional heads, 3e-3 for linear (1e-4 when every weight trains)
@@ -45,6 +45,9 @@ class SpliceTrainConfig:
         from ..config import check_fields
 
         check_fields(self)
+        if self.method is None:
+            self.method = "frozen" if self.head == "bases" else "ia3"
+        check_head_method(self.head, self.method)
         if self.lr is None:
             self.lr = 1e-3 if self.head != "linear" else 1e-4 if self.method == "full" else 3e-3
 
