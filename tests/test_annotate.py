@@ -161,3 +161,20 @@ def test_cli(fasta, tmp_path, capsys):
     assert main(["--quiet", "tracks", "predict", "--model", "ntv3-tiny-post", "--random-init", "--fasta", str(fasta), "--species", "cat",
                  "--out", str(tmp_path / "c")]) == 2
     assert "unknown species 'cat'" in capsys.readouterr().err
+
+
+def test_whole_contig_with_default_options_on_the_shipped_genome(tmp_path):
+    """SegmentNT over all of chr20 (63 Mb; the shipped genome is N outside its real stretches) with
+    the default window and flank: windows at the contig's ends and over N runs hold more tokens
+    than the context and run in pieces (``SegmentNTModel.pieces``)."""
+    from ntkit.datasets import SHIPPED
+
+    segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")
+    fasta = SHIPPED / "genomes/GRCh37_chr20.fa.gz"
+    assert main(["--quiet", "annotate", "--model", str(tmp_path / "snt"), "--fasta", str(fasta), "--channels", "exon",
+                 "--out", str(tmp_path / "ann"), "--no-progress"]) == 0
+    with pyBigWig.open(str(tmp_path / "ann" / "annotation.exon.bw")) as bw:
+        assert bw.chroms() == {"20": 63_025_520}
+        first, stretch, last = (np.asarray(bw.values("20", a, a + 1000)) for a in (0, 30_000_000, 63_024_520))
+    assert all(np.isfinite(v).all() and ((v >= 0) & (v <= 1)).all() for v in (first, stretch, last))
+    assert np.ptp(stretch) > 0  # real sequence: values vary

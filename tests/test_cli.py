@@ -160,3 +160,59 @@ def test_a_symlinked_weight_file_is_read_an_index_naming_outside_is_not(tmp_path
         (tmp_path / "linked" / f.name).symlink_to(f)
     a, b = ntkit.load(tmp_path / "real"), ntkit.load(tmp_path / "linked")
     assert all((a.state_dict()[k] == v).all() for k, v in b.state_dict().items())
+
+
+def test_convert_a_preset_needs_random_init_and_marks_the_folder(d, tmp_path, capsys):
+    fails(capsys, ["convert", "nt-v2-tiny", tmp_path / "r"], "nt-v2-tiny is a preset: an architecture with random weights")
+    assert not (tmp_path / "r").exists()
+    assert main(["convert", "ntv3-tiny", str(tmp_path / "r"), "--random-init"]) == 0
+    assert "(random weights, marked as such)" in capsys.readouterr().out
+    # every job that loads the folder warns; a copy of it stays marked; a trained folder is not
+    with pytest.warns(UserWarning, match=r"r: random weights of preset ntv3-tiny \(written by `ntkit convert --random-init`\)"):
+        rc = main(["embed", str(d / "dup.fa"), "--model", str(tmp_path / "r"), "--no-progress", "--out", str(tmp_path / "e.parquet")])
+    assert rc == 0
+    with pytest.warns(UserWarning, match="random weights of preset ntv3-tiny"):
+        ntkit.save_checkpoint(ntkit.load(tmp_path / "r"), tmp_path / "copy")
+    with pytest.warns(UserWarning, match="random weights of preset ntv3-tiny"):
+        ntkit.load(tmp_path / "copy")
+    assert main(["convert", str(d / "model"), str(tmp_path / "plain")]) == 0
+    assert not (tmp_path / "plain" / "ntkit_random_init.json").exists()
+
+
+def test_finetune_reads_the_columns_it_is_told(d, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 60)) for _ in range(24)]
+    pd.DataFrame({"dna": seqs, "cls": ["a", "b"] * 12}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    args = ["finetune", tmp_path / "t.tsv", "--model", d / "model", "--method", "head", "--epochs", "1", "--no-progress"]
+    fails(capsys, args + ["--out", tmp_path / "a"], "no sequence column (have ['dna', 'cls']); name it with --sequence-column")
+    fails(capsys, args + ["--out", tmp_path / "a", "--sequence-column", "dna"], "no 'label' column")
+    assert main([str(a) for a in args + ["--out", tmp_path / "a", "--sequence-column", "dna", "--label-column", "cls"]]) == 0
+    assert "(classes ['a', 'b'])" in capsys.readouterr().out
+
+
+def test_embed_runs_every_family_or_names_what_it_needs(d, tmp_path, capsys):
+    from ntkit import ntv3, segment_nt
+
+    segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")
+    ntv3.save_folder(ntv3.build("ntv3-tiny-post", seed=0), tmp_path / "post")
+    base = ["embed", d / "dup.fa", "--no-progress"]
+    assert main([str(a) for a in base + ["--model", tmp_path / "snt", "--out", tmp_path / "s.parquet"]]) == 0
+    t = pd.read_parquet(tmp_path / "s.parquet")
+    assert len(t) == 3 and sum(c.startswith("L-1_") for c in t.columns) == 64  # its NT v2 backbone's width
+    fails(capsys, base + ["--model", tmp_path / "post", "--out", tmp_path / "p.parquet"],
+          "post-trained NTv3, conditioned on a species: give --species")
+    assert main([str(a) for a in base + ["--model", tmp_path / "post", "--species", "human", "--out", tmp_path / "p.parquet"]]) == 0
+    fails(capsys, base + ["--model", d / "model", "--species", "human", "--out", tmp_path / "q.parquet"],
+          "--species human: nt-v2-tiny is not conditioned on a species")
+
+
+def test_annotate_options_are_checked(tmp_path, capsys):
+    from ntkit import segment_nt
+    from ntkit.datasets import SHIPPED
+
+    segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")
+    base = ["annotate", "--model", tmp_path / "snt", "--fasta", SHIPPED / "genomes/GRCh37_chr20.fa.gz", "--regions", "20:60001-61000",
+            "--out", tmp_path / "ann"]
+    fails(capsys, base + ["--threshold", "2"], "--threshold 2.0: calls are made on probabilities, give a value in (0, 1]")
+    fails(capsys, base + ["--min-length", "0"], "--min-length 0: must be at least 1")
+    assert not list(tmp_path.glob("ann/*.bed"))

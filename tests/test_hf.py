@@ -203,3 +203,37 @@ def test_push_to_hub_uploads_the_nt_layout(tmp_path, monkeypatch):
     assert uploaded["repo"] == "me/nt-clf" and uploaded["loaded"]
     assert {"config.json", "model.safetensors", "vocab.txt"} <= set(uploaded["files"])
     assert uploaded["config"]["model_type"] == "esm" and uploaded["config"]["architectures"] == ["NTForSequenceClassification"]
+
+
+def test_load_adapter_refuses_another_base_as_the_command_line_does(tmp_path):
+    """``PeftModel.from_pretrained`` applies an adapter to any base; ``ntkit.hf.load_adapter``
+    checks the fingerprint the adapter folder keeps (``force=True`` as ``--force``)."""
+    from ntkit.finetune import FinetuneConfig, finetune
+    from ntkit.hf import load_adapter
+
+    cfg = ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64)
+    save_checkpoint(ntkit.build(cfg, seed=0), tmp_path / "base")
+    save_checkpoint(ntkit.build(cfg, seed=1), tmp_path / "other")  # same architecture, other weights
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 120)) for _ in range(12)]
+    ft = finetune(ntkit.load(tmp_path / "base"), seqs, [int("GG" in s[:20]) for s in seqs], FinetuneConfig(method="lora", epochs=1))
+    ft.save_adapter(tmp_path / "ad")
+    ids, mask = ft.base.tokenizer.batch_encode(seqs[:4], truncation=True).to_torch()
+    good = load_adapter(NTForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2), tmp_path / "ad").eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(good(input_ids=ids, attention_mask=mask).logits.softmax(-1).numpy(), ft.predict(seqs[:4]), atol=1e-4)
+    with pytest.raises(ValueError, match=r"was trained on .*base.* the given base .*other.* has other weights .* or force=True"):
+        load_adapter(NTForSequenceClassification.from_pretrained(tmp_path / "other", num_labels=2), tmp_path / "ad")
+    forced = load_adapter(NTForSequenceClassification.from_pretrained(tmp_path / "other", num_labels=2), tmp_path / "ad", force=True)
+    assert forced.peft_config["default"].peft_type.value == "LORA"
+
+
+def test_nt_classes_name_the_family_of_other_folders(tmp_path):
+    from ntkit import ntv3, segment_nt
+
+    ntv3.save_folder(ntv3.build("ntv3-tiny", seed=0), tmp_path / "v3")
+    segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")
+    with pytest.raises(ValueError, match=r"v3: a ntv3 model; ntkit.hf's NTForMaskedLM holds NT v1/v2 encoders: load it with ntkit.load"):
+        NTForMaskedLM.from_pretrained(tmp_path / "v3")
+    with pytest.raises(ValueError, match=r"snt: a segment_nt model; ntkit.hf's NTForSequenceClassification holds NT v1/v2"):
+        NTForSequenceClassification.from_pretrained(tmp_path / "snt", num_labels=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,9 +217,10 @@ def test_conv_gelu_post_op_and_its_fallback(monkeypatch):
     dtype); where a build lacks it, the two ops: the same numbers either way, fp32 and bf16."""
     from ntkit import ntv3
 
-    if not torch.backends.mkldnn.is_available():
-        pytest.skip("this PyTorch build has no oneDNN")
-    assert ntv3._fused_gelu_conv(torch.float32) and ntv3._fused_gelu_conv(torch.bfloat16)
+    if not torch.backends.mkldnn.is_available() or not ntv3._fused_gelu_conv(torch.float32):
+        pytest.skip("this PyTorch build or CPU has no oneDNN conv + GELU post-op")
+    # bf16 has the post-op where the CPU has bf16 kernels (AVX-512 BF16 / AMX; not on AVX2): either
+    # way the numbers below must agree with the two-op fallback.
     model = perturbed(build("ntv3-tiny")).eval()  # the reference parity tests run the post-op too
     ids, mask = model.tokenizer(SEQS).to_torch()
 
@@ -332,3 +334,45 @@ def test_released_config_and_vocab_read():
     with torch.device("meta"):
         n = NTv3Model(cfg).num_parameters()
     assert 7e6 < n < 9e6  # "8M"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.pop("num_downsamples"), "num_downsamples missing (an NTv3 config.json names"),
+    (lambda c: c.update(num_downsamples="three"), "NTv3Config.num_downsamples: 'three' is not an integer"),
+    (lambda c: c.update(num_downsamples=-2), "num_downsamples: -2 must be at least 1"),
+    (lambda c: c.update(embed_dim=0), "embed_dim: 0 must be at least 1"),
+    (lambda c: c.update(layer_norm_eps=-1e-5), "layer_norm_eps: -1e-05 must be positive"),
+    (lambda c: c.update(use_skip_connection="yes"), "NTv3Config.use_skip_connection: 'yes' is not true or false"),
+    (lambda c: c.update(keep_target_center_fraction=1.5), "keep_target_center_fraction: 1.5 must be in (0, 1]"),
+])
+def test_config_fields_are_checked_when_read(tmp_path, edit, message):
+    """An edited config.json is an error naming the file and the field, never an internal error or a
+    count of missing tensors."""
+    save_folder(build("ntv3-tiny-post", seed=0), tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    edit(cfg)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError) as e:
+        ntkit.load(tmp_path / "m")
+    assert str(e.value).startswith(f"{tmp_path / 'm' / 'config.json'}: ") and message in str(e.value), str(e.value)
+
+
+def test_post_trained_backbone_is_conditioned_on_a_species(tmp_path):
+    from ntkit.embed import embed
+
+    model = build("ntv3-tiny-post", seed=3)
+    seqs = ["ACGT" * 40, "GATTACA" * 30]
+    with pytest.raises(ValueError, match=r"post-trained NTv3, conditioned on a species: give --species \(Python: species=\), one of"):
+        embed(model, seqs)
+    with pytest.raises(ValueError, match="unknown species 'yeast'"):
+        embed(model, seqs, species="yeast")
+    got = embed(model, seqs, species="mouse")[-1]
+    ids, mask = model.tokenizer.batch_encode(seqs).to_torch()
+    with torch.no_grad():
+        h = model(ids, mask, species="mouse", return_logits=False).embedding
+    for r, s in enumerate(seqs):  # mean over each row's own bases
+        torch.testing.assert_close(torch.from_numpy(got[r]), h[r, : len(s)].mean(0), rtol=1e-5, atol=1e-6)
+    other = embed(model, seqs, species="human")[-1]
+    assert not np.allclose(got, other)  # the conditioning matters
+    with pytest.raises(ValueError, match="pre-trained NTv3, not conditioned on a species"):
+        build("ntv3-tiny", seed=0).backbone("human")

@@ -153,3 +153,21 @@ def test_cli_jobs(genome, tmp_path):
     assert main(["--quiet", "mutagenesis", *common, "--fasta", str(genome / "g.fa"), "--regions", "chr1:101-105",
                  "--out", str(tmp_path / "mut"), "--window-tokens", "256"]) == 0
     assert (tmp_path / "mut" / "mutagenesis.parquet").exists()
+
+
+def test_mutagenesis_rows_at_a_contig_start_carry_their_status(genome, tmp_path, capsys):
+    """A post-trained NTv3's heads see a window's centre crop only: SNVs at the contig's first bases
+    are outside every crop. Each row says so (status), its scores NA, and the summary counts them."""
+    import pandas as pd
+
+    from ntkit.cli import main
+
+    ntv3.save_folder(ntv3.build("ntv3-tiny-post", seed=0), tmp_path / "post")
+    assert main(["mutagenesis", "--model", str(tmp_path / "post"), "--species", "mouse", "--fasta", str(genome / "g.fa"),
+                 "--regions", "chr1:1-10", "--out", str(tmp_path / "mut"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    t = pd.read_parquet(tmp_path / "mut" / "mutagenesis.parquet")
+    assert len(t) == 30 and set(t["status"]) == {"outside_prediction"}
+    scores = [c for c in t.columns if c.startswith(("SUM_", "DS_"))]
+    assert scores and t[scores].isna().all().all()
+    assert "30 of them not scored (outside_prediction: 30: NA scores)" in out

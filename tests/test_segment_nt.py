@@ -96,3 +96,29 @@ def test_refuses_wrong_head(golden, tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"fc\.(weight|bias) has shape \(60"):
         ntkit.load(tmp_path / "m")
+
+
+def test_inputs_longer_than_the_context_in_tokens_run_in_pieces():
+    """Every N is a token: a window of the model's length in bases holding N runs (contig ends,
+    assembly gaps) exceeds its context. It runs as pieces cut at N-run edges, each within the
+    context and tokenised as within the whole; a sequence that fits is one piece, unchanged."""
+    model = build("segment-nt-tiny", seed=0).eval()
+    budget = model.config.context_tokens - 1  # tokens after <cls>, a multiple of 4 here
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        runs = [("N" * int(rng.integers(1, 3000)) if rng.random() < 0.4 else "".join(rng.choice(list("ACGTacgtRY"), int(rng.integers(1, 4000)))))
+                for _ in range(int(rng.integers(1, 6)))]
+        q = "".join(runs)
+        pieces = model.pieces(q)
+        assert pieces[0][0] == 0 and pieces[-1][1] == len(q) and all(b == a2 for (_, b, _), (a2, _, _) in zip(pieces, pieces[1:]))
+        for a, b, n in pieces:
+            tokens = int(model.tokenizer.batch_encode([q[a:b]], max_length=None).attention_mask.sum())
+            assert tokens == n and n - 1 <= budget
+    q = "".join(rng.choice(list("ACGT"), 3000))
+    assert model.pieces(q) == [(0, 3000, 501)]
+    gap = "N" * 2500 + q + "N" * 1700  # a contig end on either side: 4,200 N tokens
+    got = model.predict([gap, q])
+    manual = np.concatenate([model.predict([gap[a:b]])[0] for a, b, _ in model.pieces(gap)])
+    np.testing.assert_allclose(got[0], manual, atol=1e-6)  # pieces of N reuse one forward per length
+    assert all(gap[b - 1] == "N" or gap[b] == "N" for _, b, _ in model.pieces(gap)[:-1])  # cuts only at or inside N runs
+    assert got[1].shape == (3000, 14)

@@ -6,6 +6,7 @@ from sklearn.metrics import average_precision_score
 
 import ntkit
 from ntkit import adapters
+from ntkit.checkpoint import save_checkpoint
 from ntkit.sequence import reverse_complement
 from ntkit.genome import Genome, write_fasta
 from ntkit.splice import (CONTEXT, MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, Transcript, build_windows, evaluate_splice,
@@ -225,3 +226,21 @@ def test_splice_model_as_predictor_scores_canonical_gt_vs_deep_intronic(tmp_path
     assert (t.loc[["deep", "ins"], ["DS_AG", "DS_AL", "DS_DG", "DS_DL"]] == 0).all().all()
     recs = [r for r in pysam.VariantFile(str(tmp_path / "s.vcf.gz"))]
     assert recs[0].info["NT_SPLICE"][0].startswith("C|tx1|") and "NT_SPLICE" not in recs[3].info
+
+def test_bases_head_defaults_to_a_usable_model_and_refuses_an_adapter(tmp_path, capsys):
+    """``--head bases`` never runs the base model: its default method is ``frozen`` (the saved model
+    loads everywhere); an adapter method with it is refused before any training."""
+    from ntkit.cli import main
+
+    assert SpliceTrainConfig(head="bases").method == "frozen" and SpliceTrainConfig().method == "ia3"
+    with pytest.raises(ValueError, match="--head bases reads the bases alone .* --method ia3 cannot apply; use --method frozen"):
+        SpliceTrainConfig(head="bases", method="ia3")
+    planted(8).save(tmp_path / "w.npz")
+    save_checkpoint(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0), tmp_path / "base")
+    args = ["splice", "train", "--model", str(tmp_path / "base"), "--data", str(tmp_path / "w.npz"), "--head", "bases", "--epochs", "1",
+            "--no-progress"]
+    assert main(args + ["--method", "full", "--out", str(tmp_path / "x")]) == 2
+    assert "--head bases reads the bases alone" in capsys.readouterr().err and not (tmp_path / "x" / "splice_config.json").exists()
+    assert main(args + ["--out", str(tmp_path / "sm")]) == 0
+    m = load_splice_model(tmp_path / "sm", ntkit.load(tmp_path / "base"))
+    assert m.method == "frozen" and predict_windows(m, planted(2))[0].shape == (300, 3)
