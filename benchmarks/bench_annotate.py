@@ -26,10 +26,10 @@ def worker(bases: int, threads: int) -> dict:
     import pysam
     import torch
 
-    from ntkit import segment_nt
-    from ntkit.annotate import AnnotateOptions, annotate_to_files
-    from ntkit.genome import write_fasta
-    from ntkit.predictors import Elements
+    from ntkit.models import segment_nt
+    from ntkit.tasks.annotate import AnnotateOptions, annotate_to_files
+    from ntkit.io.genome import write_fasta
+    from ntkit.tasks.predictors import Elements
 
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")

@@ -6,8 +6,8 @@
 transformers: the user's loop — batches of ``--batch`` in input order, padded to the longest,
 ``EsmModel`` (the encoder, no LM head) under ``torch.inference_mode``, SDPA attention, masked mean.
 Ratios are against the first ``--batch``; the others are extra reference rows (batch 1: no padding).
-ntkit: ``ntkit.embed.embed`` — length-sorted batches of at most ``--budget`` tokens (default:
-``ntkit.engine.default_batch_tokens``), the same masked mean, output in input order. Both also report their FLOP rate against this
+ntkit: ``ntkit.tasks.embed.embed`` — length-sorted batches of at most ``--budget`` tokens (default:
+``ntkit.runtime.engine.default_batch_tokens``), the same masked mean, output in input order. Both also report their FLOP rate against this
 machine's measured matmul peak (model FLOPs: 2 x non-embedding parameters per real token for the
 projections + 4 x L x hidden per token for attention scores and values). Each side runs in a
 fresh process; peak memory is the RSS rise during a first, cold run; speed is timed on a second.
@@ -67,7 +67,7 @@ def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads:
 
     import ntkit
     from ntkit import Runtime
-    from ntkit.embed import embed
+    from ntkit.tasks.embed import embed
 
     torch.set_num_threads(threads)
     dtype = getattr(torch, dtype_name)

@@ -23,7 +23,7 @@ def batches(preset: str, batch: int, n: int, seed: int = 0):
     import numpy as np
 
     from ntkit import get_preset
-    from ntkit.tokenizer import Tokenizer
+    from ntkit.models.nt.tokenizer import Tokenizer
 
     cfg = get_preset(preset)
     rng = np.random.default_rng(seed)

@@ -52,7 +52,7 @@ def worker(impl: str, dtype_name: str, length: int, repeats: int, device: str, t
 
     torch.set_num_threads(threads)
     ref = reference_model(dtype_name)
-    from ntkit.base_tokenizer import BaseTokenizer
+    from ntkit.models.ntv3.tokenizer import BaseTokenizer
 
     ids = BaseTokenizer(128)(genome_windows(1, length, seed=0)).to_torch()[0].to(device)
     if impl == "reference":

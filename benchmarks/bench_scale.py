@@ -65,8 +65,8 @@ def main() -> None:
     args = ap.parse_args()
     import pandas as pd
 
-    from ntkit.checkpoint import save_checkpoint
-    from ntkit.genome import Genome
+    from ntkit.models.checkpoint import save_checkpoint
+    from ntkit.io.genome import Genome
 
     import ntkit
 

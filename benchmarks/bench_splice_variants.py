@@ -1,4 +1,4 @@
-"""Splice variant scoring: the perturbation layer (``ntkit.perturb`` over ``predictors.SpliceSites``)
+"""Splice variant scoring: the perturbation layer (``ntkit.tasks.perturb`` over ``predictors.SpliceSites``)
 against the scoring ntkit 0.1 shipped (``legacy_splice_variants.py``), and peak memory against size.
 
     python benchmarks/bench_splice_variants.py [--head bases] [--context-tokens 2048] [--ratio-snvs 300] [--scale 10000 100000]
@@ -30,7 +30,7 @@ from common import PeakMemory, fmt_bytes, run_isolated
 
 
 def data_paths() -> tuple[Path, Path]:
-    from ntkit.datasets import data_dir
+    from ntkit.io.datasets import data_dir
 
     d = data_dir()
     return d / "genomes" / "GRCh37_chr20.fa.gz", d / "splice" / "spliceai_canonical_dataset_hg19.txt"
@@ -41,8 +41,8 @@ def gene_snv_vcf(path: Path, n: int, every_bp: int = 35, seed: int = 0) -> Path:
     REF from the FASTA (N skipped), one random ALT, in position order."""
     import numpy as np
 
-    from ntkit.genome import Genome
-    from ntkit.splice import read_transcripts
+    from ntkit.io.genome import Genome
+    from ntkit.tasks.splice import read_transcripts
 
     fasta, tx = data_paths()
     g = Genome(fasta)
@@ -75,7 +75,7 @@ def splice_model(head: str, context_tokens: int):
     import torch
 
     import ntkit
-    from ntkit.splice.model import SpliceModel
+    from ntkit.tasks.splice.model import SpliceModel
 
     cfg = ntkit.get_preset("nt-v2-small").replace(max_tokens=context_tokens, hidden_size=128, ffn_size=512, num_heads=4, num_layers=4)
     torch.manual_seed(0)
@@ -94,14 +94,14 @@ def worker(mode: str, head: str, vcf: str, out: str, threads: int, context_token
         t = time.perf_counter()
         if mode == "legacy":
             from legacy_splice_variants import splice_variant_scores
-            from ntkit.splice import read_transcripts
+            from ntkit.tasks.splice import read_transcripts
 
             table = splice_variant_scores(m, vcf, fasta, read_transcripts(tx), distance=50)
             table.to_parquet(out)
             n = len(table)
         else:
-            from ntkit.perturb import variant_effects_to_files
-            from ntkit.predictors import SpliceSites
+            from ntkit.tasks.perturb import variant_effects_to_files
+            from ntkit.tasks.predictors import SpliceSites
 
             r = variant_effects_to_files(SpliceSites(m), vcf, fasta, [out], transcripts=tx, runtime=Runtime(progress=False))
             n = r["alleles"]

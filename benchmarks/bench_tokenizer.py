@@ -17,7 +17,7 @@ import numpy as np
 
 from common import genome_windows
 
-from ntkit.tokenizer import Tokenizer
+from ntkit.models.nt.tokenizer import Tokenizer
 
 
 def best_of(fn, repeats: int) -> float:

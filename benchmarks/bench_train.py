@@ -24,8 +24,8 @@ def worker(impl: str, preset: str, batch: int, tokens: int, steps: int, threads:
     import torch.nn.functional as F
 
     import ntkit
-    from ntkit.data import Window
-    from ntkit.pretrain import encode_windows
+    from ntkit.tasks.pretrain_data import Window
+    from ntkit.tasks.pretrain import encode_windows
 
     torch.set_num_threads(threads)
     cfg = ntkit.get_preset(preset).replace(max_tokens=max(tokens, 64))

@@ -8,7 +8,7 @@ same scores (checked equal on the alleles the naive loop scored).
 Inputs, GRCh37 chr20:
 - an SNV VCF at 1000 Genomes density (one SNV per 35 bp on average, Poisson positions, random ALT),
   scored with ``score_variants``;
-- saturation mutagenesis of 6 kb (18,000 SNVs), scored with ``ntkit.mutagenesis.mutagenesis``.
+- saturation mutagenesis of 6 kb (18,000 SNVs), scored with ``ntkit.tasks.mutagenesis.mutagenesis``.
 Per score mode (``llr`` masked marginal, ``llr_unmasked`` wild-type marginal, ``embedding``, and
 ``llr+embedding``, the CLI's default: three forwards per allele in the naive loop) the
 naive loop costs the same per allele whatever the input, so it is timed on a random subset of
@@ -30,7 +30,7 @@ def naive(model, genome, alleles, window_bp: int, stride: int, mode: str) -> lis
     embedding distance: reference and alternative window)."""
     import torch
 
-    from ntkit.variants import allele_windows
+    from ntkit.tasks.variants import allele_windows
 
     tok = model.tokenizer
     dev = next(model.parameters()).device
@@ -71,9 +71,9 @@ def main() -> None:
     import torch
 
     import ntkit
-    from ntkit.genome import Genome
-    from ntkit.mutagenesis import mutagenesis
-    from ntkit.variants import ScoreOptions, check_allele, iter_records, score_variants
+    from ntkit.io.genome import Genome
+    from ntkit.tasks.mutagenesis import mutagenesis
+    from ntkit.tasks.variants import ScoreOptions, check_allele, iter_records, score_variants
 
     torch.set_num_threads(args.threads)
     model = ntkit.load(args.model).to(args.device).eval()
@@ -101,8 +101,8 @@ def main() -> None:
             if name.startswith("SNV"):
                 alleles = [a for rec in iter_records(vcf) for a in rec]
             else:
-                from ntkit.data import Interval
-                from ntkit.mutagenesis import iter_positions
+                from ntkit.io.genome import Interval
+                from ntkit.tasks.mutagenesis import iter_positions
 
                 alleles = [a for p in iter_positions(genome, [Interval.parse(region)]) for a in p]
             pick = np.sort(rng.choice(len(alleles), min(args.naive_max, len(alleles)), replace=False))

@@ -98,7 +98,7 @@ def genome_windows(n: int, length: int, seed: int = 0) -> list[str]:
     if not fa.exists():
         print(f"note: {fa} not found, using random sequence", file=sys.stderr)
         return ["".join(rng.choice(list("ACGT"), size=length)) for _ in range(n)]
-    from ntkit.genome import Genome
+    from ntkit.io.genome import Genome
 
     g = Genome(fa)
     total = g.length("20")

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ntkit
-from ntkit.baselines import baseline_table, compare_with_baselines
-from ntkit.pretrain import PretrainConfig
+from ntkit.tasks.baselines import baseline_table, compare_with_baselines
+from ntkit.tasks.pretrain import PretrainConfig
 
 
 def main() -> None:

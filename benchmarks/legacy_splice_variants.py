@@ -1,5 +1,5 @@
-"""The splice variant scoring that ntkit 0.1 shipped (``ntkit.splice.variants``, replaced by
-``ntkit.perturb``), kept verbatim apart from imports as the reference of
+"""The splice variant scoring that ntkit 0.1 shipped (``ntkit.tasks.splice.variants``, replaced by
+``ntkit.tasks.perturb``), kept verbatim apart from imports as the reference of
 ``bench_splice_variants.py``: two windows of the whole NT context per allele and transcript, every
 window and probability array in memory, substitutions only, the best transcript per allele.
 
@@ -28,11 +28,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ntkit.engine import Runtime
-from ntkit.genome import Genome
-from ntkit.sequence import reverse_complement
-from ntkit.splice.data import Transcript
-from ntkit.splice.model import SpliceModel
+from ntkit.runtime.engine import Runtime
+from ntkit.io.genome import Genome
+from ntkit.core.sequence import reverse_complement
+from ntkit.tasks.splice.data import Transcript
+from ntkit.tasks.splice.model import SpliceModel
 
 COLUMNS = ["DS_AG", "DS_AL", "DS_DG", "DS_DL", "DP_AG", "DP_AL", "DP_DG", "DP_DL"]
 
@@ -49,8 +49,8 @@ def _windows(genome: Genome, contig: str, pos0: int, ref: str, alt: str, strand:
 def splice_variant_scores(model: SpliceModel, vcf: str | Path, fasta: str | Path | Genome, transcripts: Sequence[Transcript],
                           *, distance: int = 50, flank: int | None = None, device=None, progress: bool = False) -> pd.DataFrame:
     """One row per ALT allele: chrom, pos, ref, alt, status, transcript, the eight SpliceAI scores."""
-    from ntkit.splice.predict import iter_predict_windows
-    from ntkit.variants import check_allele, iter_records
+    from ntkit.tasks.splice.predict import iter_predict_windows
+    from ntkit.tasks.variants import check_allele, iter_records
 
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     T = model.base.config.max_tokens

@@ -30,12 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import DATA  # noqa: E402
 
 import ntkit  # noqa: E402
-from ntkit import Runtime  # noqa: E402
-from ntkit.genome import Genome  # noqa: E402
-from ntkit.segmentation import (TRANSCRIPT_ELEMENTS, BasesSegmenter, SegmentTrainConfig, Targets, build_windows,  # noqa: E402
-                                from_backbone, segmentation_metrics, train_segmentation)
-from ntkit.sequence import reverse_complement  # noqa: E402
-from ntkit.splice import MaxEntScan, read_transcripts  # noqa: E402
+from ntkit import Runtime
+from ntkit.io.genome import Genome
+from ntkit.tasks.segmentation import TRANSCRIPT_ELEMENTS, BasesSegmenter, SegmentTrainConfig, Targets, build_windows, from_backbone, segmentation_metrics, train_segmentation
+from ntkit.core.sequence import reverse_complement
+from ntkit.tasks.splice import MaxEntScan, read_transcripts
 
 FEATURES = list(TRANSCRIPT_ELEMENTS)  # gene, exon, intron, splice_donor, splice_acceptor: FEATURES[3:] are the splice sites
 ROWS = [  # (label, model kind, method)

@@ -23,10 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import DATA  # noqa: E402
 
 import ntkit  # noqa: E402
-from ntkit import Runtime  # noqa: E402
-from ntkit.genome import Genome  # noqa: E402
-from ntkit.splice import (MaxEntScan, SitePWM, SpliceTrainConfig, build_windows, predict_windows, read_transcripts,  # noqa: E402
-                          splice_metrics, train_splice)
+from ntkit import Runtime
+from ntkit.io.genome import Genome
+from ntkit.tasks.splice import MaxEntScan, SitePWM, SpliceTrainConfig, build_windows, predict_windows, read_transcripts, splice_metrics, train_splice
 
 ROWS = [  # (label, head, method, base weights)
     ("conv head on bases only (no NT)", "bases", "frozen", "pretrained"),

@@ -43,11 +43,15 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 
-from .adapters import check_base
-from .checkpoint import _HUB_ID, config_from_hf, hf_config, hub_snapshot, load_checkpoint, save_checkpoint
-from .config import NTConfig
-from .finetune import FINETUNE_CONFIG
-from .model import NTModel
+from ntkit.models import adapters
+from ntkit.models.adapters import check_base
+from ntkit.models.checkpoint import HUB_ID as _HUB_ID
+from ntkit.models.checkpoint import hub_snapshot, load_checkpoint, save_checkpoint
+from ntkit.models.nt.checkpoint import LAYER_NAMES, config_from_hf, hf_config
+from ntkit.models.nt.config import NTConfig
+from ntkit.models.nt.model import NTModel
+from ntkit.runtime.jobs import atomic_output, write_text_atomic
+from ntkit.tasks.finetune import FINETUNE_CONFIG, SequenceHead
 
 TASK_KEYS = ("architectures", "num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
 
@@ -219,8 +223,6 @@ class NTForSequenceClassification(NTPreTrainedModel):
     padding, dropout, linear) as ``classifier``."""
 
     def __init__(self, config: NTHFConfig, nt: NTModel | None = None):
-        from .finetune import SequenceHead
-
         super().__init__(config, nt)
         self.num_labels = config.num_labels
         self.classifier = SequenceHead(self.nt.config.hidden_size, config.num_labels, config.classifier_dropout)
@@ -268,10 +270,6 @@ def esm_adapter(src: str | os.PathLike, dst: str | os.PathLike, for_class: str =
     import re
 
     from safetensors.torch import load_file, save_file
-
-    from . import adapters
-    from .checkpoint import LAYER_NAMES
-    from .jobs import atomic_output, write_text_atomic
 
     src, dst = Path(src), Path(dst)
     if for_class not in ("EsmModel", "EsmForMaskedLM", "EsmForSequenceClassification", "EsmForTokenClassification"):

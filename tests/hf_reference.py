@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ntkit.checkpoint import hf_config, to_hf_state_dict
+from ntkit.models.nt.checkpoint import hf_config, to_hf_state_dict
 
 
 class GatedIntermediate(nn.Module):

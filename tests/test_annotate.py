@@ -1,4 +1,4 @@
-"""ntkit.annotate: tiling, stitching, bigWig/BED/parquet outputs, shards; SegmentNT and NTv3 predictors."""
+"""ntkit.tasks.annotate: tiling, stitching, bigWig/BED/parquet outputs, shards; SegmentNT and NTv3 predictors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pysam
 import pytest
 import torch
 
-from ntkit import ntv3, segment_nt
-from ntkit.annotate import AnnotateOptions, annotate_to_files, plan_windows
+from ntkit.models import ntv3, segment_nt
+from ntkit.tasks.annotate import AnnotateOptions, annotate_to_files, plan_windows
 from ntkit.cli import main
-from ntkit.genome import write_fasta
-from ntkit.predictors import Elements, Predictor, Tracks
+from ntkit.io.genome import write_fasta
+from ntkit.tasks.predictors import Elements, Predictor, Tracks
 
 RNG = np.random.default_rng(0)
 C1 = "".join(RNG.choice(list("ACGT"), 3000))
@@ -137,7 +137,7 @@ def test_ntv3_tracks_equal_model_crop(fasta, tmp_path):
     w0 = 1000 - s
     seq = C1[w0:w0 + 1024]
     with torch.no_grad():
-        out = model(model.tokenizer([seq]).to_torch()[0], species="mouse")
+        out = model(model.tokenizer.batch_encode([seq]).to_torch()[0], species="mouse")
     with pyBigWig.open(str(tmp_path / "mouse.m_dnase.bw")) as bw:
         got = np.array(bw.values("chr1", 1000, 1384))
     assert np.allclose(got, out.bigwig_tracks_logits[0, :, 0].numpy(), atol=1e-5)
@@ -167,7 +167,7 @@ def test_whole_contig_with_default_options_on_the_shipped_genome(tmp_path):
     """SegmentNT over all of chr20 (63 Mb; the shipped genome is N outside its real stretches) with
     the default window and flank: windows at the contig's ends and over N runs hold more tokens
     than the context and run in pieces (``SegmentNTModel.pieces``)."""
-    from ntkit.datasets import SHIPPED
+    from ntkit.io.datasets import SHIPPED
 
     segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")
     fasta = SHIPPED / "genomes/GRCh37_chr20.fa.gz"

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ntkit.annotation import iter_gtf, read_annotation, transcripts
-from ntkit.splice import read_transcripts
+from ntkit.io.annotation import iter_gtf, read_annotation, transcripts
+from ntkit.tasks.splice import read_transcripts
 
 
 def test_read_annotation_formats(tmp_path, shared_data):

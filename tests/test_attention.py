@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.annotation import Annotation
-from ntkit.attention import attention_enrichment, attention_shares, enrichment_table, plot_heatmaps, region_windows, token_features
-from ntkit.genome import Genome, write_fasta
+from ntkit.io.annotation import Annotation
+from ntkit.tasks.attention import attention_enrichment, attention_shares, enrichment_table, plot_heatmaps, region_windows, token_features
+from ntkit.io.genome import Genome, write_fasta
 
 
 def test_token_features_overlap_with_offsets():
@@ -80,7 +80,7 @@ def test_end_to_end_streams_layers(tmp_path):
 
 def test_ntv3_attention_over_bins_known_answer(tmp_path):
     """NTv3 attends over bins of 2**num_downsamples bases: shares from the model's maps, by hand."""
-    from ntkit import ntv3
+    from ntkit.models import ntv3
 
     rng = np.random.default_rng(1)
     seq = "".join(rng.choice(list("ACGT"), 1000))
@@ -93,7 +93,7 @@ def test_ntv3_attention_over_bins_known_answer(tmp_path):
     assert sorted(t.layer.unique()) == [2] and len(t) == 4  # the last of 2 blocks, 4 heads
     shares, covs = [], []
     for w in windows:
-        ids, _ = model.tokenizer([w.sequence]).to_torch()
+        ids, _ = model.tokenizer.batch_encode([w.sequence]).to_torch()
         with torch.no_grad():
             a = model(ids, need_attentions=True).attentions[2][0]  # [heads, 13, 13]: 100 bases -> 104 -> 13 bins
         assert a.shape == (4, 13, 13)

@@ -1,10 +1,10 @@
 import numpy as np
 
 import ntkit
-from ntkit.baselines import MarkovKmer, UnigramKmer, evaluate_baselines, kmer_counts, visible_left_contexts
-from ntkit.data import Window
-from ntkit.pretrain import evaluate_mlm
-from ntkit.tokenizer import Tokenizer
+from ntkit.tasks.baselines import MarkovKmer, UnigramKmer, evaluate_baselines, kmer_counts, visible_left_contexts
+from ntkit.tasks.pretrain_data import Window
+from ntkit.tasks.pretrain import evaluate_mlm
+from ntkit.models.nt.tokenizer import Tokenizer
 
 
 def kmer_index(kmer: str, tok: Tokenizer) -> int:

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 
 import ntkit
-from ntkit.benchmark import kmer_features, load_tasks, markdown_table, run_benchmark, summarise, write_report
-from ntkit.genome import write_fasta
-from ntkit.probe import cross_validate_probe
+from ntkit.tasks.benchmark import kmer_features, load_tasks, markdown_table, run_benchmark, summarise, write_report
+from ntkit.io.genome import write_fasta
+from ntkit.tasks.probe import cross_validate_probe
 
 
 def test_load_tsv_tasks_and_hf_folder(tmp_path, shared_data):

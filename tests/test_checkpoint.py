@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ntkit
-from ntkit.checkpoint import CheckpointError, from_hf_name, hf_config, to_hf_name
+from ntkit.models.checkpoint import CheckpointError
+from ntkit.models.nt.checkpoint import from_hf_name, hf_config, to_hf_name
 
 from .conftest import hf_reference, perturbed
 

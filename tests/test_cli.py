@@ -9,9 +9,9 @@ import pysam
 import pytest
 
 import ntkit
-from ntkit.checkpoint import save_checkpoint
+from ntkit.models.checkpoint import save_checkpoint
 from ntkit.cli import main
-from ntkit.genome import write_fasta
+from ntkit.io.genome import write_fasta
 
 RNG = np.random.default_rng(3)
 SEQ = "".join(RNG.choice(list("ACGT"), 3000))
@@ -136,7 +136,7 @@ def test_numeric_options_are_checked_by_the_parser(d, tmp_path, capsys, option, 
 
 
 def test_unreadable_transcript_tables_are_errors(d, tmp_path, capsys):
-    from ntkit.splice import read_transcripts
+    from ntkit.tasks.splice import read_transcripts
 
     good = "G1\t0\tchr20\t+\t100\t900\t300,\t500,\n"
     cases = {"empty.txt": ("", "no transcripts (an empty or truncated file"),
@@ -191,7 +191,7 @@ def test_finetune_reads_the_columns_it_is_told(d, tmp_path, capsys):
 
 
 def test_embed_runs_every_family_or_names_what_it_needs(d, tmp_path, capsys):
-    from ntkit import ntv3, segment_nt
+    from ntkit.models import ntv3, segment_nt
 
     segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")
     ntv3.save_folder(ntv3.build("ntv3-tiny-post", seed=0), tmp_path / "post")
@@ -207,8 +207,8 @@ def test_embed_runs_every_family_or_names_what_it_needs(d, tmp_path, capsys):
 
 
 def test_annotate_options_are_checked(tmp_path, capsys):
-    from ntkit import segment_nt
-    from ntkit.datasets import SHIPPED
+    from ntkit.models import segment_nt
+    from ntkit.io.datasets import SHIPPED
 
     segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")
     base = ["annotate", "--model", tmp_path / "snt", "--fasta", SHIPPED / "genomes/GRCh37_chr20.fa.gz", "--regions", "20:60001-61000",

@@ -7,9 +7,10 @@ import inspect
 
 import pytest
 
-from ntkit import attention, benchmark, embed, engine, finetune, mutagenesis, perturb, probe, variants
+from ntkit.tasks import attention, benchmark, embed, finetune, mutagenesis, perturb, probe
+from ntkit.runtime import engine
 from ntkit.cli import build_parser
-from ntkit.splice import data as splice_data, train as splice_train
+from ntkit.tasks.splice import data as splice_data, train as splice_train
 
 # command -> (library sources, CLI dest -> library name where they differ, the least number of options compared)
 SOURCES = {
@@ -18,7 +19,7 @@ SOURCES = {
     "finetune": ([finetune.FinetuneConfig], {}, 5),
     "predict": ([finetune.predict_to_file], {}, 3),
     "benchmark": ([benchmark.run_benchmark], {"folds": "n_folds", "epochs": "finetune_epochs", "lr": "finetune_lr"}, 7),
-    "score-variants": ([variants.score_variants_to_files, perturb.EffectOptions],
+    "score-variants": ([perturb.score_variants_to_files, perturb.EffectOptions],
                        {"window_bp": "window_bp"}, 11),
     "mutagenesis": ([mutagenesis.mutagenesis_to_files, perturb.EffectOptions], {}, 10),
     "attention": ([attention.attention_enrichment], {}, 2),

@@ -2,9 +2,9 @@ import numpy as np
 import pysam
 import pytest
 
-from ntkit.data import (HaplotypeStats, Interval, SourceConfig, VariantSource, WindowSampler, apply_variants,
-                        reverse_complement, tile_windows)
-from ntkit.genome import Genome, write_fasta
+from ntkit.tasks.pretrain_data import HaplotypeStats, SourceConfig, VariantSource, WindowSampler, apply_variants, reverse_complement, tile_windows
+from ntkit.io.genome import Interval
+from ntkit.io.genome import Genome, write_fasta
 
 RNG = np.random.default_rng(7)
 

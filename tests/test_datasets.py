@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ntkit import datasets
+from ntkit.io import datasets
 from ntkit.cli import main
-from ntkit.datasets import Catalogue, SHIPPED, data_dir, data_file, fetch
+from ntkit.io.datasets import Catalogue, SHIPPED, data_dir, data_file, fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def test_data_dir_defaults_to_the_shipped_demo_data(monkeypatch, tmp_path):
 def test_shipped_data_is_small_checksummed_and_at_real_coordinates():
     import pysam
 
-    from ntkit.genome import Genome
+    from ntkit.io.genome import Genome
 
     files = [p for p in SHIPPED.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 5e6
@@ -185,7 +185,7 @@ def mirror(tmp_path):
 
 
 def test_fetch_from_a_folder_mirror_verifies_extracts_and_indexes(mirror, tmp_path):
-    from ntkit.genome import Genome
+    from ntkit.io.genome import Genome
 
     cat = Catalogue.load(mirror["catalogue"])
     dest = tmp_path / "data"

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from ntkit.datasets import SHIPPED
+from ntkit.io.datasets import SHIPPED
 
 
 def test_demo_runs_on_the_shipped_data(tmp_path):

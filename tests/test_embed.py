@@ -4,8 +4,9 @@ import torch
 
 import ntkit
 from ntkit import Runtime
-from ntkit.sequence import reverse_complement
-from ntkit.embed import embed, read_embeddings, read_sequences, write_embeddings
+from ntkit.core.sequence import reverse_complement
+from ntkit.tasks.embed import embed, read_embeddings, write_embeddings
+from ntkit.io.sequences import read_sequences
 
 RNG = np.random.default_rng(2)
 

@@ -4,7 +4,7 @@ import torch
 
 import ntkit
 from ntkit import Runtime
-from ntkit import engine
+from ntkit.runtime import engine
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_mean_pool_excludes_cls_and_padding():
 
 @pytest.mark.gpu
 def test_cuda_results_equal_cpu_and_model_stays_home(tmp_path):
-    from ntkit.embed import embed
-    from ntkit.genome import write_fasta
-    from ntkit.variants import score_variants
+    from ntkit.tasks.embed import embed
+    from ntkit.io.genome import write_fasta
+    from ntkit.tasks.variants import score_variants
 
     m = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=41), seed=0)
     rng = np.random.default_rng(0)

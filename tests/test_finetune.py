@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import ntkit
-from ntkit import adapters
-from ntkit.finetune import FinetuneConfig, FinetunedModel, count_ia3_parameters, finetune
+from ntkit.models import adapters
+from ntkit.tasks.finetune import FinetuneConfig, FinetunedModel, count_ia3_parameters, finetune
 
 
 def test_ia3_parameter_count_nt_v2_50m_on_meta():
@@ -132,7 +132,7 @@ def test_regression_head(tmp_path):
 def test_predict_command_sharded_equals_in_memory(tmp_path):
     import pandas as pd
 
-    from ntkit.checkpoint import save_checkpoint
+    from ntkit.models.checkpoint import save_checkpoint
     from ntkit.cli import main
 
     base = ntkit.build("nt-v2-tiny", seed=0)
@@ -159,7 +159,7 @@ def test_adapter_folders_are_checked_before_they_predict(tmp_path, capsys):
 
     from safetensors.torch import load_file, save_file
 
-    from ntkit.checkpoint import save_checkpoint
+    from ntkit.models.checkpoint import save_checkpoint
     from ntkit.cli import main
 
     base = ntkit.build("nt-v2-tiny", seed=0)

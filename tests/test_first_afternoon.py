@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.checkpoint import save_checkpoint
+from ntkit.models.checkpoint import save_checkpoint
 from ntkit.cli import main
-from ntkit.genome import write_fasta
+from ntkit.io.genome import write_fasta
 
 RNG = np.random.default_rng(5)
 
@@ -94,7 +94,7 @@ def test_a_finished_job_is_recognised_not_recomputed(d, tmp_path, capsys):
 
 
 def test_job_mismatch_names_the_option_and_both_values(d, tmp_path, capsys):
-    from ntkit import jobs
+    from ntkit.runtime import jobs
 
     store = jobs.PartStore(tmp_path / "x.parquet", {"job": "embed", "options": {"layers": [-1], "pooling": "mean"}})
     store.part(0).write_bytes(b"")  # an unfinished run's leftovers
@@ -133,7 +133,7 @@ def test_negative_layer_keys():
 
 
 def test_api_finetune_stores_the_classes_of_its_labels(tmp_path):
-    from ntkit.finetune import FinetuneConfig, FinetunedModel, finetune
+    from ntkit.tasks.finetune import FinetuneConfig, FinetunedModel, finetune
 
     base = ntkit.build("nt-v2-tiny", seed=0)
     seqs = ["ACGT" * 10, "GGCC" * 10] * 6

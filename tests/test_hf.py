@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.checkpoint import save_checkpoint
+from ntkit.runtime import jobs
+from ntkit.models.checkpoint import save_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
-from ntkit.hf import NTForMaskedLM, NTForSequenceClassification, NTForTokenClassification, NTModelForHF  # noqa: E402
+from ntkit.hf import NTForMaskedLM, NTForSequenceClassification, NTForTokenClassification, NTModelForHF
 
 from .conftest import perturbed  # noqa: E402
 
@@ -64,7 +65,7 @@ def test_classifier_saves_and_loads_and_its_folder_is_still_an_nt_model(folder, 
     with torch.no_grad():
         torch.testing.assert_close(back(input_ids=ids, attention_mask=mask).logits, m(input_ids=ids, attention_mask=mask).logits)
     nt = ntkit.load(tmp_path / "clf")  # the head's tensors are ignored by the NT loader
-    assert ntkit.jobs.model_fingerprint(nt) == ntkit.jobs.model_fingerprint(ntkit.load(folder))
+    assert jobs.model_fingerprint(nt) == jobs.model_fingerprint(ntkit.load(folder))
     tc = NTForTokenClassification.from_pretrained(folder, num_labels=4)
     labels = torch.where(mask, torch.randint(0, 4, ids.shape), torch.full_like(ids, -100))
     out = tc(input_ids=ids, attention_mask=mask, labels=labels)
@@ -94,7 +95,7 @@ def test_trainer_fine_tunes_the_sequence_classifier(tmp_path):
 def test_ntkit_lora_adapter_loads_through_peft_with_ntkit_predictions(tmp_path):
     from peft import PeftModel
 
-    from ntkit.finetune import FinetuneConfig, finetune
+    from ntkit.tasks.finetune import FinetuneConfig, finetune
 
     base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64), seed=0)
     save_checkpoint(base, tmp_path / "base")
@@ -155,7 +156,7 @@ def test_v1_adapter_exported_to_transformers_esm(tmp_path, method):
     encoder's last hidden state equals ntkit's."""
     from peft import PeftModel
 
-    from ntkit.finetune import FinetuneConfig, finetune
+    from ntkit.tasks.finetune import FinetuneConfig, finetune
     from ntkit.hf import esm_adapter
 
     base = perturbed(ntkit.build(ntkit.get_preset("nt-v1-tiny").replace(max_tokens=64), seed=0), seed=2)
@@ -208,7 +209,7 @@ def test_push_to_hub_uploads_the_nt_layout(tmp_path, monkeypatch):
 def test_load_adapter_refuses_another_base_as_the_command_line_does(tmp_path):
     """``PeftModel.from_pretrained`` applies an adapter to any base; ``ntkit.hf.load_adapter``
     checks the fingerprint the adapter folder keeps (``force=True`` as ``--force``)."""
-    from ntkit.finetune import FinetuneConfig, finetune
+    from ntkit.tasks.finetune import FinetuneConfig, finetune
     from ntkit.hf import load_adapter
 
     cfg = ntkit.get_preset("nt-v2-tiny").replace(max_tokens=64)
@@ -229,7 +230,7 @@ def test_load_adapter_refuses_another_base_as_the_command_line_does(tmp_path):
 
 
 def test_nt_classes_name_the_family_of_other_folders(tmp_path):
-    from ntkit import ntv3, segment_nt
+    from ntkit.models import ntv3, segment_nt
 
     ntv3.save_folder(ntv3.build("ntv3-tiny", seed=0), tmp_path / "v3")
     segment_nt.save_folder(segment_nt.build("segment-nt-tiny", seed=0), tmp_path / "snt")

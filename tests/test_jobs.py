@@ -1,4 +1,4 @@
-"""Jobs that shard, resume and never leave a half-written output (ntkit.jobs, through the CLI)."""
+"""Jobs that shard, resume and never leave a half-written output (ntkit.runtime.jobs, through the CLI)."""
 
 import os
 import re
@@ -15,10 +15,10 @@ import pysam
 import pytest
 
 import ntkit
-from ntkit import jobs
-from ntkit.checkpoint import save_checkpoint
+from ntkit.runtime import jobs
+from ntkit.models.checkpoint import save_checkpoint
 from ntkit.cli import main
-from ntkit.genome import write_fasta
+from ntkit.io.genome import iter_fasta, write_fasta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,8 +173,8 @@ RSS_SCRIPT = """
 import resource, sys
 import numpy as np
 import ntkit
-from ntkit.genome import write_fasta
-from ntkit.variants import score_variants_to_files
+from ntkit.io.genome import write_fasta
+from ntkit.tasks.perturb import score_variants_to_files
 d, n = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)
 L = n * 10
@@ -314,7 +314,7 @@ def test_dead_writers_temporaries_are_swept_live_ones_kept(case, tmp_path):
 def test_provenance_never_records_a_hub_token(monkeypatch):
     import sys
 
-    from ntkit.jobs import provenance
+    from ntkit.runtime.jobs import provenance
 
     monkeypatch.setattr(sys, "argv", ["ntkit", "embed", "s.fa", "--token", "hf_secret", "--cache-dir", "c", "--token=hf_other"])
     about = provenance()
@@ -334,12 +334,12 @@ def _job_names() -> set[str]:
 
 @pytest.fixture(scope="module")
 def merge_models(case):
-    from ntkit.finetune import FinetuneConfig, finetune
-    from ntkit.segment_nt import save_folder
-    from ntkit.segmentation import from_backbone
+    from ntkit.tasks.finetune import FinetuneConfig, finetune
+    from ntkit.models.segment_nt.model import save_folder
+    from ntkit.tasks.segmentation import from_backbone
 
     base = ntkit.load(case / "model")
-    seqs = [s for _, s in ntkit.genome.iter_fasta(case / "seqs.fa")][:16]
+    seqs = [s for _, s in iter_fasta(case / "seqs.fa")][:16]
     finetune(base, seqs, [i % 2 for i in range(16)], FinetuneConfig(method="head", epochs=1)).save_adapter(case / "adapter")
     save_folder(from_backbone(ntkit.build("nt-v2-tiny", seed=0), ["exon", "intron"], seed=0), case / "segment")
     return case

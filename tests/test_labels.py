@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ntkit.labels import Classes, read_labelled, regression_targets
+from ntkit.io.labels import Classes, read_labelled, regression_targets
 
 
 def test_classes_are_defined_by_training_and_applied_to_later_files(tmp_path):
@@ -53,8 +53,8 @@ def test_tables_in_memory_read_as_files_do(tmp_path):
     import pandas as pd
     import pyarrow as pa
 
-    from ntkit.embed import read_sequences
-    from ntkit.labels import read_labelled
+    from ntkit.io.sequences import read_sequences
+    from ntkit.io.labels import read_labelled
 
     df = pd.DataFrame({"name": ["a", "b", "c"], "sequence": ["ACGT", "GGCCA", "TTTTN"], "label": ["enh", "no", "enh"],
                        "gc": [0.5, 0.8, 0.0]})

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.checkpoint import hf_config, hf_num_parameters, to_hf_state_dict
-from ntkit.config import PRESETS, NTConfig
-from ntkit.model import NTModel
+from ntkit.models.nt.checkpoint import hf_config, hf_num_parameters, to_hf_state_dict
+from ntkit.models.nt.config import PRESETS, NTConfig
+from ntkit.models.nt.model import NTModel
 
 from .conftest import hf_reference, perturbed
 

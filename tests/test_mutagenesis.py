@@ -4,10 +4,10 @@ import pysam
 import pytest
 
 import ntkit
-from ntkit.genome import write_fasta
-from ntkit.annotation import read_bed
-from ntkit.mutagenesis import mutagenesis, mutagenesis_to_files
-from ntkit.variants import score_variants
+from ntkit.io.genome import write_fasta
+from ntkit.io.annotation import read_bed
+from ntkit.tasks.mutagenesis import mutagenesis, mutagenesis_to_files
+from ntkit.tasks.variants import score_variants
 
 SCORES = ["llr", "llr_unmasked", "embedding"]
 

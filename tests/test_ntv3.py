@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import ntkit
-from ntkit.base_tokenizer import BaseTokenizer
-from ntkit.checkpoint import CheckpointError
-from ntkit.ntv3 import NTv3Model, build, save_folder, upsample_conv_last
+from ntkit.models.ntv3.tokenizer import BaseTokenizer
+from ntkit.models.checkpoint import CheckpointError
+from ntkit.models.ntv3.model import NTv3Model, build, save_folder, upsample_conv_last
 
 from .conftest import perturbed, reference_code
 
@@ -53,19 +53,19 @@ def test_tokenizer_ids_and_length_rule():
 
     ref = NTv3Tokenizer()
     tok = BaseTokenizer(multiple=8)
-    b = tok(["ACGTN", "ACGTACGTA"])
+    b = tok.batch_encode(["ACGTN", "ACGTACGTA"])
     assert b.input_ids[0, :8].tolist() == ref("ACGTN" + "NNN")["input_ids"]
     assert b.input_ids[1].tolist() == ref("ACGTACGTA" + "N" * 7)["input_ids"]
     assert b.attention_mask.sum(1).tolist() == [5, 9] and b.seq_lengths.tolist() == [5, 9]
     assert b.input_ids[0, 8:].tolist() == [tok.pad_id] * 8  # <pad> beyond the row's own N filler
-    soft = tok(["acgtRYnn"])
+    soft = tok.batch_encode(["acgtRYnn"])
     assert soft.input_ids[0].tolist() == ref("ACGTNNNN")["input_ids"] and soft.n_iupac.tolist() == [2]
     with pytest.raises(ValueError, match="sequence 0: invalid character 'X' at position 2"):
-        tok(["ACXT"])
-    assert BaseTokenizer(8, unknown="unk")(["AXC"]).input_ids[0, :3].tolist() == [6, 0, 8]
+        tok.batch_encode(["ACXT"])
+    assert BaseTokenizer(8, unknown="unk").batch_encode(["AXC"]).input_ids[0, :3].tolist() == [6, 0, 8]
     with pytest.raises(ValueError, match="exceed"):
-        BaseTokenizer(8, max_tokens=16)(["A" * 17])
-    t = BaseTokenizer(8, max_tokens=16)(["A" * 20], truncation=True)
+        BaseTokenizer(8, max_tokens=16).batch_encode(["A" * 17])
+    t = BaseTokenizer(8, max_tokens=16).batch_encode(["A" * 20], truncation=True)
     assert t.seq_lengths.tolist() == [16] and t.n_truncated.tolist() == [4]
 
 
@@ -74,7 +74,7 @@ def test_pretrained_equals_reference(tmp_path, up, phase):
     ref, folder = _pre(tmp_path, up, phase=phase)
     model = ntkit.load(folder)
     assert isinstance(model, NTv3Model) and (model.config.deconv_upsample_type, model.config.deconv_phase) == (up, phase)
-    ids, mask = model.tokenizer(SEQS[:1]).to_torch()
+    ids, mask = model.tokenizer.batch_encode(SEQS[:1]).to_torch()
     with torch.no_grad():
         r = ref.core(input_ids=ids, output_hidden_states=True)
         o = model(ids, mask, output_hidden_states=True)
@@ -118,11 +118,11 @@ def test_adapter_on_a_tower_conv_uses_its_own_forward(tmp_path):
     its output equals the merged model's (which runs the channels-last path)."""
     from peft import LoraConfig
 
-    from ntkit import adapters
+    from ntkit.models import adapters
 
     _, folder = _pre(tmp_path)
     model = ntkit.load(folder)
-    ids, mask = model.tokenizer(SEQS[:1]).to_torch()
+    ids, mask = model.tokenizer.batch_encode(SEQS[:1]).to_torch()
     with torch.no_grad():
         base = model(ids, mask).logits
         adapters.attach(model, "lora", config=LoraConfig(r=2, target_modules=["conv.conv", "stem.conv"]))
@@ -139,12 +139,12 @@ def test_adapter_on_a_tower_conv_uses_its_own_forward(tmp_path):
 def test_batch_rows_equal_alone(tmp_path):
     _, folder = _pre(tmp_path)
     model = ntkit.load(folder)
-    ids, mask = model.tokenizer(SEQS).to_torch()
+    ids, mask = model.tokenizer.batch_encode(SEQS).to_torch()
     assert ids.shape[1] == 144 and (ids == 1).any()
     with torch.no_grad():
         batch = model(ids, mask, output_hidden_states=True)
         for r, s in enumerate(SEQS):
-            one = model(model.tokenizer([s]).to_torch()[0])
+            one = model(model.tokenizer.batch_encode([s]).to_torch()[0])
             n = one.logits.shape[1]
             assert (batch.logits[r, :n] - one.logits[0]).abs().max() < 1e-5
 
@@ -154,7 +154,7 @@ def test_inference_tiles_equal_whole_levels(tmp_path, monkeypatch, up, phase):
     """Inference runs tower levels longer than ``tile_elements`` tile by tile. With tiles of 4-8
     positions (several per level, windows clipped at both ends, rows of a ragged batch ending
     mid-tile) the outputs equal the whole-level forward and, row by row, the reference."""
-    from ntkit import ntv3
+    from ntkit.models.ntv3 import model as ntv3  # the module: its blocks and the post-op probe
 
     calls = []  # tiled calls that split a level (UpBlock.forward runs a whole level as one tile)
 
@@ -171,7 +171,7 @@ def test_inference_tiles_equal_whole_levels(tmp_path, monkeypatch, up, phase):
     spy(ntv3.UpBlock, "forward_tiles", 2)
     ref, folder = _pre(tmp_path, up, phase=phase)
     model = ntkit.load(folder)
-    ids, mask = model.tokenizer(SEQS).to_torch()
+    ids, mask = model.tokenizer.batch_encode(SEQS).to_torch()
     with torch.no_grad():
         whole = model(ids, mask)
         assert not calls  # the default tile is far longer than these sequences
@@ -182,7 +182,7 @@ def test_inference_tiles_equal_whole_levels(tmp_path, monkeypatch, up, phase):
         assert (tiled.logits - whole.logits).abs().max() < 1e-5
         assert (tiled.embedding - whole.embedding).abs().max() < 1e-5
         for r, s in enumerate(SEQS):
-            one, _ = model.tokenizer([s]).to_torch()
+            one, _ = model.tokenizer.batch_encode([s]).to_torch()
             want = ref.core(input_ids=one)["logits"][0]
             assert (tiled.logits[r, : want.shape[0]] - want).abs().max() < 1e-5
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -197,12 +197,12 @@ def test_inference_tiles_posttrained_and_without_skips():
     centre crop, and in a U-Net without skip connections (the up level's own output buffer)."""
     import dataclasses
 
-    from ntkit.ntv3 import PRESETS
+    from ntkit.models.ntv3.model import PRESETS
 
     models = [build("ntv3-tiny-post"), build(dataclasses.replace(PRESETS["ntv3-tiny"], use_skip_connection=False))]
     for model, kw in zip(models, ({"species": ["mouse", "human", "mouse"]}, {})):
         perturbed(model).eval()
-        ids, mask = model.tokenizer(SEQS).to_torch()
+        ids, mask = model.tokenizer.batch_encode(SEQS).to_torch()
         with torch.no_grad():
             whole = model(ids, mask, **kw)
             model.tile_elements = 4 * 64
@@ -215,14 +215,14 @@ def test_inference_tiles_posttrained_and_without_skips():
 def test_conv_gelu_post_op_and_its_fallback(monkeypatch):
     """On CPU without autograd each tower conv and its GELU run as one oneDNN op (probed once per
     dtype); where a build lacks it, the two ops: the same numbers either way, fp32 and bf16."""
-    from ntkit import ntv3
+    from ntkit.models.ntv3 import model as ntv3  # the module: its blocks and the post-op probe
 
     if not torch.backends.mkldnn.is_available() or not ntv3._fused_gelu_conv(torch.float32):
         pytest.skip("this PyTorch build or CPU has no oneDNN conv + GELU post-op")
     # bf16 has the post-op where the CPU has bf16 kernels (AVX-512 BF16 / AMX; not on AVX2): either
     # way the numbers below must agree with the two-op fallback.
     model = perturbed(build("ntv3-tiny")).eval()  # the reference parity tests run the post-op too
-    ids, mask = model.tokenizer(SEQS).to_torch()
+    ids, mask = model.tokenizer.batch_encode(SEQS).to_torch()
 
     def run():
         with torch.no_grad():
@@ -241,7 +241,7 @@ def test_posttrained_equals_reference(tmp_path):
     ref, folder = _post(tmp_path)
     model = ntkit.load(folder)
     assert model.config.species == ["human", "mouse", "fly"]
-    ids, _ = model.tokenizer(SEQS[:2]).to_torch()
+    ids, _ = model.tokenizer.batch_encode(SEQS[:2]).to_torch()
     for species in (torch.tensor([6, 7]), torch.tensor([8, 6])):
         with torch.no_grad():
             r = ref.core(input_ids=ids, species_ids=species, output_hidden_states=True)
@@ -266,7 +266,7 @@ def test_posttrained_equals_reference(tmp_path):
 def test_posttrained_conv_transpose(tmp_path):
     ref, folder = _post(tmp_path, "conv_transpose")
     model = ntkit.load(folder)
-    ids, _ = model.tokenizer(SEQS[2:]).to_torch()
+    ids, _ = model.tokenizer.batch_encode(SEQS[2:]).to_torch()
     with torch.no_grad():
         r = ref.core(input_ids=ids, species_ids=torch.tensor([7]))
         o = model(ids, species="mouse")
@@ -278,7 +278,7 @@ def test_bf16_within_tolerance(tmp_path):
     (LayerNorms and softmax in fp32)."""
     _, folder = _pre(tmp_path)
     model = ntkit.load(folder)
-    ids, mask = model.tokenizer(SEQS[2:]).to_torch()
+    ids, mask = model.tokenizer.batch_encode(SEQS[2:]).to_torch()
     with torch.no_grad():
         ref = model(ids, mask).logits
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -292,7 +292,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
     model = build("ntv3-tiny-post", seed=3)
     save_folder(model, tmp_path / "m")
     again = ntkit.load(tmp_path / "m")
-    ids, _ = model.tokenizer(SEQS).to_torch()
+    ids, _ = model.tokenizer.batch_encode(SEQS).to_torch()
     with torch.no_grad():
         a, b = model(ids, species="mouse"), again(ids, species="mouse")
     # The same computation on the same values, but not bitwise: the reloaded tensors sit at other
@@ -301,7 +301,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
     torch.testing.assert_close(b.bigwig_tracks_logits, a.bigwig_tracks_logits, rtol=1e-6, atol=1e-6)
     for r, seq in enumerate(SEQS):  # rows of other lengths: each row's own centre crop, zeros beyond
         with torch.no_grad():
-            one = model(model.tokenizer([seq]).to_torch()[0], species="mouse")
+            one = model(model.tokenizer.batch_encode([seq]).to_torch()[0], species="mouse")
         n = one.bigwig_tracks_logits.shape[1]
         assert (a.bigwig_tracks_logits[r, :n] - one.bigwig_tracks_logits[0]).abs().max() < 1e-5
         assert (a.bed_tracks_logits[r, :n] - one.bed_tracks_logits[0]).abs().max() < 1e-5
@@ -325,7 +325,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
 def test_released_config_and_vocab_read():
     """The real NTv3_8M_pre config.json and vocab.json (no weights) describe the ntv3-8m-pre preset."""
     folder = reference_code("ntv3_hf") / "hf_files_NTv3_8M_pre"
-    from ntkit.ntv3 import PRESETS, NTv3Config
+    from ntkit.models.ntv3.model import PRESETS, NTv3Config
 
     cfg = NTv3Config.from_hf(json.loads((folder / "config.json").read_text()))
     BaseTokenizer.check_vocab(folder)
@@ -358,7 +358,7 @@ def test_config_fields_are_checked_when_read(tmp_path, edit, message):
 
 
 def test_post_trained_backbone_is_conditioned_on_a_species(tmp_path):
-    from ntkit.embed import embed
+    from ntkit.tasks.embed import embed
 
     model = build("ntv3-tiny-post", seed=3)
     seqs = ["ACGT" * 40, "GATTACA" * 30]

@@ -7,12 +7,12 @@ import pysam
 import pytest
 import torch
 
-from ntkit import ntv3
-from ntkit.embed import embed
-from ntkit.finetune import FinetuneConfig, FinetunedModel, finetune
-from ntkit.genome import write_fasta
-from ntkit.pretrain import PretrainConfig, pretrain
-from ntkit.variants import score_variants
+from ntkit.models import ntv3
+from ntkit.tasks.embed import embed
+from ntkit.tasks.finetune import FinetuneConfig, FinetunedModel, finetune
+from ntkit.io.genome import write_fasta
+from ntkit.tasks.pretrain import PretrainConfig, pretrain
+from ntkit.tasks.variants import score_variants
 
 RNG = np.random.default_rng(0)
 SEQ = "".join(RNG.choice(list("ACGT"), 3000))
@@ -45,7 +45,7 @@ def test_zero_shot_scores_are_single_base_marginals(model, genome):
     tid = model.tokenizer.token_to_id
     for r in t.iloc[:2].itertuples():
         st = int(r.window_start) - 1
-        ids = model.tokenizer([SEQ[st:st + 1024]]).to_torch()[0]
+        ids = model.tokenizer.batch_encode([SEQ[st:st + 1024]]).to_torch()[0]
         i = r.pos - 1 - st
         masked = ids.clone()
         masked[0, i] = model.tokenizer.mask_id
@@ -59,7 +59,7 @@ def test_zero_shot_scores_are_single_base_marginals(model, genome):
 def test_embeddings_per_base_and_chunked(model):
     seq = SEQ[:700]
     e = embed(model, [seq], pooling="nucleotide")[-1][0]
-    ids = model.tokenizer([seq]).to_torch()[0]
+    ids = model.tokenizer.batch_encode([seq]).to_torch()[0]
     with torch.no_grad():
         whole = model(ids).embedding[0, :700].numpy()
     assert e.shape == (700, model.config.hidden_size) and np.allclose(e, whole, atol=1e-5)
@@ -111,7 +111,7 @@ def test_pretrain_ntv3_runs_and_resumes_bit_exact(tmp_path):
 
 
 def test_length_curriculum_stages_and_resume_across_a_boundary(tmp_path):
-    from ntkit.pretrain import stages, tokens_before, windows_before
+    from ntkit.tasks.pretrain import stages, tokens_before, windows_before
 
     rng = np.random.default_rng(5)
     write_fasta(tmp_path / "genome.fa", [("chrS", "".join(rng.choice(list("ACGT"), 20_000))), ("chrV", "".join(rng.choice(list("ACGT"), 3000)))])

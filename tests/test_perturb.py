@@ -10,14 +10,14 @@ import pysam
 import pytest
 
 import ntkit
-from ntkit.checkpoint import save_checkpoint
+from ntkit.models.checkpoint import save_checkpoint
 from ntkit.cli import main
-from ntkit.genome import Genome, write_fasta
-from ntkit.perturb import EffectOptions, GeneIndex, align_alt, base_effects, variant_effects_to_files
-from ntkit.predictors import Predictor
-from ntkit.sequence import reverse_complement
-from ntkit.splice import Transcript
-from ntkit.variants import iter_records
+from ntkit.io.genome import Genome, write_fasta
+from ntkit.tasks.perturb import EffectOptions, GeneIndex, align_alt, base_effects, variant_effects_to_files
+from ntkit.tasks.predictors import Predictor
+from ntkit.core.sequence import reverse_complement
+from ntkit.tasks.splice import Transcript
+from ntkit.tasks.variants import iter_records
 
 DONOR = "CAGGTAAGT"  # exon ...CAG | GTAAGT... intron: the donor is the last exon base (the G before GT)
 
@@ -147,7 +147,7 @@ def test_splice_job_shards_equal_one_and_write_spliceai_vcf(genome, tmp_path):
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory, genome):
     """A small fine-tuned classifier and its base, saved, with a VCF of SNVs and indels."""
-    from ntkit.finetune import FinetuneConfig, finetune
+    from ntkit.tasks.finetune import FinetuneConfig, finetune
 
     d = tmp_path_factory.mktemp("clf")
     base = ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=41), seed=0)
@@ -216,8 +216,8 @@ def _hand_delta(predictor, seq, start, length, a_pos0, ref, alt, D):
 
 
 def test_segment_nt_effects_equal_hand_computed_windows(genome, tmp_path):
-    from ntkit import segment_nt
-    from ntkit.predictors import Elements
+    from ntkit.models import segment_nt
+    from ntkit.tasks.predictors import Elements
 
     d, seq, _ = genome
     g = Genome(d / "g.fa")
@@ -249,7 +249,7 @@ def test_segment_nt_effects_equal_hand_computed_windows(genome, tmp_path):
 
 @pytest.fixture(scope="module")
 def ntv3_post(tmp_path_factory):
-    from ntkit import ntv3
+    from ntkit.models import ntv3
 
     d = tmp_path_factory.mktemp("ntv3post")
     m = ntv3.build("ntv3-tiny-post")
@@ -262,7 +262,7 @@ def ntv3_post(tmp_path_factory):
 
 
 def test_ntv3_track_effects_are_sums_over_the_crop(genome, ntv3_post, tmp_path):
-    from ntkit.predictors import Tracks, load_predictor
+    from ntkit.tasks.predictors import Tracks, load_predictor
 
     d, seq, _ = genome
     g = Genome(d / "g.fa")
@@ -300,7 +300,7 @@ def test_ntv3_track_effects_are_sums_over_the_crop(genome, ntv3_post, tmp_path):
 
 
 def test_windowed_predictors_in_the_cli(genome, ntv3_post, tmp_path, capsys):
-    from ntkit import segment_nt
+    from ntkit.models import segment_nt
 
     d, seq, _ = genome
     seg = tmp_path / "seg"

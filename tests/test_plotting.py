@@ -5,8 +5,8 @@ import sys
 def test_plotting_never_touches_pyplot_or_the_backend(tmp_path):
     """A notebook's backend stays as it is: figures are matplotlib.figure.Figure objects."""
     code = ("import sys, matplotlib\n"
-            "from ntkit.plotting import figure, save_figure\n"
-            "import ntkit.benchmark, ntkit.mutagenesis, ntkit.attention\n"
+            "from ntkit.io.plotting import figure, save_figure\n"
+            "import ntkit.tasks.benchmark, ntkit.tasks.mutagenesis, ntkit.tasks.attention\n"
             "fig = figure(figsize=(2, 2)); fig.subplots().plot([1, 2])\n"
             f"save_figure(fig, {str(tmp_path / 'x.png')!r})\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n")

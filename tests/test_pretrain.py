@@ -10,9 +10,9 @@ import torch
 import yaml
 
 import ntkit
-from ntkit.genome import write_fasta
-from ntkit.pretrain import PretrainConfig, TrainingDiverged, latest_checkpoint, load_trainer_state, lr_at, mask_window, pretrain
-from ntkit.tokenizer import Tokenizer
+from ntkit.io.genome import write_fasta
+from ntkit.tasks.pretrain import PretrainConfig, TrainingDiverged, latest_checkpoint, load_trainer_state, lr_at, mask_window, pretrain
+from ntkit.models.nt.tokenizer import Tokenizer
 
 
 def test_mask_window_proportions_and_determinism():
@@ -53,7 +53,7 @@ def test_yaml_recipes_parse(monkeypatch):
 
     import dataclasses
 
-    from ntkit import ntv3
+    from ntkit.models import ntv3
 
     assert names() == ["1000g", "human-ref", "multispecies", "ntv3-tiny-cpu", "tiny-cpu"]
     for path in names():  # shipped recipes, by name (package data: they work from an installed wheel too)
@@ -131,7 +131,7 @@ def test_pretrain_runs_logs_and_saves_hf_model(reference_run):
 def test_kill_and_resume_is_bit_exact(recipe, reference_run):
     out = recipe / "killed"
     # a real SIGKILL right after step 4 (last checkpoint: step 3), through the public on_step callback
-    kill = ("import os, signal, sys\nfrom ntkit.pretrain import PretrainConfig, pretrain\n"
+    kill = ("import os, signal, sys\nfrom ntkit.tasks.pretrain import PretrainConfig, pretrain\n"
             "cfg = PretrainConfig.from_yaml(sys.argv[1], out_dir=sys.argv[2])\n"
             "pretrain(cfg, on_step=lambda s: s == 4 and os.kill(os.getpid(), signal.SIGKILL))\n")
     r = subprocess.run([sys.executable, "-c", kill, str(recipe / "recipe.yaml"), str(out)], capture_output=True, text=True, timeout=600,
@@ -166,7 +166,7 @@ def test_two_processes_match_one(recipe, reference_run, strategy):
 
 
 def test_nan_loss_stops_with_checkpoint_intact(recipe, monkeypatch):
-    import ntkit.pretrain as pt
+    import ntkit.tasks.pretrain as pt
 
     real = pt.F.cross_entropy
     calls = {"n": 0}
@@ -233,7 +233,7 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_its_leftovers_go(recipe, 
     """A checkpoint that cannot be written (a full disk: safetensors raises its own error type):
     exit 2 with one line, no half-written step folder; a stale one from a killed run is removed
     at the next start."""
-    import ntkit.pretrain as pt
+    import ntkit.tasks.pretrain as pt
     from ntkit.cli import main
 
     class SafetensorError(Exception):
@@ -282,7 +282,7 @@ def test_recipe_values_are_validated(recipe, bad, match):
 
 
 def test_weight_decay_on_matrices_only():
-    from ntkit.pretrain import param_groups
+    from ntkit.tasks.pretrain import param_groups
 
     model = ntkit.build("nt-v2-tiny")
     decay, no_decay = param_groups(model, 0.1)

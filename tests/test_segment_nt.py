@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import ntkit
-from ntkit.checkpoint import CheckpointError
-from ntkit.segment_nt import SegmentNTModel, build, save_folder
+from ntkit.models.checkpoint import CheckpointError
+from ntkit.models.segment_nt.model import SegmentNTModel, build, save_folder
 
 from .conftest import REFERENCE
 

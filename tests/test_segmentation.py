@@ -1,4 +1,4 @@
-"""ntkit.segmentation: targets from GTF/BED, metrics, training a SegmentNT model (tiny, CPU)."""
+"""ntkit.tasks.segmentation: targets from GTF/BED, metrics, training a SegmentNT model (tiny, CPU)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 from sklearn.metrics import average_precision_score, matthews_corrcoef
 
 import ntkit
-from ntkit.genome import Genome, write_fasta
-from ntkit.model import build
-from ntkit.segmentation import (BasesSegmenter, SegmentTrainConfig, Targets, build_windows, element_intervals, evaluate_segmentation,
-                                focal_loss, from_backbone, segmentation_metrics, train_segmentation)
-from ntkit.splice import Transcript, read_transcripts
+from ntkit.io.genome import Genome, write_fasta
+from ntkit.models import adapters
+from ntkit.models.nt.model import build
+from ntkit.tasks.segmentation import BasesSegmenter, SegmentTrainConfig, Targets, build_windows, element_intervals, evaluate_segmentation, focal_loss, from_backbone, segmentation_metrics, train_segmentation
+from ntkit.tasks.splice import Transcript, read_transcripts
 
 GTF = """\
 # GENCODE-style: gene, transcript with UTR + CDS records (+ strand)
@@ -78,7 +78,7 @@ def test_a_transcript_table_gives_the_gtf_elements(gtf, tmp_path):
 
 
 def test_one_focal_loss_for_segmentation_and_splice_models():
-    from ntkit.splice.train import SpliceTrainConfig, splice_loss
+    from ntkit.tasks.splice.train import SpliceTrainConfig, splice_loss
 
     g = torch.Generator().manual_seed(0)
     logits, y = torch.randn(40, 3, generator=g), torch.randint(0, 3, (40,), generator=g)
@@ -139,8 +139,8 @@ def test_train_segment_nt_learns_and_round_trips(tmp_path):
     train_segmentation(model, data, SegmentTrainConfig(method="ia3", epochs=6, batch_size=4, lr=3e-3))
     after = evaluate_segmentation(model, data)
     assert after.prauc[0] > 0.9 > before.prauc[0] and after.mcc[0] > 0.7
-    assert not ntkit.adapters.has_adapter(model.nt)  # merged
-    from ntkit.segment_nt import save_folder
+    assert not adapters.has_adapter(model.nt)  # merged
+    from ntkit.models.segment_nt.model import save_folder
 
     save_folder(model, tmp_path / "seg")
     again = ntkit.load(tmp_path / "seg")
@@ -207,7 +207,7 @@ def test_element_files_and_contig_sets_that_would_mislead_are_refused(tmp_path, 
     # evaluating on a contig without any annotated element: a named error, not numpy's "need at least one array"
     write_fasta(tmp_path / "h.fa", [("c1", "ACGT" * 2000), ("c9", "ACGT" * 2000)])
     pysam.faidx(str(tmp_path / "h.fa"))
-    from ntkit.segment_nt import save_folder
+    from ntkit.models.segment_nt.model import save_folder
 
     save_folder(from_backbone(build("nt-v2-tiny", seed=0), ["exon"], seed=0), tmp_path / "snt")
     rc = main(["--quiet", "segment", "evaluate", "--model", str(tmp_path / "snt"), "--fasta", str(tmp_path / "h.fa"), "--gtf", str(gtf),

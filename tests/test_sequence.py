@@ -1,6 +1,6 @@
 import numpy as np
 
-from ntkit.sequence import base_codes, one_hot, reverse_complement
+from ntkit.core.sequence import base_codes, one_hot, reverse_complement
 
 
 def test_reverse_complement_keeps_case_and_other_letters():

@@ -5,14 +5,11 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 import ntkit
-from ntkit import adapters
-from ntkit.checkpoint import save_checkpoint
-from ntkit.sequence import reverse_complement
-from ntkit.genome import Genome, write_fasta
-from ntkit.splice import (CONTEXT, MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, Transcript, build_windows, evaluate_splice,
-                          load_splice_model,
-                          predict_windows, read_transcripts, results_table, save_splice_model, splice_metrics, split_by_chromosome,
-                          to_genome_table, topk_accuracy, train_splice)
+from ntkit.models import adapters
+from ntkit.models.checkpoint import save_checkpoint
+from ntkit.core.sequence import reverse_complement
+from ntkit.io.genome import Genome, write_fasta
+from ntkit.tasks.splice import CONTEXT, MaxEntScan, SitePWM, SpliceTrainConfig, SpliceWindows, Transcript, build_windows, evaluate_splice, load_splice_model, predict_windows, read_transcripts, results_table, save_splice_model, splice_metrics, split_by_chromosome, to_genome_table, topk_accuracy, train_splice
 
 
 @pytest.fixture(scope="module")
@@ -191,10 +188,10 @@ def test_splice_model_as_predictor_scores_canonical_gt_vs_deep_intronic(tmp_path
     """A splice model behind ``predictors.SpliceSites`` through the perturbation layer: the G of a
     donor's GT loses the donor one base before POS, a deep intronic SNV and a small insertion
     change nothing, a variant outside every gene is a counted skip."""
-    from ntkit.perturb import variant_effects_to_files
-    from ntkit.predictors import SpliceSites
-    from ntkit.splice import predict
-    from ntkit.splice.model import SpliceModel
+    from ntkit.tasks import predictors
+    from ntkit.tasks.perturb import variant_effects_to_files
+    from ntkit.tasks.predictors import SpliceSites
+    from ntkit.tasks.splice.model import SpliceModel
 
     rng = np.random.default_rng(3)
     seq = list(rng.choice(list("ACGT"), 6000))
@@ -209,7 +206,7 @@ def test_splice_model_as_predictor_scores_canonical_gt_vs_deep_intronic(tmp_path
     m = SpliceModel(ntkit.build(ntkit.get_preset("nt-v2-tiny").replace(max_tokens=300), seed=0), "frozen", head="bases").eval()
     pred = SpliceSites(m)
     assert pred.exact and pred.receptive_field == m.head.receptive_field // 2
-    monkeypatch.setattr(predict, "iter_predict_windows", motif_donors)
+    monkeypatch.setattr(predictors, "iter_predict_windows", motif_donors)  # where SpliceSites calls it
     d = donors[10]
     lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
              f"7\t{d + 2}\tgt\t{seq[d + 1]}\tC\t.\t.\t.",  # the G of GT (1-based POS d + 2)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ntkit.tokenizer import Tokenizer, build_vocab
+from ntkit.models.nt.tokenizer import Tokenizer, build_vocab
 
 
 def random_seqs(n, seed=0, max_len=90, alphabet="ACGTN", p=(0.23, 0.23, 0.23, 0.23, 0.08)):

@@ -1,4 +1,4 @@
-"""ntkit.track_training: NTv3 track and element heads trained on bigWig/BED files (tiny, CPU)."""
+"""ntkit.tasks.tracks: NTv3 track and element heads trained on bigWig/BED files (tiny, CPU)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pyBigWig
 import pysam
 import pytest
 
-from ntkit import ntv3
-from ntkit.genome import Genome, write_fasta
-from ntkit.track_training import (TrackModel, TrackTargets, TrackTrainConfig, evaluate_tracks, track_windows, train_tracks)
+from ntkit.models import ntv3
+from ntkit.io.genome import Genome, write_fasta
+from ntkit.tasks.tracks import TrackModel, TrackTargets, TrackTrainConfig, evaluate_tracks, track_windows, train_tracks
 
 
 @pytest.fixture(scope="module")

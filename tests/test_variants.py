@@ -9,8 +9,8 @@ import torch
 
 import ntkit
 from ntkit import Runtime
-from ntkit.genome import write_fasta
-from ntkit.variants import default_stride, evaluate_scores, read_alleles, score_variants, tile_start, write_table, write_vcf
+from ntkit.io.genome import Genome, write_fasta
+from ntkit.tasks.variants import default_stride, evaluate_scores, read_alleles, score_variants, tile_start, write_table, write_vcf
 
 WINDOW_TOKENS = 41  # 240 bp windows
 
@@ -81,7 +81,7 @@ def test_statuses_and_skips(case):
 
 
 def naive_scores(model, seq, pos1, ref, alt, w_bp, stride=None):
-    """One allele by hand, one forward each: its tile (ntkit.variants.tile_start), the tokens over
+    """One allele by hand, one forward each: its tile (ntkit.tasks.variants.tile_start), the tokens over
     the variant masked (llr) or not (llr_unmasked), mean embeddings of the last layer."""
     tok = model.tokenizer
     start = tile_start(pos1 - 1, len(ref), len(seq), w_bp, stride or default_stride(w_bp))
@@ -156,7 +156,7 @@ def test_batch_size_and_order_invariance(case):
 
 
 def test_both_strands_is_mean_of_strands(case):
-    from ntkit.sequence import reverse_complement
+    from ntkit.core.sequence import reverse_complement
 
     d, seq, model = case
     fwd = score_variants(model, d / "v.vcf", d / "ref.fa", window_tokens=WINDOW_TOKENS).table.set_index("pos")
@@ -222,8 +222,8 @@ def test_real_1000g_indels(shared_data):
     s = score_variants(model, vcf, shared_data / "genomes/GRCh37_chr20.fa.gz", window_tokens=101, runtime=Runtime(batch_size=64))
     assert len(s.table) == 194 and (s.table.status == "scored").all()  # README: every REF matches
     # known answers: every 20th allele's distances equal the one-allele-at-a-time definition
-    from ntkit.genome import Genome
-    from ntkit.variants import allele_windows, check_allele, iter_records
+    from ntkit.io.genome import Genome
+    from ntkit.tasks.variants import allele_windows, check_allele, iter_records
 
     genome, tok = Genome(shared_data / "genomes/GRCh37_chr20.fa.gz"), model.tokenizer
     alleles = [a for rec in iter_records(vcf) for a in rec]
@@ -242,7 +242,7 @@ def test_real_1000g_indels(shared_data):
 def test_tiles_with_ns_are_cut_to_the_context(tmp_path):
     """Every N is a token of its own: a tile with Ns holds fewer bases; it is cut on the right to
     fit the window's tokens, and an allele beyond the cut is skipped as n_rich_window."""
-    from ntkit.variants import allele_windows, check_allele, fit_tokens, iter_records
+    from ntkit.tasks.variants import allele_windows, check_allele, fit_tokens, iter_records
 
     rng = np.random.default_rng(5)
     seq = list("".join(rng.choice(list("ACGT"), 1200)))
@@ -258,7 +258,7 @@ def test_tiles_with_ns_are_cut_to_the_context(tmp_path):
     (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
     t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"]).table
     assert list(t["status"]) == ["scored", "n_rich_window", "scored"] and np.isnan(t.loc[1, "l1_-1"])
-    genome = ntkit.genome.Genome(tmp_path / "ref.fa")
+    genome = Genome(tmp_path / "ref.fa")
     a = next(iter_records(tmp_path / "v.vcf"))[0]
     check_allele(a, genome, 240)
     start, ref_w, alt_w = allele_windows(a, genome, 240, tok=tok)
@@ -272,7 +272,7 @@ def test_tiles_with_ns_are_cut_to_the_context(tmp_path):
 def test_end_n_runs_are_dropped_from_tiles_and_n_refs_skipped(tmp_path):
     """A tile at a telomere starts at the first base (its leading N run holds no sequence); a REF
     that is N has nothing to compare (n_in_ref)."""
-    from ntkit.variants import allele_windows, check_allele, iter_records
+    from ntkit.tasks.variants import allele_windows, check_allele, iter_records
 
     rng = np.random.default_rng(11)
     seq = "N" * 300 + "".join(rng.choice(list("ACGT"), 900)) + "N" * 200
@@ -285,7 +285,7 @@ def test_end_n_runs_are_dropped_from_tiles_and_n_refs_skipped(tmp_path):
     t = score_variants(model, tmp_path / "v.vcf", tmp_path / "ref.fa", window_tokens=WINDOW_TOKENS, scores=["llr_unmasked", "embedding"]).table
     assert list(t["status"]) == ["n_in_ref", "scored", "scored"]
     assert t.loc[1, "window_start"] == 301 and pd.isna(t.loc[0, "window_start"])  # 1-based first base after the N run
-    genome = ntkit.genome.Genome(tmp_path / "ref.fa")
+    genome = Genome(tmp_path / "ref.fa")
     tok = model.tokenizer
     for i, a in enumerate(a for rec in iter_records(tmp_path / "v.vcf") for a in rec):
         check_allele(a, genome, 240)

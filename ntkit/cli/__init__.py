@@ -1,13 +1,15 @@
-"""``ntkit <command>``: the command line. Each command is a module here (``register(sub)`` adds its
-parser, its function turns the arguments into one library call); the options every command
-shares live in ``common``. The library never imports this package."""
+"""``ntkit <command>``: the command line, the top layer. Each command is a module here
+(``register(sub)`` adds its parser, its function turns the arguments into one library call); the
+options every command shares live in ``common``. The library never imports this package.
+
+Imports: any layer, inside the command functions on purpose: building the parser imports no
+model code, so ``ntkit --help`` answers without loading torch."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-
 
 COMMANDS = ["checkpoints", "demo", "data", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "mutagenesis",
             "attention", "splice", "annotate", "segment"]

@@ -5,11 +5,11 @@ bigWig per channel, called elements as BED, parquet on request, as one sharded, 
 
 from __future__ import annotations
 
-from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, named_files, positive_int, report_job, runtime
+from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, named_files, positive_int, report_job, runtime
 
 
 def _add_common(s, window_help: str) -> None:
-    from ..annotate import AnnotateOptions
+    from ntkit.tasks.annotate import AnnotateOptions
 
     d = AnnotateOptions()
     s.add_argument("--model", required=True, help=MODEL_HELP)
@@ -29,7 +29,7 @@ def _add_common(s, window_help: str) -> None:
 
 
 def register(sub) -> None:
-    from ..annotate import AnnotateOptions
+    from ntkit.tasks.annotate import AnnotateOptions
 
     s = sub.add_parser("annotate", help="SegmentNT: per-base element probabilities of regions as bigWig, called elements as BED")
     _add_common(s, "bases per model input (default: the model's context, 30 kb for the released SegmentNT)")
@@ -49,7 +49,7 @@ def register(sub) -> None:
     t.add_argument("--force", action="store_true", help=FORCE_HELP)
     t.set_defaults(func=run_tracks)
 
-    from ..track_training import TrackTrainConfig as C
+    from ntkit.tasks.tracks import TrackTrainConfig as C
 
     g = ts.add_parser("train", help="track heads (bigWig: Poisson or MSE) and element heads (BED: cross-entropy) on an NTv3 trunk")
     g.add_argument("--model", required=True, help=MODEL_HELP + "; an NTv3 model (pre- or post-trained)")
@@ -76,7 +76,7 @@ def register(sub) -> None:
 
 
 def _options(args):
-    from ..annotate import AnnotateOptions
+    from ntkit.tasks.annotate import AnnotateOptions
 
     return AnnotateOptions(window_bp=args.window_bp, flank_bp=getattr(args, "flank_bp", None), threshold=args.threshold,
                            min_length=args.min_length, channels=args.channels or None, parquet=args.parquet,
@@ -84,7 +84,7 @@ def _options(args):
 
 
 def _run(args, predictor, rt, prefix: str) -> int:
-    from ..annotate import annotate_to_files
+    from ntkit.tasks.annotate import annotate_to_files
 
     res = annotate_to_files(predictor, args.fasta, args.out, regions=args.regions, bed=args.bed, prefix=args.prefix or prefix,
                             opts=_options(args), shard=args.shard, restart=args.restart, runtime=rt)
@@ -96,8 +96,8 @@ def _run(args, predictor, rt, prefix: str) -> int:
 
 
 def run_annotate(args) -> int:
-    from ..predictors import Elements
-    from ..segment_nt import SegmentNTModel
+    from ntkit.models.segment_nt.model import SegmentNTModel
+    from ntkit.tasks.predictors import Elements
 
     model, rt = runtime(args, args.model)
     if not isinstance(model, SegmentNTModel):
@@ -108,9 +108,9 @@ def run_annotate(args) -> int:
 
 
 def run_tracks(args) -> int:
-    from ..ntv3 import NTv3Model
-    from ..predictors import TrainedTracks, Tracks
-    from ..track_training import TrackModel
+    from ntkit.models.ntv3.model import NTv3Model
+    from ntkit.tasks.predictors import Tracks, TrainedTracks
+    from ntkit.tasks.tracks import TrackModel
 
     model, rt = runtime(args, args.model)
     if not isinstance(model, NTv3Model):
@@ -128,9 +128,10 @@ def run_tracks(args) -> int:
 def train_tracks(args) -> int:
     import json
 
-    from ..genome import Genome
-    from ..jobs import check_output, write_text_atomic
-    from ..track_training import TrackTargets, TrackTrainConfig, evaluate_tracks, track_windows, train_tracks as train
+    from ntkit.io.genome import Genome
+    from ntkit.runtime.jobs import check_output, write_text_atomic
+    from ntkit.tasks.tracks import TrackTargets, TrackTrainConfig, evaluate_tracks, track_windows
+    from ntkit.tasks.tracks import train_tracks as train
 
     check_output(f"{args.out}/tracks_config.json")
     genome = Genome(args.fasta)

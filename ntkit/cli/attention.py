@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import MODEL_HELP, add_runtime_args, runtime
+from ntkit.cli.common import MODEL_HELP, add_runtime_args, runtime
 
 
 def register(sub) -> None:
@@ -26,10 +26,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..annotation import read_annotation
-    from ..attention import attention_enrichment, plot_heatmaps, region_windows
-    from ..genome import Genome
-    from ..jobs import atomic_output, check_output
+    from ntkit.io.annotation import read_annotation
+    from ntkit.io.genome import Genome
+    from ntkit.runtime.jobs import atomic_output, check_output
+    from ntkit.tasks.attention import attention_enrichment, plot_heatmaps, region_windows
 
     out = Path(args.out)
     check_output(out / "attention_enrichment.csv", [args.fasta, args.annotation])

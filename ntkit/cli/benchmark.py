@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .common import MODEL_HELP, add_runtime_args, runtime
+from ntkit.cli.common import MODEL_HELP, add_runtime_args, runtime
 
 
 def register(sub) -> None:
-    from ..benchmark import METHODS
-    from ..finetune import LEARNING_RATES
+    from ntkit.tasks.benchmark import METHODS
+    from ntkit.tasks.finetune import LEARNING_RATES
 
     s = sub.add_parser("benchmark", help="downstream tasks with k-fold CV: probing, fine-tuning and baselines")
     s.add_argument("tasks", nargs="+", help="task tables (TSV/CSV/parquet) or task folders")
@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..benchmark import load_tasks, run_benchmark, write_report
+    from ntkit.tasks.benchmark import load_tasks, run_benchmark, write_report
 
     model, rt = runtime(args, args.model)
     tasks = [t for p in args.tasks for t in load_tasks(p, None)]

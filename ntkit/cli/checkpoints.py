@@ -6,10 +6,10 @@ import importlib
 import json
 from pathlib import Path
 
-from .common import DTYPES, add_hub_args, check_not_preset, dtype_of
+from ntkit.cli.common import DTYPES, add_hub_args, check_not_preset, dtype_of
 
 # The library module whose ``merge_outputs`` joins the parts of each job.
-MERGERS = {"variant-effects": "perturb", "embed": "embed", "mutagenesis": "mutagenesis", "predict": "finetune", "annotate": "annotate"}
+MERGERS = {"variant-effects": "perturb", "embed": "embed", "mutagenesis": "mutagenesis", "predict": "finetune", "annotate": "annotate"}  # in ntkit.tasks
 MERGE_FUNCTIONS = {"perturb": "merge_variant_effects"}
 
 
@@ -46,43 +46,33 @@ def register(sub) -> None:
 def info(args) -> int:
     import torch
 
-    from ..checkpoint import _HUB_ID, hf_num_parameters, hub_snapshot, load, load_checkpoint
-    from ..config import PRESETS, trained_weights
-    from ..model import NTModel
+    from ntkit.models import registry
+    from ntkit.models.checkpoint import HUB_ID, hub_snapshot, is_preset, load, load_checkpoint
 
-    from ..checkpoint import family_presets
-
-    preset = args.model in set(PRESETS) | family_presets() and not Path(args.model).exists()
+    preset = is_preset(args.model)
     source = {}
     if preset:  # shapes only: no weights are made (nt-v1-2.5b would take 10 GB)
+        family = registry.for_preset(args.model)
         with torch.device("meta"):
-            model = NTModel(PRESETS[args.model]) if args.model in PRESETS else _family_model(args.model)
-    elif not Path(args.model).exists() and _HUB_ID.fullmatch(args.model):
+            model = family.model_class(family.presets[args.model])
+    elif not Path(args.model).exists() and HUB_ID.fullmatch(args.model):
         folder = hub_snapshot(args.model, args.revision, cache_dir=args.cache_dir, token=args.token)
         model = load_checkpoint(folder)
         source = {"source": args.model, "revision": folder.name, "folder": str(folder)}  # the snapshot's commit
     else:
         model = load(args.model)
         source = {"source": str(Path(args.model).resolve())}
+    family = registry.for_model(model)
     cfg = model.config
-    family = getattr(cfg, "family", "nt")
     if args.tracks:
-        if family != "ntv3" or args.tracks not in getattr(cfg, "species", []):
+        if args.tracks not in getattr(cfg, "species", []):
             raise ValueError(f"--tracks {args.tracks}: {args.model} has no tracks for it (species: {getattr(cfg, 'species', [])})")
         print("\n".join(cfg.bigwigs_per_species.get(args.tracks, []) + list(cfg.bed_elements_names)))
         return 0
-    out = {"family": family, **cfg.to_dict(), "parameters": model.num_parameters(),
+    out = {"family": family.name, **family.describe(model), "parameters": model.num_parameters(),
            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), **source}
-    if family == "nt":
-        out.update(parameters_hf_layout=hf_num_parameters(cfg), max_nucleotides=cfg.max_nucleotides)
-    elif family == "ntv3":
-        out.update(kind="post-trained" if cfg.conditions_vocab_size else "pre-trained", length_multiple=cfg.multiple,
-                   species={s: len(cfg.bigwigs_per_species[s]) for s in cfg.species}, bed_elements=cfg.bed_elements_names)
-        out.pop("bigwigs_per_species", None)  # thousands of track names: `species` counts them, --tracks lists them
-    elif family == "segment_nt":
-        out.update(context_tokens=cfg.context_tokens)
     if preset:
-        hub = trained_weights(args.model)
+        hub = registry.trained_weights(args.model)
         out["weights"] = ("a preset is an architecture: random weights; trained weights: " + ", ".join(hub) +
                           f" (`ntkit download {hub[0]}`, then --model {hub[0]})") if hub else \
             "a preset is an architecture: random weights (CPU-sized; no published weights)"
@@ -90,23 +80,15 @@ def info(args) -> int:
     return 0
 
 
-def _family_model(name: str):
-    from .. import ntv3, segment_nt
-
-    return ntv3.NTv3Model(ntv3.PRESETS[name]) if name in ntv3.PRESETS else segment_nt.SegmentNTModel(segment_nt.PRESETS[name])
-
-
 def download(args) -> int:
-    from ..checkpoint import hub_snapshot
-    from ..config import PRESETS, trained_weights
-
-    from ..checkpoint import family_presets
+    from ntkit.models import registry
+    from ntkit.models.checkpoint import hub_snapshot
 
     name = args.name
-    if name in set(PRESETS) | family_presets():
-        if not trained_weights(name):
+    if registry.for_preset(name) is not None:
+        if not registry.trained_weights(name):
             raise ValueError(f"{name} is a CPU-sized preset without published weights")
-        name = trained_weights(name)[0]
+        name = registry.trained_weights(name)[0]
     path = hub_snapshot(name, args.revision, cache_dir=args.cache_dir, token=args.token)
     print(f"{name}: in the cache at {path}; use --model {name}")
     return 0
@@ -115,7 +97,7 @@ def download(args) -> int:
 def convert(args) -> int:
     import warnings
 
-    from ..checkpoint import WEIGHT_FILES, load, save_checkpoint
+    from ntkit.models.checkpoint import WEIGHT_FILES, load, save_checkpoint
 
     check_not_preset(args.model, args.random_init)
     out = Path(args.out)
@@ -135,13 +117,13 @@ def convert(args) -> int:
 
 
 def merge(args) -> int:
-    from ..jobs import PartStore, finish
+    from ntkit.runtime.jobs import PartStore, finish
 
     store = PartStore.open(args.out)
     job = store.manifest.get("job")
     if job not in MERGERS:
         raise ValueError(f"{store.dir / 'manifest.json'}: unknown job {job!r} (ntkit merges {', '.join(MERGERS)})")
-    mod = importlib.import_module(f"ntkit.{MERGERS[job]}")
+    mod = importlib.import_module(f"ntkit.tasks.{MERGERS[job]}")
     res = finish(store, getattr(mod, MERGE_FUNCTIONS.get(MERGERS[job], "merge_outputs")), wait=False)
     print(res.get("summary", f"merged {job}"))
     for o in res["outputs"]:

@@ -62,7 +62,7 @@ FORCE_HELP = "use an adapter or head with a base model whose weights differ from
 
 
 def add_job_args(s, unit: str = "items") -> None:
-    """The options of sharded, resumable jobs (``ntkit.jobs``)."""
+    """The options of sharded, resumable jobs (``ntkit.runtime.jobs``)."""
     s.add_argument("--shard", help="I/N: run chunks c with c %% N == I (0-based; e.g. $SLURM_ARRAY_TASK_ID/N). "
                    "Under torchrun: RANK/WORLD_SIZE. The last shard to finish writes the outputs")
     s.add_argument("--chunk-size", type=positive_int(), default=4096, help=f"{unit} per part file (the unit of sharding and resume)")
@@ -97,14 +97,12 @@ def dtype_of(name: str | None):
 
 def check_not_preset(model_path: str | None, random_init: bool) -> None:
     """A preset name is an untrained architecture: refused as a model to run unless asked for."""
-    from pathlib import Path
+    from ntkit.models import registry
+    from ntkit.models.checkpoint import is_preset
 
-    from ..checkpoint import family_presets
-    from ..config import PRESETS, trained_weights
-
-    if model_path is None or random_init or Path(model_path).exists() or model_path not in set(PRESETS) | family_presets():
+    if model_path is None or random_init or not is_preset(model_path):
         return
-    hub = trained_weights(model_path)
+    hub = registry.trained_weights(model_path)
     where = (f"its trained weights are on the Hugging Face hub as {' or '.join(hub)} (`ntkit download {hub[0]}` fills the "
              f"cache; then --model {hub[0]})" if hub else "it has no published weights (a CPU-sized test architecture)")
     raise ValueError(f"{model_path} is a preset: an architecture with random weights, not a trained model; {where}. "
@@ -115,11 +113,10 @@ def runtime(args, model_path: str | None = None):
     """(model or None, ``engine.Runtime``) from the shared options. ``--dtype`` casts the weights
     at load, so weights and activations are in that precision and no autocast is needed. A preset
     name is refused unless ``--random-init`` (``check_not_preset``)."""
-    from ..engine import Runtime
-
     import warnings
 
-    from ..checkpoint import load
+    from ntkit.models.checkpoint import load
+    from ntkit.runtime.engine import Runtime
 
     check_not_preset(model_path, getattr(args, "random_init", False))
     device = getattr(args, "device", None) or default_device()

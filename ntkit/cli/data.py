@@ -22,7 +22,8 @@ def register(sub) -> None:
 def fetch(args) -> int:
     import os
 
-    from ..datasets import Catalogue, fetch as fetch_files
+    from ntkit.io.datasets import Catalogue
+    from ntkit.io.datasets import fetch as fetch_files
 
     cat = Catalogue.load(args.catalogue) if args.catalogue else Catalogue.load()
     if args.list or not args.names:
@@ -39,7 +40,7 @@ def fetch(args) -> int:
 
 
 def path(args) -> int:
-    from ..datasets import data_dir
+    from ntkit.io.datasets import data_dir
 
     print(data_dir())  # the path alone, for scripts: D=$(ntkit data path)
     return 0

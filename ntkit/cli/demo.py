@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run as run_demo
+    from ntkit.tasks.demo import run as run_demo
 
     run_demo(Path(args.out), args.data, args.minutes, args.tasks, args.seed)
     return 0

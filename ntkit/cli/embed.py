@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, report_job, runtime
+from ntkit.cli.common import MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, report_job, runtime
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..embed import embed_to_file
+    from ntkit.tasks.embed import embed_to_file
 
     model, rt = runtime(args, args.model)
     res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, positive_int, report_job, runtime
+from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, positive_int, report_job, runtime
 
 
 def register(sub) -> None:
-    from ..finetune import LEARNING_RATES, FinetuneConfig as C
+    from ntkit.tasks.finetune import LEARNING_RATES
+    from ntkit.tasks.finetune import FinetuneConfig as C
 
     s = sub.add_parser("finetune", help="fine-tune (IA3, LoRA, full or head only) on a labelled table; saves the adapter")
     s.add_argument("train", help="TSV/CSV/parquet with a sequence (or seq) column and a label column")
@@ -46,9 +47,10 @@ def finetune(args) -> int:
 
     import numpy as np
 
-    from ..finetune import FinetuneConfig, finetune as run_finetune
-    from ..jobs import check_output, write_dataframe
-    from ..labels import read_labelled
+    from ntkit.io.labels import read_labelled
+    from ntkit.runtime.jobs import check_output, write_dataframe
+    from ntkit.tasks.finetune import FinetuneConfig
+    from ntkit.tasks.finetune import finetune as run_finetune
 
     for f in (args.train, args.valid, args.test):
         if f is not None and not Path(f).exists():
@@ -94,8 +96,8 @@ def finetune(args) -> int:
 
 
 def predict(args) -> int:
-    from ..adapters import CONFIG as PEFT_CONFIG
-    from ..finetune import FINETUNE_CONFIG, FinetunedModel, holds_base, predict_to_file
+    from ntkit.models.adapters import CONFIG as PEFT_CONFIG
+    from ntkit.tasks.finetune import FINETUNE_CONFIG, FinetunedModel, holds_base, predict_to_file
 
     d = Path(args.adapter)
     if not (d / FINETUNE_CONFIG).exists() and not (d / PEFT_CONFIG).exists():  # a peft adapter alone: saved on ntkit.hf's classes

@@ -3,12 +3,12 @@ NT's zero-shot scores or any predictor (``--adapter``, ``--splice-model``)."""
 
 from __future__ import annotations
 
-from .common import MODEL_HELP, add_job_args, add_runtime_args, report_job, runtime
-from .variants import add_predictor_args, add_score_args, effect_options, load_predictor, model_for
+from ntkit.cli.common import MODEL_HELP, add_job_args, add_runtime_args, report_job, runtime
+from ntkit.cli.variants import add_predictor_args, add_score_args, effect_options, load_predictor, model_for
 
 
 def register(sub) -> None:
-    from ..mutagenesis import DEFAULT_SCORES
+    from ntkit.tasks.mutagenesis import DEFAULT_SCORES
 
     s = sub.add_parser("mutagenesis", help="in-silico saturation mutagenesis of regions: table, bedGraph tracks, heatmap")
     s.add_argument("--fasta", required=True, help="reference FASTA (bgzip + faidx, or plain)")
@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..mutagenesis import mutagenesis_to_files
+    from ntkit.tasks.mutagenesis import mutagenesis_to_files
 
     model, rt = runtime(args, model_for(args))
     predictor = load_predictor(args, model)

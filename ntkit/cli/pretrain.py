@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..pretrain import PretrainConfig, TrainingDiverged, pretrain, teardown_distributed
+    from ntkit.tasks.pretrain import PretrainConfig, TrainingDiverged, pretrain, teardown_distributed
 
     over = {k: getattr(args, k) for k in ("out_dir", "max_steps", "max_minutes", "batch_size", "tokens_per_step", "strategy",
                                           "device", "precision", "seed", "progress")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import MODEL_HELP, add_runtime_args, runtime
+from ntkit.cli.common import MODEL_HELP, add_runtime_args, runtime
 
 
 def register(sub) -> None:
@@ -22,9 +22,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..embed import embed, read_sequences
-    from ..labels import Classes, select_task
-    from ..probe import cross_validate_probe
+    from ntkit.io.labels import Classes, select_task
+    from ntkit.io.sequences import read_sequences
+    from ntkit.tasks.embed import embed
+    from ntkit.tasks.probe import cross_validate_probe
 
     _, seqs, t = read_sequences(args.input)
     if t is None or "label" not in t:

@@ -1,11 +1,11 @@
 """``ntkit segment train | evaluate``: SegmentNT-style segmentation trained from a GTF/GFF and BED
-files (``ntkit.segmentation``); ``ntkit annotate`` runs the result over a genome."""
+files (``ntkit.tasks.segmentation``); ``ntkit annotate`` runs the result over a genome."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .common import MODEL_HELP, add_runtime_args, named_files, positive_int, runtime
+from ntkit.cli.common import MODEL_HELP, add_runtime_args, named_files, positive_int, runtime
 
 
 def _add_data(s) -> None:
@@ -21,7 +21,7 @@ def _add_data(s) -> None:
 
 
 def register(sub) -> None:
-    from ..segmentation import SegmentTrainConfig as C
+    from ntkit.tasks.segmentation import SegmentTrainConfig as C
 
     s = sub.add_parser("segment", help="train and evaluate SegmentNT-style segmentation from GTF/BED annotations")
     ss = s.add_subparsers(dest="segment_command", required=True)
@@ -54,9 +54,9 @@ def register(sub) -> None:
 
 
 def _targets(args, model, genome):
-    from ..segment_nt import SegmentNTModel
-    from ..segmentation import GTF_ELEMENTS, TRANSCRIPT_ELEMENTS, Targets
-    from ..splice import read_transcripts
+    from ntkit.models.segment_nt.model import SegmentNTModel
+    from ntkit.tasks.segmentation import GTF_ELEMENTS, TRANSCRIPT_ELEMENTS, Targets
+    from ntkit.tasks.splice import read_transcripts
 
     beds = named_files(args.bed, "--bed")
     features = args.features
@@ -74,11 +74,11 @@ def _targets(args, model, genome):
 def train(args) -> int:
     import json
 
-    from ..genome import Genome
-    from ..jobs import check_output, write_dataframe, write_text_atomic
-    from ..model import NTModel
-    from ..segment_nt import SegmentNTModel, save_folder
-    from ..segmentation import SegmentTrainConfig, build_windows, evaluate_segmentation, from_backbone, train_segmentation
+    from ntkit.io.genome import Genome
+    from ntkit.models.nt.model import NTModel
+    from ntkit.models.segment_nt.model import SegmentNTModel, save_folder
+    from ntkit.runtime.jobs import check_output, write_dataframe, write_text_atomic
+    from ntkit.tasks.segmentation import SegmentTrainConfig, build_windows, evaluate_segmentation, from_backbone, train_segmentation
 
     check_output(Path(args.out) / "config.json")
     genome = Genome(args.fasta)
@@ -114,9 +114,9 @@ def train(args) -> int:
 
 
 def evaluate(args) -> int:
-    from ..genome import Genome
-    from ..segment_nt import SegmentNTModel
-    from ..segmentation import build_windows, evaluate_segmentation
+    from ntkit.io.genome import Genome
+    from ntkit.models.segment_nt.model import SegmentNTModel
+    from ntkit.tasks.segmentation import build_windows, evaluate_segmentation
 
     model, rt = runtime(args, args.model)
     if not isinstance(model, SegmentNTModel):
@@ -132,7 +132,7 @@ def evaluate(args) -> int:
     m = evaluate_segmentation(model, data, runtime=rt)
     print(m.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
-        from ..jobs import write_dataframe
+        from ntkit.runtime.jobs import write_dataframe
 
         write_dataframe(m, args.out)
         print(f"wrote {args.out}")

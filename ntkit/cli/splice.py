@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, runtime
+from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, runtime
 
 
 def register(sub) -> None:
-    from .variants import add_gain_loss_args
-    from ..splice import SpliceTrainConfig as C
+    from ntkit.cli.variants import add_gain_loss_args
+    from ntkit.tasks.splice import SpliceTrainConfig as C
 
     s = sub.add_parser("splice", help="nucleotide-level splice sites: build data, train, evaluate, predict")
     ss = s.add_subparsers(dest="splice_command", required=True)
@@ -88,14 +88,14 @@ def register(sub) -> None:
 
 
 def build(args) -> int:
-    from ..genome import Genome
-    from ..jobs import check_output
-    from ..splice import build_windows, read_transcripts
+    from ntkit.io.genome import Genome
+    from ntkit.runtime.jobs import check_output
+    from ntkit.tasks.splice import build_windows, read_transcripts
 
     check_output(args.out, [args.fasta, args.transcripts])
     tx = read_transcripts(args.transcripts, args.chroms)
     if args.regions:
-        from ..data import Interval
+        from ntkit.io.genome import Interval
 
         ivs = [Interval.parse(r) for r in args.regions]
         tx = [t for t in tx if any(iv.overlaps(t.chrom, t.start, t.end) and iv.start <= t.start and t.end <= iv.end for iv in ivs)]
@@ -106,8 +106,8 @@ def build(args) -> int:
 
 
 def train(args) -> int:
-    from ..jobs import check_output
-    from ..splice import SpliceTrainConfig, SpliceWindows, save_splice_model, train_splice
+    from ntkit.runtime.jobs import check_output
+    from ntkit.tasks.splice import SpliceTrainConfig, SpliceWindows, save_splice_model, train_splice
 
     check_output(Path(args.out) / "splice_config.json", [args.data])
     base, rt = runtime(args, args.model)
@@ -123,8 +123,8 @@ def train(args) -> int:
 
 
 def evaluate(args) -> int:
-    from ..jobs import atomic_output, check_output
-    from ..splice import MaxEntScan, SitePWM, SpliceWindows, evaluate_splice, load_splice_model, results_table
+    from ntkit.runtime.jobs import atomic_output, check_output
+    from ntkit.tasks.splice import MaxEntScan, SitePWM, SpliceWindows, evaluate_splice, load_splice_model, results_table
 
     if args.out:
         check_output(args.out, [args.test])
@@ -147,8 +147,8 @@ def evaluate(args) -> int:
 
 
 def predict(args) -> int:
-    from ..jobs import atomic_output, check_output
-    from ..splice import SpliceWindows, load_splice_model, predict_windows, to_genome_table, write_bedgraph
+    from ntkit.runtime.jobs import atomic_output, check_output
+    from ntkit.tasks.splice import SpliceWindows, load_splice_model, predict_windows, to_genome_table, write_bedgraph
 
     out = check_output(args.out, [args.data])
     base, rt = runtime(args, args.model)
@@ -166,10 +166,10 @@ def predict(args) -> int:
 
 
 def score_variants(args) -> int:
-    from ..perturb import EffectOptions, variant_effects_to_files
-    from ..predictors import SpliceSites
-    from ..splice import load_splice_model
-    from .common import report_job
+    from ntkit.cli.common import report_job
+    from ntkit.tasks.perturb import EffectOptions, variant_effects_to_files
+    from ntkit.tasks.predictors import SpliceSites
+    from ntkit.tasks.splice import load_splice_model
 
     base, rt = runtime(args, args.model)
     predictor = SpliceSites(load_splice_model(args.splice_model, base, force=args.force))

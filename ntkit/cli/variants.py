@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, report_job, runtime
+from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, report_job, runtime
 
 
 def add_score_args(s, default: Sequence[str]) -> None:
     """What NT's zero-shot scores are and in which windows (``ScoreOptions``): shared by
     score-variants and mutagenesis."""
-    from ..variants import SCORES
+    from ntkit.tasks.variants import SCORES
 
     s.add_argument("--scores", nargs="+", choices=SCORES, default=list(default),
                    help="NT zero-shot: llr: masked marginal; llr_unmasked: wild-type marginal; embedding: L1/L2/cosine/dot distances "
                    "(the score for indels). score-variants defaults to llr + embedding; mutagenesis to the two marginals, which "
-                   "share forwards across a region's SNVs (README: Scores)")
+                   "share forwards across a region's SNVs (docs: Variant effects and scores)")
     s.add_argument("--layers", type=int, nargs="+", default=[-1], help="NT zero-shot: layers of the embedding distances")
     s.add_argument("--window-tokens", type=positive_int(), help="NT zero-shot: tile length in tokens (default: the model's context)")
     s.add_argument("--tile-stride-bp", type=positive_int(),
@@ -27,7 +27,7 @@ def add_score_args(s, default: Sequence[str]) -> None:
 
 def add_gain_loss_args(s) -> None:
     """--distance and --mask: where a per-base predictor's gains and losses are sought (SpliceAI's -D, -M)."""
-    from ..perturb import EffectOptions as E
+    from ntkit.tasks.perturb import EffectOptions as E
 
     s.add_argument("--distance", type=int, default=E.distance, help="per-base predictors: bases each side of a variant where "
                    "gains and losses are sought")
@@ -55,14 +55,14 @@ def add_predictor_args(s) -> None:
 
 def load_predictor(args, model):
     """The predictor the options name, or None for NT's zero-shot scores."""
-    from ..predictors import load_predictor as load
+    from ntkit.tasks.predictors import load_predictor as load
 
     return load(model, adapter=args.adapter, splice_model=args.splice_model, track_model=args.track_model, species=args.species,
                 outputs=args.outputs, force=args.force)
 
 
 def effect_options(args):
-    from ..perturb import EffectOptions
+    from ntkit.tasks.perturb import EffectOptions
 
     return EffectOptions(window_bp=args.window_bp, tile_stride_bp=args.tile_stride_bp, distance=args.distance, mask=args.mask,
                          label_key=getattr(args, "label_key", None))
@@ -72,7 +72,7 @@ def model_for(args) -> str | None:
     """--model, unless the adapter folder holds its own fully fine-tuned base."""
     from pathlib import Path
 
-    from ..finetune import holds_base
+    from ntkit.tasks.finetune import holds_base
 
     if args.adapter and (Path(args.adapter) / "base").is_dir() and holds_base(args.adapter):
         return None
@@ -82,7 +82,7 @@ def model_for(args) -> str | None:
 
 
 def register(sub) -> None:
-    from ..variants import DEFAULT_SCORES
+    from ntkit.tasks.variants import DEFAULT_SCORES
 
     s = sub.add_parser("score-variants", help="variant effects: VCF + FASTA -> annotated VCF / table (NT zero-shot, a "
                        "fine-tuned or splice model, SegmentNT's elements, NTv3's tracks)")
@@ -100,8 +100,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..perturb import variant_effects_to_files
-    from ..variants import evaluate_table, is_vcf, score_variants_to_files
+    from ntkit.tasks.perturb import score_variants_to_files, variant_effects_to_files
+    from ntkit.tasks.variants import evaluate_table, is_vcf
 
     model, rt = runtime(args, model_for(args))
     predictor = load_predictor(args, model)

@@ -2,7 +2,7 @@
 its length curriculum), ``human-ref``, ``1000g``, ``multispecies``. ``--config tiny-cpu`` names one; a path names any other YAML file.
 
 Paths in a recipe may use ``${VARS}`` from the environment; ``${NTKIT_DATA}`` defaults to the
-data folder of ``ntkit.datasets.data_dir`` (the demo data shipped with ntkit unless
+data folder of ``ntkit.io.datasets.data_dir`` (the demo data shipped with ntkit unless
 ``$NTKIT_DATA`` is set). Relative paths are relative to the recipe file.
 """
 
