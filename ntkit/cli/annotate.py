@@ -96,30 +96,25 @@ def _run(args, predictor, rt, prefix: str) -> int:
 
 
 def run_annotate(args) -> int:
-    from ntkit.models.segment_nt.model import SegmentNTModel
     from ntkit.tasks.predictors import Elements
+    from ntkit.tasks.support import require
 
     model, rt = runtime(args, args.model)
-    if not isinstance(model, SegmentNTModel):
-        raise ValueError(f"{args.model} is not a SegmentNT model (ntkit annotate needs one; NTv3 tracks: ntkit tracks)")
+    require(model, "annotate")
     if args.rescaling_factor is not None:
         model.set_rescaling(args.rescaling_factor)
     return _run(args, Elements(model), rt, "annotation")
 
 
 def run_tracks(args) -> int:
-    from ntkit.models.ntv3.model import NTv3Model
     from ntkit.tasks.predictors import Tracks, TrainedTracks
+    from ntkit.tasks.support import kind_of, require
     from ntkit.tasks.tracks import TrackModel
 
     model, rt = runtime(args, args.model)
-    if not isinstance(model, NTv3Model):
-        raise ValueError(f"{args.model} is not an NTv3 model")
-    if args.adapter:
+    if args.adapter and kind_of(model) in ("ntv3-pre", "ntv3-post"):  # a track model's heads on its NTv3 trunk
         return _run(args, TrainedTracks(TrackModel.load(model, args.adapter, force=args.force)), rt, "tracks")
-    if not model.config.conditions_vocab_size:
-        raise ValueError(f"{args.model} is a pre-trained NTv3 without track heads: give a post-trained model, or --adapter "
-                         "with a track model of `ntkit tracks train`")
+    require(model, "tracks predict")
     if not args.species:
         raise ValueError(f"--species is needed for a post-trained model: one of {model.config.species}")
     return _run(args, Tracks(model, args.species), rt, args.species)

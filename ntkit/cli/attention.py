@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ntkit.cli.common import MODEL_HELP, add_runtime_args, runtime
+from ntkit.cli.common import MODEL_HELP, add_runtime_args, add_species_arg, runtime
 
 
 def register(sub) -> None:
@@ -21,6 +21,7 @@ def register(sub) -> None:
     s.add_argument("--layers", type=int, nargs="+", help="blocks to test (default: all)")
     s.add_argument("--alpha", type=float, default=0.05, help="FDR level")
     s.add_argument("--out", default="runs/attention", help="folder: attention_enrichment.csv and .png")
+    add_species_arg(s)
     add_runtime_args(s)
     s.set_defaults(func=run)
 
@@ -34,6 +35,7 @@ def run(args) -> int:
     out = Path(args.out)
     check_output(out / "attention_enrichment.csv", [args.fasta, args.annotation])
     model, rt = runtime(args, args.model)
+    model = model.backbone(args.species)  # SegmentNT: its NT v2 backbone; a post-trained NTv3: conditioned
     genome = Genome(args.fasta)
     ann = read_annotation(args.annotation, args.types, args.bed_type)
     tok = model.tokenizer

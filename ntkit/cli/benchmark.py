@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ntkit.cli.common import MODEL_HELP, add_runtime_args, runtime
+from ntkit.cli.common import MODEL_HELP, add_runtime_args, add_species_arg, runtime
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=16, help="sequences per step (fine-tuning) and per forward")
     s.add_argument("--seed", type=int, default=0, help="seed of the folds, probes and fine-tuning")
     s.add_argument("--out", default="runs/benchmark", help="folder: results.csv, summary.csv, table.md, mcc.png, meta.json")
+    add_species_arg(s)
     add_runtime_args(s, batch_tokens=False)
     s.set_defaults(func=run)
 
@@ -31,12 +32,16 @@ def run(args) -> int:
     from ntkit.tasks.benchmark import load_tasks, run_benchmark, write_report
 
     model, rt = runtime(args, args.model)
+    if model is not None:
+        model = model.backbone(args.species)  # SegmentNT: its NT v2 backbone; a post-trained NTv3: conditioned
+    elif args.species:
+        raise ValueError("--species needs --model (a post-trained NTv3)")
     tasks = [t for p in args.tasks for t in load_tasks(p, None)]
     if args.only:
         tasks = [t for t in tasks if t.name in set(args.only)]
     res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, seed=args.seed,
                         finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
-    meta = {"model": args.model, "methods": args.methods, "folds": args.folds, "layer": args.layer, "seed": args.seed,
+    meta = {"model": args.model, "species": args.species, "methods": args.methods, "folds": args.folds, "layer": args.layer, "seed": args.seed,
             "classes": {t.name: list(t.classes) for t in tasks}}
     paths = write_report(res, args.out, meta)
     print(paths["table"].read_text())

@@ -48,6 +48,7 @@ def info(args) -> int:
 
     from ntkit.models import registry
     from ntkit.models.checkpoint import HUB_ID, hub_snapshot, is_preset, load, load_checkpoint
+    from ntkit.tasks.support import supported_jobs
 
     preset = is_preset(args.model)
     source = {}
@@ -70,7 +71,7 @@ def info(args) -> int:
         print("\n".join(cfg.bigwigs_per_species.get(args.tracks, []) + list(cfg.bed_elements_names)))
         return 0
     out = {"family": family.name, **family.describe(model), "parameters": model.num_parameters(),
-           "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), **source}
+           "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), **source, "jobs": supported_jobs(model)}
     if preset:
         hub = registry.trained_weights(args.model)
         out["weights"] = ("a preset is an architecture: random weights; trained weights: " + ", ".join(hub) +

@@ -23,6 +23,15 @@ def add_runtime_args(s, *, batch_tokens: bool = True) -> None:
                        help="tokens per forward (rows x padded length); default 2048 on CPU, 16384 on GPU")
 
 
+SPECIES_HELP = ("a post-trained NTv3: the species whose conditioning the model runs with (`ntkit info MODEL` lists them); "
+                "other models take none")
+
+
+def add_species_arg(s) -> None:
+    """--species: the conditioning of a post-trained NTv3 for the commands that run its encoder."""
+    s.add_argument("--species", help=SPECIES_HELP)
+
+
 def add_hub_args(s) -> None:
     """--revision, --cache-dir, --token: where a hub model (ORG/NAME) comes from."""
     s.add_argument("--revision", help="hub models: a branch, tag or commit of the repository (default: main)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ntkit.cli.common import MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, report_job, runtime
+from ntkit.cli.common import MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, add_species_arg, report_job, runtime
 
 
 def register(sub) -> None:
@@ -15,7 +15,7 @@ def register(sub) -> None:
                    help="mean over tokens (<cls> excluded), the <cls> vector, per token, or per nucleotide")
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
-    s.add_argument("--species", help="a post-trained NTv3: the species whose conditioning the embeddings carry (ntkit info lists them)")
+    add_species_arg(s)
     add_sequence_columns(s)
     add_job_args(s, "sequences")
     add_runtime_args(s)

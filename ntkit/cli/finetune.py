@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, add_sequence_columns, positive_int, report_job, runtime
+from ntkit.cli.common import (
+    FORCE_HELP,
+    MODEL_HELP,
+    add_job_args,
+    add_runtime_args,
+    add_sequence_columns,
+    add_species_arg,
+    positive_int,
+    report_job,
+    runtime,
+)
 
 
 def register(sub) -> None:
@@ -27,6 +37,7 @@ def register(sub) -> None:
     s.add_argument("--lr", type=float, help="learning rate (default per method: " + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
     s.add_argument("--batch-size", type=positive_int(), default=C.batch_size, help="sequences per step")
     s.add_argument("--seed", type=int, default=C.seed, help="seed of the split, the head and the order of batches")
+    add_species_arg(s)
     add_runtime_args(s, batch_tokens=False)
     s.set_defaults(func=finetune)
 
@@ -36,6 +47,7 @@ def register(sub) -> None:
     s.add_argument("--model", help="the base model the adapter was trained on (not needed for full fine-tuning)")
     s.add_argument("--out", required=True, help=".parquet, .tsv or .csv: id, the input's columns, prob_<class> and predicted (or prediction)")
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
+    s.add_argument("--species", help="a post-trained NTv3: must be the species the adapter was trained with (default: that species)")
     add_sequence_columns(s)
     add_job_args(s, "sequences")
     add_runtime_args(s)
@@ -63,7 +75,7 @@ def finetune(args) -> int:
     base, rt = runtime(args, args.model)
     cfg = FinetuneConfig(method=args.method, task=args.task, n_classes=len(classes) if classes else 1,
                          classes=list(classes.names) if classes else None,
-                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, species=args.species)
     model = run_finetune(base, seqs, y, cfg, valid=valid, runtime=rt)
     n_base = base.num_parameters()
     print(f"{args.method}: {model.trainable_parameters():,} trainable parameters "
@@ -104,7 +116,7 @@ def predict(args) -> int:
         raise FileNotFoundError(f"{args.adapter}: neither an adapter folder of `ntkit finetune` ({FINETUNE_CONFIG}) nor a peft "
                                 f"adapter ({PEFT_CONFIG})")
     base, rt = runtime(args, None if holds_base(args.adapter) else args.model)
-    model = FinetunedModel.load_adapter(base, args.adapter, force=args.force)
+    model = FinetunedModel.load_adapter(base, args.adapter, force=args.force, species=args.species)
     res = predict_to_file(model, args.input, args.out, sequence_column=args.sequence_column, id_column=args.id_column,
                           chunk_size=args.chunk_size, shard=args.shard, restart=args.restart,
                           runtime=rt)

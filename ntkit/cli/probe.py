@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ntkit.cli.common import MODEL_HELP, add_runtime_args, runtime
+from ntkit.cli.common import MODEL_HELP, add_runtime_args, add_species_arg, runtime
 
 
 def register(sub) -> None:
@@ -16,7 +16,7 @@ def register(sub) -> None:
     s.add_argument("--probe", choices=["logreg", "mlp"], default="logreg", help="logistic regression or a one-hidden-layer MLP")
     s.add_argument("--folds", type=int, default=10, help="stratified folds (fewer when a class has fewer members)")
     s.add_argument("--seed", type=int, default=0, help="seed of the folds and the probe")
-    s.add_argument("--species", help="a post-trained NTv3: the species whose conditioning the embeddings carry (ntkit info lists them)")
+    add_species_arg(s)
     add_runtime_args(s)
     s.set_defaults(func=run)
 

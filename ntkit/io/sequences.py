@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from ntkit.io.genome import iter_fasta
 
+_FASTA = (".fa", ".fasta", ".fna")  # FASTA suffixes (optionally .gz); any other file is a table
 
 def iter_sequences(path: str | Path, sequence_column: str | None = None, id_column: str | None = None,
                    batch_rows: int = 8192) -> Iterator[tuple[str, str, dict]]:
@@ -114,6 +115,3 @@ def _memory_table(table, sequence_column: str | None, id_column: str | None):
     ids = [str(x) for x in df[idc]] if idc else [str(i) for i in range(len(seqs))]
     rest = df.drop(columns=[c for c in (col, idc) if c]).reset_index(drop=True)
     return ids, seqs, rest
-
-
-_FASTA = (".fa", ".fasta", ".fna")

@@ -132,6 +132,7 @@ def save_checkpoint(model, path: str | os.PathLike, safe_serialization: bool = T
     Each file is written under a temporary name and renamed, so an interrupted save never leaves a
     half-written file behind under the final name.
     """
+    model = getattr(model, "unconditioned", model)  # a conditioned view (NTv3's backbone(species)) saves its model
     family = registry.for_model(model)
     directory = Path(family.save_folder(model, Path(path), safe_serialization=safe_serialization, tokenizer=tokenizer,
                                         extra_tensors=extra_tensors, extra_config=extra_config))

@@ -108,6 +108,14 @@ def trained_weights(preset: str) -> tuple[str, ...]:
     return tuple(f.trained_weights.get(preset, ())) if f else ()
 
 
+def random_like(model, seed: int | None = 0):
+    """The same architecture re-initialised through its family (the random baselines of the
+    benchmark); a species-conditioned view (``backbone(species)``) stays conditioned."""
+    raw = getattr(model, "unconditioned", model)
+    fresh = for_model(raw).random_like(raw, seed)
+    return fresh if raw is model else fresh.backbone(model.species)
+
+
 def rebuild(build: Callable[..., Any]) -> Callable[..., Any]:
     """A family's ``random_like`` from its ``build``: the model's configuration, fresh weights
     (``seed``), on the model's device and in its dtype."""

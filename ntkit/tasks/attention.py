@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ntkit.io.plotting import figure, save_figure
 from ntkit.io.annotation import Annotation
 from ntkit.io.genome import Genome, Interval
+from ntkit.io.plotting import figure, save_figure
 from ntkit.runtime import engine
 from ntkit.tasks.pretrain_data import tile_windows
 

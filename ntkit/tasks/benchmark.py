@@ -32,12 +32,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ntkit.io.plotting import figure, save_figure
 from ntkit.io.genome import read_fasta_records
 from ntkit.io.labels import Classes
+from ntkit.io.plotting import figure, save_figure
 from ntkit.io.sequences import read_sequences
-from ntkit.models import adapters
-from ntkit.models.nt.model import build
+from ntkit.models import adapters, registry
 from ntkit.runtime.engine import as_runtime
 from ntkit.runtime.jobs import atomic_output, write_text_atomic
 from ntkit.tasks.baselines import kmer_counts
@@ -173,9 +172,8 @@ def run_benchmark(
         raise ValueError("a model is needed for every method but kmer")
 
     rt = as_runtime(runtime)
-    device = rt.device
     quiet = rt.replace(progress=False)
-    random_model = build(model.config, seed=seed + 1, device=device) if model is not None and any(m.startswith("random") for m in methods) else None
+    random_model = registry.random_like(model, seed=seed + 1) if model is not None and any(m.startswith("random") for m in methods) else None
     rows = []
     from tqdm.auto import tqdm
 

@@ -60,6 +60,7 @@ class FinetuneConfig:
     # in the targets' units.
     target_mean: float | None = None
     target_scale: float | None = None
+    species: str | None = None  # a post-trained NTv3's conditioning (``model.backbone(species)``); saved with the adapter
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, tuple):
@@ -137,9 +138,11 @@ class FinetunedModel(adapters.Adapted):
                                      weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG, peft_head="head")
 
     @classmethod
-    def load_adapter(cls, base: NTModel | None, directory: str | Path, force: bool = False) -> "FinetunedModel":
+    def load_adapter(cls, base: NTModel | None, directory: str | Path, force: bool = False, species: str | None = None) -> "FinetunedModel":
         """A folder of ``save_adapter`` on its base (``adapters.load_adapted`` checks the base;
-        ``force`` accepts a base with other weights)."""
+        ``force`` accepts a base with other weights). The base runs as it was trained: its
+        ``backbone(species)`` with the species saved in the folder (``species``, when given, must
+        be that one)."""
         d = Path(directory)
         if not (d / FINETUNE_CONFIG).exists() and (d / adapters.CONFIG).exists():
             return cls.from_peft(base, d)
@@ -149,8 +152,13 @@ class FinetunedModel(adapters.Adapted):
             cfg = FinetuneConfig(**json.loads((d / FINETUNE_CONFIG).read_text())["finetune"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{d / FINETUNE_CONFIG}: {' '.join(str(e).split())} (an edited or foreign file)") from None
+        if species is not None and species != cfg.species:
+            raise ValueError(f"{d} was trained with --species {cfg.species}, not {species}: its head reads that species' embeddings")
+        if base is not None:
+            base = base.backbone(cfg.species)
         base, parts, _ = adapters.load_adapted(d, base, full=cfg.method == "full", weights=HEAD_WEIGHTS, config=FINETUNE_CONFIG,
                                                force=force)
+        base = base.backbone(cfg.species)  # a full fine-tuning's saved base: the same view
         m = cls(base, cfg, attach=False)
         adapters.load_part(m.head, parts.get("head"), d / HEAD_WEIGHTS)
         return m
@@ -288,6 +296,7 @@ def finetune(
     them (``ntkit.io.labels``) and stored with the adapter, and ``valid`` labels are numbered alike."""
     rt = engine.as_runtime(runtime)
     cfg = cfg or FinetuneConfig()
+    base = base.backbone(cfg.species)  # SegmentNT: its NT v2 backbone; a post-trained NTv3: conditioned on cfg.species
     if cfg.task == "classification" and cfg.classes is None:
         from dataclasses import replace
 

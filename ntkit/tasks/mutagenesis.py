@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ntkit.io.plotting import figure, save_figure
 from ntkit.io.annotation import read_bed
 from ntkit.io.genome import Genome, Interval
+from ntkit.io.plotting import figure, save_figure
 from ntkit.runtime import engine, jobs
 from ntkit.runtime.jobs import atomic_output, chunks, write_parquet
 from ntkit.tasks.perturb import EffectOptions, _meta, base_columns, effects, genes_for, schema

@@ -1022,6 +1022,11 @@ class Conditioned(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return self.model.num_parameters(trainable_only)
 
+    @property
+    def unconditioned(self) -> NTv3Model:
+        """The model itself (what a checkpoint folder saves)."""
+        return self.model
+
     def backbone(self, species: str | None = None) -> "Conditioned":
         if species not in (None, self.species):
             raise ValueError(f"this model is conditioned on {self.species}, not {species}")
