@@ -54,7 +54,7 @@ def worker(impl: str, dtype_name: str, length: int, repeats: int, device: str, t
     ref = reference_model(dtype_name)
     from ntkit.models.ntv3.tokenizer import BaseTokenizer
 
-    ids = BaseTokenizer(128)(genome_windows(1, length, seed=0)).to_torch()[0].to(device)
+    ids = BaseTokenizer(128).batch_encode(genome_windows(1, length, seed=0)).to_torch()[0].to(device)
     if impl == "reference":
         model = ref.to(device)
         run = lambda: model.core(input_ids=ids)["logits"]  # noqa: E731
