@@ -84,6 +84,7 @@ def test_a_new_family_loads_saves_converts_and_describes_itself(toy, tmp_path, c
     assert main(["info", "toy-tiny"]) == 0
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])  # after convert's line
     assert info["family"] == "toy" and info["width"] == 4 and info["parameters"] == 20
+    assert info["jobs"]["embed"].startswith("unknown: the toy family has no row")  # until it fills its row of the job matrix
     other = toy.random_like(model, seed=4)
     assert other.config == model.config and not torch.equal(other.proj.weight, model.proj.weight)
 

@@ -57,8 +57,11 @@ def require(model, job: str) -> None:
 
 
 def supported_jobs(model) -> dict[str, str]:
-    """job -> "yes" or why not (``ntkit info``)."""
-    return {job: "yes" if (why := SUPPORT[kind_of(model)][job]) is None else f"no: {why}" for job in JOBS}
+    """job -> "yes" or why not (``ntkit info``); a family without a row (one just added) says so."""
+    kind = kind_of(model)
+    if kind not in SUPPORT:
+        return dict.fromkeys(JOBS, f"unknown: the {kind} family has no row in ntkit.tasks.support.SUPPORT yet")
+    return {job: "yes" if (why := SUPPORT[kind][job]) is None else f"no: {why}" for job in JOBS}
 
 
 def markdown_table() -> str:
