@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = ["checkpoints", "demo", "data", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "mutagenesis",
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--quiet", action="store_true", help="no warnings and no progress bars (results and errors only)")
     p.add_argument("--verbose", action="store_true", help="warnings with the code that raised them (Python's format)")
+    p.add_argument("--progress", dest="progress_mode", choices=["auto", "bar", "lines", "none"],
+                   help="progress display: a redrawn bar (a terminal), lines every 30 s or 5%% (logs, Slurm), none; "
+                   "auto: bar on a terminal, else lines (default: $NTKIT_PROGRESS, else auto)")
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
@@ -78,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     ``--debug`` shows the traceback instead."""
     import pickle
 
+    from ntkit.runtime import progress  # deferred with the rest of the library (see the module docstring)
+
     args = build_parser().parse_args(argv)
+    progress.set_mode(args.progress_mode or os.environ.get("NTKIT_PROGRESS") or "auto")
     setup_warnings(args)
     try:
         return int(args.func(args) or 0)

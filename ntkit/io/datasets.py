@@ -34,6 +34,7 @@ from typing import Iterator, Sequence
 from ntkit.io.genome import _is_plain_gzip
 from ntkit.io.shipped import CATALOGUE, SHIPPED, data_dir, data_file  # noqa: F401  (data_dir, data_file: ntkit.io.datasets' API too)
 from ntkit.runtime.jobs import atomic_output, write_text_atomic
+from ntkit.runtime.progress import bar as progress_bar
 
 DOWNLOADS = ".ntkit-downloads"  # archives kept here between an interruption and the next run
 CHUNK = 1 << 20
@@ -249,7 +250,6 @@ def download(urls: Sequence[str], dest: Path, *, size: int | None = None, progre
     """``dest`` from the first URL that answers, via ``dest.part`` (resumed when present). Returns
     the headers of the answering server. Raises ConnectionError naming every URL tried, or, when a
     transfer breaks off, saying that the part is kept for the next run to resume."""
-    from tqdm.auto import tqdm
 
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -266,8 +266,8 @@ def download(urls: Sequence[str], dest: Path, *, size: int | None = None, progre
             return headers
         try:
             with r, open(part, "ab" if resumed else "wb") as out, \
-                    tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc=label or dest.name, dynamic_ncols=True, disable=not progress) as bar:
+                    progress_bar(total=total, initial=have if resumed else 0, unit="B", unit_scale=True, unit_divisor=1024,
+                                 desc=label or dest.name, enabled=progress) as bar:
                 while b := r.read1(CHUNK):  # what has arrived (read() would wait for a whole CHUNK)
                     out.write(b)
                     bar.update(len(b))

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from ntkit.runtime.progress import bar as progress_bar
 
 R = TypeVar("R")
 O = TypeVar("O")
@@ -126,7 +127,7 @@ def run(
     rt = as_runtime(runtime)
     with inference_session(model, rt.device) as dev:
         batch_tokens, batch_size, dtype = rt.batch_tokens or default_batch_tokens(dev), rt.batch_size, rt.dtype
-        with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=not rt.progress) as bar:
+        with progress_bar(total=total, unit=unit, desc=desc, enabled=rt.progress) as bar:
             buffer: list[R] = []
             it = iter(requests)
             while True:

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ntkit.core import __version__
+from ntkit.runtime.progress import bar as progress_bar
 
 T = TypeVar("T")
 MANIFEST_VERSION = 2
@@ -508,12 +509,11 @@ def run_chunks(store: PartStore, items: Iterable[T], chunk_size: int, process: C
     """The chunk loop of every job: cut ``items`` into chunks, ``process`` this shard's unfinished
     ones into rows, stream them to their part, record the chunk and item counts. Returns the
     chunk count."""
-    from tqdm.auto import tqdm
 
     n = n_items = 0
     desc = f"{desc} (shard {store.shard})" if store.shard.count > 1 else desc
     try:
-        with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=not progress) as bar:
+        with progress_bar(total=total, unit=unit, desc=desc, enabled=progress) as bar:
             for c, chunk in enumerate(chunks(items, chunk_size, weight, max_weight)):
                 n, n_items = c + 1, n_items + len(chunk)
                 if store.todo(c):

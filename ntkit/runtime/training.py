@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
-from tqdm.auto import tqdm
+
+from ntkit.runtime.progress import bar as progress_bar
 
 
 @dataclass
@@ -47,7 +48,7 @@ def train_loop(model: torch.nn.Module, params: list[torch.nn.Parameter], batches
     use_autocast = autocast_dtype is not None and autocast_dtype != torch.float32
     t0, step, bad = time.time(), 0, 0
     best, best_state, stopped = -math.inf, None, "epochs"
-    bar = tqdm(total=total_steps, unit="step", desc=desc, dynamic_ncols=True, disable=not progress)
+    bar = progress_bar(total=total_steps, unit="step", desc=desc, enabled=progress)
 
     def check() -> bool:
         """Evaluate; True when patience has run out."""

@@ -39,6 +39,7 @@ from ntkit.io.sequences import read_sequences
 from ntkit.models import adapters, registry
 from ntkit.runtime.engine import as_runtime
 from ntkit.runtime.jobs import atomic_output, write_text_atomic
+from ntkit.runtime.progress import bar as progress_bar
 from ntkit.tasks.baselines import kmer_counts
 from ntkit.tasks.embed import embed
 from ntkit.tasks.finetune import FinetuneConfig, finetune
@@ -175,9 +176,8 @@ def run_benchmark(
     quiet = rt.replace(progress=False)
     random_model = registry.random_like(model, seed=seed + 1) if model is not None and any(m.startswith("random") for m in methods) else None
     rows = []
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(tasks) * len(methods), unit="task-method", desc="benchmark", dynamic_ncols=True, disable=not rt.progress)
+    bar = progress_bar(total=len(tasks) * len(methods), unit="task-method", desc="benchmark", enabled=rt.progress)
     for task in tasks:
         folds, k = folds_for(task, n_folds, seed)
         if not folds:

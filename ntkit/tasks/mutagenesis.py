@@ -23,13 +23,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ntkit.io.annotation import read_bed
 from ntkit.io.genome import Genome, Interval
 from ntkit.io.plotting import figure, save_figure
 from ntkit.runtime import engine, jobs
 from ntkit.runtime.jobs import atomic_output, chunks, write_parquet
+from ntkit.runtime.progress import bar as progress_bar
 from ntkit.tasks.perturb import EffectOptions, _meta, base_columns, effects, genes_for, schema
 from ntkit.tasks.predictors import Predictor, ZeroShot
 from ntkit.tasks.variants import EFFECT_SIGN, Allele, score_options
@@ -118,7 +118,7 @@ def mutagenesis(model, fasta: str | Path | Genome, regions: Sequence[str] = (), 
     genes = genes_for(predictor, transcripts, genome)
     rt = engine.as_runtime(runtime)
     rows = []
-    with tqdm(unit="base", desc="mutagenesis", disable=not rt.progress, dynamic_ncols=True) as bar:
+    with progress_bar(unit="base", desc="mutagenesis", enabled=rt.progress) as bar:
         for chunk in chunks(iter_positions(genome, ivs), chunk_size):
             rows += effects(predictor, [a for p in chunk for a in p], genome, opts, genes, rt)
             bar.update(len(chunk))

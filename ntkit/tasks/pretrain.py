@@ -45,7 +45,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ntkit.core.fields import check_fields
 from ntkit.io.datasets import data_dir
@@ -58,6 +57,7 @@ from ntkit.models.nt.tokenizer import Tokenizer
 from ntkit.models.ntv3.model import NTv3Model
 from ntkit.recipes import recipe_path
 from ntkit.runtime.jobs import check_output
+from ntkit.runtime.progress import bar as progress_bar
 from ntkit.tasks.pretrain_data import SourceConfig, Window, WindowSampler, tile_windows
 
 
@@ -578,10 +578,10 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int], None] | None = None) 
     log = _Log(Path(cfg.out_dir) / "log.csv", run.d.main)
     show = run.d.main and cfg.progress
     if cfg.max_minutes is not None:  # a time budget: the bar counts seconds (its ETA would otherwise be for max_steps)
-        bar = tqdm(total=round(cfg.max_minutes * 60), unit="s", desc="pretrain", dynamic_ncols=True, disable=not show,
+        bar = progress_bar(total=round(cfg.max_minutes * 60), unit="s", desc="pretrain", enabled=show,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s of the time budget{postfix}")
     else:
-        bar = tqdm(total=cfg.max_steps, initial=run.step, unit="step", desc="pretrain", dynamic_ncols=True, disable=not show)
+        bar = progress_bar(total=cfg.max_steps, initial=run.step, unit="step", desc="pretrain", enabled=show)
     last: dict = {}
     try:
         while run.step < cfg.max_steps:

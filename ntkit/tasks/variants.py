@@ -55,12 +55,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from tqdm.auto import tqdm
 
 from ntkit.core.sequence import reverse_complement
 from ntkit.io.genome import Genome, open_vcf, vcf_path
 from ntkit.runtime import engine
 from ntkit.runtime.jobs import atomic_output, chunks, model_fingerprint, provenance, write_dataframe
+from ntkit.runtime.progress import bar as progress_bar
 
 EFFECT_SIGN = {"llr": -1, "llr_unmasked": -1, "l1": 1, "l2": 1, "cosine": -1, "dot": -1}
 SCORES = ("llr", "llr_unmasked", "embedding")
@@ -566,7 +566,7 @@ def score_variants(
     rt = engine.as_runtime(runtime)
     opts = score_options(model, layers, window_tokens, both_strands, unmasked_llr, label_key, scores, tile_stride_bp)
     rows = []
-    with tqdm(unit="allele", desc="scoring", dynamic_ncols=True, disable=not rt.progress) as bar:
+    with progress_bar(unit="allele", desc="scoring", enabled=rt.progress) as bar:
         for part in iter_scores(model, vcf, fasta, opts, chunk_size=chunk_size, runtime=rt):
             rows.extend(part)
             bar.update(len(part))
