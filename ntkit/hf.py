@@ -44,7 +44,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 
 from ntkit.models import adapters
-from ntkit.models.adapters import check_base
+from ntkit.models.adapters import check_base, read_meta
 from ntkit.models.checkpoint import HUB_ID as _HUB_ID
 from ntkit.models.checkpoint import hub_snapshot, load_checkpoint, save_checkpoint
 from ntkit.models.nt.checkpoint import LAYER_NAMES, config_from_hf, hf_config
@@ -313,16 +313,9 @@ def load_adapter(model: NTPreTrainedModel, adapter: str | os.PathLike, *, force:
     configuration and weights' fingerprint, and another base is an error (``force=True``: use it
     anyway, as ``--force`` on the command line). An adapter saved by peft alone carries no
     fingerprint and is applied as peft does."""
-    import json
-
     from peft import PeftModel
 
     d = Path(adapter)
     if (d / FINETUNE_CONFIG).exists():
-        try:
-            meta = json.loads((d / FINETUNE_CONFIG).read_text())
-            meta["base_config"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{d / FINETUNE_CONFIG}: unreadable ({type(e).__name__}: {e}); not a folder written by ntkit") from None
-        check_base(d, meta, model.nt, force=force, fix="force=True")
+        check_base(d, read_meta(d, FINETUNE_CONFIG), model.nt, force=force, fix="force=True")
     return PeftModel.from_pretrained(model, str(d), **kwargs)

@@ -202,6 +202,19 @@ def save_adapted(directory: str | Path, base: nn.Module, parts: dict[str, nn.Mod
     return d
 
 
+def read_meta(directory: Path, config: str) -> dict:
+    """The JSON of ``save_adapted`` in ``directory`` (``config``: its file name); an unreadable or
+    foreign file is an error naming it."""
+    import json
+
+    try:
+        meta = json.loads((directory / config).read_text())
+        meta["base_config"].get("name")
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        raise ValueError(f"{directory / config}: unreadable ({type(e).__name__}: {e}); not a folder written by ntkit") from None
+    return meta
+
+
 def check_base(directory: Path, meta: dict, base: nn.Module, *, force: bool = False, fix: str = "--force") -> None:
     """``base`` must be the model the adapter in ``directory`` was trained on (``meta``: the JSON of
     ``save_adapted``): the same configuration, and the same weights (fingerprint) unless ``force``."""
@@ -220,16 +233,11 @@ def load_adapted(directory: str | Path, base: nn.Module | None, *, full: bool, w
     adapter injected into the base. The given base must be the one the parts were trained on:
     same configuration, and the same weights unless ``force`` (for full fine-tuning the saved base
     is used). Errors name the file and what differs."""
-    import json
-
     from safetensors.torch import load_file
 
     d = Path(directory)
-    try:
-        meta = json.loads((d / config).read_text())
-        trained_on = meta.get("base_model") or meta["base_config"].get("name")
-    except (OSError, ValueError, KeyError, AttributeError) as e:
-        raise ValueError(f"{d / config}: unreadable ({type(e).__name__}: {e}); not a folder written by ntkit") from None
+    meta = read_meta(d, config)
+    trained_on = meta.get("base_model") or meta["base_config"].get("name")
     if full:
         base = checkpoint.load(d / "base")
     if base is None:

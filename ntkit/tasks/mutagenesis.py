@@ -198,11 +198,11 @@ def merge_outputs(store) -> dict:
     outputs.append(str(plot_heatmap(table, out / "heatmap.png", tracks, chrom, start, end, o.get("signs"))))
     from collections import Counter
 
-    n, status = 0, Counter()
-    for b in store.batches():
+    n, bases, status = 0, 0, Counter()
+    for b in store.batches():  # one pass: rows, statuses and the bases of each batch
         n += b.num_rows
         status.update(b.column("status").to_pylist())
-    bases = sum(len({(c, p) for c, p in zip(b.column("chrom").to_pylist(), b.column("pos").to_pylist())}) for b in store.batches())
+        bases += len(set(zip(b.column("chrom").to_pylist(), b.column("pos").to_pylist())))
     per_gene = " x their genes" if o.get("info_id", "NT_SPLICE") == "NT_SPLICE" else ""  # splice models: a row per gene
     skipped = {k: v for k, v in sorted(status.items()) if k != "scored"}
     note = f"; {sum(skipped.values()):,} of them not scored ({', '.join(f'{k}: {v:,}' for k, v in skipped.items())}: NA scores)" if skipped else ""
