@@ -12,3 +12,8 @@ python -m pip install -q --upgrade pip
 # Pin torch first: an unpinned torch would pull several GB of CUDA wheels.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".${extras:+[$extras]}"
+if [[ ",${extras}," == *",test,"* ]]; then
+    # SpliceAI's published weights (CC BY-NC 4.0, read by ntkit, never shipped): the package's own
+    # dependencies (Keras, TensorFlow) are not needed to read them, so it is installed without them.
+    python -m pip install -q --no-deps "spliceai==1.3.1"
+fi

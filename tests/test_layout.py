@@ -113,4 +113,4 @@ def test_every_family_is_a_package_registered_with_the_loader():
 
     names = {f.name for f in registry.families()}
     packages = {p.name for p in (ROOT / "models").iterdir() if (p / "__init__.py").exists()}
-    assert names == packages == {"nt", "ntv3", "segment_nt"}
+    assert names == packages == {"nt", "ntv3", "segment_nt", "spliceai"}

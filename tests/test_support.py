@@ -16,7 +16,7 @@ import pytest
 from ntkit import build, get_preset, save_checkpoint
 from ntkit.cli import build_parser, main
 from ntkit.io.genome import write_fasta
-from ntkit.models import ntv3, registry, segment_nt
+from ntkit.models import ntv3, registry, segment_nt, spliceai
 from ntkit.tasks.support import JOBS, KINDS, SUPPORT, kind_of, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +28,7 @@ MODELS = {  # folder name -> (model, kind)
     "ntv3-pre": (lambda: ntv3.build("ntv3-tiny", seed=0), "ntv3-pre"),
     "ntv3-post": (lambda: ntv3.build("ntv3-tiny-post", seed=0), "ntv3-post"),
     "segment-nt": (lambda: segment_nt.build("segment-nt-tiny", seed=0), "segment_nt"),
+    "spliceai": (lambda: spliceai.build("spliceai-tiny", seed=0), "spliceai"),
 }
 
 
@@ -42,6 +43,9 @@ def data(tmp_path_factory):
     seqs = [SEQ[i:i + 150] for i in range(0, 3_600, 150)]
     write_fasta(d / "s.fa", [(f"s{i}", s) for i, s in enumerate(seqs)])
     pd.DataFrame({"sequence": seqs, "label": ["a", "b"] * 12}).to_csv(d / "t.tsv", sep="\t", index=False)
+    # one gene over the whole contig (SpliceAI's gene table: 0-based starts, 1-based ends)
+    (d / "genes.txt").write_text("#NAME\tCHROM\tSTRAND\tTX_START\tTX_END\tEXON_START\tEXON_END\n"
+                                 "G\t20\t+\t0\t10000\t0,5100,\t4900,10000,\n")
     (d / "a.bed").write_text("".join(f"20\t{s}\t{s + 300}\texon\n" for s in range(500, 9_500, 1_000)))
     for name, (make, _) in MODELS.items():
         save_checkpoint(make(), d / name)
@@ -50,7 +54,8 @@ def data(tmp_path_factory):
 
 def command(d: Path, name: str, job: str, out: Path) -> tuple[list[str], callable]:
     """The command line of one cell and a check of what it writes."""
-    species = ["--species", "human"] if name == "ntv3-post" else []
+    species = ["--species", "human"] if name == "ntv3-post" else ["--transcripts", str(d / "genes.txt")] if name == "spliceai" and \
+        job in ("score-variants", "mutagenesis") else []
     m = ["--model", str(d / name), "--no-progress"]
     n = 24
 
@@ -64,7 +69,7 @@ def command(d: Path, name: str, job: str, out: Path) -> tuple[list[str], callabl
     if job == "finetune":
         return (["finetune", str(d / "t.tsv"), *m, *species, "--method", "head", "--epochs", "1", "--out", str(out / "ad")],
                 lambda: (out / "ad" / "finetune_config.json").exists())
-    if job == "predict":
+    if job == "predict" and SUPPORT[MODELS[name][1]]["predict"] is None:  # an adapter to predict with (refused kinds: none)
         assert main(["--quiet", "finetune", str(d / "t.tsv"), *m, *species, "--method", "ia3", "--epochs", "1", "--out",
                      str(out / "ad")]) == 0
         return ["predict", str(d / "s.fa"), "--adapter", str(out / "ad"), *m, "--out", str(out / "p.tsv")], rows(out / "p.tsv")

@@ -126,6 +126,7 @@ def runtime(args, model_path: str | None = None):
 
     from ntkit.models.checkpoint import load
     from ntkit.runtime.engine import Runtime
+    from ntkit.tasks.support import JOBS, require
 
     check_not_preset(model_path, getattr(args, "random_init", False))
     device = getattr(args, "device", None) or default_device()
@@ -134,6 +135,9 @@ def runtime(args, model_path: str | None = None):
             warnings.simplefilter("ignore", UserWarning)
         model = load(model_path, device=device, dtype=dtype_of(getattr(args, "dtype", None)), revision=getattr(args, "revision", None),
                      cache_dir=getattr(args, "cache_dir", None), token=getattr(args, "token", None)) if model_path else None
+    job = getattr(args, "command", None)
+    if model is not None and job in JOBS:  # the job x family matrix: a job that cannot run on this model says so
+        require(model, job)
     return model, Runtime(device=device, batch_tokens=getattr(args, "batch_tokens", None), progress=getattr(args, "progress", False))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, runtime
@@ -49,7 +50,11 @@ def register(sub) -> None:
     t.set_defaults(func=train)
 
     e = ss.add_parser("evaluate", help="top-k accuracy and PR-AUC beside MaxEntScan and a PWM")
-    e.add_argument("--splice-model", help="from `ntkit splice train` (omit for baselines only)")
+    e.add_argument("--splice-model", nargs="*", default=[], help="splice models to compare: folders of `ntkit splice train`, "
+                   "`spliceai` (SpliceAI's published ensemble: `pip install --no-deps spliceai`; weights CC BY-NC 4.0) or a folder "
+                   "of its .h5 files (omit for baselines only)")
+    e.add_argument("--fasta", help="reference FASTA: the context SpliceAI reads beyond each window (5,000 bases each side; "
+                   "without it, N)")
     e.add_argument("--model", help="base model (IA3)")
     e.add_argument("--test", required=True, help="windows from `ntkit splice build` (held-out genes or chromosomes)")
     e.add_argument("--train", help="training windows (fits the PWM baseline)")
@@ -61,9 +66,11 @@ def register(sub) -> None:
     e.set_defaults(func=evaluate)
 
     p = ss.add_parser("predict", help="per-base acceptor/donor probabilities in genome coordinates")
-    p.add_argument("--splice-model", required=True, help="folder from `ntkit splice train`")
+    p.add_argument("--splice-model", required=True, help="folder from `ntkit splice train`, or `spliceai` (SpliceAI's published "
+                   "ensemble) or a folder of its .h5 files")
     p.add_argument("--model", help="base model (for IA3 / frozen splice models)")
     p.add_argument("--data", required=True, help="windows from `ntkit splice build`")
+    p.add_argument("--fasta", help="reference FASTA: SpliceAI's context beyond each window (without it, N)")
     p.add_argument("--min-prob", type=float, default=0.01, help="positions with a lower acceptor and donor probability are left out of the table")
     p.add_argument("--out", required=True, help=".tsv (and .bedgraph tracks beside it)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
@@ -72,14 +79,16 @@ def register(sub) -> None:
 
     v = ss.add_parser("score-variants", help="SpliceAI-style delta scores of VCF alleles per gene from a trained splice model "
                       "(score-variants --splice-model; sharded, resumable)")
-    v.add_argument("--splice-model", required=True, help="folder from `ntkit splice train`")
+    v.add_argument("--splice-model", required=True, help="folder from `ntkit splice train`, or `spliceai` (SpliceAI's published "
+                   "ensemble: `pip install --no-deps spliceai`; weights CC BY-NC 4.0) or a folder of its .h5 files")
     v.add_argument("--model", help="base model (IA3 / frozen splice models)")
     v.add_argument("--vcf", required=True, help="VCF (sorted)")
     v.add_argument("--fasta", required=True, help="reference FASTA")
-    v.add_argument("--transcripts", required=True, help="SpliceAI canonical table or GTF/GFF (gene strand and span)")
+    v.add_argument("--transcripts", "--annotation", dest="transcripts", required=True,
+                   help="genes: grch37 / grch38 (SpliceAI's gene tables, its -A), a SpliceAI transcript table or a GTF/GFF")
     add_gain_loss_args(v)
-    v.add_argument("--tile-stride-bp", type=positive_int(), help="grid step of the shared reference windows (default 128; "
-                   "alleles up to this long)")
+    v.add_argument("--tile-stride-bp", type=positive_int(), help="grid step of the shared reference windows (default 128, "
+                   "SpliceAI 1024; alleles up to this long)")
     v.add_argument("--out", required=True, nargs="+", help=".vcf/.vcf.gz (NT_SPLICE in INFO, SpliceAI's layout) and/or .tsv/.csv/.parquet")
     v.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_job_args(v, "records")
@@ -123,12 +132,17 @@ def train(args) -> int:
 
 
 def evaluate(args) -> int:
+    from ntkit.io.genome import Genome
     from ntkit.runtime.jobs import atomic_output, check_output
+    from ntkit.tasks.predictors import is_spliceai, load_predictor, splice_window_probabilities
     from ntkit.tasks.splice import MaxEntScan, SitePWM, SpliceWindows, evaluate_splice, load_splice_model, results_table
 
     if args.out:
         check_output(args.out, [args.test])
-    base, rt = runtime(args, args.model if args.splice_model else None)
+    ours = [m for m in args.splice_model if not is_spliceai(m)]
+    if len(ours) > 1:
+        raise ValueError("one splice model of `ntkit splice train` per evaluation (plus any SpliceAI models)")
+    base, rt = runtime(args, args.model if ours else None)
     test = SpliceWindows.load(args.test)
     baselines = {}
     if args.maxentscan_dir:
@@ -136,8 +150,17 @@ def evaluate(args) -> int:
         baselines["MaxEntScan"] = MaxEntScan(d / "maxentscan_score5_matrix.txt", d / "maxentscan_score3_matrix.txt")
     if args.train:
         baselines["PWM"] = SitePWM().fit(SpliceWindows.load(args.train))
-    model = load_splice_model(args.splice_model, base, force=args.force) if args.splice_model else None
-    df = evaluate_splice(model, test, baselines, runtime=rt)
+    model = load_splice_model(ours[0], base, force=args.force) if ours else None
+    genome = Genome(args.fasta) if args.fasta else None
+    predictions = {}
+    for m in args.splice_model:
+        if is_spliceai(m):
+            p = load_predictor(None, splice_model=m)
+            if genome is None:
+                warnings.warn(f"{m}: without --fasta each window is read with N beyond it: SpliceAI sees less context than it "
+                              "was trained with")
+            predictions[f"{p.name} ({m})"] = splice_window_probabilities(p, test, genome, rt)
+    df = evaluate_splice(model, test, baselines, runtime=rt, predictions=predictions)
     print(f"{len(test)} test windows, sites {test.counts()}")
     print(results_table(df))
     if args.out:
@@ -147,14 +170,20 @@ def evaluate(args) -> int:
 
 
 def predict(args) -> int:
+    from ntkit.io.genome import Genome
     from ntkit.runtime.jobs import atomic_output, check_output
+    from ntkit.tasks.predictors import is_spliceai, load_predictor, splice_window_probabilities
     from ntkit.tasks.splice import SpliceWindows, load_splice_model, predict_windows, to_genome_table, write_bedgraph
 
     out = check_output(args.out, [args.data])
-    base, rt = runtime(args, args.model)
-    model = load_splice_model(args.splice_model, base, force=args.force)
     data = SpliceWindows.load(args.data)
-    probs = predict_windows(model, data, runtime=rt)
+    if is_spliceai(args.splice_model):
+        _, rt = runtime(args, None)
+        probs = splice_window_probabilities(load_predictor(None, splice_model=args.splice_model), data,
+                                            Genome(args.fasta) if args.fasta else None, rt)
+    else:
+        base, rt = runtime(args, args.model)
+        probs = predict_windows(load_splice_model(args.splice_model, base, force=args.force), data, runtime=rt)
     t = to_genome_table(data, probs, args.min_prob)
     with atomic_output(out) as tmp:
         t.to_csv(tmp, sep="\t", index=False)
@@ -168,11 +197,15 @@ def predict(args) -> int:
 def score_variants(args) -> int:
     from ntkit.cli.common import report_job
     from ntkit.tasks.perturb import EffectOptions, variant_effects_to_files
-    from ntkit.tasks.predictors import SpliceSites
+    from ntkit.tasks.predictors import SpliceSites, is_spliceai, load_predictor
     from ntkit.tasks.splice import load_splice_model
 
-    base, rt = runtime(args, args.model)
-    predictor = SpliceSites(load_splice_model(args.splice_model, base, force=args.force))
+    if is_spliceai(args.splice_model):
+        _, rt = runtime(args, None)
+        predictor = load_predictor(None, splice_model=args.splice_model)
+    else:
+        base, rt = runtime(args, args.model)
+        predictor = SpliceSites(load_splice_model(args.splice_model, base, force=args.force))
     res = variant_effects_to_files(predictor, args.vcf, args.fasta, args.out, transcripts=args.transcripts,
                                    options=EffectOptions(distance=args.distance, mask=args.mask, tile_stride_bp=args.tile_stride_bp),
                                    chunk_size=args.chunk_size, shard=args.shard, restart=args.restart, runtime=rt)

@@ -39,9 +39,11 @@ def add_predictor_args(s) -> None:
     """Which predictor scores the perturbations (default: NT's zero-shot scores of --model)."""
     s.add_argument("--adapter", help="a fine-tuned model (folder of `ntkit finetune`, on --model): alt - ref of its outputs, "
                    "log-odds for classifiers")
-    s.add_argument("--splice-model", help="a splice model (folder of `ntkit splice train`, on --model): SpliceAI-style gains "
-                   "and losses per gene within --distance (needs --transcripts)")
-    s.add_argument("--transcripts", help="genes of a splice model: SpliceAI's table or a GTF/GFF (strand and span)")
+    s.add_argument("--splice-model", help="a splice model: `spliceai` (SpliceAI's published ensemble, from `pip install --no-deps "
+                   "spliceai`; weights CC BY-NC 4.0), a folder of its .h5 files, or a folder of `ntkit splice train` (on --model): "
+                   "SpliceAI's gains and losses per gene within --distance (needs --transcripts)")
+    s.add_argument("--transcripts", "--annotation", dest="transcripts", help="genes of a splice model: grch37 / grch38 (SpliceAI's "
+                   "own gene tables, its -A), a SpliceAI transcript table or a GTF/GFF")
     s.add_argument("--species", help="a post-trained NTv3 (--model): alt - ref of its tracks' sums and its elements' gains and "
                    "losses within --distance, heads of this species")
     s.add_argument("--track-model", help="a track model (folder of `ntkit tracks train`, on --model): as --species")
@@ -73,7 +75,10 @@ def model_for(args) -> str | None:
     from pathlib import Path
 
     from ntkit.tasks.finetune import holds_base
+    from ntkit.tasks.predictors import is_spliceai
 
+    if args.splice_model and is_spliceai(args.splice_model):  # SpliceAI reads the bases: no base model
+        return None
     if args.adapter and (Path(args.adapter) / "base").is_dir() and holds_base(args.adapter):
         return None
     if not args.model:

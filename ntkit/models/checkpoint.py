@@ -181,6 +181,9 @@ def load(path_or_preset: str | os.PathLike, device=None, dtype: torch.dtype | No
     (``nt-v2-50m``, ``ntv3-8m-pre`` ...) with random weights (seeded; a warning says so)."""
     p = Path(path_or_preset)
     named = str(path_or_preset) + (f"@{revision}" if revision else "")  # what the user named (provenance)
+    opened = registry.open_named(path_or_preset, device=device, dtype=dtype)  # a family's own name or folder (SpliceAI's .h5)
+    if opened is not None:
+        return opened.eval()
     if p.exists():
         model = load_checkpoint(p, device=device, dtype=dtype)
     elif HUB_ID.fullmatch(str(path_or_preset)):

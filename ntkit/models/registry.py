@@ -29,7 +29,10 @@ class Family:
     - ``build(config_or_preset_name, seed, device, dtype) -> model`` (random weights, seeded);
     - ``random_like(model, seed) -> model``: the same architecture, re-initialised (baselines);
     - ``presets``: name -> config; ``trained_weights``: preset -> hub names of its published weights;
-    - ``describe(model) -> dict``: what ``ntkit info`` prints of a model (default: its config).
+    - ``describe(model) -> dict``: what ``ntkit info`` prints of a model (default: its config);
+    - ``open(name_or_path, device, dtype) -> model | None``: a name or a folder outside the HF layout
+      that the family reads itself (SpliceAI: ``spliceai``, the installed package's published
+      weights, or a folder of its Keras ``.h5`` files), None when it is not one.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Family:
     trained_weights: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     description: str = ""
     describe: Callable[[Any], dict] = lambda model: model.config.to_dict()
+    open: Callable[..., Any] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -95,6 +99,14 @@ def for_model(model) -> Family:
 def for_preset(name: str) -> Family | None:
     """The family that has a preset of this name, or None."""
     return next((f for f in _FAMILIES.values() if name in f.presets), None)
+
+
+def open_named(name_or_path, device=None, dtype=None):
+    """The model a family's ``open`` makes of a name or folder, or None when no family claims it."""
+    for f in _FAMILIES.values():
+        if f.open is not None and (model := f.open(name_or_path, device=device, dtype=dtype)) is not None:
+            return model
+    return None
 
 
 def presets() -> dict[str, Any]:

@@ -66,7 +66,11 @@ def default_batch_tokens(device) -> int:
 
 
 def model_device(model) -> torch.device:
-    return next(model.parameters()).device
+    """The device of a model's weights (a module without any, e.g. a user's fixed filter: the CPU)."""
+    t = next(model.parameters(), None)
+    if t is None:
+        t = next(model.buffers(), None)
+    return t.device if t is not None else torch.device("cpu")
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from ntkit.runtime.jobs import atomic_output, chunks, write_parquet
 from ntkit.runtime.progress import bar as progress_bar
 from ntkit.tasks.perturb import EffectOptions, _meta, base_columns, effects, genes_for, schema
 from ntkit.tasks.predictors import Predictor, ZeroShot
+from ntkit.tasks.splice.data import transcripts_path
 from ntkit.tasks.variants import EFFECT_SIGN, Allele, score_options
 
 DEFAULT_SCORES = ("llr", "llr_unmasked")  # the two marginals: one forward per tile scores its every SNV (wild-type)
@@ -157,7 +158,7 @@ def mutagenesis_to_files(model, fasta: str | Path, out: str | Path, regions: Seq
 
     outputs = [out / "mutagenesis.parquet"] + [out / f"{c}.bedgraph" for c in tracks] + [out / "heatmap.png"]
     job = jobs.Job("mutagenesis", outputs, positions(), process, schema(predictor, opts), merge_outputs,
-                   input_files={**({"bed": bed} if bed else {}), **({"transcripts": transcripts} if transcripts else {})},
+                   input_files={**({"bed": bed} if bed else {}), **({"transcripts": transcripts_path(transcripts)} if transcripts else {})},
                    fingerprints={"fasta": jobs.genome_fingerprint(genome)}, options=options, model=predictor.model,
                    chunk_size=chunk_size, unit="base", desc="mutagenesis", total=total)
     res = jobs.run_job(job, shard=shard, restart=restart, progress=rt.progress)

@@ -61,7 +61,7 @@ from ntkit.core.sequence import reverse_complement
 from ntkit.io.genome import Genome
 from ntkit.runtime import engine, jobs
 from ntkit.tasks.predictors import Predictor, ZeroShot, logit
-from ntkit.tasks.splice import read_transcripts
+from ntkit.tasks.splice.data import read_transcripts, transcripts_path
 from ntkit.tasks.variants import (
     DEFAULT_SCORES,
     SKIP_REASONS,
@@ -103,6 +103,10 @@ class EffectOptions:
                 raise ValueError("mask (SpliceAI's -M) needs a splice model: its annotated sites are the genes' exon ends")
             if predictor.windowed:
                 return self._windowed(predictor)
+            flank = getattr(predictor, "flank", 0)
+            if flank:  # tiles of S + 4D predicted bases and the flank each side (see _flanked_pairs)
+                stride = self.tile_stride_bp or 1024
+                return replace(self, tile_stride_bp=stride, window_bp=stride + 4 * self.distance + 2 * flank)
             stride = self.tile_stride_bp or 128
             need = 2 * (self.distance + predictor.receptive_field)
             if need + 2 <= predictor.max_length < need + 2 * stride:  # the predictor cannot read that much: a finer grid
@@ -320,23 +324,91 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
         raise ValueError("a stranded per-base predictor (a splice model) scores variants inside genes: give transcripts")
     rt = engine.as_runtime(runtime).replace(progress=False)
     D = opts.distance
-    tiles: dict[tuple, str] = {}  # (contig, start, length, strand) -> sequence read by the predictor
-    plan = []  # (allele, genes, strand, ref key, alt sequence, alt window start)
+    flanked = bool(getattr(predictor, "flank", 0)) and not predictor.windowed
+    hits_of: dict[int, list] = {}
+    todo = []
     for a in alleles:
-        check_allele(a, genome, 2 * opts.tile_stride_bp)  # too_long: an allele over tile_stride_bp bases
-        if a.status == "scored" and len(a.ref) != len(a.alt) and len(a.ref) > 1 and len(a.alt) > 1:
-            a.status = "complex_indel"
+        check_allele(a, genome, 2 * opts.tile_stride_bp if not flanked else math.inf)
         if a.status != "scored":
             continue
         hits = genes.hits(a.contig, a.pos0) if predictor.stranded else [None]
         if not hits:
             a.status = "not_in_gene"
             continue
+        hits_of[a.row] = hits
+        if predictor.stranded and len(a.ref) > 2 * D:  # SpliceAI: a reference longer than the neighbourhood is not scored
+            a.status = "too_long"
+        elif len(a.ref) > 1 and len(a.alt) > 1 and (predictor.stranded or len(a.ref) != len(a.alt)):
+            a.status = "complex_indel"  # SpliceAI writes '.' scores for these (an MNV too); others score MNVs base by base
+        else:
+            todo.append(a)
+    pairs = (_flanked_pairs if flanked else _tiled_pairs)(predictor, todo, genome, hits_of, opts, rt)
+    per_allele: dict[int, list[dict]] = {}
+    for a, gs, y_ref, y_alt in pairs:
+        sums = y_ref.sum(0), y_alt.sum(0)  # track outputs: each allele's own bases
+        delta = align_alt(y_alt, len(a.ref), len(a.alt), D) - y_ref
+        if predictor.stranded:  # SpliceAI compares the 2D + 1 bases from POS - D to POS + D (a deletion's end beyond: not)
+            delta = delta[: 2 * D + 1]
+        rel = np.arange(len(delta)) - D  # bases from POS, + strand
+        for g in gs:
+            per_allele.setdefault(a.row, []).append(_score_row(predictor, a, g, delta, rel, sums, opts))
+    cols = base_columns(predictor)
+    rows = []
+    for a in alleles:
+        if a.row in per_allele:
+            rows.extend(sorted(per_allele[a.row], key=lambda r: r.pop("_order")))
+        elif a.status == "complex_indel" and predictor.stranded:  # one row per gene, as SpliceAI's '.' entries
+            rows.extend({"record": a.record, **_allele_row(a, opts), "gene": g.name, "strand": g.strand, **{c: None for c in cols}}
+                        for g in sorted(hits_of[a.row], key=lambda g: g.order))
+        else:
+            rows.append({"record": a.record, **_allele_row(a, opts), "gene": None, "strand": None, **{c: None for c in cols}})
+    return rows
+
+
+def _score_row(predictor: Predictor, a: Allele, g, delta: np.ndarray, rel: np.ndarray, sums, opts: EffectOptions) -> dict:
+    """One row of scores: per probability output the largest gain and loss and their offsets, per
+    track output the change of its sum. Masking (``opts.mask``) is SpliceAI's ``-M``: the exon
+    boundary nearest to POS is the annotated site; a gain found there, or a loss found anywhere
+    else, counts 0 (the offsets stay those of the largest change)."""
+    row = {"record": a.record, **_allele_row(a, opts), "gene": g.name if g else None, "strand": g.strand if g else None,
+           "_order": g.order if g else 0}
+    nearest = _nearest_boundary(g, a.pos0) if opts.mask and g is not None else None
+    for c, o in enumerate(predictor.outputs):
+        if not predictor.is_probability(c):
+            r, t = (float(x[c]) for x in sums)
+            row.update({f"SUM_{o}": t - r, f"LFC_{o}": math.log2(1 + max(t, 0.0)) - math.log2(1 + max(r, 0.0))})
+            continue
+        gain, loss = delta[:, c], -delta[:, c]
+        ig, il = int(gain.argmax()), int(loss.argmax())  # with no change anywhere: the first base, DP = -distance (SpliceAI)
+        vg, vl = float(gain[ig]), float(loss[il])
+        if nearest is not None:
+            vg, vl = (0.0 if rel[ig] == nearest else vg), (0.0 if rel[il] != nearest else vl)
+        gn, ln = _gain_loss(predictor, o)
+        # clamped at 0 and never -0.0 (SpliceAI's largest change is never negative but for float noise)
+        row.update({f"DS_{gn}": vg if vg > 0 else 0.0, f"DS_{ln}": vl if vl > 0 else 0.0, f"DP_{gn}": int(rel[ig]), f"DP_{ln}": int(rel[il])})
+    return row
+
+
+def _nearest_boundary(gene, pos0: int) -> int:
+    """Offset from POS of the gene's exon boundary (an exon's first or last base) nearest to it; a
+    tie goes to the upstream (+ strand) one, as SpliceAI's ``min(..., key=abs)`` over sorted positions."""
+    bounds = sorted(set(gene.boundaries or (gene.acceptors + gene.donors + [gene.start, gene.end - 1])))
+    return min((b - pos0 for b in bounds), key=abs)
+
+
+def _tiled_pairs(predictor: Predictor, todo: list[Allele], genome: Genome, hits_of: dict, opts: EffectOptions, rt):
+    """(allele, genes, reference and alternative predictions over the allele's neighbourhood, +
+    strand) from shared reference tiles and each allele's alternative window."""
+    D = opts.distance
+    tiles: dict[tuple, str] = {}  # (contig, start, length, strand) -> sequence read by the predictor
+    plan = []  # (allele, genes, strand, ref key, alt sequence, alt window start)
+    for a in todo:
         w = _windows(predictor, genome, a, opts)
-        if w is None:
+        if w is None:  # status set: the predictor cannot see the neighbourhood
             continue
         start, ref_w, alt_w, alt_start = w
         a.start = start
+        hits = hits_of[a.row]
         for strand in sorted({g.strand for g in hits}) if predictor.stranded else ["+"]:
             key = (a.contig, start, len(ref_w), strand)
             tiles.setdefault(key, _oriented(ref_w, strand))
@@ -346,48 +418,58 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
     # used as it streams in and dropped: memory holds the tiles, not a chunk's alternatives.
     stream = predictor.predict(itertools.chain((tiles[k] for k in keys), (p[4] for p in plan)), rt)
     ref_of = {k: _back(p, k[3]) for k, p in zip(keys, itertools.islice(stream, len(keys)))}
-    per_allele: dict[int, list[dict]] = {}
-    outputs = predictor.outputs
     for (a, gs, strand, key, alt_w, alt_start), p_alt in zip(plan, stream):
         L = genome.lengths[a.contig]
         # predictions cover output_span of their input: NTv3's centre crop, all of it otherwise
         y_ref = _take(ref_of[key], key[1] + predictor.output_span(key[2])[0], a.pos0 - D, a.pos0 + len(a.ref) + D, L)
         y_alt = _take(_back(p_alt, strand), alt_start + predictor.output_span(len(alt_w))[0], a.pos0 - D,
                       a.pos0 + len(a.alt) + D, L + len(a.alt) - len(a.ref))
-        sums = y_ref.sum(0), y_alt.sum(0)  # track outputs: each allele's own bases
-        delta = align_alt(y_alt, len(a.ref), len(a.alt), D) - y_ref
-        rel = np.arange(len(delta)) - D  # bases from POS, + strand
-        for g in sorted(gs, key=lambda g: (g.start, g.name)) if predictor.stranded else gs:
-            row = {"record": a.record, **_allele_row(a, opts), "gene": g.name if g else None, "strand": g.strand if g else None}
-            for c, o in enumerate(outputs):
-                if not predictor.is_probability(c):
-                    r, t = (float(x[c]) for x in sums)
-                    row.update({f"SUM_{o}": t - r, f"LFC_{o}": math.log2(1 + max(t, 0.0)) - math.log2(1 + max(r, 0.0))})
-                    continue
-                gain, loss = delta[:, c].copy(), -delta[:, c]
-                if opts.mask:
-                    annotated = np.isin(a.pos0 + rel, np.asarray(_annotated(g, o), dtype=np.int64))
-                    gain[annotated] = 0  # a gain at an annotated site is no new site
-                    loss[~annotated] = 0  # a loss where no site is annotated loses nothing known
-                gn, ln = _gain_loss(predictor, o)
-                ig, il = int(gain.argmax()), int(loss.argmax())
-                # clamped at 0 (and never -0.0); with no change anywhere argmax is the window's first
-                # base, DP = -distance, as in SpliceAI
-                row.update({f"DS_{gn}": float(gain[ig]) if gain[ig] > 0 else 0.0, f"DS_{ln}": float(loss[il]) if loss[il] > 0 else 0.0,
-                            f"DP_{gn}": int(rel[ig]), f"DP_{ln}": int(rel[il])})
-            per_allele.setdefault(a.row, []).append(row)
-    cols = base_columns(predictor)
-    rows = []
-    for a in alleles:
-        if a.row in per_allele:
-            rows.extend(per_allele[a.row])
-        else:
-            rows.append({"record": a.record, **_allele_row(a, opts), "gene": None, "strand": None, **{c: None for c in cols}})
-    return rows
+        yield a, gs, y_ref, y_alt
 
 
-def _annotated(gene, output: str) -> list[int]:
-    return {"acceptor": gene.acceptors, "donor": gene.donors}.get(output, [])
+def _flanked_pairs(predictor: Predictor, todo: list[Allele], genome: Genome, hits_of: dict, opts: EffectOptions, rt):
+    """As ``_tiled_pairs`` for a predictor that crops ``flank`` bases each side (SpliceAI), as
+    SpliceAI's own tool reads a variant: every predicted base sees its whole receptive field, N
+    beyond a contig's ends and, for a gene, outside the gene's span. The reference tile of grid
+    step S predicts the bases [t0, t0 + S + 4D) (t0 = S * floor(POS0 / S) - D: the neighbourhood of
+    any allele of it up to 2D bases long) from the input [t0 - flank, t0 + S + 4D + flank); alleles
+    of the same tile, strand and gene span share it, and the predictor computes each allele on it
+    (``OneHotModel.alternatives``)."""
+    D, F, S = opts.distance, predictor.flank, opts.tile_stride_bp
+    To = S + 4 * D
+    tiles: dict[tuple, int] = {}
+    seqs: list[str] = []
+    plan = []  # (allele, genes, strand, tile index)
+    specs = []  # (tile index, allele start in the oriented tile, ref length, oriented alt bases)
+    for a in todo:
+        L = genome.lengths[a.contig]
+        t0 = (a.pos0 // S) * S - D
+        lo, hi = t0 - F, t0 + To + F
+        a.start = t0
+        groups: dict[tuple, list] = {}
+        for g in hits_of[a.row]:
+            span = None if g is None else (max(g.start, lo), min(g.end, hi))
+            groups.setdefault((g.strand if g else "+", None if span == (lo, hi) else span), []).append(g)
+        for (strand, span), gs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or (0, 0))):
+            key = (a.contig, t0, strand, span)
+            if key not in tiles:
+                body = genome.fetch(a.contig, max(lo, 0), min(hi, L)).upper()
+                seq = "N" * (max(lo, 0) - lo) + body + "N" * (hi - min(hi, L))
+                if span is not None:  # SpliceAI's padding: N outside the gene
+                    a0, b0 = max(span[0] - lo, 0), max(min(span[1] - lo, len(seq)), 0)
+                    seq = "N" * a0 + seq[a0:b0] + "N" * (len(seq) - b0) if a0 < b0 else "N" * len(seq)
+                tiles[key] = len(seqs)
+                seqs.append(_oriented(seq, strand))
+            p = a.pos0 - lo
+            if strand == "-":
+                p = (hi - lo) - p - len(a.ref)
+            specs.append((tiles[key], p, len(a.ref), _oriented(a.alt, strand)))
+            plan.append((a, gs, strand, tiles[key]))
+    refs, alts = predictor.alternatives(seqs, specs, D, rt)
+    for (a, gs, strand, t), y_alt in zip(plan, alts):
+        ref = _back(refs[t], strand)
+        y_ref = ref[a.pos0 - D - a.start : a.pos0 + len(a.ref) + D - a.start].astype(np.float64)
+        yield a, gs, y_ref, _back(y_alt, strand).astype(np.float64)
 
 
 # -- schemas -------------------------------------------------------------------------------------------------
@@ -441,7 +523,9 @@ def vcf_fields(kind: str, columns: Sequence[str], info_id: str = "NT_SPLICE"):
     def fields(rows: list[dict], n_alts: int) -> list[str]:
         status_of = {r["alt_index"]: r["status"] for r in rows}
         out = ["NT_STATUS=" + ",".join(status_of.get(k, "no_alt") for k in range(1, n_alts + 1))]
-        entries = [f"{r['alt']}|{r['gene'] or '.'}|" + "|".join(value(c, r[c]) for c in columns) for r in rows if r["status"] == "scored"]
+        # scored alleles, and (as SpliceAI) '.' scores for a gene's allele with REF and ALT both longer than a base
+        entries = [f"{r['alt']}|{r['gene'] or '.'}|" + "|".join(value(c, r[c]) if r["status"] == "scored" else "." for c in columns)
+                   for r in rows if r["status"] == "scored" or r["status"] == "complex_indel" and r.get("gene")]
         return out + ([f"{info_id}=" + ",".join(entries)] if entries else [])
 
     return header, fields
@@ -468,6 +552,7 @@ def variant_effects_to_files(predictor: Predictor, vcf: str | Path, fasta: str |
     ``transcripts`` (a SpliceAI table or GTF): the genes of a splice model."""
     rt = engine.as_runtime(runtime)
     genome = Genome(fasta)
+    transcripts = transcripts_path(transcripts) if transcripts else None
     opts = (options or EffectOptions()).resolve(predictor)
     genes = genes_for(predictor, transcripts, genome)
     sch = schema(predictor, opts)

@@ -6,7 +6,8 @@ A predictor maps sequences to outputs, through ``ntkit.runtime.engine``:
 - ``kind = "sequence"``: one vector per sequence (``outputs`` names its entries), e.g. a fine-tuned
   classifier's class probabilities or a regressor's value (``SequenceModel``);
 - ``kind = "base"``: one vector per base, ``[len, C]`` (e.g. acceptor and donor probabilities of a
-  splice model, ``SpliceSites``); ``stranded`` predictors read a sequence 5' -> 3' of its gene, so
+  splice model, ``SpliceSites``; any PyTorch module on one-hot DNA, ``OneHotModel``, SpliceAI's
+  published ensemble among them, ``spliceai_predictor``); ``stranded`` predictors read a sequence 5' -> 3' of its gene, so
   a perturbation predicts on the reverse complement for minus-strand genes. ``probability`` says
   which outputs are probabilities (perturbations report their largest gain and loss) and which are
   track values (perturbations report the change of their sum, as Borzoi and AlphaGenome do).
@@ -33,8 +34,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ntkit.core.sequence import one_hot, reverse_complement
+from ntkit.models.checkpoint import load
 from ntkit.models.ntv3.model import NTv3Model
 from ntkit.models.segment_nt.model import SegmentNTModel
+from ntkit.models.spliceai import PUBLISHED, SpliceAI
+from ntkit.models.spliceai.keras import is_weights_folder
 from ntkit.runtime import engine
 from ntkit.tasks.finetune import FinetunedModel
 from ntkit.tasks.splice import load_splice_model
@@ -152,6 +157,206 @@ class SpliceSites(Predictor):
                 "receptive_field": self.receptive_field, "exact": self.exact}
 
 
+class OneHotModel(Predictor):
+    """Any ``torch.nn.Module`` that maps one-hot DNA to per-base outputs, as a per-base predictor:
+    every perturbation job (``score-variants``, ``mutagenesis``) and the splice jobs run on it.
+
+    What the module is declared to be:
+
+    - ``outputs``: the names of the output channels kept (``select``: their indices in the
+      module's output, default all, in order); ``probability``: which are probabilities (gains and
+      losses are reported) and which track values (sums), default all probabilities;
+    - ``layout``: ``"BLC"`` (inputs [batch, length, 4], outputs [batch, length', C]) or ``"BCL"``
+      (inputs [batch, 4, length], outputs [batch, C, length']); one-hot order A, C, G, T, other
+      bases all zeros; ``forward(module, x) -> tensor`` when the module's output is a structure;
+    - ``flank``: bases the module crops from each end (outputs for bases [flank, L - flank));
+      ``receptive_field``: bases each side of a base that its output depends on (default ``flank``:
+      a model that crops what it cannot see, as SpliceAI); given, the module is *exact* (outputs
+      farther than that from the ends do not depend on the input's length), so windows of any
+      length batch together padded with N; None: inputs batch only with inputs of their length;
+    - ``stranded``: it reads a gene 5' -> 3' (splice models: variants are scored per gene, as
+      SpliceAI); ``max_length``: the longest input it takes.
+
+    A module with ``alternative_probabilities`` (``SpliceAI``) computes an allele's outputs from
+    its reference window's activations (``alternatives``); others run both windows in full."""
+
+    kind = "base"
+
+    def __init__(self, module, outputs, *, select=None, layout: str = "BLC", flank: int = 0, receptive_field: int | None = None,
+                 probability=None, stranded: bool = False, max_length: int = 1_000_000, forward=None, name: str | None = None,
+                 score_names=None):
+        import torch
+
+        if layout not in ("BLC", "BCL"):
+            raise ValueError(f"layout must be BLC ([batch, length, 4]) or BCL ([batch, 4, length]), not {layout!r}")
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"a OneHotModel wraps a torch.nn.Module, not {type(module).__name__}")
+        self.model, self.outputs, self.layout = module, tuple(outputs), layout
+        self.select = list(select) if select is not None else None
+        if self.select is not None and len(self.select) != len(self.outputs):
+            raise ValueError(f"{len(self.select)} selected channels for {len(self.outputs)} output names")
+        self.flank = int(flank)
+        self.receptive_field = self.flank if receptive_field is None and self.flank else (receptive_field or 0)
+        self.exact = receptive_field is not None or self.flank > 0
+        self.probability = list(probability) if probability is not None else None
+        self.stranded, self.max_length = stranded, max_length
+        self.forward_fn = forward or (lambda m, x: m(x))
+        self.name = name or type(module).__name__
+        if score_names:
+            self.score_names = dict(score_names)
+
+    def output_span(self, length: int) -> tuple[int, int]:
+        return self.flank, length - self.flank
+
+    def _run(self, model, batch: list[str]) -> list[np.ndarray]:
+        import torch
+
+        dev = engine.model_device(model)
+        n = max(len(s) for s in batch)
+        x = np.zeros((len(batch), n, 4), dtype=np.float32)
+        for i, s in enumerate(batch):
+            x[i, : len(s)] = one_hot(s.upper())
+        x = torch.from_numpy(x).to(dev)
+        y = self.forward_fn(model, x if self.layout == "BLC" else x.transpose(1, 2))
+        y = (y if self.layout == "BLC" else y.transpose(1, 2)).float()
+        if self.select is not None:
+            y = y[..., self.select]
+        y = y.cpu().numpy()
+        return [y[i, : len(s) - 2 * self.flank] for i, s in enumerate(batch)]
+
+    def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
+        """[len - 2 * flank, C] per sequence (the bases [flank, len - flank))."""
+
+        def forward(model, batch: list[str]):
+            if self.exact or len({len(s) for s in batch}) == 1:
+                return self._run(model, batch)
+            return [self._run(model, [s])[0] for s in batch]  # not exact: no padding
+
+        def checked():
+            for s in sequences:
+                if not 2 * self.flank < len(s) <= self.max_length:
+                    raise ValueError(f"{self.name} reads {2 * self.flank + 1}..{self.max_length} bases, got {len(s)}")
+                yield s
+
+        yield from engine.run(self.model, checked(), forward, length=len, runtime=runtime, desc=self.name, unit="window")
+
+    def alternatives(self, references: list[str], alleles: list[tuple[int, int, int, str]], radius: int,
+                     runtime=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Outputs of reference windows and of alleles applied to them: ``alleles`` as (window,
+        start in it, reference length, alternative bases); per reference its outputs
+        ([len - 2 * flank, C]), per allele those at the positions [p - radius, p + len(alt) +
+        radius) of its alternative window (a flanked predictor: each window holds ``flank`` bases
+        beyond those). A module with ``alternative_probabilities`` computes the alleles from the
+        references' activations, in groups of references (its memory); others run every window."""
+        if not hasattr(self.model, "alternative_probabilities"):
+            refs = list(self.predict(references, runtime))
+            alt_windows = [references[t][:p] + alt + references[t][p + lr:] for t, p, lr, alt in alleles]
+            alts = [y[p - radius - self.flank: p + len(alt) + radius - self.flank]
+                    for (t, p, lr, alt), y in zip(alleles, self.predict(alt_windows, runtime))]
+            return refs, alts
+        return self._patched(references, alleles, radius, runtime)
+
+    def _patched(self, references, alleles, radius, runtime):
+        import torch
+
+        rt = engine.as_runtime(runtime)
+        by_ref: dict[int, list[int]] = {}
+        for k, (t, *_rest) in enumerate(alleles):
+            by_ref.setdefault(t, []).append(k)
+        refs: list = [None] * len(references)
+        alts: list = [None] * len(alleles)
+        group = max(1, rt.batch_size or 4)  # reference windows traced together (their activations are this method's memory)
+        order = list(range(len(references)))
+        with engine.inference_session(self.model, rt.device) as dev:
+            for g0 in range(0, len(order), group):
+                g = order[g0 : g0 + group]
+                x_ref = torch.from_numpy(np.stack([one_hot(references[t].upper()) for t in g])).to(dev)
+                ks = sorted((k for t in g for k in by_ref.get(t, [])), key=lambda k: len(alleles[k][3]))
+                local = {t: i for i, t in enumerate(g)}
+                # Alleles batch at one alternative length A: a shorter one is extended by the reference
+                # bases after it (on both alleles: the same change), up to 32 bases; its outputs are the first.
+                batches, cur = [], []
+                for k in ks:
+                    if cur and (len(cur) == 256 or len(alleles[k][3]) - len(alleles[cur[0]][3]) > 32):
+                        batches.append(cur)
+                        cur = []
+                    cur.append(k)
+                batches.append(cur)
+                for i_b, kb in enumerate(batches):
+                    A = max((len(alleles[k][3]) for k in kb), default=1)
+                    ext = [(alleles[k][3] + references[alleles[k][0]][alleles[k][1] + alleles[k][2]:][: A - len(alleles[k][3])],
+                            alleles[k][2] + A - len(alleles[k][3])) for k in kb]
+                    if any(len(a) < A for a, _ in ext):  # an allele at a window's end: no bases to extend it with
+                        raise ValueError("an allele too close to its window's end to batch; a window longer than the flank is needed")
+                    tile = torch.tensor([local[alleles[k][0]] for k in kb], dtype=torch.long, device=dev)
+                    p = torch.tensor([alleles[k][1] for k in kb], dtype=torch.long, device=dev)
+                    dl = torch.tensor([lr - A for _, lr in ext], dtype=torch.long, device=dev)
+                    xp = torch.from_numpy(np.stack([one_hot(a.upper()) for a, _ in ext]) if kb
+                                          else np.zeros((0, A, 4), np.float32)).to(dev)
+                    ref_p, alt_p = self.model.alternative_probabilities(x_ref, tile, p, dl, xp, radius)
+                    if i_b == 0:
+                        for t, y in zip(g, ref_p.float().cpu().numpy()):
+                            refs[t] = y[..., self.select] if self.select is not None else y
+                    for k, y in zip(kb, alt_p.float().cpu().numpy()):
+                        y = y[: len(alleles[k][3]) + 2 * radius]
+                        alts[k] = y[..., self.select] if self.select is not None else y
+        return refs, alts
+
+    def describe(self) -> dict:
+        return {**super().describe(), "module": self.name, "flank": self.flank, "receptive_field": self.receptive_field,
+                "exact": self.exact, "stranded": self.stranded, "layout": self.layout,
+                **({"licence": self.model.licence} if getattr(self.model, "licence", None) else {})}
+
+
+def spliceai_predictor(model) -> OneHotModel:
+    """SpliceAI (``ntkit.models.spliceai``: the published ensemble or a model of its architecture) as
+    a stranded per-base predictor of acceptor and donor probabilities."""
+    return OneHotModel(model, ("acceptor", "donor"), select=[1, 2], flank=model.flank, stranded=True,
+                       forward=lambda m, x: m(x).probabilities, name=model.config.name, score_names=SpliceSites.score_names)
+
+
+def splice_window_probabilities(predictor: Predictor, data, genome=None, runtime=None) -> list[np.ndarray]:
+    """Per window of ``data`` (``splice.SpliceWindows``, transcript orientation): float32 [len, 3]
+    class probabilities (neither = 1 - acceptor - donor) from a per-base splice predictor that
+    crops a flank (SpliceAI): each window is read with ``flank`` bases of ``genome`` each side (N
+    beyond a contig's ends); without a genome, with N there (less context than the model knows)."""
+    if not (predictor.kind == "base" and predictor.stranded and tuple(predictor.outputs) == ("acceptor", "donor")):
+        raise ValueError("splice windows need a splice predictor (acceptor and donor per base)")
+    F = getattr(predictor, "flank", 0)
+
+    def inputs():
+        for seq, chrom, start, strand in zip(data.sequences, data.chrom, data.start, data.strand):
+            if genome is None or not F:
+                yield "N" * F + seq + "N" * F
+                continue
+            c = genome.resolve(chrom)
+            L = genome.lengths[c]
+            lo, hi = start - F, start + len(seq) + F
+            body = genome.fetch(c, max(lo, 0), min(hi, L)).upper()
+            s = "N" * (max(lo, 0) - lo) + body + "N" * (hi - min(hi, L))
+            yield s if strand == "+" else reverse_complement(s)
+
+    out = []
+    for y in predictor.predict(inputs(), runtime):
+        y = np.asarray(y, dtype=np.float32)
+        out.append(np.concatenate([1 - y.sum(1, keepdims=True), y], axis=1))
+    return out
+
+
+def is_spliceai(splice_model) -> bool:
+    """``--splice-model`` names SpliceAI: ``spliceai`` (the installed weights), a folder of its
+    ``.h5`` files or a SpliceAI-architecture checkpoint folder (else: a folder of ``ntkit splice train``)."""
+    if isinstance(splice_model, SpliceAI):
+        return True
+    p = Path(str(splice_model))
+    if str(splice_model) == PUBLISHED and not p.exists():
+        return True
+    if is_weights_folder(p):
+        return True
+    cfg = p / "config.json"
+    return cfg.is_file() and '"spliceai"' in cfg.read_text()[:10_000] and not (p / "splice_config.json").exists()
+
+
 def load_predictor(base=None, *, adapter: str | Path | None = None, splice_model: str | Path | None = None,
                    track_model: str | Path | None = None, species: str | None = None, outputs=None,
                    force: bool = False) -> Predictor | None:
@@ -166,6 +371,8 @@ def load_predictor(base=None, *, adapter: str | Path | None = None, splice_model
     p = None
     if adapter:
         p = SequenceModel(FinetunedModel.load_adapter(base, adapter, force=force))
+    elif splice_model and is_spliceai(splice_model):
+        p = spliceai_predictor(splice_model if isinstance(splice_model, SpliceAI) else load(splice_model))
     elif splice_model:
         p = SpliceSites(load_splice_model(splice_model, base, force=force))
     elif track_model or species:
@@ -179,6 +386,8 @@ def load_predictor(base=None, *, adapter: str | Path | None = None, splice_model
             p = Tracks(base, species)
     elif isinstance(base, SegmentNTModel):  # no language-model head: its elements are what it predicts
         p = Elements(base)
+    elif isinstance(base, SpliceAI):  # --model spliceai: its splice sites
+        p = spliceai_predictor(base)
     if outputs:
         if p is None:
             raise ValueError("--outputs selects outputs of a predictor (--adapter, --splice-model, --species, --track-model, SegmentNT)")

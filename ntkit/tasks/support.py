@@ -19,6 +19,7 @@ KINDS = {  # kind -> how a person names it
     "ntv3-pre": "a pre-trained NTv3 (no track heads)",
     "ntv3-post": "a post-trained NTv3 (species-conditioned, with track heads)",
     "segment_nt": "a SegmentNT model",
+    "spliceai": "a SpliceAI model",
 }
 
 _ANNOTATE = "annotate needs a SegmentNT model (its elements per base); NTv3's tracks: `ntkit tracks predict`"
@@ -30,6 +31,10 @@ SUPPORT: dict[str, dict[str, str | None]] = {
                                    "folder as --adapter, or use a post-trained NTv3"},
     "ntv3-post": {**dict.fromkeys(JOBS), "annotate": _ANNOTATE},
     "segment_nt": {**dict.fromkeys(JOBS), "tracks predict": _TRACKS},
+    "spliceai": {**dict.fromkeys(JOBS, "SpliceAI is a convolutional splice-site model, without embeddings, a language-model "
+                                       "head or attention: use it in score-variants, mutagenesis and the splice jobs "
+                                       "(--splice-model spliceai)"),
+                 "score-variants": None, "mutagenesis": None, "annotate": _ANNOTATE, "tracks predict": _TRACKS},
 }
 
 

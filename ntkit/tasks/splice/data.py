@@ -14,6 +14,7 @@ import numpy as np
 from ntkit.core.sequence import reverse_complement
 from ntkit.io.annotation import GTF_SUFFIXES, transcripts
 from ntkit.io.genome import Genome
+from ntkit.models.spliceai.keras import ANNOTATIONS, annotation_file
 from ntkit.runtime.jobs import atomic_output
 
 CLASSES = ("none", "acceptor", "donor")
@@ -30,14 +31,25 @@ class Transcript:
     end: int
     acceptors: list[int] = field(default_factory=list)  # 0-based genome positions of the labelled base
     donors: list[int] = field(default_factory=list)
+    boundaries: list[int] = field(default_factory=list)  # 0-based first and last base of every exon listed (SpliceAI's -M)
+    order: int = 0  # position in its file (SpliceAI lists a variant's genes in file order)
+
+
+def transcripts_path(path: str | Path) -> Path:
+    """A transcript file, or SpliceAI's gene table of that name (``grch37`` / ``grch38``, its ``-A``:
+    the installed ``spliceai`` package's)."""
+    if str(path) in ANNOTATIONS and not Path(path).exists():
+        return annotation_file(str(path))
+    return Path(path)
 
 
 def read_transcripts(path: str | Path, chroms: Sequence[str] | None = None, skip_paralogs: bool = False) -> list[Transcript]:
     """Transcripts of SpliceAI's canonical table (``NAME PARALOG CHROM STRAND TX_START TX_END
-    EXON_ENDS EXON_STARTS``, 1-based, comma-separated exon lists) or of a GTF/GFF. A malformed line
+    EXON_ENDS EXON_STARTS``, 1-based, comma-separated exon lists), of SpliceAI's gene tables
+    (``grch37`` / ``grch38``: the installed package's, or such a file) or of a GTF/GFF. A malformed line
     is a file:line error; a file with no transcript at all is an error too (a truncated or wrong
     file must not read as "no transcripts here")."""
-    path = Path(path)
+    path = transcripts_path(path)
     keep = None if not chroms else {c.removeprefix("chr") for c in chroms}
     opener = gzip.open if path.suffix == ".gz" else open
     name = path.name.lower().removesuffix(".gz")
@@ -50,9 +62,12 @@ def read_transcripts(path: str | Path, chroms: Sequence[str] | None = None, skip
                 continue
             ends = [e - 1 for _, e in ex[:-1]]  # last base of each exon but the last
             starts = [s for s, _ in ex[1:]]  # first base of each exon but the first
-            t = Transcript(tx, chrom, strand, ex[0][0], ex[-1][1])
+            t = Transcript(tx, chrom, strand, ex[0][0], ex[-1][1], order=n_read)
             t.donors, t.acceptors = (ends, starts) if strand == "+" else (starts, ends)
+            t.boundaries = sorted({b for s, e in ex for b in (s, e - 1)})
             out.append(t)
+    elif _is_gene_table(path, opener):
+        out, n_read = _read_gene_table(path, opener, keep)
     else:
         with opener(path, "rt") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -79,12 +94,54 @@ def read_transcripts(path: str | Path, chroms: Sequence[str] | None = None, skip
                     continue
                 if skip_paralogs and f[1] == "1":
                     continue
-                t = Transcript(f[0], chrom, strand, start - 1, end)
+                t = Transcript(f[0], chrom, strand, start - 1, end, order=n_read)
                 t.donors, t.acceptors = (ends, starts) if strand == "+" else (starts, ends)
+                t.boundaries = sorted(set(ends + starts))
                 out.append(t)
     if n_read == 0:
         raise ValueError(f"{path}: no transcripts (an empty or truncated file, or not a transcript table / GTF)")
     return out
+
+
+GENE_TABLE_HEADER = ["#NAME", "CHROM", "STRAND", "TX_START", "TX_END", "EXON_START", "EXON_END"]
+
+
+def _is_gene_table(path: Path, opener) -> bool:
+    with opener(path, "rt") as fh:
+        return fh.readline().rstrip("\r\n").split("\t")[:7] == GENE_TABLE_HEADER
+
+
+def _read_gene_table(path: Path, opener, keep) -> tuple[list[Transcript], int]:
+    """SpliceAI's gene tables (``spliceai/annotations/grch37.txt``, ``-A`` of its tool): a header
+    ``#NAME CHROM STRAND TX_START TX_END EXON_START EXON_END``; TX_START and EXON_START 0-based,
+    TX_END and EXON_END 1-based ends (UCSC's convention), exon lists comma-terminated."""
+    out, n = [], 0
+    with opener(path, "rt") as fh:
+        next(fh)
+        for lineno, line in enumerate(fh, 2):
+            if not line.strip():
+                continue
+            f = line.rstrip("\r\n").split("\t")
+            where = f"{path}:{lineno}"
+            if len(f) < 7 or f[2] not in ("+", "-"):
+                raise ValueError(f"{where}: not a line of SpliceAI's gene table ({' '.join(GENE_TABLE_HEADER)})")
+            try:
+                start, end = int(f[3]), int(f[4])
+                firsts = [int(x) for x in f[5].split(",") if x]  # 0-based first base of each exon
+                lasts = [int(x) - 1 for x in f[6].split(",") if x]  # 1-based end -> 0-based last base
+            except ValueError:
+                raise ValueError(f"{where}: a coordinate is not an integer: {line.strip()[:80]!r}") from None
+            if end < start or len(firsts) != len(lasts):
+                raise ValueError(f"{where}: transcript end before start, or {len(firsts)} exon starts for {len(lasts)} exon ends")
+            n += 1
+            if keep is not None and f[1].removeprefix("chr") not in keep:
+                continue
+            t = Transcript(f[0], f[1], f[2], start, end, order=n)
+            ends, starts = sorted(lasts)[:-1], sorted(firsts)[1:]  # splice sites: inner exon ends
+            t.donors, t.acceptors = (ends, starts) if f[2] == "+" else (starts, ends)
+            t.boundaries = sorted(set(firsts) | set(lasts))
+            out.append(t)
+    return out, n
 
 
 # -- dataset ---------------------------------------------------------------------------------------------------

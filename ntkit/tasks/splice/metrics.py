@@ -29,11 +29,16 @@ def splice_metrics(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -
     return out
 
 
-def evaluate_splice(model: SpliceModel | None, test: SpliceWindows, baselines: dict[str, object], *, runtime=None) -> pd.DataFrame:
+def evaluate_splice(model: SpliceModel | None, test: SpliceWindows, baselines: dict[str, object], *, runtime=None,
+                    predictions: dict[str, Sequence[np.ndarray]] | None = None) -> pd.DataFrame:
+    """One row per method on ``test``: ``model`` (a splice model of ntkit), ``predictions`` (name ->
+    [len, 3] probabilities per window of other predictors, e.g. SpliceAI), then the baselines."""
     rows = []
     if model is not None:
         pred = predict_windows(model, test, runtime=runtime)
         rows.append({"method": f"ntkit ({model.head_kind} head, {model.method})", **splice_metrics(test.labels, pred)})
+    for name, pred in (predictions or {}).items():
+        rows.append({"method": name, **splice_metrics(test.labels, pred)})
     for name, b in baselines.items():
         rows.append({"method": name, **splice_metrics(test.labels, [b.site_scores(s) for s in test.sequences])})
     return pd.DataFrame(rows)
