@@ -6,13 +6,32 @@ mode), ``save_checkpoint``, ``Runtime`` (where and how models run), NT's ``build
 ``ntkit.models``, ``ntkit.tasks``, ``ntkit.hf``, ``ntkit.cli``) each say what lives in them.
 """
 
+import importlib
+
 from ntkit.core import __version__
-from ntkit.models.checkpoint import CheckpointError, load, load_checkpoint, save_checkpoint
-from ntkit.models.nt.config import PRESETS, NTConfig, get_preset
-from ntkit.models.nt.model import NTModel, NTOutput, build
-from ntkit.models.nt.tokenizer import Tokenizer
-from ntkit.models.tokenization import TokenBatch
-from ntkit.runtime.engine import Runtime
+
+# The public names, imported when first used (PEP 562): ``import ntkit`` (and the command line's
+# ``ntkit --help``) loads no torch until a model is asked for.
+_PUBLIC = {
+    "CheckpointError": "ntkit.models.checkpoint", "load": "ntkit.models.checkpoint", "load_checkpoint": "ntkit.models.checkpoint",
+    "save_checkpoint": "ntkit.models.checkpoint", "PRESETS": "ntkit.models.nt.config", "NTConfig": "ntkit.models.nt.config",
+    "get_preset": "ntkit.models.nt.config", "NTModel": "ntkit.models.nt.model", "NTOutput": "ntkit.models.nt.model",
+    "build": "ntkit.models.nt.model", "Tokenizer": "ntkit.models.nt.tokenizer", "TokenBatch": "ntkit.models.tokenization",
+    "Runtime": "ntkit.runtime.engine",
+}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ntkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))
+
 
 __all__ = [
     "CheckpointError", "NTConfig", "NTModel", "NTOutput", "PRESETS", "Runtime", "TokenBatch", "Tokenizer", "__version__",

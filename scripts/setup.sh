@@ -17,3 +17,12 @@ if [[ ",${extras}," == *",test,"* ]]; then
     # dependencies (Keras, TensorFlow) are not needed to read them, so it is installed without them.
     python -m pip install -q --no-deps "spliceai==1.3.1"
 fi
+if [[ ",${extras}," == *",test,"* ]] && ! command -v chromium > /dev/null; then
+    # Debian's chromium and its driver, for the test that opens a review page in a headless browser
+    # (it skips with the reason where they cannot be installed: no apt-get, not root).
+    if command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
+        (apt-get install -y -q chromium chromium-driver > /dev/null 2>&1 \
+         || (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q chromium chromium-driver > /dev/null 2>&1)) \
+         || echo "chromium could not be installed: the browser test will skip"
+    fi
+fi

@@ -216,3 +216,19 @@ def test_annotate_options_are_checked(tmp_path, capsys):
     fails(capsys, base + ["--threshold", "2"], "--threshold 2.0: calls are made on probabilities, give a value in (0, 1]")
     fails(capsys, base + ["--min-length", "0"], "--min-length 0: must be at least 1")
     assert not list(tmp_path.glob("ann/*.bed"))
+
+
+def test_help_answers_without_torch_and_fast():
+    """``ntkit --help`` and every command's help build the parsers from ``ntkit.tasks.options``
+    without importing torch (issue 39: under 1 s on an idle machine; the bound here is generous)."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys; from ntkit.cli import build_parser; build_parser(); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft', 'pandas', 'pyarrow')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ntkit.cli", "finetune", "--help"], check=True, capture_output=True)
+    assert time.perf_counter() - t < 3.0

@@ -158,3 +158,33 @@ def test_every_command_and_option_is_documented():
     text = " ".join(" ".join(p.read_text().split()) for p in PAGES)
     missing = sorted(c for c in commands if f"ntkit {c}" not in text)
     assert not missing, f"commands the documentation never shows: {missing}"
+
+
+def test_snakefile_runs_shards_as_jobs_and_equals_one_process(tmp_path):
+    """The Snakefile of docs/jobs.md, with snakemake from PyPI: 2 shards as 2 jobs, then the merge;
+    the merged table equals a single-process run of the same command."""
+    pytest.importorskip("snakemake", reason="snakemake (the test extras)")
+    import pandas as pd
+
+    from ntkit import build, get_preset, save_checkpoint
+    from ntkit.io.genome import write_fasta
+
+    (snakefile,) = blocks("snakemake", [ROOT / "docs" / "jobs.md"])
+    (tmp_path / "Snakefile").write_text(snakefile)
+    import numpy as np
+
+    seq = "".join(np.random.default_rng(3).choice(list("ACGT"), 3000))
+    write_fasta(tmp_path / "g.fa", [("20", seq)])
+    recs = "".join(f"20\t{p}\t.\t{seq[p - 1]}\t{'A' if seq[p - 1] != 'A' else 'G'}\t.\t.\t.\n" for p in range(200, 2800, 200))
+    (tmp_path / "v.vcf").write_text("##fileformat=VCFv4.2\n##contig=<ID=20,length=3000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + recs)
+    save_checkpoint(build(get_preset("nt-v2-tiny").replace(max_tokens=100), seed=0), tmp_path / "m")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cfg = ["vcf=v.vcf", "fasta=g.fa", "model=m", "shards=2", "extra=--chunk-size 4"]
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-c", "2", "--config", *cfg], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "shards" / "0.done").exists() and (tmp_path / "shards" / "1.done").exists()
+    r = subprocess.run([sys.executable, "-m", "ntkit.cli", "score-variants", "--model", "m", "--vcf", "v.vcf", "--fasta", "g.fa",
+                        "--out", "one.tsv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scores.tsv", sep="\t"), pd.read_csv(tmp_path / "one.tsv", sep="\t"))

@@ -246,3 +246,41 @@ def test_load_predictor_names_spliceai(tmp_path):
     save_checkpoint(m, tmp_path / "m")
     assert load_predictor(None, splice_model=tmp_path / "m").describe()["module"] == "spliceai-tiny"
     shutil.rmtree(tmp_path / "m")
+
+
+def test_splice_windows_read_as_runs_equal_one_window_at_a_time(tmp_path):
+    """SpliceAI on splice windows: adjacent windows of a strand read as one input give the same
+    probabilities as each window read alone with its flanks (a pure convolution: float rounding only)."""
+    from ntkit.io.genome import Genome
+    from ntkit.tasks.predictors import splice_window_probabilities
+    from ntkit.tasks.splice import build_windows
+
+    rng = np.random.default_rng(7)
+    seq = "".join(rng.choice(list("ACGT"), 6000))
+    write_fasta(tmp_path / "g.fa", [("7", seq)])
+    tx = tmp_path / "tx.txt"
+    tx.write_text("PLUS\t0\tchr7\t+\t501\t5000\t1001,2601,\t1002,2499,\nMINUS\t0\tchr7\t-\t2001\t5500\t3200,\t3301,\n")
+    g = Genome(tmp_path / "g.fa")
+    data = build_windows(g, read_transcripts(tx), 400, context=50)
+    pred = spliceai_predictor(spliceai.build("spliceai-tiny", seed=2))
+    runs = splice_window_probabilities(pred, data, g)
+    alone = splice_window_probabilities(pred, data, g, max_run=1)  # every window its own input
+    assert len(data) >= 8 and all(a.shape == (len(s), 3) for a, s in zip(runs, data.sequences))
+    assert max(np.abs(a - b).max() for a, b in zip(runs, alone)) < 1e-5
+    assert np.allclose(runs[0].sum(1), 1, atol=1e-5)
+
+
+def test_selected_outputs_score_as_the_full_predictor(tmp_path):
+    rng = np.random.default_rng(9)
+    seq = "".join(rng.choice(list("ACGT"), 1500))
+    write_fasta(tmp_path / "g.fa", [("20", seq)])
+    (tmp_path / "genes.txt").write_text("#NAME\tCHROM\tSTRAND\tTX_START\tTX_END\tEXON_START\tEXON_END\n"
+                                        "P\t20\t+\t300\t1200\t300,800,\t600,1200,\n")
+    (tmp_path / "v.vcf").write_text("##fileformat=VCFv4.2\n##contig=<ID=20,length=1500>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                                    + "".join(f"20\t{p}\t.\t{seq[p - 1]}\t{'A' if seq[p - 1] != 'A' else 'C'}\t.\t.\t.\n"
+                                              for p in (500, 700, 900)))
+    m = spliceai.build("spliceai-tiny", seed=4)
+    for name, p in (("all", load_predictor(m)), ("donor", load_predictor(m, outputs=["donor"]))):
+        variant_effects_to_files(p, tmp_path / "v.vcf", tmp_path / "g.fa", [tmp_path / f"{name}.tsv"], transcripts=tmp_path / "genes.txt")
+    full, donor = (pd.read_csv(tmp_path / f"{n}.tsv", sep="\t") for n in ("all", "donor"))
+    pd.testing.assert_frame_equal(full[["DS_DG", "DS_DL", "DP_DG", "DP_DL"]], donor[["DS_DG", "DS_DL", "DP_DG", "DP_DL"]])

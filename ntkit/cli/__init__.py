@@ -13,7 +13,7 @@ import os
 import sys
 
 COMMANDS = ["checkpoints", "demo", "data", "pretrain", "embed", "probe", "finetune", "benchmark", "variants", "mutagenesis",
-            "attention", "splice", "annotate", "segment"]
+            "attention", "splice", "annotate", "segment", "report"]
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -9,7 +9,7 @@ from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_a
 
 
 def _add_common(s, window_help: str) -> None:
-    from ntkit.tasks.annotate import AnnotateOptions
+    from ntkit.tasks.options import AnnotateOptions
 
     d = AnnotateOptions()
     s.add_argument("--model", required=True, help=MODEL_HELP)
@@ -29,7 +29,7 @@ def _add_common(s, window_help: str) -> None:
 
 
 def register(sub) -> None:
-    from ntkit.tasks.annotate import AnnotateOptions
+    from ntkit.tasks.options import AnnotateOptions
 
     s = sub.add_parser("annotate", help="SegmentNT: per-base element probabilities of regions as bigWig, called elements as BED")
     _add_common(s, "bases per model input (default: the model's context, 30 kb for the released SegmentNT)")
@@ -49,7 +49,7 @@ def register(sub) -> None:
     t.add_argument("--force", action="store_true", help=FORCE_HELP)
     t.set_defaults(func=run_tracks)
 
-    from ntkit.tasks.tracks import TrackTrainConfig as C
+    from ntkit.tasks.options import TrackTrainConfig as C
 
     g = ts.add_parser("train", help="track heads (bigWig: Poisson or MSE) and element heads (BED: cross-entropy) on an NTv3 trunk")
     g.add_argument("--model", required=True, help=MODEL_HELP + "; an NTv3 model (pre- or post-trained)")
@@ -76,7 +76,7 @@ def register(sub) -> None:
 
 
 def _options(args):
-    from ntkit.tasks.annotate import AnnotateOptions
+    from ntkit.tasks.options import AnnotateOptions
 
     return AnnotateOptions(window_bp=args.window_bp, flank_bp=getattr(args, "flank_bp", None), threshold=args.threshold,
                            min_length=args.min_length, channels=args.channels or None, parquet=args.parquet,

@@ -6,8 +6,7 @@ from ntkit.cli.common import MODEL_HELP, add_runtime_args, add_species_arg, runt
 
 
 def register(sub) -> None:
-    from ntkit.tasks.benchmark import METHODS
-    from ntkit.tasks.finetune import LEARNING_RATES
+    from ntkit.tasks.options import LEARNING_RATES, METHODS
 
     s = sub.add_parser("benchmark", help="downstream tasks with k-fold CV: probing, fine-tuning and baselines")
     s.add_argument("tasks", nargs="+", help="task tables (TSV/CSV/parquet) or task folders")

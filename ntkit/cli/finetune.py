@@ -18,8 +18,8 @@ from ntkit.cli.common import (
 
 
 def register(sub) -> None:
-    from ntkit.tasks.finetune import LEARNING_RATES
-    from ntkit.tasks.finetune import FinetuneConfig as C
+    from ntkit.tasks.options import LEARNING_RATES
+    from ntkit.tasks.options import FinetuneConfig as C
 
     s = sub.add_parser("finetune", help="fine-tune (IA3, LoRA, full or head only) on a labelled table; saves the adapter")
     s.add_argument("train", help="TSV/CSV/parquet with a sequence (or seq) column and a label column")

@@ -4,11 +4,13 @@ NT's zero-shot scores or any predictor (``--adapter``, ``--splice-model``)."""
 from __future__ import annotations
 
 from ntkit.cli.common import MODEL_HELP, add_job_args, add_runtime_args, report_job, runtime
+from ntkit.cli.report import add_report_args
+from ntkit.cli.report import write as write_report
 from ntkit.cli.variants import add_predictor_args, add_score_args, effect_options, load_predictor, model_for
 
 
 def register(sub) -> None:
-    from ntkit.tasks.mutagenesis import DEFAULT_SCORES
+    from ntkit.tasks.options import MUTAGENESIS_SCORES as DEFAULT_SCORES
 
     s = sub.add_parser("mutagenesis", help="in-silico saturation mutagenesis of regions: table, bedGraph tracks, heatmap")
     s.add_argument("--fasta", required=True, help="reference FASTA (bgzip + faidx, or plain)")
@@ -19,6 +21,7 @@ def register(sub) -> None:
     add_score_args(s, default=DEFAULT_SCORES)
     add_predictor_args(s)
     add_job_args(s, "bases")
+    add_report_args(s)
     add_runtime_args(s)
     s.set_defaults(func=run)
 
@@ -38,4 +41,7 @@ def run(args) -> int:
         print(res["summary"])
         for o in res["outputs"]:
             print(f"wrote {o}")
+        if args.report:  # the highest-scoring substitutions, with the per-position score tracks
+            write_report(args, f"{args.out}/mutagenesis.parquet", args.fasta, args.report, predictor=predictor,
+                         transcripts=args.transcripts, tracks=[o for o in res["outputs"] if str(o).endswith(".bedgraph")], runtime_=rt)
     return 0

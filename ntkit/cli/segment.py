@@ -21,7 +21,7 @@ def _add_data(s) -> None:
 
 
 def register(sub) -> None:
-    from ntkit.tasks.segmentation import SegmentTrainConfig as C
+    from ntkit.tasks.options import SegmentTrainConfig as C
 
     s = sub.add_parser("segment", help="train and evaluate SegmentNT-style segmentation from GTF/BED annotations")
     ss = s.add_subparsers(dest="segment_command", required=True)

@@ -9,8 +9,9 @@ from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_a
 
 
 def register(sub) -> None:
+    from ntkit.cli.report import add_report_args
     from ntkit.cli.variants import add_gain_loss_args
-    from ntkit.tasks.splice import SpliceTrainConfig as C
+    from ntkit.tasks.options import SpliceTrainConfig as C
 
     s = sub.add_parser("splice", help="nucleotide-level splice sites: build data, train, evaluate, predict")
     ss = s.add_subparsers(dest="splice_command", required=True)
@@ -92,6 +93,7 @@ def register(sub) -> None:
     v.add_argument("--out", required=True, nargs="+", help=".vcf/.vcf.gz (NT_SPLICE in INFO, SpliceAI's layout) and/or .tsv/.csv/.parquet")
     v.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_job_args(v, "records")
+    add_report_args(v)
     add_runtime_args(v)
     v.set_defaults(func=score_variants)
 
@@ -196,6 +198,8 @@ def predict(args) -> int:
 
 def score_variants(args) -> int:
     from ntkit.cli.common import report_job
+    from ntkit.cli.report import write as write_report
+    from ntkit.cli.variants import table_of
     from ntkit.tasks.perturb import EffectOptions, variant_effects_to_files
     from ntkit.tasks.predictors import SpliceSites, is_spliceai, load_predictor
     from ntkit.tasks.splice import load_splice_model
@@ -213,4 +217,7 @@ def score_variants(args) -> int:
         print(res["summary"])
         for o in res["outputs"]:
             print(f"wrote {o}")
+        if args.report:
+            write_report(args, table_of(args.out), args.fasta, args.report, predictor=predictor, transcripts=args.transcripts,
+                         runtime_=rt)
     return 0

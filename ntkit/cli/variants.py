@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from ntkit.cli.common import FORCE_HELP, MODEL_HELP, add_job_args, add_runtime_args, positive_int, report_job, runtime
+from ntkit.cli.report import add_report_args
+from ntkit.cli.report import write as write_report
 
 
 def add_score_args(s, default: Sequence[str]) -> None:
     """What NT's zero-shot scores are and in which windows (``ScoreOptions``): shared by
     score-variants and mutagenesis."""
-    from ntkit.tasks.variants import SCORES
+    from ntkit.tasks.options import SCORES
 
     s.add_argument("--scores", nargs="+", choices=SCORES, default=list(default),
                    help="NT zero-shot: llr: masked marginal; llr_unmasked: wild-type marginal; embedding: L1/L2/cosine/dot distances "
@@ -27,7 +29,7 @@ def add_score_args(s, default: Sequence[str]) -> None:
 
 def add_gain_loss_args(s) -> None:
     """--distance and --mask: where a per-base predictor's gains and losses are sought (SpliceAI's -D, -M)."""
-    from ntkit.tasks.perturb import EffectOptions as E
+    from ntkit.tasks.options import EffectOptions as E
 
     s.add_argument("--distance", type=int, default=E.distance, help="per-base predictors: bases each side of a variant where "
                    "gains and losses are sought")
@@ -86,8 +88,13 @@ def model_for(args) -> str | None:
     return args.model
 
 
+def table_of(outputs) -> str:
+    """What a review page reads of a job: its table output, else its first output (whose parts it reads)."""
+    return next((o for o in outputs if not o.lower().endswith((".vcf", ".vcf.gz", ".bcf"))), outputs[0])
+
+
 def register(sub) -> None:
-    from ntkit.tasks.variants import DEFAULT_SCORES
+    from ntkit.tasks.options import DEFAULT_SCORES
 
     s = sub.add_parser("score-variants", help="variant effects: VCF + FASTA -> annotated VCF / table (NT zero-shot, a "
                        "fine-tuned or splice model, SegmentNT's elements, NTv3's tracks)")
@@ -100,6 +107,7 @@ def register(sub) -> None:
     s.add_argument("--label-key", help="INFO key holding a 0/1 label (or a Flag): report AUROC/AUPRC")
     add_predictor_args(s)
     add_job_args(s, "records")
+    add_report_args(s)
     add_runtime_args(s)
     s.set_defaults(func=run)
 
@@ -124,6 +132,8 @@ def run(args) -> int:
     print(res["summary"])
     for o in res["outputs"]:
         print(f"wrote {o}")
+    if args.report:
+        write_report(args, table_of(args.out), args.fasta, args.report, predictor=predictor, transcripts=args.transcripts, runtime_=rt)
     if args.label_key and predictor is None:
         table = next((o for o in res["outputs"] if not is_vcf(o)), None)
         if table:

@@ -221,6 +221,8 @@ def provenance(model=None) -> dict:
     about = {"ntkit": __version__, "command": " ".join([Path(sys.argv[0]).name] + redact(sys.argv[1:])) if sys.argv else ""}
     if model is not None:
         about["model"] = str(getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name", type(model).__name__))
+        if getattr(model, "licence", None):  # weights under their own licence (SpliceAI's: CC BY-NC 4.0) say so in every output
+            about["licence"] = model.licence
     return about
 
 

@@ -36,28 +36,7 @@ import pyarrow as pa
 
 from ntkit.io.genome import Genome
 from ntkit.runtime import engine, jobs
-
-MAX_BIGWIGS = 64  # channels written as bigWig without naming them (--channels): file handles, disk
-
-
-@dataclass
-class AnnotateOptions:
-    window_bp: int | None = None  # bases per model input (default: the predictor's)
-    flank_bp: int | None = None  # SegmentNT: bases each side of a window's kept centre (default: window / 8)
-    threshold: float = 0.5  # probability channels: calls where p >= threshold
-    min_length: int = 1  # bases of the shortest call
-    channels: list[str] | None = None  # the channels written (default: all, up to MAX_BIGWIGS)
-    parquet: bool = False  # also a per-base parquet table
-    windows_per_chunk: int = 16
-
-    def __post_init__(self) -> None:
-        # each bound names the command-line option too: the CLI passes these through unchanged
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"--threshold {self.threshold}: calls are made on probabilities, give a value in (0, 1]")
-        for option, v, low in (("--min-length", self.min_length, 1), ("--window-bp", self.window_bp, 1), ("--flank-bp", self.flank_bp, 0),
-                               ("--chunk-size", self.windows_per_chunk, 1)):
-            if v is not None and v < low:
-                raise ValueError(f"{option} {v}: must be at least {low}")
+from ntkit.tasks.options import MAX_BIGWIGS, AnnotateOptions  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,8 @@ from ntkit.runtime.progress import bar as progress_bar
 from ntkit.tasks.baselines import kmer_counts
 from ntkit.tasks.embed import embed
 from ntkit.tasks.finetune import FinetuneConfig, finetune
+from ntkit.tasks.options import METHODS  # noqa: F401  (re-exported)
 from ntkit.tasks.probe import fit_predict_probe
-
-METHODS = ("kmer", "probe", "mlp", "random-probe", "ia3", "random-ia3", "lora", "full")
 
 
 @dataclass

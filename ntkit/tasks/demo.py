@@ -2,7 +2,9 @@
 
 1. pretrain the tiny recipe (``tiny-cpu``, shipped in ``ntkit/recipes``) on GRCh37 chr20 for ``--minutes``;
 2. evaluate it on the held-out end of chr20 against the unigram 6-mer and order-5 Markov baselines;
-3. score the real 1000 Genomes chr20 indels (annotated VCF + table);
+3. score the real 1000 Genomes chr20 indels (annotated VCF + table) and write their review page
+   (``variants.review.html``: the 20 highest-scoring indels in igv.js, offline once igv.js is
+   fetched: ``ntkit data fetch igv-js``);
 4. benchmark probing vs the 6-mer baseline on a few NT downstream tasks (table + plot).
 
 Everything is written under ``--out`` (default ``runs/demo``). The data folder is ``--data``, else
@@ -21,12 +23,16 @@ from ntkit.runtime.engine import Runtime
 from ntkit.runtime.jobs import write_text_atomic
 from ntkit.tasks.baselines import baseline_table, compare_with_baselines
 from ntkit.tasks.benchmark import load_tasks, run_benchmark, write_report
+from ntkit.tasks.options import ReportOptions
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
+from ntkit.tasks.report import find_igv_js
+from ntkit.tasks.report import write_report as write_review
 from ntkit.tasks.variants import score_variants, write_table, write_vcf
 
 FASTA = "genomes/GRCh37_chr20.fa.gz"
 VCF = "variants/chr20_indels_1000G.vcf.gz"
 TASKS = "tasks/nt_downstream_revised_subsample.tsv"
+GENES = "splice/spliceai_annotation_grch37.txt"
 
 
 def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: int = 0) -> dict:
@@ -58,6 +64,16 @@ def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: in
     write_table(scores, out / "variants.scores.tsv")
     print(scores.summary(), flush=True)
     summary["variants"] = scores.summary()
+    try:
+        find_igv_js()
+    except FileNotFoundError as e:
+        print(f"no review page: {e}", flush=True)
+    else:
+        genes = data / GENES if (data / GENES).exists() else None  # genes drawn when the data folder has SpliceAI's table
+        page = write_review(out / "variants.scores.tsv", fasta, out / "variants.review.html", transcripts=genes,
+                            options=ReportOptions(max_loci=20, title="ntkit demo: chr20 1000 Genomes indels"))
+        print(f"wrote {page['output']} ({page['loci']} indels, {page['bytes'] / 1e6:.1f} MB)", flush=True)
+        summary["review_page"] = page["output"]
 
     print(f"== 4/4 downstream benchmark ({', '.join(tasks)}; 5-fold CV)", flush=True)
     all_tasks = load_tasks(task_table, tasks)

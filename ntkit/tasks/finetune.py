@@ -13,16 +13,15 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ntkit.core.fields import check_fields
 from ntkit.io.labels import Classes
 from ntkit.io.sequences import id_col, iter_sequences, table_schema
 from ntkit.models import adapters
@@ -30,50 +29,7 @@ from ntkit.models.nt.model import NTModel
 from ntkit.runtime import engine, jobs
 from ntkit.runtime.jobs import write_table_file
 from ntkit.runtime.training import train_loop
-
-Method = Literal["ia3", "lora", "full", "head"]
-# Learning rate per method when none is given: NT's 3e-3 for IA3; LoRA and a head alone train a
-# little more gently; every weight at a pretraining-like rate.
-LEARNING_RATES = {"ia3": 3e-3, "lora": 1e-3, "full": 5e-5, "head": 1e-3}
-
-
-@dataclass
-class FinetuneConfig:
-    method: Method = "ia3"
-    task: Literal["classification", "regression"] = "classification"
-    n_classes: int = 2
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    head_dropout: float = 0.1
-    lr: float | None = None  # default: LEARNING_RATES[method]
-    weight_decay: float = 0.0
-    epochs: int = 10
-    batch_size: int = 8
-    patience: int = 3  # epochs without validation improvement before stopping
-    valid_fraction: float = 0.1  # held out of the training data for early stopping
-    max_steps: int | None = None
-    seed: int = 0
-    classes: list[int | str] | None = None  # class k's label (from the training data); saved with the adapter
-    sequence_bp: int | None = None  # median length of the training sequences (set by finetune): the window variant effects read
-    # Regression: the training targets' mean and standard deviation (set by finetune). The head
-    # predicts z-scores (it starts at the mean, and one learning rate suits any unit); outputs are
-    # in the targets' units.
-    target_mean: float | None = None
-    target_scale: float | None = None
-    species: str | None = None  # a post-trained NTv3's conditioning (``model.backbone(species)``); saved with the adapter
-
-    def __post_init__(self) -> None:
-        if isinstance(self.classes, tuple):
-            self.classes = list(self.classes)
-        check_fields(self)
-        if self.lr is None:
-            self.lr = LEARNING_RATES[self.method]
-        if self.classes is not None and len(self.classes) != self.n_classes:
-            raise ValueError(f"{len(self.classes)} class names for n_classes={self.n_classes}")
-        if self.task == "classification" and self.n_classes < 2:
-            raise ValueError(f"classification needs at least 2 classes, not {self.n_classes}")
-        if not self.lr > 0 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError(f"FinetuneConfig: lr > 0, batch_size >= 1 and epochs >= 1 needed (got {self.lr}, {self.batch_size}, {self.epochs})")
+from ntkit.tasks.options import LEARNING_RATES, FinetuneConfig, Method  # noqa: F401  (re-exported)
 
 
 class SequenceHead(nn.Module):

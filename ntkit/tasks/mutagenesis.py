@@ -30,12 +30,13 @@ from ntkit.io.plotting import figure, save_figure
 from ntkit.runtime import engine, jobs
 from ntkit.runtime.jobs import atomic_output, chunks, write_parquet
 from ntkit.runtime.progress import bar as progress_bar
+from ntkit.tasks.options import MUTAGENESIS_SCORES
 from ntkit.tasks.perturb import EffectOptions, _meta, base_columns, effects, genes_for, schema
 from ntkit.tasks.predictors import Predictor, ZeroShot
 from ntkit.tasks.splice.data import transcripts_path
 from ntkit.tasks.variants import EFFECT_SIGN, Allele, score_options
 
-DEFAULT_SCORES = ("llr", "llr_unmasked")  # the two marginals: one forward per tile scores its every SNV (wild-type)
+DEFAULT_SCORES = MUTAGENESIS_SCORES
 TABLE_FIRST = ["chrom", "pos", "region", "ref", "alt", "status", "window_start"]  # then one column per score; status as
 # score-variants writes it ("scored", or why not: e.g. outside_prediction at a contig's end)
 

@@ -50,7 +50,6 @@ import bisect
 import itertools
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -60,6 +59,7 @@ import pyarrow as pa
 from ntkit.core.sequence import reverse_complement
 from ntkit.io.genome import Genome
 from ntkit.runtime import engine, jobs
+from ntkit.tasks.options import EffectOptions  # noqa: F401  (re-exported)
 from ntkit.tasks.predictors import Predictor, ZeroShot, logit
 from ntkit.tasks.splice.data import read_transcripts, transcripts_path
 from ntkit.tasks.variants import (
@@ -81,62 +81,6 @@ from ntkit.tasks.variants import (
 )
 
 BASE_SKIPS = ("not_in_gene", "complex_indel", "outside_prediction")
-
-
-@dataclass
-class EffectOptions:
-    """What is scored and how (the fields that change a score; recorded in a job's manifest)."""
-
-    window_bp: int | None = None  # sequence and windowed predictors: bases per window (default: the predictor's)
-    tile_stride_bp: int | None = None  # grid step of the tiles (default: a quarter of a window; 128 per-base)
-    distance: int = 50  # per-base predictors: bases each side of the variant where gains and losses are sought
-    mask: bool = False  # per-base predictors: SpliceAI's -M (gains at annotated sites, losses elsewhere count 0)
-    label_key: str | None = None
-
-    def resolve(self, predictor: Predictor) -> "EffectOptions":
-        if predictor.kind == "lm":  # NT's zero-shot scores: their own options (variants.ScoreOptions)
-            return replace(self, label_key=self.label_key or predictor.score_options.label_key)
-        if predictor.kind == "base":
-            if self.distance < 0:
-                raise ValueError(f"distance must be >= 0, not {self.distance}")
-            if self.mask and not predictor.stranded:
-                raise ValueError("mask (SpliceAI's -M) needs a splice model: its annotated sites are the genes' exon ends")
-            if predictor.windowed:
-                return self._windowed(predictor)
-            flank = getattr(predictor, "flank", 0)
-            if flank:  # tiles of S + 4D predicted bases and the flank each side (see _flanked_pairs)
-                stride = self.tile_stride_bp or 1024
-                return replace(self, tile_stride_bp=stride, window_bp=stride + 4 * self.distance + 2 * flank)
-            stride = self.tile_stride_bp or 128
-            need = 2 * (self.distance + predictor.receptive_field)
-            if need + 2 <= predictor.max_length < need + 2 * stride:  # the predictor cannot read that much: a finer grid
-                stride = max(1, (predictor.max_length - need) // 2)
-            width = need + 2 * stride
-            if width > predictor.max_length:
-                raise ValueError(f"distance {self.distance} + the receptive field ({predictor.receptive_field} bases each side) "
-                                 f"need windows of {width} bases; the model reads {predictor.max_length}: a smaller --distance")
-            return replace(self, window_bp=width, tile_stride_bp=stride)
-        w = self.window_bp or getattr(predictor, "window_bp", None) or predictor.max_length
-        if not 1 <= w <= predictor.max_length:
-            raise ValueError(f"window_bp must be in [1, {predictor.max_length}] for this model, not {w}")
-        stride = self.tile_stride_bp or max(1, w // 4)
-        if not 1 <= stride <= w:
-            raise ValueError(f"tile_stride_bp must be in [1, {w}], not {stride}")
-        return replace(self, window_bp=w, tile_stride_bp=stride)
-
-    def _windowed(self, predictor: Predictor) -> "EffectOptions":
-        # An allele (at most `stride` bases) lies within stride / 2 of its tile's centre: its
-        # neighbourhood fits the trusted centre [a, b) when 2 * stride + 2 * distance <= b - a.
-        w = predictor.window(self.window_bp)
-        a, b = predictor.valid(w, None)
-        most = (b - a - 2 * self.distance) // 2
-        if most < 1:
-            raise ValueError(f"distance {self.distance}: the trusted centre of a {w}-base window is {b - a} bases; "
-                             "a smaller --distance or a longer --window-bp")
-        stride = self.tile_stride_bp or most
-        if not 1 <= stride <= most:
-            raise ValueError(f"tile_stride_bp must be in [1, {most}] for windows of {w} bases and distance {self.distance}")
-        return replace(self, window_bp=w, tile_stride_bp=stride)
 
 
 # -- genes ---------------------------------------------------------------------------------------------------
@@ -322,27 +266,9 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
     skipped allele: one row with its status). See the module docstring. ``opts`` resolved."""
     if predictor.stranded and genes is None:
         raise ValueError("a stranded per-base predictor (a splice model) scores variants inside genes: give transcripts")
-    rt = engine.as_runtime(runtime).replace(progress=False)
     D = opts.distance
-    flanked = bool(getattr(predictor, "flank", 0)) and not predictor.windowed
     hits_of: dict[int, list] = {}
-    todo = []
-    for a in alleles:
-        check_allele(a, genome, 2 * opts.tile_stride_bp if not flanked else math.inf)
-        if a.status != "scored":
-            continue
-        hits = genes.hits(a.contig, a.pos0) if predictor.stranded else [None]
-        if not hits:
-            a.status = "not_in_gene"
-            continue
-        hits_of[a.row] = hits
-        if predictor.stranded and len(a.ref) > 2 * D:  # SpliceAI: a reference longer than the neighbourhood is not scored
-            a.status = "too_long"
-        elif len(a.ref) > 1 and len(a.alt) > 1 and (predictor.stranded or len(a.ref) != len(a.alt)):
-            a.status = "complex_indel"  # SpliceAI writes '.' scores for these (an MNV too); others score MNVs base by base
-        else:
-            todo.append(a)
-    pairs = (_flanked_pairs if flanked else _tiled_pairs)(predictor, todo, genome, hits_of, opts, rt)
+    pairs = allele_predictions(predictor, alleles, genome, genes, opts, runtime, hits_of=hits_of)
     per_allele: dict[int, list[dict]] = {}
     for a, gs, y_ref, y_alt in pairs:
         sums = y_ref.sum(0), y_alt.sum(0)  # track outputs: each allele's own bases
@@ -363,6 +289,35 @@ def base_effects(predictor: Predictor, alleles: list[Allele], genome: Genome, ge
         else:
             rows.append({"record": a.record, **_allele_row(a, opts), "gene": None, "strand": None, **{c: None for c in cols}})
     return rows
+
+
+def allele_predictions(predictor: Predictor, alleles: list[Allele], genome: Genome, genes: GeneIndex | None, opts: EffectOptions,
+                       runtime=None, hits_of: dict | None = None) -> Iterator[tuple]:
+    """(allele, its genes, reference predictions [2D + len(REF), C], alternative predictions [2D +
+    len(ALT), C]) over each scorable allele's neighbourhood (+ strand order; ``opts`` resolved):
+    what ``base_effects`` scores and a review page draws. Alleles that cannot be scored get their
+    ``status``; ``hits_of`` (allele row -> genes) is filled for the caller."""
+    rt = engine.as_runtime(runtime).replace(progress=False)
+    D = opts.distance
+    flanked = bool(getattr(predictor, "flank", 0)) and not predictor.windowed
+    hits_of = {} if hits_of is None else hits_of
+    todo = []
+    for a in alleles:
+        check_allele(a, genome, 2 * opts.tile_stride_bp if not flanked else math.inf)
+        if a.status != "scored":
+            continue
+        hits = genes.hits(a.contig, a.pos0) if predictor.stranded else [None]
+        if not hits:
+            a.status = "not_in_gene"
+            continue
+        hits_of[a.row] = hits
+        if predictor.stranded and len(a.ref) > 2 * D:  # SpliceAI: a reference longer than the neighbourhood is not scored
+            a.status = "too_long"
+        elif len(a.ref) > 1 and len(a.alt) > 1 and (predictor.stranded or len(a.ref) != len(a.alt)):
+            a.status = "complex_indel"  # SpliceAI writes '.' scores for these (an MNV too); others score MNVs base by base
+        else:
+            todo.append(a)
+    yield from (_flanked_pairs if flanked else _tiled_pairs)(predictor, todo, genome, hits_of, opts, rt)
 
 
 def _score_row(predictor: Predictor, a: Allele, g, delta: np.ndarray, rel: np.ndarray, sums, opts: EffectOptions) -> dict:

@@ -181,6 +181,9 @@ class OneHotModel(Predictor):
     its reference window's activations (``alternatives``); others run both windows in full."""
 
     kind = "base"
+    # Alleles computed together from a reference's activations: each holds [channels, up to 2 x
+    # flank] per layer (SpliceAI: ~1.3 MB), so 64 keep a batch near 0.3 GB and the convolutions busy.
+    alleles_per_batch = 64
 
     def __init__(self, module, outputs, *, select=None, layout: str = "BLC", flank: int = 0, receptive_field: int | None = None,
                  probability=None, stranded: bool = False, max_length: int = 1_000_000, forward=None, name: str | None = None,
@@ -277,7 +280,7 @@ class OneHotModel(Predictor):
                 # bases after it (on both alleles: the same change), up to 32 bases; its outputs are the first.
                 batches, cur = [], []
                 for k in ks:
-                    if cur and (len(cur) == 256 or len(alleles[k][3]) - len(alleles[cur[0]][3]) > 32):
+                    if cur and (len(cur) == self.alleles_per_batch or len(alleles[k][3]) - len(alleles[cur[0]][3]) > 32):
                         batches.append(cur)
                         cur = []
                     cur.append(k)
@@ -315,31 +318,48 @@ def spliceai_predictor(model) -> OneHotModel:
                        forward=lambda m, x: m(x).probabilities, name=model.config.name, score_names=SpliceSites.score_names)
 
 
-def splice_window_probabilities(predictor: Predictor, data, genome=None, runtime=None) -> list[np.ndarray]:
+def splice_window_probabilities(predictor: Predictor, data, genome=None, runtime=None, max_run: int = 200_000) -> list[np.ndarray]:
     """Per window of ``data`` (``splice.SpliceWindows``, transcript orientation): float32 [len, 3]
     class probabilities (neither = 1 - acceptor - donor) from a per-base splice predictor that
     crops a flank (SpliceAI): each window is read with ``flank`` bases of ``genome`` each side (N
-    beyond a contig's ends); without a genome, with N there (less context than the model knows)."""
+    beyond a contig's ends); without a genome, with N there (less context than the model knows).
+    With a genome, windows of one strand that touch or overlap are read as one input (up to
+    ``max_run`` bases): the flanks are read once per run instead of once per window."""
     if not (predictor.kind == "base" and predictor.stranded and tuple(predictor.outputs) == ("acceptor", "donor")):
         raise ValueError("splice windows need a splice predictor (acceptor and donor per base)")
     F = getattr(predictor, "flank", 0)
 
-    def inputs():
-        for seq, chrom, start, strand in zip(data.sequences, data.chrom, data.start, data.strand):
-            if genome is None or not F:
-                yield "N" * F + seq + "N" * F
-                continue
-            c = genome.resolve(chrom)
-            L = genome.lengths[c]
-            lo, hi = start - F, start + len(seq) + F
-            body = genome.fetch(c, max(lo, 0), min(hi, L)).upper()
-            s = "N" * (max(lo, 0) - lo) + body + "N" * (hi - min(hi, L))
-            yield s if strand == "+" else reverse_complement(s)
-
-    out = []
-    for y in predictor.predict(inputs(), runtime):
+    def with_neither(y) -> np.ndarray:
         y = np.asarray(y, dtype=np.float32)
-        out.append(np.concatenate([1 - y.sum(1, keepdims=True), y], axis=1))
+        return np.concatenate([1 - y.sum(1, keepdims=True), y], axis=1)
+
+    if genome is None or not F:
+        return [with_neither(y) for y in predictor.predict(("N" * F + seq + "N" * F for seq in data.sequences), runtime)]
+    runs: list[list] = []  # [contig, strand, lo, hi, [window indices]]
+    order = sorted(range(len(data)), key=lambda i: (data.chrom[i], data.strand[i], data.start[i]))
+    for i in order:
+        c, s0 = genome.resolve(data.chrom[i]), data.start[i]
+        e0 = s0 + len(data.sequences[i])
+        r = runs[-1] if runs else None
+        if r and r[0] == c and r[1] == data.strand[i] and s0 <= r[3] and max(r[3], e0) - r[2] <= max_run:
+            r[3] = max(r[3], e0)
+            r[4].append(i)
+        else:
+            runs.append([c, data.strand[i], s0, e0, [i]])
+
+    def inputs():
+        for c, strand, lo, hi, _ in runs:
+            L = genome.lengths[c]
+            body = genome.fetch(c, max(lo - F, 0), min(hi + F, L)).upper()
+            seq = "N" * (max(lo - F, 0) - (lo - F)) + body + "N" * (hi + F - min(hi + F, L))
+            yield seq if strand == "+" else reverse_complement(seq)
+
+    out: list = [None] * len(data)
+    for (c, strand, lo, hi, idx), y in zip(runs, predictor.predict(inputs(), runtime)):
+        y = with_neither(y)  # [hi - lo, 3] in the run's orientation
+        for i in idx:
+            s0, e0 = data.start[i], data.start[i] + len(data.sequences[i])
+            out[i] = y[s0 - lo : e0 - lo] if strand == "+" else y[hi - e0 : hi - s0]
     return out
 
 
@@ -410,6 +430,7 @@ class Selected(Predictor):
         self.probability = [inner.is_probability(i) for i in self.index]
         for k in ("kind", "max_length", "receptive_field", "exact", "stranded", "windowed", "fixed_window", "model"):
             setattr(self, k, getattr(inner, k))
+        self.flank = getattr(inner, "flank", 0)
         self.score_names = {o: n for o, n in getattr(inner, "score_names", {}).items() if o in names}
 
     def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
@@ -418,6 +439,10 @@ class Selected(Predictor):
 
     def fit(self, seq: str) -> int:
         return self.inner.fit(seq)
+
+    def alternatives(self, references, alleles, radius, runtime=None):
+        refs, alts = self.inner.alternatives(references, alleles, radius, runtime)
+        return [r[..., self.index] for r in refs], [a[..., self.index] for a in alts]
 
     def output_span(self, length: int) -> tuple[int, int]:
         return self.inner.output_span(length)

@@ -31,13 +31,12 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ntkit.core.fields import check_fields
 from ntkit.core.sequence import one_hot
 from ntkit.io.annotation import Annotation, element_bed, iter_gtf
 from ntkit.io.genome import Genome
@@ -46,6 +45,7 @@ from ntkit.models.heads import SegmentHead
 from ntkit.models.segment_nt.model import SegmentNTConfig, SegmentNTModel
 from ntkit.runtime import engine
 from ntkit.runtime.training import train_loop
+from ntkit.tasks.options import SegmentTrainConfig  # noqa: F401  (re-exported)
 
 GTF_ELEMENTS = ("protein_coding_gene", "lncRNA", "exon", "intron", "5UTR", "3UTR", "splice_donor", "splice_acceptor")
 TRANSCRIPT_ELEMENTS = ("protein_coding_gene", "exon", "intron", "splice_donor", "splice_acceptor")  # from a transcript table
@@ -216,27 +216,6 @@ def segmentation_metrics(labels: Sequence[np.ndarray], probs: Sequence[np.ndarra
 
 
 # -- training -------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SegmentTrainConfig:
-    method: Literal["frozen", "ia3", "lora", "full"] = "ia3"
-    lr: float | None = None  # default 1e-3 (head and adapters), 1e-4 when every weight trains
-    epochs: int = 3
-    batch_size: int = 2
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    loss: Literal["focal", "ce"] = "focal"
-    focal_gamma: float = 2.0
-    eval_every: int = 200
-    patience: int = 5
-    num_layers_head: int = 2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.lr is None:
-            self.lr = 1e-4 if self.method == "full" else 1e-3
 
 
 def base_index(batch, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,50 +19,24 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ntkit.core.fields import check_fields
 from ntkit.io.annotation import Annotation, element_bed
 from ntkit.io.genome import Genome, contig_aliases
 from ntkit.models import adapters
 from ntkit.models.ntv3.model import TrackHead
 from ntkit.runtime import engine
 from ntkit.runtime.training import train_loop
+from ntkit.tasks.options import TrackTrainConfig  # noqa: F401  (re-exported)
 
 CONFIG, WEIGHTS = "tracks_config.json", "tracks_heads.safetensors"
-
-
-@dataclass
-class TrackTrainConfig:
-    method: Literal["frozen", "ia3", "lora", "full"] = "ia3"
-    loss: Literal["poisson", "mse"] = "poisson"
-    tracks: list[str] = field(default_factory=list)  # channel names, in output order (set from the data)
-    elements: list[str] = field(default_factory=list)
-    species: str | None = None  # post-trained bases: the species whose conditioning the trunk uses
-    window_bp: int = 8192
-    crop_fraction: float | None = None  # default: the base's keep_target_center_fraction if < 1, else 0.375
-    lr: float | None = None  # default 1e-3 (heads and adapters), 1e-4 for full
-    epochs: int = 3
-    batch_size: int = 2
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    eval_every: int = 200
-    patience: int = 5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.lr is None:
-            self.lr = 1e-4 if self.method == "full" else 1e-3
-        if not (self.tracks or self.elements):
-            raise ValueError("give at least one bigWig track or BED element to train on")
 
 
 class _Heads(nn.Module):

@@ -61,10 +61,9 @@ from ntkit.io.genome import Genome, open_vcf, vcf_path
 from ntkit.runtime import engine
 from ntkit.runtime.jobs import atomic_output, chunks, model_fingerprint, provenance, write_dataframe
 from ntkit.runtime.progress import bar as progress_bar
+from ntkit.tasks.options import DEFAULT_SCORES, SCORES  # noqa: F401  (re-exported)
 
 EFFECT_SIGN = {"llr": -1, "llr_unmasked": -1, "l1": 1, "l2": 1, "cosine": -1, "dot": -1}
-SCORES = ("llr", "llr_unmasked", "embedding")
-DEFAULT_SCORES = ("llr", "embedding")  # score-variants: the masked marginal for SNVs, distances for every allele
 _ALLELE = re.compile(r"[ACGTN]+")
 SKIP_REASONS = ("ref_mismatch", "contig_not_in_fasta", "symbolic_alt", "spanning_deletion", "invalid_allele", "too_long",
                 "outside_contig", "no_alt", "n_in_ref", "n_rich_window")
@@ -635,7 +634,8 @@ def provenance_line(about: dict, fingerprint: str | None = None) -> str:
     import datetime
 
     fields = {"Version": about.get("ntkit", ""), "Model": about.get("model", ""), "Fingerprint": fingerprint or "",
-              "Command": about.get("command", ""), "Date": datetime.datetime.now().isoformat(timespec="seconds")}
+              "Command": about.get("command", ""), "Date": datetime.datetime.now().isoformat(timespec="seconds"),
+              **({"Licence": about["licence"]} if about.get("licence") else {})}
     return "##ntkit=<" + ",".join(f'{k}="{str(v).replace(chr(34), chr(39))}"' for k, v in fields.items()) + ">\n"
 
 

@@ -22,17 +22,10 @@ import torch.nn as nn
 from ntkit.core.sequence import one_hot
 from ntkit.models.adapters import Adapted
 from ntkit.models.heads import SegmentHead
+from ntkit.tasks.options import check_head_method  # noqa: F401  (re-exported)
 from ntkit.tasks.splice.data import CLASSES
 
 HEADS = ("linear", "segment", "bases")
-
-
-def check_head_method(head: str, method: str) -> None:
-    """The ``bases`` head reads the bases alone: the base model does not run, so nothing of it can
-    train (an IA3 adapter that never ran would be saved as if it had, and refused at every load)."""
-    if head == "bases" and method != "frozen":
-        raise ValueError(f"--head bases reads the bases alone (the base model is not run): --method {method} cannot apply; "
-                         "use --method frozen (its default)")
 
 
 class SpliceModel(Adapted):

@@ -13,47 +13,18 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
-from ntkit.core.fields import check_fields
 from ntkit.runtime import engine
 from ntkit.runtime.training import train_loop
+from ntkit.tasks.options import SpliceTrainConfig  # noqa: F401  (re-exported)
 from ntkit.tasks.segmentation import focal_loss
 from ntkit.tasks.splice.data import CONTEXT, SpliceWindows
 from ntkit.tasks.splice.metrics import splice_metrics
-from ntkit.tasks.splice.model import SpliceModel, _encode, check_head_method
+from ntkit.tasks.splice.model import SpliceModel, _encode
 from ntkit.tasks.splice.predict import predict_windows
-
-
-@dataclass
-class SpliceTrainConfig:
-    """Defaults are the recipe measured in BENCHMARKS.md (segment head, focal loss, sites weighted 10)."""
-
-    method: Literal["ia3", "full", "frozen"] | None = None  # default: ia3; frozen with the bases head (the base is not run)
-    head: Literal["linear", "segment", "bases"] = "segment"
-    channels: int = 32  # width of the convolutional heads
-    lr: float | None = None  # default: 1e-3 for the convolutional heads, 3e-3 for linear (1e-4 when every weight trains)
-    epochs: int = 3
-    batch_size: int = 4
-    max_minutes: float | None = None
-    site_weight: float = 10.0  # loss weight of acceptor/donor vs none (SpliceAI: 1; >1 for short runs)
-    loss: Literal["ce", "focal"] = "focal"
-    focal_gamma: float = 2.0
-    eval_every: int = 200  # steps between validation evaluations (with validation windows)
-    patience: int = 5  # evaluations without a better validation PR-AUC before stopping
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.method is None:
-            self.method = "frozen" if self.head == "bases" else "ia3"
-        check_head_method(self.head, self.method)
-        if self.lr is None:
-            self.lr = 1e-3 if self.head != "linear" else 1e-4 if self.method == "full" else 3e-3
 
 
 def splice_loss(logits: torch.Tensor, y: torch.Tensor, cfg: SpliceTrainConfig) -> torch.Tensor:
