@@ -15,8 +15,11 @@ if [[ $DEVICE == cpu ]]; then
     python bench_train.py
     python bench_variants.py
     python bench_scale.py
+    python bench_spliceai.py --threads 2      # ~30 min, and once a TensorFlow env for the official tool
+    python spliceai_chr20.py --threads 2
 else
     python bench_forward.py --device "$DEVICE" --batch 16 --batches 5 --dtypes float32 bfloat16
     python bench_embed.py --device "$DEVICE" --n 512 --batch 32 8 --dtypes float32 bfloat16 --threads 8
     python bench_variants.py --device "$DEVICE" --window-tokens 1000 --snvs 20000
+    python bench_spliceai.py --device "$DEVICE" --skip-official
 fi

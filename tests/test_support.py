@@ -69,9 +69,10 @@ def command(d: Path, name: str, job: str, out: Path) -> tuple[list[str], callabl
     if job == "finetune":
         return (["finetune", str(d / "t.tsv"), *m, *species, "--method", "head", "--epochs", "1", "--out", str(out / "ad")],
                 lambda: (out / "ad" / "finetune_config.json").exists())
-    if job == "predict" and SUPPORT[MODELS[name][1]]["predict"] is None:  # an adapter to predict with (refused kinds: none)
-        assert main(["--quiet", "finetune", str(d / "t.tsv"), *m, *species, "--method", "ia3", "--epochs", "1", "--out",
-                     str(out / "ad")]) == 0
+    if job == "predict":  # an adapter to predict with (for a kind that is refused: one of NT's, so that the model is what's refused)
+        base = m if SUPPORT[MODELS[name][1]]["predict"] is None else ["--model", str(d / "nt-v2"), "--no-progress"]
+        assert main(["--quiet", "finetune", str(d / "t.tsv"), *base, *(species if base is m else []), "--method", "ia3", "--epochs", "1",
+                     "--out", str(out / "ad")]) == 0
         return ["predict", str(d / "s.fa"), "--adapter", str(out / "ad"), *m, "--out", str(out / "p.tsv")], rows(out / "p.tsv")
     if job == "benchmark":
         return (["benchmark", str(d / "t.tsv"), *m, *species, "--methods", "kmer", "probe", "random-probe", "--folds", "2",

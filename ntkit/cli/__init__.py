@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     progress.set_mode(args.progress_mode or os.environ.get("NTKIT_PROGRESS") or "auto")
     setup_warnings(args)
     try:
+        if getattr(args, "no_merge", False):  # shards that write their parts only: the merge is `ntkit merge`
+            from ntkit.runtime.jobs import Shard
+
+            s = Shard.parse(args.shard)
+            args.shard = Shard(s.index, s.count, merge=False)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"ntkit {args.command}: interrupted", file=sys.stderr)

@@ -76,6 +76,8 @@ def add_job_args(s, unit: str = "items") -> None:
                    "Under torchrun: RANK/WORLD_SIZE. The last shard to finish writes the outputs")
     s.add_argument("--chunk-size", type=positive_int(), default=4096, help=f"{unit} per part file (the unit of sharding and resume)")
     s.add_argument("--restart", action="store_true", help="discard the parts of an earlier run with other options")
+    s.add_argument("--no-merge", action="store_true", help="write this shard's parts only; `ntkit merge OUT` joins them "
+                   "(a workflow manager's own step: Snakemake, Nextflow)")
 
 
 def named_files(items: list[str], option: str) -> dict[str, str]:

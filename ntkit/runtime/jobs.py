@@ -119,10 +119,13 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = 
 
 @dataclass(frozen=True)
 class Shard:
-    """Shard ``index`` of ``count`` (0-based): chunk ``c`` is this shard's when ``c % count == index``."""
+    """Shard ``index`` of ``count`` (0-based): chunk ``c`` is this shard's when ``c % count == index``.
+    ``merge=False``: this shard writes its parts only, the merge is left to ``ntkit merge`` (a
+    workflow manager's own step)."""
 
     index: int = 0
     count: int = 1
+    merge: bool = field(default=True, compare=False)
 
     def __post_init__(self):
         if not (self.count >= 1 and 0 <= self.index < self.count):
@@ -625,6 +628,9 @@ def run_job(job: Job, *, shard=None, restart: bool = False, progress: bool = Tru
     store.schema = job.schema
     n = run_chunks(store, job.items, job.chunk_size, job.process, job.schema, max_weight=job.max_weight, weight=job.weight,
                    row_group=job.row_group, progress=progress, desc=job.desc, unit=job.unit, total=job.total)
+    if not shard.merge:
+        return {"shard": str(shard), "chunks": n, "parts": str(store.dir), "merged": False,
+                "waiting_for": "`ntkit merge` (--no-merge)"}
     return {"shard": str(shard), "chunks": n, "parts": str(store.dir), **finish(store, job.merge)}
 
 
