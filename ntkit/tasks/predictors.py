@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import torch
 
 from ntkit.core.sequence import one_hot, reverse_complement
 from ntkit.models.checkpoint import load
@@ -188,8 +189,6 @@ class OneHotModel(Predictor):
     def __init__(self, module, outputs, *, select=None, layout: str = "BLC", flank: int = 0, receptive_field: int | None = None,
                  probability=None, stranded: bool = False, max_length: int = 1_000_000, forward=None, name: str | None = None,
                  score_names=None):
-        import torch
-
         if layout not in ("BLC", "BCL"):
             raise ValueError(f"layout must be BLC ([batch, length, 4]) or BCL ([batch, 4, length]), not {layout!r}")
         if not isinstance(module, torch.nn.Module):
@@ -212,8 +211,6 @@ class OneHotModel(Predictor):
         return self.flank, length - self.flank
 
     def _run(self, model, batch: list[str]) -> list[np.ndarray]:
-        import torch
-
         dev = engine.model_device(model)
         n = max(len(s) for s in batch)
         x = np.zeros((len(batch), n, 4), dtype=np.float32)
@@ -260,8 +257,6 @@ class OneHotModel(Predictor):
         return self._patched(references, alleles, radius, runtime)
 
     def _patched(self, references, alleles, radius, runtime):
-        import torch
-
         rt = engine.as_runtime(runtime)
         by_ref: dict[int, list[int]] = {}
         for k, (t, *_rest) in enumerate(alleles):
@@ -541,8 +536,6 @@ class Tracks(Predictor):
         return self.model.crop(length)
 
     def predict(self, sequences: Iterable[str], runtime=None) -> Iterator[np.ndarray]:
-        import torch
-
         def forward(model, batch: list[str]):
             ids, _ = model.tokenizer.batch_encode(batch).to_torch(engine.model_device(model))
             out = model(ids, species=self.species, return_logits=False)

@@ -21,6 +21,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -97,8 +98,6 @@ def _graph(path: Path, f) -> tuple[dict, dict]:
 
 def read_network(path: str | Path) -> tuple[SpliceAIConfig, dict[str, torch.Tensor]]:
     """(architecture, state dict of one ``SpliceAINet``) from one Keras ``.h5`` file."""
-    import h5py
-
     path = Path(path)
     try:
         f = h5py.File(path, "r")
