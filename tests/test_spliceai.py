@@ -284,3 +284,14 @@ def test_selected_outputs_score_as_the_full_predictor(tmp_path):
         variant_effects_to_files(p, tmp_path / "v.vcf", tmp_path / "g.fa", [tmp_path / f"{name}.tsv"], transcripts=tmp_path / "genes.txt")
     full, donor = (pd.read_csv(tmp_path / f"{n}.tsv", sep="\t") for n in ("all", "donor"))
     pd.testing.assert_frame_equal(full[["DS_DG", "DS_DL", "DP_DG", "DP_DL"]], donor[["DS_DG", "DS_DL", "DP_DG", "DP_DL"]])
+
+
+def test_info_describes_spliceai(capsys):
+    import json
+
+    assert main(["info", "spliceai-tiny"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # 2 networks: stem 4x8+8, skip 8x8+8, 4 units of 2 BatchNorms (weight and bias, 2 x 8) and 2 convs (8x8x11+8), 2 taps, out 8x3+3
+    per_net = 40 + 72 + 4 * (2 * 16 + 2 * 712) + 2 * 72 + 27
+    assert out["family"] == "spliceai" and out["parameters"] == 2 * per_net and out["flank"] == 100
+    assert out["jobs"]["score-variants"] == "yes" and out["jobs"]["embed"].startswith("no: SpliceAI is a convolutional")

@@ -238,6 +238,9 @@ class SpliceAI(nn.Module):
         self.name_or_path = self.config.name
         self.licence = None  # where the weights come from and their licence (published weights: CC BY-NC 4.0)
 
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
     def forward(self, x: torch.Tensor, per_model: bool = False) -> SpliceAIOutput:
         if x.shape[1] <= 2 * self.flank:
             raise ValueError(f"inputs of {x.shape[1]} bases: SpliceAI predicts the bases {self.flank} from each end; "
