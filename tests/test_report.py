@@ -82,7 +82,7 @@ def test_missing_igv_js_is_one_line(scored, monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="ntkit data fetch igv-js"):
         report.find_igv_js()
     (tmp_path / "bad.tgz").write_bytes(b"not a tarball")
-    with pytest.raises(ValueError, match="not igv's npm tarball"):
+    with pytest.raises(ValueError, match="not the npm tarball expected"):
         report.igv_js_source(tmp_path / "bad.tgz")
 
 
@@ -130,12 +130,22 @@ def test_the_page_renders_offline_in_headless_chromium(page, scored):
     drv = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
         drv.get(page.as_uri())
-        ready = "return typeof igvBrowser !== 'undefined' && document.querySelectorAll('#variant_table tbody tr').length > 0"
+        ready = "return typeof table !== 'undefined' && document.querySelectorAll('.tabulator-row').length > 0"
         WebDriverWait(drv, 60).until(lambda d: d.execute_script(ready))
-        rows = drv.find_elements("css selector", "#variant_table tbody tr")
+        rows = drv.find_elements("css selector", ".tabulator-row")
         assert len(rows) == 4
-        target = rows[2]
-        pos = int(target.find_elements("css selector", "td")[1].text.replace(",", ""))
+        # the table filters: the gene column's header filter keeps the alleles of that gene
+        genes = [r.find_element("css selector", ".tabulator-cell[tabulator-field='gene']").text for r in rows]
+        gfilter = drv.find_element("css selector", ".tabulator-col[tabulator-field='gene'] input")
+        gfilter.send_keys("MINUSG")
+        WebDriverWait(drv, 10).until(lambda d: len(d.find_elements("css selector", ".tabulator-row")) == sum("MINUSG" in g for g in genes))
+        gfilter.clear()
+        gfilter.send_keys(" ")
+        gfilter.clear()
+        drv.execute_script("table.clearHeaderFilter()")
+        WebDriverWait(drv, 10).until(lambda d: len(d.find_elements("css selector", ".tabulator-row")) == 4)
+        target = drv.find_elements("css selector", ".tabulator-row")[2]
+        pos = int(target.find_element("css selector", ".tabulator-cell[tabulator-field='POSITION']").text.replace(",", ""))
         target.click()
         locus = "const l = igvBrowser.currentLoci(); return Array.isArray(l) ? l[0] : l"  # a string for one locus
 

@@ -50,7 +50,7 @@ def write(args, scores, fasta, out, predictor=None, transcripts=None, tracks=(),
     res = write_report(scores, fasta, out, predictor=predictor, transcripts=transcripts, tracks=tracks, options=options(args),
                        igv_js=args.igv_js, notes=f"weights: {licence}" if licence else "", runtime=runtime_)
     print(f"wrote {res['output']}: {res['loci']} loci, {res['bytes'] / 1e6:.1f} MB (about {res['bytes_per_locus'] / 1e3:.0f} kB "
-          "per locus beside igv.js)")
+          "per locus beside igv.js and Tabulator)")
 
 
 def run(args) -> int:

@@ -14,7 +14,7 @@ What a page holds, for the ``max_loci`` alleles with the largest scores (``Repor
 
 igv.js comes from the npm registry through the catalogue (``ntkit data fetch igv-js``: the
 package's tarball, checksummed); igv-reports' template would otherwise load it from a CDN. A page
-is about 10-60 kB per locus (sequence and tracks), plus igv.js' 1.5 MB once.
+is about 30 kB per locus (sequence and tracks), plus igv.js' and Tabulator's 2 MB once.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Iterable
 import igv_reports
 import numpy as np
 import pandas as pd
+import yaml
 from igv_reports.report import create_report
 
 from ntkit.io.genome import Genome, open_vcf
@@ -46,44 +47,69 @@ from ntkit.tasks.predictors import Predictor
 from ntkit.tasks.splice.data import read_transcripts
 from ntkit.tasks.variants import Allele
 
-IGV_JS = "igv-js"  # the catalogue entry
-IGV_JS_FILE = "igv-js/igv-3.8.10.tgz"  # its destination under a data folder
+IGV_JS = "igv-js"  # the catalogue group: igv.js and Tabulator
+IGV_JS_FILE = "igv-js/igv-3.8.10.tgz"  # their destinations under a data folder
+TABULATOR_FILE = "igv-js/tabulator-tables-6.3.0.tgz"
 IGV_MEMBER = "package/dist/igv.min.js"
+TABULATOR_MEMBERS = ("package/dist/js/tabulator.min.js", "package/dist/css/tabulator.min.css")
 META_COLUMNS = {"chrom", "id", "record", "pos", "alt_index", "window_start", "label", "start", "end", "region", "index"}
+MISSING = ("igv.js is not here: `ntkit data fetch igv-js --dest ~/.cache/ntkit` once (igv.js and Tabulator from the npm "
+           "registry, checksummed), or --igv-js FILE; the review page embeds them to open without a network")
 
 
 def find_igv_js(given: str | os.PathLike | None = None) -> Path:
     """igv.js for an offline page: ``given`` (the npm tarball or ``igv.min.js``), else ``$NTKIT_IGV_JS``,
     else the catalogue's file under ``./ntkit-data``, the data folder (``$NTKIT_DATA``) or ``~/.cache/ntkit``."""
-    cands = [given] if given else []
-    if os.environ.get("NTKIT_IGV_JS"):
-        cands.append(os.environ["NTKIT_IGV_JS"])
-    cands += [Path("ntkit-data") / IGV_JS_FILE, data_dir() / IGV_JS_FILE, Path.home() / ".cache" / "ntkit" / IGV_JS_FILE]
-    for c in cands:
+    if given:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"{given}: no such file (igv.js: the npm tarball igv-*.tgz or igv.min.js)")
+        return Path(given)
+    return _find(IGV_JS_FILE, os.environ.get("NTKIT_IGV_JS"))
+
+
+def find_tabulator(igv_js: Path) -> Path:
+    """Tabulator's npm tarball: beside igv.js' file, else where ``find_igv_js`` looks."""
+    beside = igv_js.parent / Path(TABULATOR_FILE).name
+    return beside if beside.is_file() else _find(TABULATOR_FILE)
+
+
+def _find(rel: str, first: str | None = None) -> Path:
+    for c in (first, Path("ntkit-data") / rel, data_dir() / rel, Path.home() / ".cache" / "ntkit" / rel):
         if c and Path(c).is_file():
             return Path(c)
-    if given:
-        raise FileNotFoundError(f"{given}: no such file (igv.js: the npm tarball igv-*.tgz or igv.min.js)")
-    raise FileNotFoundError("igv.js is not here: `ntkit data fetch igv-js --dest ~/.cache/ntkit` once (from the npm registry, "
-                            "checksummed), or --igv-js FILE; the review page embeds it to open without a network")
+    raise FileNotFoundError(MISSING)
+
+
+def _member(path: Path, member: str) -> str:
+    try:
+        with tarfile.open(path, "r:gz") as tf:
+            f = tf.extractfile(member)  # one named member, read into memory: nothing is extracted to disk
+            if f is None:
+                raise KeyError(member)
+            return f.read().decode("utf-8")
+    except (tarfile.TarError, KeyError, OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not the npm tarball expected ({type(e).__name__}: {member}); fetch it again with "
+                         "`ntkit data fetch igv-js --force`") from None
 
 
 def igv_js_source(path: Path) -> str:
     """The text of igv.min.js: the file itself, or the member of the npm tarball."""
-    if path.name.endswith((".tgz", ".tar.gz")):
-        try:
-            with tarfile.open(path, "r:gz") as tf:
-                member = tf.extractfile(IGV_MEMBER)  # one named member, read into memory: nothing is extracted to disk
-                if member is None:
-                    raise KeyError(IGV_MEMBER)
-                text = member.read().decode("utf-8")
-        except (tarfile.TarError, KeyError, OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not igv's npm tarball ({type(e).__name__}); fetch it again with `ntkit data fetch igv-js --force`") from None
-    else:
-        text = path.read_text()
+    text = _member(path, IGV_MEMBER) if path.name.endswith((".tgz", ".tar.gz")) else path.read_text()
     if "igv" not in text[:5000] or "createBrowser" not in text:
         raise ValueError(f"{path}: this is not igv.js")
-    return text.replace("</script", "<\\/script")  # inlined in a <script> element
+    return _inline(text)
+
+
+def tabulator_source(path: Path) -> tuple[str, str]:
+    """(Tabulator's JavaScript, its CSS) from its npm tarball."""
+    js, css = (_member(path, m) for m in TABULATOR_MEMBERS)
+    if "Tabulator" not in js:
+        raise ValueError(f"{path}: this is not Tabulator")
+    return _inline(js), css.replace("</style", "<\\/style")
+
+
+def _inline(js: str) -> str:
+    return js.replace("</script", "<\\/script")  # inlined in a <script> element
 
 
 # -- the scores ---------------------------------------------------------------------------------------------------
@@ -171,7 +197,8 @@ def write_report(scores, fasta: str | os.PathLike, out: str | os.PathLike, *, pr
     those it scores); ``tracks``: bedGraph files embedded as they are. Returns {loci, bytes,
     bytes_per_locus, output}."""
     opts = options or ReportOptions()
-    igv_text = igv_js_source(find_igv_js(igv_js))  # before any work: the one missing piece has a one-line fix
+    igv_path = find_igv_js(igv_js)  # before any work: the one missing piece has a one-line fix
+    igv_text, tab = igv_js_source(igv_path), tabulator_source(find_tabulator(igv_path))
     table = scores if isinstance(scores, pd.DataFrame) else read_scores(scores)
     loci = select_loci(table, opts)
     genome = Genome(fasta)
@@ -191,9 +218,11 @@ def write_report(scores, fasta: str | os.PathLike, out: str | os.PathLike, *, pr
                            "type": "wig"})
         config.insert(0, {"name": "variants", "url": str(sites), "format": "vcf", "type": "variant", "displayMode": "EXPANDED"})
         (tmp / "tracks.json").write_text(json.dumps(config))
-        template = _template(igv_text, opts.title, notes, tmp / "template.html")
+        template = _template(igv_text, tab, opts.title, notes, tmp / "template.html")
+        filters = _filter_config(loci, info, tmp / "filters.yaml")
         args = _igv_args(sites=str(sites), fasta=str(Path(genome.path).resolve()) if hasattr(genome, "path") else str(fasta),
                          track_config=[str(tmp / "tracks.json")], info_columns=info, template=str(template),
+                         tabulator=True, filter_config=str(filters),
                          output=str(tmp / "page.html"), flanking=opts.flanking, title=opts.title,
                          window=min(opts.flanking, 2 * opts.distance + 1))  # the view: the drawn predictions
         with contextlib.redirect_stdout(io.StringIO()):  # igv-reports prints a line per locus
@@ -203,7 +232,8 @@ def write_report(scores, fasta: str | os.PathLike, out: str | os.PathLike, *, pr
             Path(t).write_text(page)
     n = loci[["chrom", "pos", "ref", "alt"]].drop_duplicates().shape[0]
     size = out.stat().st_size
-    return {"loci": n, "bytes": size, "bytes_per_locus": (size - len(igv_text)) / max(n, 1), "output": str(out)}
+    libraries = len(igv_text) + len(tab[0]) + len(tab[1])  # igv.js and Tabulator, once per page
+    return {"loci": n, "bytes": size, "bytes_per_locus": (size - libraries) / max(n, 1), "output": str(out)}
 
 
 def _sites_vcf(loci: pd.DataFrame, genome: Genome, path: Path) -> tuple[Path, list[str]]:
@@ -292,26 +322,48 @@ def _prediction_tracks(predictor, loci: pd.DataFrame, genome: Genome, transcript
     return config
 
 
-def _template(igv_text: str, title: str, notes: str, path: Path) -> Path:
-    """igv-reports' variant template with igv.js inlined (its CDN line replaced), igv.js' list of
-    hosted genomes off (a request to igv.org otherwise) and a header line."""
-    src = Path(igv_reports.__file__).parent / "templates" / "variant_template.html"
-    lines = src.read_text().splitlines(keepends=True)
-    out, replaced, offline = [], False, False
-    for line in lines:
-        if line.strip().startswith("<script") and "igv" in line and ".js" in line and "src=" in line:
+def _template(igv_text: str, tabulator: tuple[str, str], title: str, notes: str, path: Path) -> Path:
+    """igv-reports' Tabulator template with igv.js and Tabulator inlined (its CDN lines replaced),
+    igv.js' list of hosted genomes off (a request to igv.org otherwise) and a header line."""
+    src = Path(igv_reports.__file__).parent / "templates" / "variant_template_tabulator.html"
+    out, done = [], set()
+    for line in src.read_text().splitlines(keepends=True):
+        t = line.strip()
+        if t.startswith("<script") and "src=" in t and "igv" in t:
             out.append("<script type=\"text/javascript\">\n" + igv_text + "\n</script>\n")
-            replaced = True
-            continue
-        if "showChromosomeWidget:" in line:  # igv.js would fetch its list of hosted genomes from igv.org: not offline
-            out.append(line[: len(line) - len(line.lstrip())] + "loadDefaultGenomes: false,\n")
-            offline = True
-        if line.strip().startswith("<body>"):
-            line = line + f'<div id="ntkit-header"><b>{html.escape(title)}</b> {html.escape(notes)}</div>\n'
-        out.append(line)
-    if not (replaced and offline):
-        raise ValueError(f"{src}: no igv.js script line or browser options to adapt (igv-reports changed its template)")
+            done.add("igv")
+        elif t.startswith("<script") and "src=" in t and "tabulator" in t:
+            out.append("<script type=\"text/javascript\">\n" + tabulator[0] + "\n</script>\n")
+            done.add("tabulator")
+        elif t.startswith("<link") and "tabulator" in t and ".css" in t:
+            out.append("<style type=\"text/css\">\n" + tabulator[1] + "\n</style>\n")
+            done.add("css")
+        elif "showChromosomeWidget:" in t:
+            out += [line[: len(line) - len(line.lstrip())] + "loadDefaultGenomes: false,\n", line]
+            done.add("offline")
+        elif t.startswith("<body>"):
+            out.append(line + f'<div id="ntkit-header"><b>{html.escape(title)}</b> {html.escape(notes)}</div>\n')
+        elif re.search(r"<(script|link)[^>]*(src|href)=\"https?://", line):  # anything else it would load
+            raise ValueError(f"{src}: the page would still load {t[:80]} (igv-reports changed its template)")
+        else:
+            out.append(line)
+    if done != {"igv", "tabulator", "css", "offline"}:
+        raise ValueError(f"{src}: not every CDN line or browser option found to adapt (igv-reports changed its template)")
     path.write_text("".join(out))
+    return path
+
+
+def _filter_config(loci: pd.DataFrame, info: list[str], path: Path) -> Path:
+    """The table's columns for igv-reports' Tabulator: scores sort as numbers and filter as 'at
+    least' (a column with several genes' values per allele sorts and filters as text)."""
+    cols = {}
+    for c in score_columns(loci) + [c for c in loci.columns if c.startswith("DP_")]:
+        per_allele = loci.groupby(["chrom", "pos", "ref", "alt"], sort=False)[c].nunique(dropna=True)
+        if (per_allele <= 1).all():
+            cols[re.sub(r"[^A-Za-z0-9_.]", "_", c)] = {"type": "number", "sorter": "number", "headerFilter": "number",
+                                                       "headerFilterFunc": ">=", "headerFilterPlaceholder": "at least"}
+    cols["POSITION"] = {"type": "number", "sorter": "number"}
+    path.write_text(yaml.safe_dump({"columns": cols}))
     return path
 
 
