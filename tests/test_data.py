@@ -139,3 +139,12 @@ def test_tile_windows_covers_region_only(genome):
     # windows at 0, 500 (N-free up to 1000); 1000 and 1500 overlap the N block; 2000, 2500
     assert [w.start for w in ws] == [0, 500, 2000, 2500]
     assert all(w.sequence == seqs["chr2"][w.start : w.start + 500] for w in ws)
+
+
+def test_fetch_padded_reads_n_beyond_the_contig(tmp_path):
+    from ntkit.io.genome import Genome, write_fasta
+
+    write_fasta(tmp_path / "g.fa", [("1", "ACGTACGTAC")])
+    g = Genome(tmp_path / "g.fa")
+    cases = {(-3, 4): "NNNACGT", (2, 6): "GTAC", (8, 14): "ACNNNN", (12, 15): "NNN", (-5, -2): "NNN", (-2, 12): "NNACGTACGTACNN"}
+    assert {k: g.fetch_padded("1", *k) for k in cases} == cases

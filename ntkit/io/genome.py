@@ -142,6 +142,15 @@ class Genome:
             return self._seqs[name][start:end]
         return self._fasta.fetch(name, start, end).upper()
 
+    def fetch_padded(self, contig: str, start: int, end: int) -> str:
+        """Bases [start, end) of a window that may start before the contig or end after it: N
+        there (a window at a telomere, a model's flanks at a contig's ends)."""
+        n = self.lengths[self.resolve(contig)]
+        a = min(max(start, 0), n)
+        b = max(min(end, n), a)
+        # N for the positions of [start, end) below 0 and from n on
+        return "N" * max(0, min(end, 0) - start) + self.fetch(contig, a, b) + "N" * max(0, end - max(start, n))
+
     def close(self) -> None:
         if self._fasta is not None:
             self._fasta.close()

@@ -107,9 +107,7 @@ def plan_windows(contig: str, start: int, end: int, window: int, keep: tuple[int
 
 
 def window_sequence(genome: Genome, w: Window) -> str:
-    n = genome.lengths[w.contig]
-    a, b = max(w.start, 0), min(w.end, n)
-    return "N" * (a - w.start) + genome.fetch(w.contig, a, b) + "N" * (w.end - b)
+    return genome.fetch_padded(w.contig, w.start, w.end)
 
 
 def schema() -> pa.Schema:

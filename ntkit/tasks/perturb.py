@@ -397,7 +397,6 @@ def _flanked_pairs(predictor: Predictor, todo: list[Allele], genome: Genome, hit
     plan = []  # (allele, genes, strand, tile index)
     specs = []  # (tile index, allele start in the oriented tile, ref length, oriented alt bases)
     for a in todo:
-        L = genome.lengths[a.contig]
         t0 = (a.pos0 // S) * S - D
         lo, hi = t0 - F, t0 + To + F
         a.start = t0
@@ -408,8 +407,7 @@ def _flanked_pairs(predictor: Predictor, todo: list[Allele], genome: Genome, hit
         for (strand, span), gs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or (0, 0))):
             key = (a.contig, t0, strand, span)
             if key not in tiles:
-                body = genome.fetch(a.contig, max(lo, 0), min(hi, L)).upper()
-                seq = "N" * (max(lo, 0) - lo) + body + "N" * (hi - min(hi, L))
+                seq = genome.fetch_padded(a.contig, lo, hi)
                 if span is not None:  # SpliceAI's padding: N outside the gene
                     a0, b0 = max(span[0] - lo, 0), max(min(span[1] - lo, len(seq)), 0)
                     seq = "N" * a0 + seq[a0:b0] + "N" * (len(seq) - b0) if a0 < b0 else "N" * len(seq)

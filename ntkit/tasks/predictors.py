@@ -29,6 +29,7 @@ per-base predictors and plug in here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -39,7 +40,7 @@ from ntkit.core.sequence import one_hot, reverse_complement
 from ntkit.models.checkpoint import load
 from ntkit.models.ntv3.model import NTv3Model
 from ntkit.models.segment_nt.model import SegmentNTModel
-from ntkit.models.spliceai import PUBLISHED, SpliceAI
+from ntkit.models.spliceai import PUBLISHED, SpliceAI, is_spliceai_config
 from ntkit.models.spliceai.keras import is_weights_folder
 from ntkit.runtime import engine
 from ntkit.tasks.finetune import FinetunedModel
@@ -264,10 +265,9 @@ class OneHotModel(Predictor):
         refs: list = [None] * len(references)
         alts: list = [None] * len(alleles)
         group = max(1, rt.batch_size or 4)  # reference windows traced together (their activations are this method's memory)
-        order = list(range(len(references)))
         with engine.inference_session(self.model, rt.device) as dev:
-            for g0 in range(0, len(order), group):
-                g = order[g0 : g0 + group]
+            for g0 in range(0, len(references), group):
+                g = list(range(g0, min(g0 + group, len(references))))
                 x_ref = torch.from_numpy(np.stack([one_hot(references[t].upper()) for t in g])).to(dev)
                 ks = sorted((k for t in g for k in by_ref.get(t, [])), key=lambda k: len(alleles[k][3]))
                 local = {t: i for i, t in enumerate(g)}
@@ -344,9 +344,7 @@ def splice_window_probabilities(predictor: Predictor, data, genome=None, runtime
 
     def inputs():
         for c, strand, lo, hi, _ in runs:
-            L = genome.lengths[c]
-            body = genome.fetch(c, max(lo - F, 0), min(hi + F, L)).upper()
-            seq = "N" * (max(lo - F, 0) - (lo - F)) + body + "N" * (hi + F - min(hi + F, L))
+            seq = genome.fetch_padded(c, lo - F, hi + F)
             yield seq if strand == "+" else reverse_complement(seq)
 
     out: list = [None] * len(data)
@@ -368,8 +366,12 @@ def is_spliceai(splice_model) -> bool:
         return True
     if is_weights_folder(p):
         return True
-    cfg = p / "config.json"
-    return cfg.is_file() and '"spliceai"' in cfg.read_text()[:10_000] and not (p / "splice_config.json").exists()
+    if not (p / "config.json").is_file() or (p / "splice_config.json").exists():
+        return False
+    try:
+        return is_spliceai_config(json.loads((p / "config.json").read_text()))
+    except (ValueError, UnicodeDecodeError):
+        return False  # not a readable config: the splice model loader says what is wrong with it
 
 
 def load_predictor(base=None, *, adapter: str | Path | None = None, splice_model: str | Path | None = None,
