@@ -7,10 +7,11 @@ import inspect
 
 import pytest
 
-from ntkit.tasks import attention, benchmark, embed, finetune, mutagenesis, perturb, probe
-from ntkit.runtime import engine
 from ntkit.cli import build_parser
-from ntkit.tasks.splice import data as splice_data, train as splice_train
+from ntkit.runtime import engine
+from ntkit.tasks import attention, benchmark, demo, embed, finetune, mutagenesis, perturb, probe
+from ntkit.tasks.splice import data as splice_data
+from ntkit.tasks.splice import train as splice_train
 
 # command -> (library sources, CLI dest -> library name where they differ, the least number of options compared)
 SOURCES = {
@@ -23,6 +24,7 @@ SOURCES = {
                        {"window_bp": "window_bp"}, 11),
     "mutagenesis": ([mutagenesis.mutagenesis_to_files, perturb.EffectOptions], {}, 10),
     "attention": ([attention.attention_enrichment], {}, 2),
+    "demo": ([demo.run], {}, 6),
     "splice build": ([splice_data.build_windows], {}, 3),
     "splice train": ([splice_train.SpliceTrainConfig], {}, 10),
     "splice score-variants": ([perturb.variant_effects_to_files, perturb.EffectOptions], {}, 5),

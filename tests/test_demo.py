@@ -18,6 +18,8 @@ def test_demo_runs_on_the_shipped_data(tmp_path):
     assert summary["data"] == str(SHIPPED)
     assert summary["variants"].startswith("18/18 alleles scored")  # the 1000 Genomes indels inside the shipped stretches
     assert {row["task"] for row in summary["benchmark"]} == {"promoter_all", "H3K4me3"}
+    card = (out / "pretrain/model/README.md").read_text()  # the model card: data, time, figures
+    assert "## Held-out masked-LM figures" in card and f"probe {summary['mean_mcc']['probe']:.3f}" in card
     for f in ("pretrain/model/model.safetensors", "mlm_vs_baselines.md", "variants.scored.vcf.gz", "variants.scored.vcf.gz.tbi",
               "variants.scores.tsv", "benchmark/table.md", "benchmark/mcc.png"):
         assert (out / f).exists(), f

@@ -55,7 +55,7 @@ def test_yaml_recipes_parse(monkeypatch):
 
     from ntkit.models import ntv3
 
-    assert names() == ["1000g", "human-ref", "multispecies", "ntv3-tiny-cpu", "tiny-cpu"]
+    assert names() == ["1000g", "human-ref", "multispecies", "ntv3-small-cpu", "ntv3-tiny-cpu", "tiny-cpu"]
     for path in names():  # shipped recipes, by name (package data: they work from an installed wheel too)
         cfg = PretrainConfig.from_yaml(path)
         assert cfg.sources and all(os.path.isabs(s.fasta) for s in cfg.sources), path

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
+
+from ntkit.tasks.options import DEMO_TASKS, DOWNSTREAM_METHODS, METHODS
 
 
 def register(sub) -> None:
-    s = sub.add_parser("demo", help="pretrain a tiny model on chr20, evaluate, score variants, benchmark (offline)")
-    s.add_argument("--out", default="runs/demo", help="output folder (pretrained model, tables, annotated VCF, plots)")
+    s = sub.add_parser("demo", help="pretrain a small model on chr20, evaluate, score variants, benchmark, write its model card (offline)")
+    s.add_argument("--out", default="runs/demo", help="output folder (pretrained model + model card, tables, annotated VCF, plots)")
     s.add_argument("--data", help="data folder (default $NTKIT_DATA, else the demo data shipped with ntkit)")
+    s.add_argument("--recipe", default="tiny-cpu",
+                   help="pretraining recipe: a shipped one by name (tiny-cpu; ntv3-small-cpu, the one-CPU-hour model) or a YAML file")
     s.add_argument("--minutes", type=float, default=3.0, help="pretraining time budget")
-    s.add_argument("--tasks", nargs="+", default=["promoter_all", "enhancers", "splice_sites_donors", "H3K4me3"],
-                   help="NT downstream tasks of the probing benchmark (task names of the sample table)")
+    s.add_argument("--tasks", nargs="+", default=list(DEMO_TASKS),
+                   help="NT downstream tasks of the probing benchmark (task names of the sample table, or 'all')")
+    s.add_argument("--folds", type=int, default=5, help="cross-validation folds of the downstream benchmark")
+    s.add_argument("--methods", nargs="+", choices=METHODS, default=list(DOWNSTREAM_METHODS),
+                   help="downstream methods (add ia3 random-ia3 for the fine-tuning figure)")
     s.add_argument("--seed", type=int, default=0, help="seed of pretraining, folds and probes")
     s.set_defaults(func=run)
 
@@ -19,5 +28,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ntkit.tasks.demo import run as run_demo
 
-    run_demo(Path(args.out), args.data, args.minutes, args.tasks, args.seed)
+    command = "ntkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
+    run_demo(Path(args.out), args.data, args.minutes, args.tasks, args.seed, recipe=args.recipe, folds=args.folds,
+             methods=args.methods, command=command)
     return 0

@@ -1,4 +1,4 @@
-"""Pretraining recipes shipped with ntkit (package data): ``tiny-cpu``, ``ntv3-tiny-cpu`` (NTv3 with
+"""Pretraining recipes shipped with ntkit (package data): ``tiny-cpu``, ``ntv3-small-cpu`` (the one-CPU-hour model), ``ntv3-tiny-cpu`` (NTv3 with
 its length curriculum), ``human-ref``, ``1000g``, ``multispecies``. ``--config tiny-cpu`` names one; a path names any other YAML file.
 
 Paths in a recipe may use ``${VARS}`` from the environment; ``${NTKIT_DATA}`` defaults to the

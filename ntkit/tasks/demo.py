@@ -1,11 +1,15 @@
 """``ntkit demo``: the whole pipeline offline on real data, in a few minutes on a CPU.
 
-1. pretrain the tiny recipe (``tiny-cpu``, shipped in ``ntkit/recipes``) on GRCh37 chr20 for ``--minutes``;
-2. evaluate it on the held-out end of chr20 against the unigram 6-mer and order-5 Markov baselines;
+1. pretrain a shipped recipe (``--recipe``, default ``tiny-cpu``; ``ntv3-small-cpu`` is the one-CPU-hour
+   model of BENCHMARKS.md) on GRCh37 chr20 for ``--minutes``;
+2. evaluate it on the held-out end of chr20 (a 6-mer model also against the unigram 6-mer and
+   order-5 Markov baselines);
 3. score the real 1000 Genomes chr20 indels (annotated VCF + table) and write their review page
    (``variants.review.html``: the 20 highest-scoring indels in igv.js, offline once igv.js is
    fetched: ``ntkit data fetch igv-js``);
-4. benchmark probing vs the 6-mer baseline on a few NT downstream tasks (table + plot).
+4. benchmark probing vs the 6-mer baseline and the random-init architecture on NT downstream tasks
+   (``--tasks``, ``all`` for every task of the sample; table + plot);
+5. write the model card (``pretrain/model/README.md``): data, time, held-out and downstream figures.
 
 Everything is written under ``--out`` (default ``runs/demo``). The data folder is ``--data``, else
 ``$NTKIT_DATA``, else the demo data shipped with ntkit (``ntkit/demo_data``: chr20 stretches at
@@ -22,8 +26,9 @@ from ntkit.models.checkpoint import load
 from ntkit.runtime.engine import Runtime
 from ntkit.runtime.jobs import write_text_atomic
 from ntkit.tasks.baselines import baseline_table, compare_with_baselines
-from ntkit.tasks.benchmark import load_tasks, run_benchmark, write_report
-from ntkit.tasks.options import ReportOptions
+from ntkit.tasks.benchmark import load_tasks, write_report
+from ntkit.tasks.modelcard import downstream, heldout_metrics, model_card, write_model_card
+from ntkit.tasks.options import DEMO_TASKS, DOWNSTREAM_METHODS, ReportOptions
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
 from ntkit.tasks.report import find_igv_js
 from ntkit.tasks.report import write_report as write_review
@@ -35,30 +40,37 @@ TASKS = "tasks/nt_downstream_revised_subsample.tsv"
 GENES = "splice/spliceai_annotation_grch37.txt"
 
 
-def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: int = 0) -> dict:
+def run(out: Path, data: Path | None = None, minutes: float = 3.0, tasks=DEMO_TASKS, seed: int = 0, recipe: str = "tiny-cpu",
+        folds: int = 5, methods=DOWNSTREAM_METHODS, command: str | None = None) -> dict:
+    """The demo; ``tasks`` None (or ``["all"]``): every task of the sample table."""
     import pandas as pd
 
     data = data_dir(data)
     fasta, vcf, task_table = data_file(data, FASTA), data_file(data, VCF), data_file(data, TASKS)  # all found before any compute
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"data": str(data)}
+    summary: dict = {"data": str(data), "recipe": recipe}
 
-    print(f"== 1/4 pretraining for {minutes} min (recipe tiny-cpu on {fasta})", flush=True)
-    cfg = PretrainConfig.from_yaml("tiny-cpu")  # shipped with the package (ntkit/recipes)
+    print(f"== 1/5 pretraining for {minutes} min (recipe {recipe} on {fasta})", flush=True)
+    cfg = PretrainConfig.from_yaml(recipe)  # a shipped recipe (ntkit/recipes) or a YAML file
     cfg.sources[0].fasta = str(fasta)
-    cfg.out_dir, cfg.max_minutes, cfg.seed, cfg.eval_windows = str(out / "pretrain"), minutes, seed, 32
-    summary["pretrain"] = pretrain(cfg)
+    cfg.out_dir, cfg.max_minutes, cfg.seed = str(out / "pretrain"), minutes, seed
+    summary["pretrain"] = trained = pretrain(cfg)
     model_dir = out / "pretrain" / "model"
     model = load(model_dir)
 
-    print("== 2/4 held-out masked-token accuracy vs k-mer baselines", flush=True)
-    res = compare_with_baselines(model, cfg, n_windows=64)
-    table = baseline_table(res)
-    print(table, flush=True)
-    write_text_atomic(out / "mlm_vs_baselines.md", table + "\n")
-    summary["mlm"] = {k: v for k, v in res.items()}
+    print("== 2/5 held-out masked-token figures", flush=True)
+    held = heldout_metrics(model, cfg, n_windows=64)
+    summary["heldout"] = held
+    print(f"held-out: {held['windows']} windows, loss {held['loss']:.4f}, accuracy {held['accuracy']:.4f}, perplexity "
+          f"{held['perplexity']:.3f}, {held['bits_per_base']:.3f} bits per base", flush=True)
+    if model.tokenizer.kmer == 6:  # the count baselines predict masked 6-mers
+        res = compare_with_baselines(model, cfg, n_windows=64)
+        table = baseline_table(res)
+        print(table, flush=True)
+        write_text_atomic(out / "mlm_vs_baselines.md", table + "\n")
+        summary["mlm"] = {k: v for k, v in res.items()}
 
-    print("== 3/4 zero-shot scores of the chr20 1000 Genomes indels", flush=True)
+    print("== 3/5 zero-shot scores of the chr20 1000 Genomes indels", flush=True)
     scores = score_variants(model, vcf, fasta, layers=[-1], runtime=Runtime(progress=True))
     write_vcf(scores, vcf, out / "variants.scored.vcf.gz")
     write_table(scores, out / "variants.scores.tsv")
@@ -75,12 +87,17 @@ def run(out: Path, data: Path | None, minutes: float, tasks: list[str], seed: in
         print(f"wrote {page['output']} ({page['loci']} indels, {page['bytes'] / 1e6:.1f} MB)", flush=True)
         summary["review_page"] = page["output"]
 
-    print(f"== 4/4 downstream benchmark ({', '.join(tasks)}; 5-fold CV)", flush=True)
-    all_tasks = load_tasks(task_table, tasks)
-    results = run_benchmark(all_tasks, model, methods=["kmer", "probe", "random-probe"], n_folds=5, seed=seed, runtime=Runtime(progress=True))
-    paths = write_report(results, out / "benchmark")
+    all_tasks = load_tasks(task_table, None if not tasks or list(tasks) == ["all"] else list(tasks))
+    print(f"== 4/5 downstream benchmark ({len(all_tasks)} tasks: {', '.join(t.name for t in all_tasks)}; {folds}-fold CV)", flush=True)
+    bench = downstream(model, all_tasks, methods=methods, folds=folds, seed=seed, runtime=Runtime(progress=True))
+    paths = write_report(bench["results"], out / "benchmark")
     print(paths["table"].read_text(), flush=True)
     summary["benchmark"] = pd.read_csv(paths["summary"]).to_dict(orient="records")
+    summary["mean_mcc"] = bench["mean_mcc"]
+
+    print("== 5/5 model card", flush=True)
+    card = write_model_card(model_dir, model_card(model, cfg, trained, held, bench, command=command))
+    print(f"wrote {card}", flush=True)
 
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"demo done: model in {model_dir}; outputs in {out}", flush=True)

@@ -61,6 +61,8 @@ class FinetuneConfig:
 
 
 METHODS = ("kmer", "probe", "mlp", "random-probe", "ia3", "random-ia3", "lora", "full")
+DOWNSTREAM_METHODS = ("kmer", "probe", "random-probe")  # the demo's and model card's frozen-embedding comparison
+DEMO_TASKS = ("promoter_all", "enhancers", "splice_sites_donors", "H3K4me3")  # ``ntkit demo``'s default tasks (``all``: every one)
 
 
 # -- zero-shot scores, mutagenesis and perturbations (``variants``, ``mutagenesis``, ``perturb``) ------------------

@@ -410,7 +410,8 @@ class ScoreOptions:
     def resolve(self, model) -> "ScoreOptions":
         tok = model.tokenizer
         k, n0 = tok.kmer, tok.n_special
-        T = self.window_tokens or getattr(model.config, "default_window", None) or model.config.max_tokens
+        # the family's default window, cut to this model's context (a CPU-pretrained NTv3 has a short one)
+        T = self.window_tokens or min(getattr(model.config, "default_window", None) or model.config.max_tokens, model.config.max_tokens)
         if not n0 + 1 <= T <= model.config.max_tokens:
             raise ValueError(f"window_tokens must be in [{n0 + 1}, {model.config.max_tokens}] for this model")
         w = (T - n0) * k

@@ -211,6 +211,11 @@ class NTv3Config:
 PRESETS: dict[str, NTv3Config] = {
     "ntv3-tiny": NTv3Config(name="ntv3-tiny", num_downsamples=3, attention_heads=4, key_size=16, conv_init_embed_dim=32,
                             embed_dim=64, ffn_embed_dim=128, num_layers=2, max_tokens=8192),
+    # CPU pretraining sizes (the ntv3-small-cpu recipe and its ablation in BENCHMARKS.md): 0.69M and 4.5M parameters
+    "ntv3-mini": NTv3Config(name="ntv3-mini", num_downsamples=3, attention_heads=4, key_size=32, conv_init_embed_dim=64,
+                            embed_dim=128, ffn_embed_dim=256, num_layers=2, max_tokens=8192),
+    "ntv3-small": NTv3Config(name="ntv3-small", num_downsamples=4, attention_heads=8, key_size=32, conv_init_embed_dim=128,
+                             embed_dim=256, ffn_embed_dim=512, num_layers=4, max_tokens=8192),
     "ntv3-tiny-post": NTv3Config(name="ntv3-tiny-post", num_downsamples=3, attention_heads=4, key_size=16,
                                  conv_init_embed_dim=64, embed_dim=64, ffn_embed_dim=128, num_layers=2, max_tokens=8192,
                                  conditions_vocab_size=[8], species_to_token_id={"human": 6, "mouse": 7},
