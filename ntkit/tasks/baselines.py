@@ -20,9 +20,8 @@ from typing import Iterable
 import numpy as np
 
 from ntkit.core.sequence import base_codes
-from ntkit.io.genome import Genome, Interval
 from ntkit.models.nt.tokenizer import KMER, NUCLEOTIDES
-from ntkit.tasks.pretrain import evaluate_mlm, mask_window
+from ntkit.tasks.pretrain import evaluate_mlm, heldout_regions, mask_window
 from ntkit.tasks.pretrain_data import tile_windows, training_sequences
 
 NBASE = 4
@@ -156,8 +155,7 @@ def evaluate_baselines(baselines: dict[str, object], windows, tok, window_tokens
 def compare_with_baselines(model, cfg, n_windows: int = 256, seed: int = 1234) -> dict[str, dict[str, float]]:
     """Masked 6-mer metrics of ``model`` and of the unigram / order-5 Markov baselines on the
     held-out regions of pretraining recipe ``cfg``; baselines fitted on its training sequence."""
-    genome = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
-    held_out = [Interval.parse(r, genome) for r in cfg.valid_regions]
+    genome, held_out = heldout_regions(cfg)
     if not held_out:
         raise ValueError("the recipe has no valid_regions to evaluate on")
     windows = tile_windows(genome, held_out, cfg.window_bp, cfg.max_n_fraction, limit=n_windows)

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ntkit.io.genome import Genome, Interval
 from ntkit.models import registry
 from ntkit.runtime.jobs import write_text_atomic
 from ntkit.tasks.benchmark import Task, markdown_table, run_benchmark, summarise
 from ntkit.tasks.options import DOWNSTREAM_METHODS
-from ntkit.tasks.pretrain import PretrainConfig, evaluate_mlm
+from ntkit.tasks.pretrain import PretrainConfig, evaluate_mlm, heldout_regions
 from ntkit.tasks.pretrain_data import tile_windows
 
 
@@ -35,8 +34,7 @@ def heldout_metrics(model, cfg: PretrainConfig, n_windows: int = 64, seed: int =
     ``bits_per_base`` puts both on one scale (a 6-mer's loss spread over its 6 bases)."""
     if not cfg.valid_regions:
         raise ValueError("the recipe has no valid_regions: nothing held out to score")
-    genome = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
-    held_out = [Interval.parse(r, genome) for r in cfg.valid_regions]
+    genome, held_out = heldout_regions(cfg)
     tok = model.tokenizer
     windows = tile_windows(genome, held_out, cfg.window_bp_for(tok), cfg.max_n_fraction, limit=n_windows)
     res = evaluate_mlm(model, windows, tok, cfg.window_tokens, seed=seed)

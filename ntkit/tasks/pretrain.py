@@ -330,6 +330,12 @@ def _full_state(model, optimizer=None):
 
 
 @torch.no_grad()
+def heldout_regions(cfg: PretrainConfig) -> tuple[Genome, list[Interval]]:
+    """The genome of the recipe's held-out regions (``valid_fasta``, else the first source's) and the regions."""
+    genome = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
+    return genome, [Interval.parse(r, genome) for r in cfg.valid_regions]
+
+
 def evaluate_mlm(model, windows: list[Window], tok: Tokenizer, window_tokens: int, seed: int = 1234, mask_prob: float = 0.15,
                  batch_size: int = 8, device=None, dtype=None) -> dict[str, float]:
     """Masked-token loss, accuracy and perplexity (selected tokens all set to <mask>).
@@ -650,8 +656,7 @@ def _setup(cfg: PretrainConfig) -> _Run:
 
     mc = model.config
     tok = model.tokenizer  # NT's 6-mers or NTv3's single bases (single-base masking)
-    first = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
-    valid_iv = [Interval.parse(r, first) for r in cfg.valid_regions]
+    first, valid_iv = heldout_regions(cfg)
     run_stages = stages(cfg, d.world)
     samplers = {}
     for st in run_stages:
