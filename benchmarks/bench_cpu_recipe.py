@@ -21,6 +21,8 @@ and masks seeded by index), so the snapshot at 15 minutes is the model a 15-minu
     NTKIT_DATA=../shared/data python bench_cpu_recipe.py --variant recipe --minutes 60 --snapshots 15 30 60 --ia3
     NTKIT_DATA=../shared/data python bench_cpu_recipe.py --variant no-curriculum --minutes 15
     python bench_cpu_recipe.py --table            # the markdown table of every result so far
+    NTKIT_DATA=../shared/data python bench_cpu_recipe.py --variant recipe --run-dir runs/cpu_recipe/recipe \
+        --snapshots 60 --tasks tasks/human_enhancers_cohn.tsv --seeds 0   # one large task (6,948 sequences)
 
 Results are appended to ``--out``/results.jsonl (one line per variant x snapshot).
 """
@@ -103,6 +105,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                    help="fold splits (and random twins) of the probes: the mean over them is less noisy than one split")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tasks", default=TASKS, help="task file under the data folder; tasks/human_enhancers_cohn.tsv is one "
+                   "task of 6,948 sequences, large enough to resolve a few hundredths of MCC")
     p.add_argument("--out", type=Path, default=Path("runs/cpu_recipe"))
     p.add_argument("--table", action="store_true", help="print the table of --out/results.jsonl (and per task, the last "
                    "row of --variant) and stop")
@@ -110,6 +114,7 @@ def main() -> None:
     results = args.out / "results.jsonl"
     if args.table:
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r.get("tasks", TASKS) == args.tasks]  # one task set per table
         print(table(rows))
         mine = [r for r in rows if r["variant"] == args.variant]
         if mine:
@@ -128,7 +133,8 @@ def main() -> None:
             t0 = time.time()
             pretrain(cfg)
             print(f"pretrained {args.variant} for {(time.time() - t0) / 60:.1f} min", flush=True)
-    tasks = load_tasks(data_file(data_dir(None), TASKS))
+    tasks = load_tasks(data_file(data_dir(None), args.tasks))
+    tag = "" if args.tasks == TASKS else "_" + Path(args.tasks).name.split(".")[0]
     snaps = snapshots(run_dir, args.snapshots or [args.minutes])
     for i, (minutes, step, folder) in enumerate(snaps):
         model = ntkit.load(folder).eval()
@@ -141,14 +147,14 @@ def main() -> None:
                 ia3 = ["ia3", "random-ia3"] if args.random_ia3 else ["ia3"]
             bench = downstream(model, tasks, methods=["kmer", "probe", "random-probe"] + ia3, folds=args.folds, seed=seed,
                                finetune_epochs=args.ia3_epochs)
-            bench["summary"].assign(seed=seed).to_csv(args.out / f"{args.variant}_{round(minutes)}min_seed{seed}_summary.csv", index=False)
+            bench["summary"].assign(seed=seed).to_csv(args.out / f"{args.variant}_{round(minutes)}min{tag}_seed{seed}_summary.csv", index=False)
             per_seed.append(bench)
             print(f"seed {seed}:\n{bench['table']}", flush=True)
         first = per_seed[0]
         mean_mcc = {k: sum(b["mean_mcc"].get(k, 0.0) for b in per_seed) / len(per_seed) for k in ("kmer", "probe", "random-probe")}
         mean_mcc.update({k: v for k, v in first["mean_mcc"].items() if k not in mean_mcc})  # IA3: the first split only
         tasks_mean = pd.concat([b["summary"] for b in per_seed]).groupby(["task", "method"], sort=False)["mcc_mean"].mean().reset_index()
-        row = {"variant": args.variant, "model": cfg.model, "params": model.num_parameters(), "minutes": round(minutes, 1),
+        row = {"variant": args.variant, "tasks": args.tasks, "model": cfg.model, "params": model.num_parameters(), "minutes": round(minutes, 1),
                "step": step, "tokens": tokens_at(run_dir, step, cfg.tokens_per_step), "heldout": held, "mean_mcc": mean_mcc, "seeds": args.seeds,
                "mean_mcc_per_seed": [b["mean_mcc"] for b in per_seed],
                "per_task": tasks_mean.to_dict(orient="records"),

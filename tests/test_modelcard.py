@@ -71,7 +71,9 @@ def test_downstream_and_the_model_card(small_run):
     assert set(bench["mean_mcc"]) == {"kmer", "probe", "random-probe"}
     assert set(bench["results"]["fold"]) == {0, 1}
     held = heldout_metrics(model, cfg, n_windows=2)
-    text = model_card(model, cfg, trained, held, bench, command="ntkit demo --recipe ntv3-small-cpu --minutes 60")
+    other = downstream(model, load_tasks(TASKS, ["H3K4me3"]), methods=["kmer"], folds=2, seed=0)
+    text = model_card(model, cfg, trained, held, bench, command="ntkit demo --recipe ntv3-small-cpu --minutes 60",
+                      extra={"larger_table": other})
     path = write_model_card(out / "model", text)
     card = path.read_text()
     assert card.startswith("---\nlibrary_name: ntkit\n")
@@ -79,6 +81,8 @@ def test_downstream_and_the_model_card(small_run):
     assert f"{int(trained['step']):,} optimizer steps" in card and "ntkit demo --recipe ntv3-small-cpu --minutes 60" in card
     assert f"probe {bench['mean_mcc']['probe']:.3f}" in card and "| promoter_all" in card
     assert f"{held['bits_per_base']:.3f} bits per base" in card and "lr_peak: 0.001" in card
+    assert f"## Downstream: larger_table (frozen embeddings)\n\nMean MCC: kmer {other['mean_mcc']['kmer']:.3f}." in card
+    assert card.index("| promoter_all") < card.index("## Downstream: larger_table") < card.index("| H3K4me3") < card.index("## Recipe")
     assert ntkit.load(out / "model").num_parameters() == 4_494_011  # the card beside the weights changes nothing
 
 

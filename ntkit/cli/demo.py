@@ -21,6 +21,9 @@ def register(sub) -> None:
     s.add_argument("--folds", type=int, default=5, help="cross-validation folds of the downstream benchmark")
     s.add_argument("--methods", nargs="+", choices=METHODS, default=list(DOWNSTREAM_METHODS),
                    help="downstream methods (add ia3 random-ia3 for the fine-tuning figure)")
+    s.add_argument("--extra-tasks", nargs="+", default=[], metavar="TABLE",
+                   help="further task tables, probed apart and added to the card (a path, or a name under the data folder: "
+                   "tasks/human_enhancers_cohn.tsv, 6,948 sequences, resolves what the sample's small folds cannot)")
     s.add_argument("--seed", type=int, default=0, help="seed of pretraining, folds and probes")
     s.set_defaults(func=run)
 
@@ -30,5 +33,5 @@ def run(args) -> int:
 
     command = "ntkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     run_demo(Path(args.out), args.data, args.minutes, args.tasks, args.seed, recipe=args.recipe, folds=args.folds,
-             methods=args.methods, command=command)
+             methods=args.methods, command=command, extra_tasks=args.extra_tasks)
     return 0

@@ -54,8 +54,9 @@ def downstream(model, tasks: list[Task], methods=DOWNSTREAM_METHODS, folds: int 
 
 
 def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None = None, bench: dict | None = None,
-               command: str | None = None) -> str:
-    """The card's text: front matter, what the model is, its data, its training time, its figures."""
+               command: str | None = None, extra: dict[str, dict] | None = None) -> str:
+    """The card's text: front matter, what the model is, its data, its training time, its figures;
+    ``extra``: further ``downstream`` results by table name, each its own section."""
     mc = model.config
     family = registry.for_model(model).name  # "nt" or "ntv3"
     tok = model.tokenizer
@@ -98,6 +99,10 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
                   f"Mean MCC over the tasks: {vs}. `kmer`: 6-mer counts + logistic regression; `probe`: logistic regression on this "
                   "model's mean embeddings; `random-probe`: the same on this architecture at random initialisation. "
                   "Cross-validation folds as in the table (mean ± 2 SD over folds).", "", bench["table"]]
+    for name, other in (extra or {}).items():
+        vs = "; ".join(f"{k} {v:.3f}" for k, v in other["mean_mcc"].items())
+        lines += ["", f"## Downstream: {name} (frozen embeddings)", "", f"Mean MCC: {vs}. The same methods on `{name}`.", "",
+                  other["table"]]
     lines += ["", "## Recipe", "", "```yaml", _yaml(asdict(cfg)), "```", "",
               "## Limits", "",
               f"A small model trained for {minutes:.0f} minutes on the sequence above: a starting point for probing and "
