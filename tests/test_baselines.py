@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 
 import ntkit
 from ntkit.tasks.baselines import MarkovKmer, UnigramKmer, evaluate_baselines, kmer_counts, visible_left_contexts
@@ -49,7 +50,11 @@ def test_baselines_score_the_same_positions_as_the_model():
     windows = [Window("".join(rng.choice(list("ACGT"), 600)) + "NN" + "".join(rng.choice(list("ACGT"), 100)), "x", "c", 0) for _ in range(5)]
     model = ntkit.build("nt-v2-tiny", seed=0)
     tok = model.tokenizer
+    grad = []  # evaluation records no autograd graph (its memory would grow with every held-out batch)
+    hook = model.register_forward_hook(lambda *_: grad.append(torch.is_grad_enabled()))
     ev = evaluate_mlm(model, windows, tok, window_tokens=130, seed=9)
+    hook.remove()
+    assert grad and not any(grad)
     seqs = ["".join(rng.choice(list("ACGT"), 5000))]
     res = evaluate_baselines({"u": UnigramKmer().fit(seqs), "m": MarkovKmer().fit(seqs)}, windows, tok, 130, seed=9)
     assert res["u"]["n_kmer"] == res["m"]["n_kmer"] == ev["n_kmer"] > 50

@@ -51,7 +51,9 @@ def run(out: Path, data: Path | None = None, minutes: float = 3.0, tasks=DEMO_TA
 
     data = data_dir(data)
     fasta, vcf, task_table = data_file(data, FASTA), data_file(data, VCF), data_file(data, TASKS)  # all found before any compute
-    extra_files = [Path(f) if Path(f).exists() else data_file(data, f) for f in extra_tasks]
+    # the tables are read (and a task name checked) before pretraining, not after it
+    all_tasks = load_tasks(task_table, None if not tasks or list(tasks) == ["all"] else list(tasks))
+    extra_tables = {Path(f).name.split(".")[0]: load_tasks(Path(f) if Path(f).exists() else data_file(data, f)) for f in extra_tasks}
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"data": str(data), "recipe": recipe}
 
@@ -92,7 +94,6 @@ def run(out: Path, data: Path | None = None, minutes: float = 3.0, tasks=DEMO_TA
         print(f"wrote {page['output']} ({page['loci']} indels, {page['bytes'] / 1e6:.1f} MB)", flush=True)
         summary["review_page"] = page["output"]
 
-    all_tasks = load_tasks(task_table, None if not tasks or list(tasks) == ["all"] else list(tasks))
     print(f"== 4/5 downstream benchmark ({len(all_tasks)} tasks: {', '.join(t.name for t in all_tasks)}; {folds}-fold CV)", flush=True)
     bench = downstream(model, all_tasks, methods=methods, folds=folds, seed=seed, runtime=Runtime(progress=True))
     paths = write_report(bench["results"], out / "benchmark")
@@ -100,10 +101,9 @@ def run(out: Path, data: Path | None = None, minutes: float = 3.0, tasks=DEMO_TA
     summary["benchmark"] = pd.read_csv(paths["summary"]).to_dict(orient="records")
     summary["mean_mcc"] = bench["mean_mcc"]
     extra = {}
-    frozen = [m for m in methods if m in ("kmer", "probe", "random-probe")] or ["kmer", "probe"]  # no fine-tuning on the large tables
-    for f in extra_files:
-        name = f.name.split(".")[0]
-        extra_bench = extra[name] = downstream(model, load_tasks(f), methods=frozen, folds=folds, seed=seed, runtime=Runtime(progress=True))
+    frozen = [m for m in methods if m in DOWNSTREAM_METHODS] or list(DOWNSTREAM_METHODS)  # no fine-tuning on the large tables
+    for name, table_tasks in extra_tables.items():
+        extra_bench = extra[name] = downstream(model, table_tasks, methods=frozen, folds=folds, seed=seed, runtime=Runtime(progress=True))
         print(write_report(extra_bench["results"], out / f"benchmark_{name}")["table"].read_text(), flush=True)
         summary.setdefault("extra_mean_mcc", {})[name] = extra_bench["mean_mcc"]
 

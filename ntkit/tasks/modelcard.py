@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import yaml
 
 from ntkit.models import registry
 from ntkit.runtime.jobs import write_text_atomic
@@ -112,8 +113,6 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
 
 
 def _yaml(d: dict) -> str:
-    import yaml
-
     keep = {k: v for k, v in d.items() if k not in ("progress", "device")}
     return yaml.safe_dump(keep, sort_keys=False).rstrip()
 

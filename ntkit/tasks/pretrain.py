@@ -329,13 +329,13 @@ def _full_state(model, optimizer=None):
 # -- evaluation ---------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def heldout_regions(cfg: PretrainConfig) -> tuple[Genome, list[Interval]]:
     """The genome of the recipe's held-out regions (``valid_fasta``, else the first source's) and the regions."""
     genome = Genome(cfg.valid_fasta or cfg.sources[0].fasta)
     return genome, [Interval.parse(r, genome) for r in cfg.valid_regions]
 
 
+@torch.no_grad()
 def evaluate_mlm(model, windows: list[Window], tok: Tokenizer, window_tokens: int, seed: int = 1234, mask_prob: float = 0.15,
                  batch_size: int = 8, device=None, dtype=None) -> dict[str, float]:
     """Masked-token loss, accuracy and perplexity (selected tokens all set to <mask>).
