@@ -3,6 +3,7 @@ import pandas as pd
 
 import ntkit
 from ntkit.tasks.benchmark import kmer_features, load_tasks, markdown_table, run_benchmark, summarise, write_report
+from ntkit.core.sequence import reverse_complement
 from ntkit.io.genome import write_fasta
 from ntkit.tasks.probe import cross_validate_probe
 
@@ -24,6 +25,30 @@ def test_kmer_features_normalised():
     X = kmer_features(["ACGTACGT", "AAAAAAA"])
     assert X.shape == (2, 4096) and np.allclose(X.sum(1), 1)
     assert X[1].max() == 1.0  # AAAAAA twice of 2
+
+
+def test_kmer_features_both_strands_are_strand_symmetric():
+    s = "ACGTTGCAAAGGCTTACGGATNNACGTAC"
+    X = kmer_features([s, reverse_complement(s)], both_strands=True)
+    assert np.array_equal(X[0], X[1]) and np.allclose(X.sum(1), 1)
+    assert not np.array_equal(*kmer_features([s, reverse_complement(s)]))  # one strand: they differ
+
+
+def test_benchmark_reverse_complement_reads_both_strands(tmp_path):
+    """With ``reverse_complement`` a task and the same task on the other strand give the same
+    results: both strands' 6-mers are counted (exactly equal features) and the two strands'
+    embeddings averaged (equal up to float rounding: the same two vectors summed, each computed in
+    a batch of the same rows, so the probes predict alike)."""
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 90, p=[0.45, 0.05, 0.05, 0.45] if i % 2 else [0.25] * 4)) for i in range(24)]
+    for name, ss in (("fwd", seqs), ("rev", [reverse_complement(x) for x in seqs])):
+        pd.DataFrame({"sequence": ss, "label": [i % 2 for i in range(24)]}).to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
+    model = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
+    both, other = (run_benchmark(load_tasks(tmp_path / f"{name}.tsv"), model, methods=["kmer", "probe"], n_folds=3, reverse_complement=True)
+                   for name in ("fwd", "rev"))
+    assert (both.status == "ok").all() and len(both) == 6
+    np.testing.assert_allclose(both["mcc"], other["mcc"], atol=1e-12)
+    assert both[both.method == "kmer"]["mcc"].mean() > 0.5  # AT-rich vs uniform: the 6-mers separate them
 
 
 def test_probe_cv_equals_sklearn_metric():

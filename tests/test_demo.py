@@ -17,7 +17,7 @@ def test_demo_runs_on_the_shipped_data(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"] == str(SHIPPED)
     assert summary["variants"].startswith("18/18 alleles scored")  # the 1000 Genomes indels inside the shipped stretches
-    assert {row["task"] for row in summary["benchmark"]} == {"promoter_all", "H3K4me3"}
+    assert {row["task"] for row in summary["benchmark"]} == {"promoter_all", "H3K4me3"} and summary["reverse_complement"]
     card = (out / "pretrain/model/README.md").read_text()  # the model card: data, time, figures
     assert "## Held-out masked-LM figures" in card and f"probe {summary['mean_mcc']['probe']:.3f}" in card
     extra = summary["extra_mean_mcc"]["human_enhancers_cohn_test"]  # a further table, probed apart, its own section of the card

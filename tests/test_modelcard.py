@@ -69,9 +69,9 @@ def test_downstream_and_the_model_card(small_run):
     tasks = load_tasks(TASKS, ["promoter_all"])
     bench = downstream(model, tasks, folds=2, seed=0)
     assert set(bench["mean_mcc"]) == {"kmer", "probe", "random-probe"}
-    assert set(bench["results"]["fold"]) == {0, 1}
+    assert set(bench["results"]["fold"]) == {0, 1} and bench["reverse_complement"]  # the card's default: both strands
     held = heldout_metrics(model, cfg, n_windows=2)
-    other = downstream(model, load_tasks(TASKS, ["H3K4me3"]), methods=["kmer"], folds=2, seed=0)
+    other = downstream(model, load_tasks(TASKS, ["H3K4me3"]), methods=["kmer"], folds=2, seed=0, reverse_complement=False)
     text = model_card(model, cfg, trained, held, bench, command="ntkit demo --recipe ntv3-small-cpu --minutes 60",
                       extra={"larger_table": other})
     path = write_model_card(out / "model", text)
@@ -80,6 +80,7 @@ def test_downstream_and_the_model_card(small_run):
     assert "# ntv3-small (4,494,011 parameters), pretrained for" in card and "GRCh37-chr20" in card and "20:55,000,001-63,025,520" in card
     assert f"{int(trained['step']):,} optimizer steps" in card and "ntkit demo --recipe ntv3-small-cpu --minutes 60" in card
     assert f"probe {bench['mean_mcc']['probe']:.3f}" in card and "| promoter_all" in card
+    assert "Both strands: each sequence's embedding is the mean of its own and its reverse complement's" in card
     assert f"{held['bits_per_base']:.3f} bits per base" in card and "lr_peak: 0.001" in card
     assert f"## Downstream: larger_table (frozen embeddings)\n\nMean MCC: kmer {other['mean_mcc']['kmer']:.3f}." in card
     assert card.index("| promoter_all") < card.index("## Downstream: larger_table") < card.index("| H3K4me3") < card.index("## Recipe")

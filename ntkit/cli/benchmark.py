@@ -16,6 +16,8 @@ def register(sub) -> None:
     s.add_argument("--only", nargs="+", help="task names to run")
     s.add_argument("--folds", type=int, default=10, help="cross-validation folds (fewer when a class has fewer members)")
     s.add_argument("--layer", type=int, default=-1, help="layer probed")
+    s.add_argument("--reverse-complement", action="store_true", help="frozen features of both strands: embeddings averaged "
+                   "with the reverse complement's, 6-mers counted on both (default: the forward strand, NT's protocol)")
     s.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping on validation MCC)")
     s.add_argument("--lr", type=float, help="fine-tuning learning rate (default per method: "
                    + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
@@ -38,9 +40,10 @@ def run(args) -> int:
     tasks = [t for p in args.tasks for t in load_tasks(p, None)]
     if args.only:
         tasks = [t for t in tasks if t.name in set(args.only)]
-    res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, seed=args.seed,
-                        finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
-    meta = {"model": args.model, "species": args.species, "methods": args.methods, "folds": args.folds, "layer": args.layer, "seed": args.seed,
+    res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, reverse_complement=args.reverse_complement,
+                        seed=args.seed, finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
+    meta = {"model": args.model, "species": args.species, "methods": args.methods, "folds": args.folds, "layer": args.layer,
+            "reverse_complement": args.reverse_complement, "seed": args.seed,
             "classes": {t.name: list(t.classes) for t in tasks}}
     paths = write_report(res, args.out, meta)
     print(paths["table"].read_text())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from ntkit.tasks.options import DEMO_TASKS, DOWNSTREAM_METHODS, METHODS
+from ntkit.tasks.options import DEMO_REVERSE_COMPLEMENT, DEMO_TASKS, DOWNSTREAM_METHODS, METHODS
 
 
 def register(sub) -> None:
@@ -24,6 +25,9 @@ def register(sub) -> None:
     s.add_argument("--extra-tasks", nargs="+", default=[], metavar="TABLE",
                    help="further task tables, probed apart and added to the card (a path, or a name under the data folder: "
                    "tasks/human_enhancers_cohn.tsv, 6,948 sequences, resolves what the sample's small folds cannot)")
+    s.add_argument("--reverse-complement", action=argparse.BooleanOptionalAction, default=DEMO_REVERSE_COMPLEMENT,
+                   help="frozen features of both strands: embeddings averaged with the reverse complement's, 6-mers counted on "
+                   "both (--no-reverse-complement: the forward strand, NT's protocol)")
     s.add_argument("--seed", type=int, default=0, help="seed of pretraining, folds and probes")
     s.set_defaults(func=run)
 
@@ -33,5 +37,6 @@ def run(args) -> int:
 
     command = "ntkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     run_demo(Path(args.out), args.data, args.minutes, args.tasks, args.seed, recipe=args.recipe, folds=args.folds,
-             methods=args.methods, command=command, extra_tasks=args.extra_tasks)
+             methods=args.methods, command=command, extra_tasks=args.extra_tasks,
+             reverse_complement=args.reverse_complement)
     return 0

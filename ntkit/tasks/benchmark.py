@@ -125,9 +125,11 @@ def load_tasks(path: str | Path, tasks: Sequence[str] | None = None) -> list[Tas
 # -- baselines ------------------------------------------------------------------------------------------
 
 
-def kmer_features(sequences: Sequence[str], k: int = 6) -> np.ndarray:
-    """Normalised counts of the 4**k k-mers (overlapping; windows with non-ACGT skipped)."""
-    X = np.stack([kmer_counts([s], k, both_strands=False) for s in sequences]).astype(np.float32)
+def kmer_features(sequences: Sequence[str], k: int = 6, both_strands: bool = False) -> np.ndarray:
+    """Normalised counts of the 4**k k-mers (overlapping; windows with non-ACGT skipped);
+    ``both_strands``: the reverse complement's k-mers counted too (a sequence and its reverse
+    complement get the same vector)."""
+    X = np.stack([kmer_counts([s], k, both_strands=both_strands) for s in sequences]).astype(np.float32)
     return X / np.maximum(X.sum(1, keepdims=True), 1)
 
 
@@ -158,13 +160,18 @@ def run_benchmark(
     methods: Sequence[str] = ("kmer", "probe", "random-probe", "ia3"),
     n_folds: int = 10,
     layer: int = -1,
+    reverse_complement: bool = False,
     seed: int = 0,
     finetune_epochs: int = 10,
     finetune_lr: float | None = None,
     batch_size: int = 16,
     runtime=None,
 ) -> pd.DataFrame:
-    """One row per (task, method, fold): mcc, f1, n_train, n_eval, folds."""
+    """One row per (task, method, fold): mcc, f1, n_train, n_eval, folds. ``reverse_complement``:
+    the frozen features read both strands, so that a sequence and its reverse complement get the
+    same features: mean embeddings of the sequence and of its reverse complement averaged
+    (``embed``'s ``reverse_complement``), 6-mer counts over both strands. Off, as NT's published
+    protocol (the forward strand only); fine-tuning always reads the forward strand."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
@@ -189,12 +196,13 @@ def run_benchmark(
         for method in methods:
             t0 = time.time()
             if method == "kmer":
-                feats[method] = kmer_features(all_seqs)
+                feats[method] = kmer_features(all_seqs, both_strands=reverse_complement)
             elif method in ("probe", "mlp", "random-probe"):
                 m = random_model if method == "random-probe" else model
                 key = "random" if method == "random-probe" else "pretrained"
                 if key not in feats:
-                    feats[key] = embed(m, all_seqs, layers=[layer], runtime=quiet.replace(batch_size=batch_size))[layer]
+                    feats[key] = embed(m, all_seqs, layers=[layer], reverse_complement=reverse_complement,
+                                       runtime=quiet.replace(batch_size=batch_size))[layer]
             for f, (tr, ev, on_test) in enumerate(folds):
                 if on_test:  # NT layout: train on 9/10 of train, validate on 1/10, score on test
                     fit_idx, val_idx, eval_idx = tr, ev, np.arange(n_train_pool, len(all_seqs))

@@ -21,7 +21,7 @@ import yaml
 from ntkit.models import registry
 from ntkit.runtime.jobs import write_text_atomic
 from ntkit.tasks.benchmark import Task, markdown_table, run_benchmark, summarise
-from ntkit.tasks.options import DOWNSTREAM_METHODS
+from ntkit.tasks.options import DEMO_REVERSE_COMPLEMENT, DOWNSTREAM_METHODS
 from ntkit.tasks.pretrain import PretrainConfig, evaluate_mlm, heldout_regions
 from ntkit.tasks.pretrain_data import tile_windows
 
@@ -45,13 +45,16 @@ def heldout_metrics(model, cfg: PretrainConfig, n_windows: int = 64, seed: int =
 
 
 def downstream(model, tasks: list[Task], methods=DOWNSTREAM_METHODS, folds: int = 5, seed: int = 0, finetune_epochs: int = 10,
-               runtime=None) -> dict:
+               reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, runtime=None) -> dict:
     """The downstream benchmark of ``model`` (``ntkit.tasks.benchmark``): per-fold results, the
-    per-task summary, its markdown table and the mean MCC of each method over the tasks."""
-    results = run_benchmark(tasks, model, methods=list(methods), n_folds=folds, seed=seed, finetune_epochs=finetune_epochs, runtime=runtime)
+    per-task summary, its markdown table and the mean MCC of each method over the tasks.
+    ``reverse_complement``: frozen features of both strands (``run_benchmark``)."""
+    results = run_benchmark(tasks, model, methods=list(methods), n_folds=folds, seed=seed, finetune_epochs=finetune_epochs,
+                            reverse_complement=reverse_complement, runtime=runtime)
     summary = summarise(results)
     means = summary.groupby("method", sort=False)["mcc_mean"].mean().to_dict()
-    return {"results": results, "summary": summary, "table": markdown_table(summary, results), "mean_mcc": means}
+    return {"results": results, "summary": summary, "table": markdown_table(summary, results), "mean_mcc": means,
+            "reverse_complement": reverse_complement}
 
 
 def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None = None, bench: dict | None = None,
@@ -99,7 +102,7 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
         lines += ["", "## Downstream (frozen embeddings)", "",
                   f"Mean MCC over the tasks: {vs}. `kmer`: 6-mer counts + logistic regression; `probe`: logistic regression on this "
                   "model's mean embeddings; `random-probe`: the same on this architecture at random initialisation. "
-                  "Cross-validation folds as in the table (mean ± 2 SD over folds).", "", bench["table"]]
+                  + _strands(bench) + "Cross-validation folds as in the table (mean ± 2 SD over folds).", "", bench["table"]]
     for name, other in (extra or {}).items():
         vs = "; ".join(f"{k} {v:.3f}" for k, v in other["mean_mcc"].items())
         lines += ["", f"## Downstream: {name} (frozen embeddings)", "", f"Mean MCC: {vs}. The same methods on `{name}`.", "",
@@ -110,6 +113,13 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
               "fine-tuning on similar sequence, not a replacement for the published Nucleotide Transformer checkpoints. Its "
               "held-out figures are on the recipe's held-out regions only; the downstream figures on the tasks in the table.", ""]
     return "\n".join(lines)
+
+
+def _strands(bench: dict) -> str:
+    if bench.get("reverse_complement"):
+        return ("Both strands: each sequence's embedding is the mean of its own and its reverse complement's, the 6-mers "
+                "are counted on both strands. ")
+    return "The forward strand only. "
 
 
 def _yaml(d: dict) -> str:
