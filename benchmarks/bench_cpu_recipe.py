@@ -10,10 +10,10 @@ checkpoint written before that wall time, the final model at the budget) is meas
 - frozen mean embeddings + logistic regression (``probe``) on every task of the shipped NT
   downstream sample, 5-fold CV, against 6-mer counts (``kmer``) and the same architecture at random
   initialisation (``random-probe``), the features of both strands as ``ntkit demo`` reads them
-  (``--no-reverse-complement``: the forward strand); with ``--ia3`` also IA3 fine-tuning of the model and of its
-  random twin (first split only). The tasks have 9-503 sequences, so one 5-fold split is noisy: the
-  probes run on ``--seeds`` splits (default 2) and the table reports the mean over them, the per-task
-  table also the first split's mean ± 2 SD over its folds.
+  (``--no-reverse-complement``: the forward strand); with ``--ia3`` also IA3 fine-tuning of the
+  model and of its random twin (first split only). The tasks have 9-503 sequences, so one 5-fold
+  split is noisy: the probes run on ``--seeds`` splits (default 2) and the table reports the mean
+  over them, the per-task table also the first split's mean ± 2 SD over its folds.
 
 The recipe's schedule is "anytime" (1/sqrt decay after warm-up, curriculum switched by step, windows
 and masks seeded by index), so the snapshot at 15 minutes is the model a 15-minute run ends with
@@ -160,8 +160,8 @@ def main() -> None:
         mean_mcc = {k: sum(b["mean_mcc"].get(k, 0.0) for b in per_seed) / len(per_seed) for k in ("kmer", "probe", "random-probe")}
         mean_mcc.update({k: v for k, v in first["mean_mcc"].items() if k not in mean_mcc})  # IA3: the first split only
         tasks_mean = pd.concat([b["summary"] for b in per_seed]).groupby(["task", "method"], sort=False)["mcc_mean"].mean().reset_index()
-        row = {"variant": args.variant, "tasks": args.tasks, "reverse_complement": args.reverse_complement, "model": cfg.model, "params": model.num_parameters(), "minutes": round(minutes, 1),
-               "step": step, "tokens": tokens_at(run_dir, step, cfg.tokens_per_step), "heldout": held, "mean_mcc": mean_mcc, "seeds": args.seeds,
+        row = {"variant": args.variant, "tasks": args.tasks, "reverse_complement": args.reverse_complement, "model": cfg.model,
+               "params": model.num_parameters(), "minutes": round(minutes, 1), "step": step, "tokens": tokens_at(run_dir, step, cfg.tokens_per_step), "heldout": held, "mean_mcc": mean_mcc, "seeds": args.seeds,
                "mean_mcc_per_seed": [b["mean_mcc"] for b in per_seed],
                "per_task": tasks_mean.to_dict(orient="records"),
                "per_task_first_seed": first["summary"][["task", "method", "mcc_mean", "mcc_2sd"]].to_dict(orient="records"),

@@ -2,9 +2,10 @@ import numpy as np
 import pandas as pd
 
 import ntkit
-from ntkit.tasks.benchmark import kmer_features, load_tasks, markdown_table, run_benchmark, summarise, write_report
 from ntkit.core.sequence import reverse_complement
 from ntkit.io.genome import write_fasta
+from ntkit.runtime.engine import Runtime
+from ntkit.tasks.benchmark import kmer_features, load_tasks, markdown_table, run_benchmark, summarise, write_report
 from ntkit.tasks.probe import cross_validate_probe
 
 
@@ -36,16 +37,19 @@ def test_kmer_features_both_strands_are_strand_symmetric():
 
 def test_benchmark_reverse_complement_reads_both_strands(tmp_path):
     """With ``reverse_complement`` a task and the same task on the other strand give the same
-    results: both strands' 6-mers are counted (exactly equal features) and the two strands'
-    embeddings averaged (equal up to float rounding: the same two vectors summed, each computed in
-    a batch of the same rows, so the probes predict alike)."""
+    results: both strands' 6-mers are counted (equal integer counts) and the two strands'
+    embeddings averaged. A token budget of one 16-token row per forward makes every row its own
+    forward, so a strand's vector does not depend on which rows shared its batch (kernels may round
+    a row differently by its place in a batch); the two vectors are the same in both tasks and their
+    sum does not depend on the order, so the features, and the probes' predictions, are equal."""
     rng = np.random.default_rng(0)
     seqs = ["".join(rng.choice(list("ACGT"), 90, p=[0.45, 0.05, 0.05, 0.45] if i % 2 else [0.25] * 4)) for i in range(24)]
     for name, ss in (("fwd", seqs), ("rev", [reverse_complement(x) for x in seqs])):
         pd.DataFrame({"sequence": ss, "label": [i % 2 for i in range(24)]}).to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
     model = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
-    both, other = (run_benchmark(load_tasks(tmp_path / f"{name}.tsv"), model, methods=["kmer", "probe"], n_folds=3, reverse_complement=True)
-                   for name in ("fwd", "rev"))
+    one_row = Runtime(batch_tokens=16)  # 90 bp: 15 6-mers + <cls>
+    both, other = (run_benchmark(load_tasks(tmp_path / f"{name}.tsv"), model, methods=["kmer", "probe"], n_folds=3, reverse_complement=True,
+                                 runtime=one_row) for name in ("fwd", "rev"))
     assert (both.status == "ok").all() and len(both) == 6
     np.testing.assert_allclose(both["mcc"], other["mcc"], atol=1e-12)
     assert both[both.method == "kmer"]["mcc"].mean() > 0.5  # AT-rich vs uniform: the 6-mers separate them
