@@ -146,13 +146,13 @@ def main() -> None:
         model = ntkit.load(folder).eval()
         t0 = time.time()
         held = heldout_metrics(model, cfg, n_windows=64)
-        per_seed = []
+        per_seed, features = [], {}  # the model's embeddings and 6-mer counts: once for every split
         for seed in args.seeds:
             ia3 = []  # fine-tuning is slow: the last snapshot, the first split
             if args.ia3 and i == len(snaps) - 1 and seed == args.seeds[0]:
                 ia3 = ["ia3", "random-ia3"] if args.random_ia3 else ["ia3"]
             bench = downstream(model, tasks, methods=["kmer", "probe", "random-probe"] + ia3, folds=args.folds, seed=seed,
-                               finetune_epochs=args.ia3_epochs, reverse_complement=args.reverse_complement)
+                               finetune_epochs=args.ia3_epochs, reverse_complement=args.reverse_complement, features=features)
             bench["summary"].assign(seed=seed).to_csv(args.out / f"{args.variant}_{round(minutes)}min{tag}_seed{seed}_summary.csv", index=False)
             per_seed.append(bench)
             print(f"seed {seed}:\n{bench['table']}", flush=True)

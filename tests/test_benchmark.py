@@ -55,6 +55,27 @@ def test_benchmark_reverse_complement_reads_both_strands(tmp_path):
     assert both[both.method == "kmer"]["mcc"].mean() > 0.5  # AT-rich vs uniform: the 6-mers separate them
 
 
+def test_benchmark_feature_cache_spans_seeds(tmp_path, monkeypatch):
+    """A cache passed to several fold seeds: the model's embeddings and the 6-mer counts are computed
+    once, the random twin's per seed (each seed draws its own twin), and the results equal runs
+    without the cache (one row per forward, as above, so a vector is computed the same each time)."""
+    import ntkit.tasks.benchmark as bm
+
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"sequence": ["".join(rng.choice(list("ACGT"), 60)) for _ in range(18)], "label": [i % 2 for i in range(18)]}).to_csv(
+        tmp_path / "t.tsv", sep="\t", index=False)
+    tasks = load_tasks(tmp_path / "t.tsv")
+    model = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
+    embedded, real_embed = [], bm.embed
+    monkeypatch.setattr(bm, "embed", lambda m, *a, **k: embedded.append(m) or real_embed(m, *a, **k))
+    methods, one_row, cache = ["kmer", "probe", "random-probe"], Runtime(batch_tokens=16), {}
+    cached = [run_benchmark(tasks, model, methods=methods, n_folds=3, seed=s, runtime=one_row, features=cache) for s in (0, 1)]
+    assert len(embedded) == 3 and sum(m is model for m in embedded) == 1  # the model once, a random twin per seed
+    assert sorted(k[2] for k in cache) == ["kmer", "pretrained"]
+    for s, got in zip((0, 1), cached):
+        np.testing.assert_allclose(got["mcc"], run_benchmark(tasks, model, methods=methods, n_folds=3, seed=s, runtime=one_row)["mcc"], atol=1e-12)
+
+
 def test_probe_cv_equals_sklearn_metric():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 5))

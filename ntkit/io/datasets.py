@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import yaml
+
 from ntkit.io.genome import _is_plain_gzip
 from ntkit.io.shipped import CATALOGUE, SHIPPED, data_dir, data_file  # noqa: F401  (data_dir, data_file: ntkit.io.datasets' API too)
 from ntkit.runtime.jobs import atomic_output, write_text_atomic
@@ -104,8 +106,6 @@ class Catalogue:
 
     @classmethod
     def load(cls, path: str | os.PathLike = CATALOGUE) -> "Catalogue":
-        import yaml
-
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except yaml.YAMLError as e:

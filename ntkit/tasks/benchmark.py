@@ -166,12 +166,17 @@ def run_benchmark(
     finetune_lr: float | None = None,
     batch_size: int = 16,
     runtime=None,
+    features: dict | None = None,
 ) -> pd.DataFrame:
     """One row per (task, method, fold): mcc, f1, n_train, n_eval, folds. ``reverse_complement``:
     the frozen features read both strands, so that a sequence and its reverse complement get the
     same features: mean embeddings of the sequence and of its reverse complement averaged
     (``embed``'s ``reverse_complement``), 6-mer counts over both strands. Off, as NT's published
-    protocol (the forward strand only); fine-tuning always reads the forward strand."""
+    protocol (the forward strand only); fine-tuning always reads the forward strand.
+
+    ``features``: a dict that the caller passes again to further calls with the same ``model`` and
+    tasks (several fold ``seed``s): the 6-mer counts and ``model``'s embeddings are kept there and
+    computed once; the random twin's are not (each seed draws its own)."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
@@ -196,13 +201,15 @@ def run_benchmark(
         for method in methods:
             t0 = time.time()
             if method == "kmer":
-                feats[method] = kmer_features(all_seqs, both_strands=reverse_complement)
+                feats[method] = _cached(features, (task.name, len(all_seqs), method, reverse_complement),
+                                        lambda: kmer_features(all_seqs, both_strands=reverse_complement))
             elif method in ("probe", "mlp", "random-probe"):
                 m = random_model if method == "random-probe" else model
                 key = "random" if method == "random-probe" else "pretrained"
                 if key not in feats:
-                    feats[key] = embed(m, all_seqs, layers=[layer], reverse_complement=reverse_complement,
-                                       runtime=quiet.replace(batch_size=batch_size))[layer]
+                    keep = None if key == "random" else (task.name, len(all_seqs), key, layer, reverse_complement)
+                    feats[key] = _cached(features, keep, lambda: embed(m, all_seqs, layers=[layer], reverse_complement=reverse_complement,
+                                                                       runtime=quiet.replace(batch_size=batch_size))[layer])
             for f, (tr, ev, on_test) in enumerate(folds):
                 if on_test:  # NT layout: train on 9/10 of train, validate on 1/10, score on test
                     fit_idx, val_idx, eval_idx = tr, ev, np.arange(n_train_pool, len(all_seqs))
@@ -229,6 +236,15 @@ def run_benchmark(
             bar.update(1)
     bar.close()
     return pd.DataFrame(rows)
+
+
+def _cached(cache: dict | None, key: tuple | None, compute):
+    """``cache[key]``, computed on first use; ``compute()`` every time without a cache or a key."""
+    if cache is None or key is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -254,8 +254,6 @@ def finetune(
     cfg = cfg or FinetuneConfig()
     base = base.backbone(cfg.species)  # SegmentNT: its NT v2 backbone; a post-trained NTv3: conditioned on cfg.species
     if cfg.task == "classification" and cfg.classes is None:
-        from dataclasses import replace
-
         classes = Classes.fit(labels, "labels")
         labels = classes.encode(labels, "labels")
         if valid is not None:
@@ -267,12 +265,8 @@ def finetune(
     y_all = np.asarray(labels, dtype=np.int64 if cfg.task == "classification" else np.float32)
     seqs = list(sequences)
     if cfg.sequence_bp is None and seqs:
-        from dataclasses import replace
-
         cfg = replace(cfg, sequence_bp=int(np.median([len(s) for s in seqs])))
     if cfg.task == "regression" and cfg.target_mean is None and len(y_all):
-        from dataclasses import replace
-
         if not np.isfinite(y_all).all():
             raise ValueError("regression targets must be finite numbers (NaN or inf among the labels)")
         sd = float(y_all.std())

@@ -45,12 +45,13 @@ def heldout_metrics(model, cfg: PretrainConfig, n_windows: int = 64, seed: int =
 
 
 def downstream(model, tasks: list[Task], methods=DOWNSTREAM_METHODS, folds: int = 5, seed: int = 0, finetune_epochs: int = 10,
-               reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, runtime=None) -> dict:
+               reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, runtime=None, features: dict | None = None) -> dict:
     """The downstream benchmark of ``model`` (``ntkit.tasks.benchmark``): per-fold results, the
     per-task summary, its markdown table and the mean MCC of each method over the tasks.
-    ``reverse_complement``: frozen features of both strands (``run_benchmark``)."""
+    ``reverse_complement``: frozen features of both strands; ``features``: a cache kept between
+    calls with several ``seed``s (``run_benchmark``)."""
     results = run_benchmark(tasks, model, methods=list(methods), n_folds=folds, seed=seed, finetune_epochs=finetune_epochs,
-                            reverse_complement=reverse_complement, runtime=runtime)
+                            reverse_complement=reverse_complement, runtime=runtime, features=features)
     summary = summarise(results)
     means = summary.groupby("method", sort=False)["mcc_mean"].mean().to_dict()
     return {"results": results, "summary": summary, "table": markdown_table(summary, results), "mean_mcc": means,

@@ -34,6 +34,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import yaml
 
 from ntkit.core.fields import check_fields
 from ntkit.io.datasets import data_dir
@@ -142,10 +144,6 @@ class PretrainConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "PretrainConfig":
         """A YAML recipe: a file, or a shipped recipe by name (``ntkit.recipes``: ``tiny-cpu`` ...)."""
-        import re
-
-        import yaml
-
         file = recipe_path(path)
         d = yaml.safe_load(file.read_text()) or {}
         base = file.resolve().parent
