@@ -17,7 +17,7 @@ from ntkit.tasks.splice import train as splice_train
 SOURCES = {
     "embed": ([embed.embed_to_file, embed.iter_embeddings], {}, 6),
     "probe": ([probe.cross_validate_probe], {"folds": "n_folds", "probe": "kind"}, 3),
-    "finetune": ([finetune.FinetuneConfig], {}, 5),
+    "finetune": ([finetune.FinetuneConfig], {}, 6),
     "predict": ([finetune.predict_to_file], {}, 3),
     "benchmark": ([benchmark.run_benchmark], {"folds": "n_folds", "epochs": "finetune_epochs", "lr": "finetune_lr"}, 8),
     "score-variants": ([perturb.score_variants_to_files, perturb.EffectOptions],

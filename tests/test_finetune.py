@@ -3,7 +3,9 @@ import pytest
 import torch
 
 import ntkit
+from ntkit.core.sequence import reverse_complement
 from ntkit.models import adapters
+from ntkit.runtime.engine import Runtime
 from ntkit.tasks.finetune import FinetuneConfig, FinetunedModel, count_ia3_parameters, finetune
 
 
@@ -106,6 +108,34 @@ def test_finetune_learns_and_adapters_round_trip(method, tmp_path):
     np.testing.assert_allclose(m2.predict(ts), p, rtol=1e-4, atol=1e-5)
 
 
+def test_reverse_complement_trains_on_both_strands_and_predicts_their_mean(tmp_path):
+    """``reverse_complement``: training batches hold reverse complements of the training sequences
+    (and forward ones), a prediction is the mean of both strands' probabilities, so a sequence and
+    its reverse complement get the same one (one row per forward: a row's output does not depend
+    on its batch, and the mean of the same two vectors is equal in either order), and the flag is
+    saved with the adapter."""
+    base = ntkit.build("nt-v2-tiny", seed=0)
+    seqs, y = motif_task(24)
+    seen, encode = [], base.tokenizer.batch_encode
+    base.tokenizer.batch_encode = lambda batch, **k: seen.extend(batch) or encode(batch, **k)
+    try:
+        m = finetune(base, seqs, y, FinetuneConfig(method="ia3", epochs=2, batch_size=8, seed=0, reverse_complement=True, valid_fraction=0))
+    finally:
+        base.tokenizer.batch_encode = encode
+    fwd, rev = set(seqs), {reverse_complement(x) for x in seqs} - set(seqs)
+    assert len(seen) == 48 and 0 < sum(x in rev for x in seen) < 48 and all(x in fwd | rev for x in seen)
+    one_row = Runtime(batch_size=1)
+    p, p_rc = m.predict(seqs[:6], runtime=one_row), m.predict([reverse_complement(x) for x in seqs[:6]], runtime=one_row)
+    np.testing.assert_array_equal(p, p_rc)
+    m.cfg.reverse_complement = False  # one strand: the strands' predictions differ
+    assert not np.array_equal(m.predict(seqs[:6], runtime=one_row), m.predict([reverse_complement(x) for x in seqs[:6]], runtime=one_row))
+    m.cfg.reverse_complement = True
+    m.save_adapter(tmp_path / "rc")
+    m2 = FinetunedModel.load_adapter(ntkit.build("nt-v2-tiny", seed=0), tmp_path / "rc")
+    assert m2.cfg.reverse_complement
+    np.testing.assert_allclose(m2.predict(seqs[:6], runtime=one_row), p, rtol=1e-5, atol=1e-6)
+
+
 def test_regression_head(tmp_path):
     """GC content as the target: the head predicts z-scores of the training targets, outputs are in
     their units (a zero head predicts their mean exactly, a bias of 1 one standard deviation more),
@@ -132,8 +162,8 @@ def test_regression_head(tmp_path):
 def test_predict_command_sharded_equals_in_memory(tmp_path):
     import pandas as pd
 
-    from ntkit.models.checkpoint import save_checkpoint
     from ntkit.cli import main
+    from ntkit.models.checkpoint import save_checkpoint
 
     base = ntkit.build("nt-v2-tiny", seed=0)
     save_checkpoint(base, tmp_path / "base")
@@ -159,8 +189,8 @@ def test_adapter_folders_are_checked_before_they_predict(tmp_path, capsys):
 
     from safetensors.torch import load_file, save_file
 
-    from ntkit.models.checkpoint import save_checkpoint
     from ntkit.cli import main
+    from ntkit.models.checkpoint import save_checkpoint
 
     base = ntkit.build("nt-v2-tiny", seed=0)
     seqs, y = motif_task(24)

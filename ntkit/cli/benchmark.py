@@ -16,8 +16,9 @@ def register(sub) -> None:
     s.add_argument("--only", nargs="+", help="task names to run")
     s.add_argument("--folds", type=int, default=10, help="cross-validation folds (fewer when a class has fewer members)")
     s.add_argument("--layer", type=int, default=-1, help="layer probed")
-    s.add_argument("--reverse-complement", action="store_true", help="frozen features of both strands: embeddings averaged "
-                   "with the reverse complement's, 6-mers counted on both (default: the forward strand, NT's protocol)")
+    s.add_argument("--reverse-complement", action="store_true", help="both strands: embeddings averaged with the reverse "
+                   "complement's, 6-mers counted on both, fine-tuning on random strands predicting the mean over both "
+                   "(default: the forward strand, NT's protocol)")
     s.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping on validation MCC)")
     s.add_argument("--lr", type=float, help="fine-tuning learning rate (default per method: "
                    + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")

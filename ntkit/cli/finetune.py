@@ -37,6 +37,8 @@ def register(sub) -> None:
     s.add_argument("--lr", type=float, help="learning rate (default per method: " + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
     s.add_argument("--batch-size", type=positive_int(), default=C.batch_size, help="sequences per step")
     s.add_argument("--seed", type=int, default=C.seed, help="seed of the split, the head and the order of batches")
+    s.add_argument("--reverse-complement", action="store_true", default=C.reverse_complement,
+                   help="both strands: train on a random strand of each sequence, predict the mean over both (saved with the adapter)")
     add_species_arg(s)
     add_runtime_args(s, batch_tokens=False)
     s.set_defaults(func=finetune)
@@ -75,7 +77,8 @@ def finetune(args) -> int:
     base, rt = runtime(args, args.model)
     cfg = FinetuneConfig(method=args.method, task=args.task, n_classes=len(classes) if classes else 1,
                          classes=list(classes.names) if classes else None,
-                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, species=args.species)
+                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, species=args.species,
+                         reverse_complement=args.reverse_complement)
     model = run_finetune(base, seqs, y, cfg, valid=valid, runtime=rt)
     n_base = base.num_parameters()
     print(f"{args.method}: {model.trainable_parameters():,} trainable parameters "

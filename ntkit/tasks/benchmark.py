@@ -171,8 +171,9 @@ def run_benchmark(
     """One row per (task, method, fold): mcc, f1, n_train, n_eval, folds. ``reverse_complement``:
     the frozen features read both strands, so that a sequence and its reverse complement get the
     same features: mean embeddings of the sequence and of its reverse complement averaged
-    (``embed``'s ``reverse_complement``), 6-mer counts over both strands. Off, as NT's published
-    protocol (the forward strand only); fine-tuning always reads the forward strand.
+    (``embed``'s ``reverse_complement``), 6-mer counts over both strands; fine-tuning trains on a
+    random strand of each sequence and predicts the mean over both (``FinetuneConfig``'s
+    ``reverse_complement``). Off, as NT's published protocol: the forward strand only.
 
     ``features``: a dict that the caller passes again to further calls with the same ``model`` and
     tasks (several fold ``seed``s): the 6-mer counts and ``model``'s embeddings are kept there and
@@ -224,7 +225,8 @@ def run_benchmark(
                     base = random_model if method == "random-ia3" else model
                     ft = "ia3" if method in ("ia3", "random-ia3") else method
                     cfg = FinetuneConfig(method=ft, n_classes=task.n_classes, epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size,
-                                         seed=seed + f, classes=list(task.classes) or list(range(task.n_classes)))  # labels: indices
+                                         seed=seed + f, classes=list(task.classes) or list(range(task.n_classes)),  # labels: indices
+                                         reverse_complement=reverse_complement)
                     valid = ([all_seqs[i] for i in val_idx], y_all[val_idx]) if val_idx is not None else None
                     ftm = finetune(base, [all_seqs[i] for i in fit_idx], y_all[fit_idx], cfg, valid=valid, runtime=quiet)
                     pred = ftm.predict([all_seqs[i] for i in eval_idx], runtime=quiet.replace(batch_size=batch_size * 2)).argmax(1)

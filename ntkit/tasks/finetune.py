@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ntkit.core.sequence import reverse_complement
 from ntkit.io.labels import Classes
 from ntkit.io.sequences import id_col, iter_sequences, table_schema
 from ntkit.models import adapters
@@ -65,13 +66,19 @@ class FinetunedModel(adapters.Adapted):
 
     def iter_predict(self, sequences: Iterable[str], *, runtime: engine.Runtime | None = None) -> Iterator[np.ndarray]:
         """Per sequence, in input order, as they stream in: class probabilities [n_classes] or a value
-        (through ``ntkit.runtime.engine``; sequences longer than the context are truncated)."""
+        (through ``ntkit.runtime.engine``; sequences longer than the context are truncated); with
+        ``cfg.reverse_complement`` the mean of the sequence's and its reverse complement's."""
         tok, cap = self.base.tokenizer, self.base.config.max_tokens
 
-        def forward(model, batch: list[str]):
+        def outputs(model, batch: list[str]) -> torch.Tensor:
             _, ids, mask = engine.encode(tok, batch, engine.model_device(model), truncation=True)
             y = model(ids, mask).float()
-            y = torch.softmax(y, -1) if self.cfg.task == "classification" else y
+            return torch.softmax(y, -1) if self.cfg.task == "classification" else y
+
+        def forward(model, batch: list[str]):
+            y = outputs(model, batch)
+            if self.cfg.reverse_complement:  # the mean over both strands (probabilities, not logits)
+                y = (y + outputs(model, [reverse_complement(s) for s in batch])) / 2
             return list(y.cpu().numpy())
 
         yield from engine.run(self, sequences, forward, length=lambda s: min(tok.token_length(len(s)), cap), runtime=runtime,
@@ -289,7 +296,11 @@ def finetune(
             perm = rng.permutation(len(seqs))
             for i0 in range(0, len(seqs), cfg.batch_size):
                 idx = perm[i0 : i0 + cfg.batch_size]
-                ids, mask = tok.batch_encode([seqs[k] for k in idx], truncation=True).to_torch(device)
+                batch = [seqs[k] for k in idx]
+                if cfg.reverse_complement:  # each sequence on a random strand
+                    flip = rng.random(len(batch)) < 0.5
+                    batch = [reverse_complement(x) if f else x for x, f in zip(batch, flip)]
+                ids, mask = tok.batch_encode(batch, truncation=True).to_torch(device)
                 yield ids, mask, torch.as_tensor(y_all[idx], device=device)
 
         def step_loss(m, batch) -> torch.Tensor:

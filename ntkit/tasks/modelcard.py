@@ -118,8 +118,10 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
 
 def _strands(bench: dict) -> str:
     if bench.get("reverse_complement"):
+        tuned = any(m in bench.get("mean_mcc", {}) for m in ("ia3", "random-ia3", "lora", "full"))
         return ("Both strands: each sequence's embedding is the mean of its own and its reverse complement's, the 6-mers "
-                "are counted on both strands. ")
+                "are counted on both strands" + ("; fine-tuning trains on a random strand of each sequence and predicts the "
+                                                 "mean over both" if tuned else "") + ". ")
     return "The forward strand only. "
 
 

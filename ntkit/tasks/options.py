@@ -45,6 +45,12 @@ class FinetuneConfig:
     target_mean: float | None = None
     target_scale: float | None = None
     species: str | None = None  # a post-trained NTv3's conditioning (``model.backbone(species)``); saved with the adapter
+    # Both strands: train on each sequence or its reverse complement (a fair coin per sequence and
+    # epoch, from the seeded generator), predict the mean of the two strands' outputs (class
+    # probabilities or values), so a sequence and its reverse complement get one prediction. Saved
+    # with the adapter: a loaded model predicts as it was trained (transformers' classes, reading
+    # the same peft adapter, see the forward strand only).
+    reverse_complement: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, tuple):
