@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 
 import ntkit
+import ntkit.tasks.benchmark as bm
 from ntkit.core.sequence import reverse_complement
 from ntkit.io.genome import write_fasta
 from ntkit.runtime.engine import Runtime
@@ -59,8 +60,6 @@ def test_benchmark_feature_cache_spans_seeds(tmp_path, monkeypatch):
     """A cache passed to several fold seeds: the model's embeddings and the 6-mer counts are computed
     once, the random twin's per seed (each seed draws its own twin), and the results equal runs
     without the cache (one row per forward, as above, so a vector is computed the same each time)."""
-    import ntkit.tasks.benchmark as bm
-
     rng = np.random.default_rng(1)
     pd.DataFrame({"sequence": ["".join(rng.choice(list("ACGT"), 60)) for _ in range(18)], "label": [i % 2 for i in range(18)]}).to_csv(
         tmp_path / "t.tsv", sep="\t", index=False)

@@ -108,7 +108,7 @@ def test_finetune_learns_and_adapters_round_trip(method, tmp_path):
     np.testing.assert_allclose(m2.predict(ts), p, rtol=1e-4, atol=1e-5)
 
 
-def test_reverse_complement_trains_on_both_strands_and_predicts_their_mean(tmp_path):
+def test_reverse_complement_trains_on_both_strands_and_predicts_their_mean(tmp_path, monkeypatch):
     """``reverse_complement``: training batches hold reverse complements of the training sequences
     (and forward ones), a prediction is the mean of both strands' probabilities, so a sequence and
     its reverse complement get the same one (one row per forward: a row's output does not depend
@@ -117,11 +117,9 @@ def test_reverse_complement_trains_on_both_strands_and_predicts_their_mean(tmp_p
     base = ntkit.build("nt-v2-tiny", seed=0)
     seqs, y = motif_task(24)
     seen, encode = [], base.tokenizer.batch_encode
-    base.tokenizer.batch_encode = lambda batch, **k: seen.extend(batch) or encode(batch, **k)
-    try:
-        m = finetune(base, seqs, y, FinetuneConfig(method="ia3", epochs=2, batch_size=8, seed=0, reverse_complement=True, valid_fraction=0))
-    finally:
-        base.tokenizer.batch_encode = encode
+    monkeypatch.setattr(base.tokenizer, "batch_encode", lambda batch, **k: seen.extend(batch) or encode(batch, **k))
+    m = finetune(base, seqs, y, FinetuneConfig(method="ia3", epochs=2, batch_size=8, seed=0, reverse_complement=True, valid_fraction=0))
+    monkeypatch.undo()  # the training batches only
     fwd, rev = set(seqs), {reverse_complement(x) for x in seqs} - set(seqs)
     assert len(seen) == 48 and 0 < sum(x in rev for x in seen) < 48 and all(x in fwd | rev for x in seen)
     one_row = Runtime(batch_size=1)
