@@ -10,7 +10,8 @@ checkpoint written before that wall time, the final model at the budget) is meas
 - frozen mean embeddings + logistic regression (``probe``) on every task of the shipped NT
   downstream sample, 5-fold CV, against 6-mer counts (``kmer``) and the same architecture at random
   initialisation (``random-probe``), the features of both strands as ``ntkit demo`` reads them
-  (``--no-reverse-complement``: the forward strand); with ``--ia3`` also IA3 fine-tuning of the
+  (``--no-reverse-complement``: the forward strand), each sequence as the means of its three
+  thirds (``--bins``, ``ntkit demo``'s default; ``--bins 1``: one mean); with ``--ia3`` also IA3 fine-tuning of the
   model and of its random twin (first split only). The tasks have 9-503 sequences, so one 5-fold
   split is noisy: the probes run on ``--seeds`` splits (default 2) and the table reports the mean
   over them, the per-task table also the first split's mean ± 2 SD over its folds.
@@ -48,7 +49,7 @@ import ntkit
 from ntkit.io.datasets import data_dir, data_file
 from ntkit.tasks.benchmark import load_tasks
 from ntkit.tasks.modelcard import downstream, heldout_metrics
-from ntkit.tasks.options import DEMO_REVERSE_COMPLEMENT
+from ntkit.tasks.options import DEMO_BINS, DEMO_REVERSE_COMPLEMENT
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
 
 RECIPE = "ntv3-small-cpu"
@@ -112,6 +113,8 @@ def main() -> None:
     p.add_argument("--reverse-complement", action=argparse.BooleanOptionalAction, default=DEMO_REVERSE_COMPLEMENT,
                    help="frozen features of both strands, as ntkit demo measures (--no-reverse-complement: the forward strand; "
                    "results tagged, one kind per table)")
+    p.add_argument("--bins", type=int, default=DEMO_BINS, help="the probes read the means of this many equal segments of each "
+                   "sequence, as ntkit demo measures (1: one mean over the sequence; results tagged, one kind per table)")
     p.add_argument("--out", type=Path, default=Path("runs/cpu_recipe"))
     p.add_argument("--table", action="store_true", help="print the table of --out/results.jsonl (and per task, the last "
                    "row of --variant) and stop")
@@ -120,7 +123,8 @@ def main() -> None:
     if args.table:
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
         # one task set and one strand setting per table (rows older than the setting read the forward strand)
-        rows = [r for r in rows if r.get("tasks", TASKS) == args.tasks and r.get("reverse_complement", False) == args.reverse_complement]
+        rows = [r for r in rows if r.get("tasks", TASKS) == args.tasks and r.get("reverse_complement", False) == args.reverse_complement
+                and r.get("bins", 1) == args.bins]  # rows older than the setting: one mean
         print(table(rows))
         mine = [r for r in rows if r["variant"] == args.variant]
         if mine:
@@ -140,7 +144,8 @@ def main() -> None:
             pretrain(cfg)
             print(f"pretrained {args.variant} for {(time.time() - t0) / 60:.1f} min", flush=True)
     tasks = load_tasks(data_file(data_dir(None), args.tasks))
-    tag = ("" if args.tasks == TASKS else "_" + Path(args.tasks).name.split(".")[0]) + ("_rc" if args.reverse_complement else "")
+    tag = (("" if args.tasks == TASKS else "_" + Path(args.tasks).name.split(".")[0]) + ("_rc" if args.reverse_complement else "")
+           + (f"_bins{args.bins}" if args.bins != 1 else ""))
     snaps = snapshots(run_dir, args.snapshots or [args.minutes])
     for i, (minutes, step, folder) in enumerate(snaps):
         model = ntkit.load(folder).eval()
@@ -152,7 +157,8 @@ def main() -> None:
             if args.ia3 and i == len(snaps) - 1 and seed == args.seeds[0]:
                 ia3 = ["ia3", "random-ia3"] if args.random_ia3 else ["ia3"]
             bench = downstream(model, tasks, methods=["kmer", "probe", "random-probe"] + ia3, folds=args.folds, seed=seed,
-                               finetune_epochs=args.ia3_epochs, reverse_complement=args.reverse_complement, features=features)
+                               finetune_epochs=args.ia3_epochs, reverse_complement=args.reverse_complement, bins=args.bins,
+                               features=features)
             bench["summary"].assign(seed=seed).to_csv(args.out / f"{args.variant}_{round(minutes)}min{tag}_seed{seed}_summary.csv", index=False)
             per_seed.append(bench)
             print(f"seed {seed}:\n{bench['table']}", flush=True)
@@ -160,7 +166,7 @@ def main() -> None:
         mean_mcc = {k: sum(b["mean_mcc"].get(k, 0.0) for b in per_seed) / len(per_seed) for k in ("kmer", "probe", "random-probe")}
         mean_mcc.update({k: v for k, v in first["mean_mcc"].items() if k not in mean_mcc})  # IA3: the first split only
         tasks_mean = pd.concat([b["summary"] for b in per_seed]).groupby(["task", "method"], sort=False)["mcc_mean"].mean().reset_index()
-        row = {"variant": args.variant, "tasks": args.tasks, "reverse_complement": args.reverse_complement, "model": cfg.model,
+        row = {"variant": args.variant, "tasks": args.tasks, "reverse_complement": args.reverse_complement, "bins": args.bins, "model": cfg.model,
                "params": model.num_parameters(), "minutes": round(minutes, 1), "step": step, "tokens": tokens_at(run_dir, step, cfg.tokens_per_step), "heldout": held, "mean_mcc": mean_mcc, "seeds": args.seeds,
                "mean_mcc_per_seed": [b["mean_mcc"] for b in per_seed],
                "per_task": tasks_mean.to_dict(orient="records"),

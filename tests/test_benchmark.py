@@ -75,6 +75,30 @@ def test_benchmark_feature_cache_spans_seeds(tmp_path, monkeypatch):
         np.testing.assert_allclose(got["mcc"], run_benchmark(tasks, model, methods=methods, n_folds=3, seed=s, runtime=one_row)["mcc"], atol=1e-12)
 
 
+def test_benchmark_bins_probe_segment_means(tmp_path, monkeypatch):
+    """``bins``: the probes read ``embed(..., bins=)`` (3 x hidden values per sequence), cached apart
+    from one-mean features; a task whose classes differ only in where a motif lies (5' or 3' end;
+    the same non-overlapping 6-mer tokens) is separated by the thirds' means on every fold, not by
+    one mean (far from the bound on any CPU)."""
+    rng = np.random.default_rng(3)
+    motif = "GGGGGGGGGGGG"
+    seqs, labels = [], []
+    for i in range(24):
+        bg = "".join(rng.choice(list("AT"), 48))
+        seqs.append(motif + bg if i % 2 else bg + motif)  # class 1: motif at the 5' end; class 0: at the 3' end
+        labels.append(i % 2)
+    pd.DataFrame({"sequence": seqs, "label": labels}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    tasks = load_tasks(tmp_path / "t.tsv")
+    model = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
+    widths, real_embed = [], bm.embed
+    monkeypatch.setattr(bm, "embed", lambda m, *a, **k: (lambda out: widths.append(out[-1].shape[1]) or out)(real_embed(m, *a, **k)))
+    cache = {}
+    one = run_benchmark(tasks, model, methods=["kmer", "probe"], n_folds=3, features=cache)
+    three = run_benchmark(tasks, model, methods=["probe"], n_folds=3, bins=3, features=cache)
+    assert widths == [64, 192] and sorted(k[-1] for k in cache if k[2] == "pretrained") == [1, 3]
+    assert (three["mcc"] == 1.0).all() and one[one.method == "probe"]["mcc"].mean() < 0.6  # one mean: 0.25 here
+
+
 def test_probe_cv_equals_sklearn_metric():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 5))

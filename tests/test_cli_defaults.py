@@ -15,16 +15,16 @@ from ntkit.tasks.splice import train as splice_train
 
 # command -> (library sources, CLI dest -> library name where they differ, the least number of options compared)
 SOURCES = {
-    "embed": ([embed.embed_to_file, embed.iter_embeddings], {}, 6),
+    "embed": ([embed.embed_to_file, embed.iter_embeddings], {}, 7),
     "probe": ([probe.cross_validate_probe], {"folds": "n_folds", "probe": "kind"}, 3),
     "finetune": ([finetune.FinetuneConfig], {}, 6),
     "predict": ([finetune.predict_to_file], {}, 3),
-    "benchmark": ([benchmark.run_benchmark], {"folds": "n_folds", "epochs": "finetune_epochs", "lr": "finetune_lr"}, 8),
+    "benchmark": ([benchmark.run_benchmark], {"folds": "n_folds", "epochs": "finetune_epochs", "lr": "finetune_lr"}, 9),
     "score-variants": ([perturb.score_variants_to_files, perturb.EffectOptions],
                        {"window_bp": "window_bp"}, 11),
     "mutagenesis": ([mutagenesis.mutagenesis_to_files, perturb.EffectOptions], {}, 10),
     "attention": ([attention.attention_enrichment], {}, 2),
-    "demo": ([demo.run], {}, 7),
+    "demo": ([demo.run], {}, 8),
     "splice build": ([splice_data.build_windows], {}, 3),
     "splice train": ([splice_train.SpliceTrainConfig], {}, 10),
     "splice score-variants": ([perturb.variant_effects_to_files, perturb.EffectOptions], {}, 5),

@@ -5,8 +5,8 @@ import torch
 import ntkit
 from ntkit import Runtime
 from ntkit.core.sequence import reverse_complement
-from ntkit.tasks.embed import embed, read_embeddings, write_embeddings
 from ntkit.io.sequences import read_sequences
+from ntkit.tasks.embed import embed, embed_to_file, read_embeddings, write_embeddings
 
 RNG = np.random.default_rng(2)
 
@@ -106,3 +106,31 @@ def test_io_roundtrip(model, tmp_path):
     np.testing.assert_array_equal(back[-1][1], nuc[-1][1])
     with pytest.raises(ValueError, match="parquet"):
         write_embeddings(tmp_path / "e.npz", ids, emb)
+
+
+def test_bins_are_segment_means_of_the_nucleotide_vectors(model, tmp_path):
+    """bins=3: the means of the three thirds of each sequence's per-nucleotide vectors (both
+    strands averaged position by position), concatenated; for a sequence chunked over several
+    windows too; a sequence shorter than the bins repeats a base; the parquet job writes 3 x hidden
+    columns. The same arithmetic on the same float32 vectors: equal to float32 rounding."""
+    seqs = [dna(120), dna(500), "ACG"]
+    got = embed(model, seqs, reverse_complement=True, bins=3, overlap_bp=60)[-1]
+    nuc = embed(model, seqs, pooling="nucleotide", reverse_complement=True, overlap_bp=60)[-1]
+    assert got.shape == (3, 3 * 64)
+    for g, h in zip(got[:2], nuc[:2]):
+        L = len(h)
+        cuts = [0, round(L / 3), round(2 * L / 3), L]  # 120 -> 40 | 40 | 40; 500 -> 167 | 166 | 167
+        want = np.concatenate([h[a:b].mean(0) for a, b in zip(cuts[:-1], cuts[1:])])
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+    h = nuc[2]  # 3 bases, 3 bins: one base each
+    np.testing.assert_allclose(got[2], h.reshape(-1), rtol=1e-6)
+    assert not np.allclose(got[0][:64], got[0][64:128])  # the thirds differ
+    np.testing.assert_allclose(embed(model, ["AC"], bins=3)[-1][0][128:], embed(model, ["AC"], pooling="nucleotide")[-1][0][1], rtol=1e-6)
+    for bad in (dict(bins=0), dict(bins=2, pooling="cls"), dict(bins=1.5)):
+        with pytest.raises(ValueError, match="bins"):
+            embed(model, seqs, **bad)
+    (tmp_path / "x.tsv").write_text("name\tsequence\na\t" + seqs[0] + "\nb\t" + seqs[1] + "\n")
+    embed_to_file(model, tmp_path / "x.tsv", tmp_path / "b.parquet", bins=3, overlap_bp=60)
+    ids, back = read_embeddings(tmp_path / "b.parquet")
+    assert ids == ["a", "b"] and back[-1].shape == (2, 192)
+    np.testing.assert_allclose(back[-1], embed(model, seqs[:2], bins=3, overlap_bp=60)[-1], rtol=1e-6)

@@ -80,7 +80,8 @@ def test_downstream_and_the_model_card(small_run):
     assert "# ntv3-small (4,494,011 parameters), pretrained for" in card and "GRCh37-chr20" in card and "20:55,000,001-63,025,520" in card
     assert f"{int(trained['step']):,} optimizer steps" in card and "ntkit demo --recipe ntv3-small-cpu --minutes 60" in card
     assert f"probe {bench['mean_mcc']['probe']:.3f}" in card and "| promoter_all" in card
-    assert "Both strands: each sequence's embedding is the mean of its own and its reverse complement's" in card
+    assert bench["bins"] == 3 and "mean embeddings over 3 equal segments of each sequence, concatenated" in card  # the card's default
+    assert "Both strands: each base's vector is the mean of the two strands' at that position" in card
     assert f"{held['bits_per_base']:.3f} bits per base" in card and "lr_peak: 0.001" in card
     assert f"## Downstream: larger_table (frozen embeddings)\n\nMean MCC: kmer {other['mean_mcc']['kmer']:.3f}." in card
     assert card.index("| promoter_all") < card.index("## Downstream: larger_table") < card.index("| H3K4me3") < card.index("## Recipe")

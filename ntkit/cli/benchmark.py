@@ -19,6 +19,8 @@ def register(sub) -> None:
     s.add_argument("--reverse-complement", action="store_true", help="both strands: embeddings averaged with the reverse "
                    "complement's, 6-mers counted on both, fine-tuning on random strands predicting the mean over both "
                    "(default: the forward strand, NT's protocol)")
+    s.add_argument("--bins", type=int, default=1, help="probes read the means of this many equal segments of each sequence, "
+                   "concatenated (default 1: one mean, NT's protocol)")
     s.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping on validation MCC)")
     s.add_argument("--lr", type=float, help="fine-tuning learning rate (default per method: "
                    + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
@@ -42,9 +44,9 @@ def run(args) -> int:
     if args.only:
         tasks = [t for t in tasks if t.name in set(args.only)]
     res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, reverse_complement=args.reverse_complement,
-                        seed=args.seed, finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
+                        bins=args.bins, seed=args.seed, finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
     meta = {"model": args.model, "species": args.species, "methods": args.methods, "folds": args.folds, "layer": args.layer,
-            "reverse_complement": args.reverse_complement, "seed": args.seed,
+            "reverse_complement": args.reverse_complement, "bins": args.bins, "seed": args.seed,
             "classes": {t.name: list(t.classes) for t in tasks}}
     paths = write_report(res, args.out, meta)
     print(paths["table"].read_text())

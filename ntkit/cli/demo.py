@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ntkit.tasks.options import DEMO_REVERSE_COMPLEMENT, DEMO_TASKS, DOWNSTREAM_METHODS, METHODS
+from ntkit.tasks.options import DEMO_BINS, DEMO_REVERSE_COMPLEMENT, DEMO_TASKS, DOWNSTREAM_METHODS, METHODS
 
 
 def register(sub) -> None:
@@ -28,6 +28,8 @@ def register(sub) -> None:
     s.add_argument("--reverse-complement", action=argparse.BooleanOptionalAction, default=DEMO_REVERSE_COMPLEMENT,
                    help="frozen features of both strands: embeddings averaged with the reverse complement's, 6-mers counted on "
                    "both (--no-reverse-complement: the forward strand, NT's protocol)")
+    s.add_argument("--bins", type=int, default=DEMO_BINS,
+                   help="the probes read the means of this many equal segments of each sequence, concatenated (1: one mean, NT's protocol)")
     s.add_argument("--seed", type=int, default=0, help="seed of pretraining, folds and probes")
     s.set_defaults(func=run)
 
@@ -38,5 +40,5 @@ def run(args) -> int:
     command = "ntkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     run_demo(Path(args.out), args.data, args.minutes, args.tasks, args.seed, recipe=args.recipe, folds=args.folds,
              methods=args.methods, command=command, extra_tasks=args.extra_tasks,
-             reverse_complement=args.reverse_complement)
+             reverse_complement=args.reverse_complement, bins=args.bins)
     return 0

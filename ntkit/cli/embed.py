@@ -14,6 +14,8 @@ def register(sub) -> None:
     s.add_argument("--pooling", choices=["mean", "cls", "token", "nucleotide"], default="mean",
                    help="mean over tokens (<cls> excluded), the <cls> vector, per token, or per nucleotide")
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
+    s.add_argument("--bins", type=int, default=1, help="mean pooling: the means of this many equal segments of each sequence, "
+                   "concatenated (bins x hidden columns per layer)")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
     add_species_arg(s)
     add_sequence_columns(s)
@@ -29,7 +31,8 @@ def run(args) -> int:
     res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,
                         reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, sequence_column=args.sequence_column,
                         id_column=args.id_column, chunk_size=args.chunk_size,
-                        shard=args.shard, restart=args.restart, runtime=rt, species=args.species)
+                        shard=args.shard, restart=args.restart, runtime=rt, species=args.species, bins=args.bins)
     if report_job(res, args.out):
-        print(f"wrote {args.out}: {res['sequences']} sequences, layers {args.layers}, {args.pooling} pooling")
+        print(f"wrote {args.out}: {res['sequences']} sequences, layers {args.layers}, {args.pooling} pooling"
+              + (f" over {args.bins} segments" if args.bins > 1 else ""))
     return 0

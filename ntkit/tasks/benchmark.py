@@ -161,6 +161,7 @@ def run_benchmark(
     n_folds: int = 10,
     layer: int = -1,
     reverse_complement: bool = False,
+    bins: int = 1,
     seed: int = 0,
     finetune_epochs: int = 10,
     finetune_lr: float | None = None,
@@ -173,7 +174,9 @@ def run_benchmark(
     same features: mean embeddings of the sequence and of its reverse complement averaged
     (``embed``'s ``reverse_complement``), 6-mer counts over both strands; fine-tuning trains on a
     random strand of each sequence and predicts the mean over both (``FinetuneConfig``'s
-    ``reverse_complement``). Off, as NT's published protocol: the forward strand only.
+    ``reverse_complement``). Off, as NT's published protocol: the forward strand only. ``bins``:
+    the frozen probes read the means of ``bins`` equal segments of each sequence, concatenated
+    (``embed``'s ``bins``; 1, NT's protocol: one mean); 6-mer counts stay whole-sequence counts.
 
     ``features``: a dict that the caller passes again to further calls with the same ``model`` and
     tasks (several fold ``seed``s): the 6-mer counts and ``model``'s embeddings are kept there and
@@ -208,9 +211,9 @@ def run_benchmark(
                 m = random_model if method == "random-probe" else model
                 key = "random" if method == "random-probe" else "pretrained"
                 if key not in feats:
-                    keep = None if key == "random" else (task.name, len(all_seqs), key, layer, reverse_complement)
+                    keep = None if key == "random" else (task.name, len(all_seqs), key, layer, reverse_complement, bins)
                     feats[key] = _cached(features, keep, lambda: embed(m, all_seqs, layers=[layer], reverse_complement=reverse_complement,
-                                                                       runtime=quiet.replace(batch_size=batch_size))[layer])
+                                                                       bins=bins, runtime=quiet.replace(batch_size=batch_size))[layer])
             for f, (tr, ev, on_test) in enumerate(folds):
                 if on_test:  # NT layout: train on 9/10 of train, validate on 1/10, score on test
                     fit_idx, val_idx, eval_idx = tr, ev, np.arange(n_train_pool, len(all_seqs))

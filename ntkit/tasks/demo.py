@@ -28,7 +28,7 @@ from ntkit.runtime.jobs import write_text_atomic
 from ntkit.tasks.baselines import baseline_table, compare_with_baselines
 from ntkit.tasks.benchmark import load_tasks, write_report
 from ntkit.tasks.modelcard import downstream, heldout_metrics, model_card, write_model_card
-from ntkit.tasks.options import DEMO_REVERSE_COMPLEMENT, DEMO_TASKS, DOWNSTREAM_METHODS, ReportOptions
+from ntkit.tasks.options import DEMO_BINS, DEMO_REVERSE_COMPLEMENT, DEMO_TASKS, DOWNSTREAM_METHODS, ReportOptions
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
 from ntkit.tasks.report import find_igv_js
 from ntkit.tasks.report import write_report as write_review
@@ -42,12 +42,13 @@ GENES = "splice/spliceai_annotation_grch37.txt"
 
 def run(out: Path, data: Path | None = None, minutes: float = 3.0, tasks=DEMO_TASKS, seed: int = 0, recipe: str = "tiny-cpu",
         folds: int = 5, methods=DOWNSTREAM_METHODS, command: str | None = None, extra_tasks=(),
-        reverse_complement: bool = DEMO_REVERSE_COMPLEMENT) -> dict:
+        reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, bins: int = DEMO_BINS) -> dict:
     """The demo; ``tasks`` None (or ``["all"]``): every task of the sample table. ``extra_tasks``:
     further task tables (a path, or a name under the data folder such as
     ``tasks/human_enhancers_cohn.tsv``), probed with the same frozen methods and reported apart,
     in the benchmark folder and the model card: a task of thousands of sequences resolves margins
-    that the sample's small folds cannot. ``reverse_complement``: the frozen features read both strands
+    that the sample's small folds cannot. ``reverse_complement``: the frozen features read both strands;
+    ``bins``: the probes read the means of that many segments of each sequence
     (``ntkit.tasks.benchmark.run_benchmark``)."""
     import pandas as pd
 
@@ -97,18 +98,18 @@ def run(out: Path, data: Path | None = None, minutes: float = 3.0, tasks=DEMO_TA
         summary["review_page"] = page["output"]
 
     print(f"== 4/5 downstream benchmark ({len(all_tasks)} tasks: {', '.join(t.name for t in all_tasks)}; {folds}-fold CV)", flush=True)
-    bench = downstream(model, all_tasks, methods=methods, folds=folds, seed=seed, reverse_complement=reverse_complement,
+    bench = downstream(model, all_tasks, methods=methods, folds=folds, seed=seed, reverse_complement=reverse_complement, bins=bins,
                        runtime=Runtime(progress=True))
     paths = write_report(bench["results"], out / "benchmark")
     print(paths["table"].read_text(), flush=True)
     summary["benchmark"] = pd.read_csv(paths["summary"]).to_dict(orient="records")
     summary["mean_mcc"] = bench["mean_mcc"]
-    summary["reverse_complement"] = reverse_complement
+    summary["reverse_complement"], summary["bins"] = reverse_complement, bins
     extra = {}
     frozen = [m for m in methods if m in DOWNSTREAM_METHODS] or list(DOWNSTREAM_METHODS)  # no fine-tuning on the large tables
     for name, table_tasks in extra_tables.items():
         extra_bench = extra[name] = downstream(model, table_tasks, methods=frozen, folds=folds, seed=seed,
-                                              reverse_complement=reverse_complement, runtime=Runtime(progress=True))
+                                              reverse_complement=reverse_complement, bins=bins, runtime=Runtime(progress=True))
         print(write_report(extra_bench["results"], out / f"benchmark_{name}")["table"].read_text(), flush=True)
         summary.setdefault("extra_mean_mcc", {})[name] = extra_bench["mean_mcc"]
 

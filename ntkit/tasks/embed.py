@@ -13,6 +13,15 @@ from a chunk edge; ``token`` is not defined across chunks and raises.
 ``reverse_complement=True`` also embeds the reverse complement and averages: pooled vectors
 directly, per-nucleotide vectors after flipping back to forward coordinates.
 
+``bins`` (mean pooling): with ``bins`` > 1 a sequence's vector is the means over ``bins`` equal
+segments of it, concatenated (``bins * hidden`` values, segment by segment, 5' to 3' of the forward
+strand), so that a probe can tell where along the sequence a feature lies, which one mean over
+the whole sequence loses (promoters, splice sites: the tasks' sequences are aligned on their
+site). The segments are averaged from per-nucleotide vectors (each base: its token's vector, from
+its most central chunk; with ``reverse_complement`` both strands' at the same forward position),
+segment ``j`` covering bases ``[round(j L / bins), round((j + 1) L / bins))`` (memory: one
+sequence's per-nucleotide vectors at a time, L x hidden floats).
+
 Layer convention: as in ``NTModel.forward`` (0 = embedding output, ``i`` = block ``i``,
 -1 = last block after the final LayerNorm).
 """
@@ -120,12 +129,15 @@ def iter_embeddings(
     runtime: engine.Runtime | None = None,
     lookahead: int = 4096,
     species: str | None = None,
+    bins: int = 1,
 ) -> Iterator[dict[int, np.ndarray]]:
     """``{layer: vector}`` per sequence, in input order, as the sequences stream in (memory: the
     look-ahead buffer of ``lookahead`` chunks). Options as in ``embed``."""
     model = model.backbone(species)
     if pooling not in ("mean", "cls", "token", "nucleotide"):
         raise ValueError(f"pooling must be mean, cls, token or nucleotide, not {pooling!r}")
+    if int(bins) != bins or bins < 1 or bins > 1 and pooling != "mean":
+        raise ValueError(f"bins={bins!r}: a whole number >= 1, and above 1 with mean pooling only")
     if pooling == "token" and reverse_complement:
         raise ValueError("per-token embeddings cannot be averaged over strands (the 6-mer frames differ)")
     layers = list(layers)
@@ -160,10 +172,21 @@ def iter_embeddings(
     def length(w: _Window) -> int:
         return tok.token_length(len(w.sequence))
 
-    results = engine.run(model, windows(), _forward(layers, pooling), length=length, runtime=rt, lookahead=lookahead,
+    per_base = "nucleotide" if bins > 1 else pooling  # binned means: from per-nucleotide vectors
+    results = engine.run(model, windows(), _forward(layers, per_base), length=length, runtime=rt, lookahead=lookahead,
                          desc="embedding", unit="window")
     for _, group in itertools.groupby(results, key=lambda r: r[0].seq):
-        yield _combine(list(group), layers, pooling, strands)
+        vecs = _combine(list(group), layers, per_base, strands)
+        yield vecs if bins == 1 else {l: bin_means(v, bins) for l, v in vecs.items()}
+
+
+def bin_means(h: np.ndarray, bins: int) -> np.ndarray:
+    """[L, H] per-nucleotide vectors -> [bins * H]: the mean of each of ``bins`` equal segments
+    (``[round(j L / bins), round((j + 1) L / bins))``; a sequence shorter than ``bins`` bases
+    repeats a base into the segments that would be empty)."""
+    L = len(h)
+    edges = np.rint(np.linspace(0, L, bins + 1)).astype(int)
+    return np.concatenate([h[a:b].mean(0) if b > a else h[min(a, L - 1)] for a, b in zip(edges[:-1], edges[1:])]).astype(np.float32)
 
 
 def embed(
@@ -176,20 +199,22 @@ def embed(
     overlap_bp: int | None = None,
     runtime: engine.Runtime | None = None,
     species: str | None = None,
+    bins: int = 1,
 ) -> dict[int, np.ndarray | list[np.ndarray]]:
-    """``{layer: array}``: [N, H] for mean/cls; a list of [T_i, H] (token) or [len_i, H]
-    (nucleotide) arrays otherwise. ``runtime.batch_tokens``: token budget per batch (default
-    ``engine.default_batch_tokens(device)``; a sequence longer than the budget forms a batch of its
-    own); ``runtime.batch_size`` (sequences) caps it when given. In memory: for files of any size
+    """``{layer: array}``: [N, H] for mean/cls ([N, bins * H] with ``bins``, see the module
+    docstring); a list of [T_i, H] (token) or [len_i, H] (nucleotide) arrays otherwise.
+    ``runtime.batch_tokens``: token budget per batch (default ``engine.default_batch_tokens(device)``;
+    a sequence longer than the budget forms a batch of its own); ``runtime.batch_size``
+    (sequences) caps it when given. In memory: for files of any size
     use ``embed_to_file``. The model's ``backbone(species)`` is embedded: a post-trained NTv3
     needs ``species``; SegmentNT gives its NT v2 backbone's embeddings."""
     model = model.backbone(species)
     vecs = list(iter_embeddings(model, sequences, layers=layers, pooling=pooling, reverse_complement=reverse_complement,
-                                overlap_bp=overlap_bp, runtime=runtime))
+                                overlap_bp=overlap_bp, runtime=runtime, bins=bins))
     out = {}
     for l in layers:
         col = [v[l] for v in vecs]
-        out[l] = (np.stack(col) if col else np.zeros((0, model.config.hidden_size), np.float32)) if pooling in ("mean", "cls") else col
+        out[l] = (np.stack(col) if col else np.zeros((0, bins * model.config.hidden_size), np.float32)) if pooling in ("mean", "cls") else col
     return out
 
 
@@ -297,11 +322,12 @@ def embed_to_file(
     restart: bool = False,
     runtime: engine.Runtime | None = None,
     species: str | None = None,
+    bins: int = 1,
 ) -> dict:
     """Embeddings of every record of ``input`` (FASTA or table) into ``out`` (parquet, see
     ``embedding_schema``), as a sharded, resumable job (``ntkit.runtime.jobs``): chunks of ``chunk_size``
     records. Returns a summary (``merged``: whether ``out`` was written by this call). ``species``
-    as in ``embed``."""
+    and ``bins`` as in ``embed``."""
     model = model.backbone(species)
     rt = engine.as_runtime(runtime)
     if not str(out).endswith(".parquet"):
@@ -310,14 +336,14 @@ def embed_to_file(
     seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
     extra = pa.schema([f for f in extra if f.name not in (seq_col, id_col(extra, id_column))])
     layers = list(layers)
-    schema = embedding_schema(layers, model.config.hidden_size, pooling, extra)
+    schema = embedding_schema(layers, bins * model.config.hidden_size, pooling, extra)
     options = {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
                "sequence_column": sequence_column, "id_column": id_column, "schema": schema.to_string(),
-               **({"species": species} if species is not None else {})}
+               **({"species": species} if species is not None else {}), **({"bins": bins} if bins != 1 else {})}
 
     def process(chunk: list[tuple[str, str, dict]]) -> Iterator[dict]:
         vecs = iter_embeddings(model, [r[1] for r in chunk], layers=layers, pooling=pooling, reverse_complement=reverse_complement,
-                               overlap_bp=overlap_bp, runtime=rt.replace(progress=False))
+                               overlap_bp=overlap_bp, runtime=rt.replace(progress=False), bins=bins)
         for (sid, _, ex), v in zip(chunk, vecs):
             yield _row(sid, ex, v, pooling)
 

@@ -21,7 +21,7 @@ import yaml
 from ntkit.models import registry
 from ntkit.runtime.jobs import write_text_atomic
 from ntkit.tasks.benchmark import Task, markdown_table, run_benchmark, summarise
-from ntkit.tasks.options import DEMO_REVERSE_COMPLEMENT, DOWNSTREAM_METHODS
+from ntkit.tasks.options import DEMO_BINS, DEMO_REVERSE_COMPLEMENT, DOWNSTREAM_METHODS
 from ntkit.tasks.pretrain import PretrainConfig, evaluate_mlm, heldout_regions
 from ntkit.tasks.pretrain_data import tile_windows
 
@@ -45,17 +45,18 @@ def heldout_metrics(model, cfg: PretrainConfig, n_windows: int = 64, seed: int =
 
 
 def downstream(model, tasks: list[Task], methods=DOWNSTREAM_METHODS, folds: int = 5, seed: int = 0, finetune_epochs: int = 10,
-               reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, runtime=None, features: dict | None = None) -> dict:
+               reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, bins: int = DEMO_BINS, runtime=None, features: dict | None = None) -> dict:
     """The downstream benchmark of ``model`` (``ntkit.tasks.benchmark``): per-fold results, the
     per-task summary, its markdown table and the mean MCC of each method over the tasks.
-    ``reverse_complement``: frozen features of both strands; ``features``: a cache kept between
+    ``reverse_complement``: frozen features of both strands; ``bins``: the probes read the means of
+    that many equal segments of each sequence (``embed``); ``features``: a cache kept between
     calls with several ``seed``s (``run_benchmark``)."""
     results = run_benchmark(tasks, model, methods=list(methods), n_folds=folds, seed=seed, finetune_epochs=finetune_epochs,
-                            reverse_complement=reverse_complement, runtime=runtime, features=features)
+                            reverse_complement=reverse_complement, bins=bins, runtime=runtime, features=features)
     summary = summarise(results)
     means = summary.groupby("method", sort=False)["mcc_mean"].mean().to_dict()
     return {"results": results, "summary": summary, "table": markdown_table(summary, results), "mean_mcc": means,
-            "reverse_complement": reverse_complement}
+            "reverse_complement": reverse_complement, "bins": bins}
 
 
 def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None = None, bench: dict | None = None,
@@ -102,7 +103,7 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
         vs = "; ".join(f"{k} {v:.3f}" for k, v in m.items())
         lines += ["", "## Downstream (frozen embeddings)", "",
                   f"Mean MCC over the tasks: {vs}. `kmer`: 6-mer counts + logistic regression; `probe`: logistic regression on this "
-                  "model's mean embeddings; `random-probe`: the same on this architecture at random initialisation. "
+                  f"model's {_pooling(bench)}; `random-probe`: the same on this architecture at random initialisation. "
                   + _strands(bench) + "Cross-validation folds as in the table (mean ± 2 SD over folds).", "", bench["table"]]
     for name, other in (extra or {}).items():
         vs = "; ".join(f"{k} {v:.3f}" for k, v in other["mean_mcc"].items())
@@ -116,12 +117,18 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
     return "\n".join(lines)
 
 
+def _pooling(bench: dict) -> str:
+    n = int(bench.get("bins", 1))
+    return "mean embeddings" if n == 1 else f"mean embeddings over {n} equal segments of each sequence, concatenated"
+
+
 def _strands(bench: dict) -> str:
     if bench.get("reverse_complement"):
         tuned = any(m in bench.get("mean_mcc", {}) for m in ("ia3", "random-ia3", "lora", "full"))
-        return ("Both strands: each sequence's embedding is the mean of its own and its reverse complement's, the 6-mers "
-                "are counted on both strands" + ("; fine-tuning trains on a random strand of each sequence and predicts the "
-                                                 "mean over both" if tuned else "") + ". ")
+        each = ("each base's vector is the mean of the two strands' at that position" if int(bench.get("bins", 1)) > 1
+                else "each sequence's embedding is the mean of its own and its reverse complement's")
+        tuning = "; fine-tuning trains on a random strand of each sequence and predicts the mean over both" if tuned else ""
+        return f"Both strands: {each}, the 6-mers are counted on both strands{tuning}. "
     return "The forward strand only. "
 
 

@@ -73,6 +73,10 @@ DOWNSTREAM_METHODS = ("kmer", "probe", "random-probe")  # the demo's and model c
 # and on human_enhancers_cohn, BENCHMARKS.md; the 6-mer baseline then counts both strands too);
 # ``ntkit benchmark`` keeps NT's forward-strand protocol unless asked (--reverse-complement).
 DEMO_REVERSE_COMPLEMENT = True
+# The demo's and model card's probes read the means of this many equal segments of each sequence
+# (``embed``'s ``bins``), concatenated: where along the sequence a feature lies (BENCHMARKS.md,
+# "Where along the sequence"); ``ntkit benchmark`` keeps NT's one mean unless asked (--bins).
+DEMO_BINS = 3
 DEMO_TASKS = ("promoter_all", "enhancers", "splice_sites_donors", "H3K4me3")  # ``ntkit demo``'s default tasks (``all``: every one)
 
 
