@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 import ntkit
 import ntkit.tasks.benchmark as bm
@@ -97,6 +98,8 @@ def test_benchmark_bins_probe_segment_means(tmp_path, monkeypatch):
     three = run_benchmark(tasks, model, methods=["probe"], n_folds=3, bins=3, features=cache)
     assert widths == [64, 192] and sorted(k[-1] for k in cache if k[2] == "pretrained") == [1, 3]
     assert (three["mcc"] == 1.0).all() and one[one.method == "probe"]["mcc"].mean() < 0.6  # one mean: 0.25 here
+    with pytest.raises(ValueError, match="bins=0"):  # refused before the 6-mer counts of the first task
+        run_benchmark(tasks, model, methods=["kmer", "probe"], n_folds=3, bins=0)
 
 
 def test_probe_cv_equals_sklearn_metric():

@@ -5,7 +5,16 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ntkit.io.datasets import SHIPPED
+from ntkit.tasks import demo
+
+
+def test_demo_refuses_bad_bins_before_any_compute(tmp_path):
+    with pytest.raises(ValueError, match="bins=0"):
+        demo.run(tmp_path / "demo", bins=0)
+    assert not (tmp_path / "demo").exists()
 
 
 def test_demo_runs_on_the_shipped_data(tmp_path):

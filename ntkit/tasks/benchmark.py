@@ -41,7 +41,7 @@ from ntkit.runtime.engine import as_runtime
 from ntkit.runtime.jobs import atomic_output, write_text_atomic
 from ntkit.runtime.progress import bar as progress_bar
 from ntkit.tasks.baselines import kmer_counts
-from ntkit.tasks.embed import embed
+from ntkit.tasks.embed import check_bins, embed
 from ntkit.tasks.finetune import FinetuneConfig, finetune
 from ntkit.tasks.options import METHODS  # noqa: F401  (re-exported)
 from ntkit.tasks.probe import fit_predict_probe
@@ -186,6 +186,7 @@ def run_benchmark(
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
     if model is None and set(methods) - {"kmer"}:
         raise ValueError("a model is needed for every method but kmer")
+    check_bins(bins)
 
     rt = as_runtime(runtime)
     quiet = rt.replace(progress=False)

@@ -27,6 +27,7 @@ from ntkit.runtime.engine import Runtime
 from ntkit.runtime.jobs import write_text_atomic
 from ntkit.tasks.baselines import baseline_table, compare_with_baselines
 from ntkit.tasks.benchmark import load_tasks, write_report
+from ntkit.tasks.embed import check_bins
 from ntkit.tasks.modelcard import downstream, heldout_metrics, model_card, write_model_card
 from ntkit.tasks.options import DEMO_BINS, DEMO_REVERSE_COMPLEMENT, DEMO_TASKS, DOWNSTREAM_METHODS, ReportOptions
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
@@ -52,6 +53,7 @@ def run(out: Path, data: Path | None = None, minutes: float = 3.0, tasks=DEMO_TA
     (``ntkit.tasks.benchmark.run_benchmark``)."""
     import pandas as pd
 
+    check_bins(bins)  # before any compute, as the files below
     data = data_dir(data)
     fasta, vcf, task_table = data_file(data, FASTA), data_file(data, VCF), data_file(data, TASKS)  # all found before any compute
     # the tables are read (and a task name checked) before pretraining, not after it

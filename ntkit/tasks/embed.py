@@ -136,8 +136,7 @@ def iter_embeddings(
     model = model.backbone(species)
     if pooling not in ("mean", "cls", "token", "nucleotide"):
         raise ValueError(f"pooling must be mean, cls, token or nucleotide, not {pooling!r}")
-    if int(bins) != bins or bins < 1 or bins > 1 and pooling != "mean":
-        raise ValueError(f"bins={bins!r}: a whole number >= 1, and above 1 with mean pooling only")
+    check_bins(bins, pooling)
     if pooling == "token" and reverse_complement:
         raise ValueError("per-token embeddings cannot be averaged over strands (the 6-mer frames differ)")
     layers = list(layers)
@@ -178,6 +177,13 @@ def iter_embeddings(
     for _, group in itertools.groupby(results, key=lambda r: r[0].seq):
         vecs = _combine(list(group), layers, per_base, strands)
         yield vecs if bins == 1 else {l: bin_means(v, bins) for l, v in vecs.items()}
+
+
+def check_bins(bins, pooling: str = "mean") -> None:
+    """ValueError unless ``bins`` is a whole number >= 1 (above 1 with mean pooling only): jobs
+    that embed late (the demo, the benchmark) check it before any compute."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1 or bins > 1 and pooling != "mean":
+        raise ValueError(f"bins={bins!r}: a whole number >= 1, and above 1 with mean pooling only")
 
 
 def bin_means(h: np.ndarray, bins: int) -> np.ndarray:
