@@ -41,7 +41,7 @@ from ntkit.io.datasets import data_dir, data_file
 from ntkit.models import registry
 from ntkit.runtime.engine import Runtime
 from ntkit.tasks.benchmark import folds_for, kmer_features, load_tasks
-from ntkit.tasks.embed import bin_means, embed
+from ntkit.tasks.embed import bin_edges, bin_means, embed
 from ntkit.tasks.probe import fit_predict_probe, make_probe
 
 TASKS = "tasks/nt_downstream_revised_subsample.tsv"
@@ -110,8 +110,8 @@ def main() -> None:
     feats = {t.name: pooled(model, t.sequences) for t in tasks}
     levels = {t.name: level_means(model, t.sequences) for t in tasks} if args.levels else {}
     kmers = {t.name: {"kmer": kmer_features(t.sequences, both_strands=True),
-                      "kmer-bins3": np.concatenate([kmer_features([s[round(j * len(s) / 3):round((j + 1) * len(s) / 3)] for s in t.sequences],
-                                                                  both_strands=True) for j in range(3)], 1)} for t in tasks}
+                      "kmer-bins3": np.concatenate([kmer_features([s[slice(*bin_edges(len(s), 3)[j])] for s in t.sequences], both_strands=True)
+                                                    for j in range(3)], 1)} for t in tasks}
     res: dict[str, dict[str, list[float]]] = {}
 
     def add(name, task, value):

@@ -134,3 +134,6 @@ def test_bins_are_segment_means_of_the_nucleotide_vectors(model, tmp_path):
     ids, back = read_embeddings(tmp_path / "b.parquet")
     assert ids == ["a", "b"] and back[-1].shape == (2, 192)
     np.testing.assert_allclose(back[-1], embed(model, seqs[:2], bins=3, overlap_bp=60)[-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="bins=0"):  # refused before the job starts: nothing written
+        embed_to_file(model, tmp_path / "x.tsv", tmp_path / "z.parquet", bins=0)
+    assert not list(tmp_path.glob("z.parquet*"))

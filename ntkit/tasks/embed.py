@@ -186,13 +186,18 @@ def check_bins(bins, pooling: str = "mean") -> None:
         raise ValueError(f"bins={bins!r}: a whole number >= 1, and above 1 with mean pooling only")
 
 
+def bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
+    """The ``bins`` equal segments of ``length`` bases: ``[round(j L / bins), round((j + 1) L / bins))``
+    (half to even, as Python's ``round``); empty where ``length < bins``."""
+    edges = np.rint(np.linspace(0, length, bins + 1)).astype(int).tolist()
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def bin_means(h: np.ndarray, bins: int) -> np.ndarray:
-    """[L, H] per-nucleotide vectors -> [bins * H]: the mean of each of ``bins`` equal segments
-    (``[round(j L / bins), round((j + 1) L / bins))``; a sequence shorter than ``bins`` bases
-    repeats a base into the segments that would be empty)."""
+    """[L, H] per-nucleotide vectors -> [bins * H]: the mean of each of ``bin_edges(L, bins)``; a
+    sequence shorter than ``bins`` bases repeats a base into the segments that would be empty."""
     L = len(h)
-    edges = np.rint(np.linspace(0, L, bins + 1)).astype(int)
-    return np.concatenate([h[a:b].mean(0) if b > a else h[min(a, L - 1)] for a, b in zip(edges[:-1], edges[1:])]).astype(np.float32)
+    return np.concatenate([h[a:b].mean(0) if b > a else h[min(a, L - 1)] for a, b in bin_edges(L, bins)]).astype(np.float32)
 
 
 def embed(
@@ -335,6 +340,7 @@ def embed_to_file(
     records. Returns a summary (``merged``: whether ``out`` was written by this call). ``species``
     and ``bins`` as in ``embed``."""
     model = model.backbone(species)
+    check_bins(bins, pooling)  # before the job starts
     rt = engine.as_runtime(runtime)
     if not str(out).endswith(".parquet"):
         raise ValueError(f"{out}: embeddings are written as .parquet")
