@@ -14,7 +14,9 @@ checkpoint written before that wall time, the final model at the budget) is meas
   thirds (``--bins``, ``ntkit demo``'s default; ``--bins 1``: one mean); with ``--ia3`` also IA3 fine-tuning of the
   model and of its random twin (first split only). The tasks have 9-503 sequences, so one 5-fold
   split is noisy: the probes run on ``--seeds`` splits (default 2) and the table reports the mean
-  over them, the per-task table also the first split's mean ± 2 SD over its folds.
+  over them, the per-task table also the first split's mean ± 2 SD over its folds, and the probe
+  minus its random twin split by split (mean ± 2 SE over splits, splits above: the split-to-split
+  spread is what a per-task "above the random twin" has to beat; 20 splits resolve about ±0.06).
 
 The recipe's schedule is "anytime" (1/sqrt decay after warm-up, curriculum switched by step, windows
 and masks seeded by index), so the snapshot at 15 minutes is the model a 15-minute run ends with
@@ -22,7 +24,7 @@ and masks seeded by index), so the snapshot at 15 minutes is the model a 15-minu
 
     NTKIT_DATA=../shared/data python bench_cpu_recipe.py --variant recipe --minutes 60 --snapshots 15 30 60 --ia3
     NTKIT_DATA=../shared/data python bench_cpu_recipe.py --variant no-curriculum --minutes 15
-    python bench_cpu_recipe.py --table            # the markdown table of every result so far
+    python bench_cpu_recipe.py --table            # the markdown table of every result so far; per task, split by split
     NTKIT_DATA=../shared/data python bench_cpu_recipe.py --variant recipe --run-dir runs/cpu_recipe/recipe \
         --snapshots 60 --tasks tasks/human_enhancers_cohn.tsv --seeds 0   # one large task (6,948 sequences)
 
@@ -42,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -129,6 +132,9 @@ def main() -> None:
         mine = [r for r in rows if r["variant"] == args.variant]
         if mine:
             print(f"\n{args.variant} at {mine[-1]['minutes']} min, per task:\n" + task_table(mine[-1]))
+            margins = margin_table(mine[-1], args.out, result_tag(args))
+            if margins:
+                print(f"\n{args.variant} at {mine[-1]['minutes']} min, the probe against its random twins split by split:\n" + margins)
         return
     if not args.variant:
         p.error("--variant is needed (or --table)")
@@ -144,8 +150,7 @@ def main() -> None:
             pretrain(cfg)
             print(f"pretrained {args.variant} for {(time.time() - t0) / 60:.1f} min", flush=True)
     tasks = load_tasks(data_file(data_dir(None), args.tasks))
-    tag = (("" if args.tasks == TASKS else "_" + Path(args.tasks).name.split(".")[0]) + ("_rc" if args.reverse_complement else "")
-           + (f"_bins{args.bins}" if args.bins != 1 else ""))
+    tag = result_tag(args)
     snaps = snapshots(run_dir, args.snapshots or [args.minutes])
     for i, (minutes, step, folder) in enumerate(snaps):
         model = ntkit.load(folder).eval()
@@ -186,6 +191,31 @@ def tokens_at(run_dir: Path, step: int, tokens_per_step: int) -> int:
             if int(r["step"]) == step:
                 return int(float(r["tokens"]))
     return step * tokens_per_step
+
+
+def result_tag(args) -> str:
+    """The file-name tag of a measurement's settings (task file, strands, bins)."""
+    return (("" if args.tasks == TASKS else "_" + Path(args.tasks).name.split(".")[0]) + ("_rc" if args.reverse_complement else "")
+            + (f"_bins{args.bins}" if args.bins != 1 else ""))
+
+
+def margin_table(row: dict, out: Path, tag: str) -> str | None:
+    """Per task, probe minus random twin on each split (each split: its own folds and its own
+    random initialisation): the mean over splits, 2 standard errors of that mean, and the splits
+    on which the probe is above. From the per-split summaries beside results.jsonl; None without
+    them (or with fewer than 2 splits)."""
+    files = [out / f"{row['variant']}_{round(row['minutes'])}min{tag}_seed{seed}_summary.csv" for seed in row["seeds"]]
+    if len(files) < 2 or not all(f.exists() for f in files):
+        return None
+    per = pd.concat([pd.read_csv(f) for f in files]).pivot_table(index=["task", "seed"], columns="method", values="mcc_mean")
+    diff = (per["probe"] - per["random-probe"]).unstack("seed")
+    n = diff.shape[1]
+    lines = [f"| task | probe - random ({n} splits) | ± 2 SE | splits above | splits tied |", "|---|---|---|---|---|"]
+    for task, d in diff.iterrows():
+        lines.append(f"| {task} | {d.mean():+.3f} | {2 * d.std(ddof=1) / np.sqrt(n):.3f} | {int((d > 0).sum())}/{n} | {int((d == 0).sum())} |")
+    means = diff.mean(axis=1)
+    lines.append(f"| **tasks above** | {int((means > 0).sum())}/{len(means)} | | | |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:

@@ -11,6 +11,14 @@ ntkit: ``ntkit.tasks.embed.embed`` — length-sorted batches of at most ``--budg
 machine's measured matmul peak (model FLOPs: 2 x non-embedding parameters per real token for the
 projections + 4 x L x hidden per token for attention scores and values). Each side runs in a
 fresh process; peak memory is the RSS rise during a first, cold run; speed is timed on a second.
+
+``--record BP``: the segment means of one long chr20 record (``embed(..., bins=3)``, both strands)
+against the way to get them without ``bins``: its per-nucleotide vectors (``pooling="nucleotide"``)
+then ``bin_means``, the reference. ntkit sums each window's bases into the segments as the window
+comes back, so its memory should not grow with the record; the reference holds L x hidden floats
+(twice, while the windows are merged). One cold run each, in fresh processes.
+
+    python benchmarks/bench_embed.py --record 1000000 --preset nt-v2-50m
 """
 
 from __future__ import annotations
@@ -112,6 +120,46 @@ def worker(impl: str, preset: str, dtype_name: str, n: int, batch: int, threads:
             "flops_per_s": model_flops(ntkit.get_preset(preset), lengths) / dt, "peak_flops": matmul_peak(dtype, threads, device)}
 
 
+def record_worker(impl: str, preset: str, length: int, bins: int, threads: int, device: str) -> dict:
+    import numpy as np
+    import torch
+
+    import ntkit
+    from ntkit.tasks.embed import bin_means, embed
+
+    torch.set_num_threads(threads)
+    model = ntkit.build(preset, seed=0).eval().to(device)
+    seq = genome_windows(1, length, seed=3)[0]
+    t = time.perf_counter()
+    with PeakMemory(device) as pm:
+        if impl == "bins":
+            v = embed(model, [seq], reverse_complement=True, bins=bins)[-1][0]
+        else:
+            v = bin_means(embed(model, [seq], pooling="nucleotide", reverse_complement=True)[-1][0], bins)
+    dt = time.perf_counter() - t
+    np.save(f"/tmp/ntkit_bench_embed_record_{impl}.npy", v)
+    return {"impl": impl, "seconds": dt, "peak_bytes": pm.peak, "bp_per_s": length / dt}
+
+
+def record(args) -> None:
+    import numpy as np
+
+    from ntkit import get_preset
+
+    cfg = get_preset(args.preset)
+    print(f"{args.preset}: the means of {args.bins} segments of one {args.record:,} bp chr20 record, both strands, "
+          f"device={args.device}, threads={args.threads} (per-nucleotide floats: {fmt_bytes(args.record * cfg.hidden_size * 4)})")
+    print(f"{'impl':<34}{'seconds':>9}{'bp/s':>9}{'peak mem':>11}{'speed x':>9}{'mem x':>7}")
+    common = ["--preset", args.preset, "--record", str(args.record), "--bins", str(args.bins), "--threads", str(args.threads), "--device", args.device]
+    ref = run_isolated(__file__, [*common, "--impl", "per-nucleotide"])
+    ours = run_isolated(__file__, [*common, "--impl", "bins"])
+    for r, name in [(ref, "per-nucleotide, then bin_means"), (ours, f"ntkit embed(bins={args.bins})")]:
+        print(f"{name:<34}{r['seconds']:>9.1f}{r['bp_per_s']:>9,.0f}{fmt_bytes(r['peak_bytes']):>11}{ref['seconds'] / r['seconds']:>9.2f}"
+              f"{r['peak_bytes'] / max(ref['peak_bytes'], 1):>7.2f}")
+    a, b = (np.load(f"/tmp/ntkit_bench_embed_record_{i}.npy") for i in ("per-nucleotide", "bins"))
+    print(f"max |difference| of the segment means: {np.abs(a - b).max():.2e} (float32 vectors summed in another order)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="nt-v2-50m")
@@ -121,10 +169,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU: peak memory from the CUDA allocator)")
     ap.add_argument("--budget", type=int, default=0, help="ntkit's token budget per batch (0: ntkit's default)")
+    ap.add_argument("--record", type=int, default=0, help="bp: segment means of one record this long (see the docstring)")
+    ap.add_argument("--bins", type=int, default=3, help="with --record: segments")
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--impl")
     ap.add_argument("--dtype")
     args = ap.parse_args()
+    if args.worker and args.record:
+        print(json.dumps(record_worker(args.impl, args.preset, args.record, args.bins, args.threads, args.device)))
+        return
+    if args.record:
+        record(args)
+        return
     if args.worker:
         print(json.dumps(worker(args.impl, args.preset, args.dtype, args.n, args.batch[0], args.threads, args.budget, args.device)))
         return

@@ -19,8 +19,10 @@ strand), so that a probe can tell where along the sequence a feature lies, which
 the whole sequence loses (promoters, splice sites: the tasks' sequences are aligned on their
 site). The segments are averaged from per-nucleotide vectors (each base: its token's vector, from
 its most central chunk; with ``reverse_complement`` both strands' at the same forward position),
-segment ``j`` covering bases ``[round(j L / bins), round((j + 1) L / bins))`` (memory: one
-sequence's per-nucleotide vectors at a time, L x hidden floats).
+segment ``j`` covering bases ``[round(j L / bins), round((j + 1) L / bins))``. The segments' sums
+are taken window by window, each window adding the bases it owns (the same most-central rule), so
+a sequence costs ``bins x hidden`` floats however long it is: a 1 Mb record is binned in the memory
+of one window's per-nucleotide output, not of its L x hidden floats.
 
 Layer convention: as in ``NTModel.forward`` (0 = embedding output, ``i`` = block ``i``,
 -1 = last block after the final LayerNorm).
@@ -60,9 +62,27 @@ class _Window:
     b: int
     seq_len: int
     sequence: str  # the chunk on its strand
+    own: np.ndarray | None = None  # bool [b - a]: the bases this chunk gives their vectors (``_owners``)
 
 
-def _forward(layers: list[int], pooling: str):
+def _owners(spans: list[tuple[int, int]], length: int) -> list[np.ndarray]:
+    """For each chunk ``[a, b)`` of a sequence, a bool mask over its bases: True where no other
+    chunk holds the base further from its edge (ties: the earlier chunk). Every base is owned by
+    exactly one chunk; per-nucleotide vectors and segment means are read through these masks."""
+    best = np.full(length, -1, dtype=np.int32)
+    owner = np.full(length, -1, dtype=np.int32)
+    for k, (a, b) in enumerate(spans):
+        pos = np.arange(a, b)
+        centrality = np.minimum(pos - a, b - 1 - pos)  # distance to the chunk edge
+        better = centrality > best[a:b]
+        best[a:b][better] = centrality[better]
+        owner[a:b][better] = k
+    return [owner[a:b] == k for k, (a, b) in enumerate(spans)]
+
+
+def _forward(layers: list[int], pooling: str, bins: int = 1):
+    """Per window: its pooled vector (mean/cls), tokens, bases (forward coordinates, owned ones
+    only) or, with ``bins`` > 1, its owned bases' sums per segment ([bins, H], float64)."""
     def forward(model, batch: list[_Window]):
         tok = model.tokenizer
         enc, ids, mask = engine.encode(tok, [w.sequence for w in batch], engine.model_device(model))
@@ -84,13 +104,26 @@ def _forward(layers: list[int], pooling: str):
                 elif pooling == "token":
                     out[b][1][l] = v[b, : n_tok[b]]
                 else:
-                    out[b][1][l] = v[b, n2t[b, : len(w.sequence)]]
+                    per_base = v[b, n2t[b, : len(w.sequence)]]
+                    per_base = per_base[::-1] if w.strand == 1 else per_base  # back to forward coordinates
+                    out[b][1][l] = per_base if bins == 1 else _segment_sums(per_base, w, bins)
         return out
 
     return forward
 
 
-def _combine(results: list, layers: list[int], pooling: str, strands: int) -> dict[int, np.ndarray]:
+def _segment_sums(per_base: np.ndarray, w: _Window, bins: int) -> np.ndarray:
+    """[bins, H] float64: for each of ``bin_ranges(seq_len, bins)``, the sum of the vectors of the
+    bases of it that this window owns."""
+    sums = np.zeros((bins, per_base.shape[1]), dtype=np.float64)
+    for j, (s, e) in enumerate(bin_ranges(w.seq_len, bins)):
+        lo, hi = max(s, w.a) - w.a, min(e, w.b) - w.a
+        if lo < hi:
+            sums[j] = per_base[lo:hi][w.own[lo:hi]].sum(0, dtype=np.float64)
+    return sums
+
+
+def _combine(results: list, layers: list[int], pooling: str, strands: int, bins: int = 1) -> dict[int, np.ndarray]:
     """One sequence's vectors from its chunks' (see the module docstring), strands averaged."""
     out = {}
     for l in layers:
@@ -102,19 +135,16 @@ def _combine(results: list, layers: list[int], pooling: str, strands: int) -> di
             elif pooling in ("mean", "cls"):
                 wts = np.array([n if pooling == "mean" else 1 for _, _, n in rs], dtype=np.float64)
                 per_strand.append((np.stack([v for _, v, _ in rs]) * wts[:, None]).sum(0) / wts.sum())
+            elif bins > 1:  # segment sums of the owned bases -> segment means
+                sizes = np.array([e - a for a, e in bin_ranges(rs[0][0].seq_len, bins)], dtype=np.float64)
+                per_strand.append(sum(v for _, v, _ in rs) / sizes[:, None])
             else:
-                L = rs[0][0].seq_len
-                merged = np.zeros((L, rs[0][1].shape[1]), dtype=np.float32)
-                best = np.full(L, -1)
+                merged = np.zeros((rs[0][0].seq_len, rs[0][1].shape[1]), dtype=np.float32)
                 for w, v, _ in rs:
-                    v = v[::-1] if s == 1 else v  # back to forward coordinates
-                    pos = np.arange(w.a, w.b)
-                    centrality = np.minimum(pos - w.a, w.b - 1 - pos)  # distance to the chunk edge
-                    better = centrality > best[w.a : w.b]
-                    merged[w.a : w.b][better] = v[better]
-                    best[w.a : w.b][better] = centrality[better]
+                    merged[w.a : w.b][w.own] = v[w.own]
                 per_strand.append(merged)
-        out[l] = (per_strand[0] if strands == 1 else (per_strand[0] + per_strand[1]) / 2).astype(np.float32)
+        v = per_strand[0] if strands == 1 else (per_strand[0] + per_strand[1]) / 2
+        out[l] = (v.reshape(-1) if pooling == "nucleotide" and bins > 1 else v).astype(np.float32)
     return out
 
 
@@ -164,19 +194,19 @@ def iter_embeddings(
             spans = _split(tok, s, 0, len(s), model.config.max_tokens, ctx_bp, overlap_bp)
             if len(spans) > 1 and pooling == "token":
                 raise ValueError(f"sequence {i} ({len(s)} bp) exceeds the context; per-token output is not defined across chunks")
+            own = _owners(spans, len(s)) if pooling == "nucleotide" or bins > 1 else [None] * len(spans)
             for strand in range(strands):
-                for a, b in spans:
-                    yield _Window(i, strand, a, b, len(s), s[a:b] if strand == 0 else revcomp(s[a:b].upper()))
+                for (a, b), o in zip(spans, own):
+                    yield _Window(i, strand, a, b, len(s), s[a:b] if strand == 0 else revcomp(s[a:b].upper()), o)
 
     def length(w: _Window) -> int:
         return tok.token_length(len(w.sequence))
 
-    per_base = "nucleotide" if bins > 1 else pooling  # binned means: from per-nucleotide vectors
-    results = engine.run(model, windows(), _forward(layers, per_base), length=length, runtime=rt, lookahead=lookahead,
+    per_base = "nucleotide" if bins > 1 else pooling  # segment means: from per-nucleotide vectors
+    results = engine.run(model, windows(), _forward(layers, per_base, bins), length=length, runtime=rt, lookahead=lookahead,
                          desc="embedding", unit="window")
     for _, group in itertools.groupby(results, key=lambda r: r[0].seq):
-        vecs = _combine(list(group), layers, per_base, strands)
-        yield vecs if bins == 1 else {l: bin_means(v, bins) for l, v in vecs.items()}
+        yield _combine(list(group), layers, per_base, strands, bins)
 
 
 def check_bins(bins, pooling: str = "mean") -> None:
@@ -193,11 +223,16 @@ def bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def bin_ranges(length: int, bins: int) -> list[tuple[int, int]]:
+    """``bin_edges`` with no segment empty: where ``length < bins`` a segment that would be empty
+    holds one base (the one at its start, or the last), which it shares with its neighbour."""
+    return [(a, b) if b > a else (min(a, length - 1), min(a, length - 1) + 1) for a, b in bin_edges(length, bins)]
+
+
 def bin_means(h: np.ndarray, bins: int) -> np.ndarray:
-    """[L, H] per-nucleotide vectors -> [bins * H]: the mean of each of ``bin_edges(L, bins)``; a
-    sequence shorter than ``bins`` bases repeats a base into the segments that would be empty."""
-    L = len(h)
-    return np.concatenate([h[a:b].mean(0) if b > a else h[min(a, L - 1)] for a, b in bin_edges(L, bins)]).astype(np.float32)
+    """[L, H] per-nucleotide vectors -> [bins * H]: the mean over each of ``bin_ranges(L, bins)``
+    (what ``embed(..., bins=)`` computes window by window)."""
+    return np.concatenate([h[a:b].mean(0, dtype=np.float64) for a, b in bin_ranges(len(h), bins)]).astype(np.float32)
 
 
 def embed(
