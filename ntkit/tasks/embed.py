@@ -81,8 +81,8 @@ def _owners(spans: list[tuple[int, int]], length: int) -> list[np.ndarray]:
 
 
 def _forward(layers: list[int], pooling: str, bins: int = 1):
-    """Per window: its pooled vector (mean/cls), tokens, bases (forward coordinates, owned ones
-    only) or, with ``bins`` > 1, its owned bases' sums per segment ([bins, H], float64)."""
+    """Per window: its pooled vector (mean/cls), its tokens' vectors, its bases' (forward
+    coordinates) or, with ``bins`` > 1, per segment the sum of the vectors of the bases it owns ([bins, H], float64)."""
     def forward(model, batch: list[_Window]):
         tok = model.tokenizer
         enc, ids, mask = engine.encode(tok, [w.sequence for w in batch], engine.model_device(model))
