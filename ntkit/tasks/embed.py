@@ -144,7 +144,7 @@ def _combine(results: list, layers: list[int], pooling: str, strands: int, bins:
                     merged[w.a : w.b][w.own] = v[w.own]
                 per_strand.append(merged)
         v = per_strand[0] if strands == 1 else (per_strand[0] + per_strand[1]) / 2
-        out[l] = (v.reshape(-1) if pooling == "nucleotide" and bins > 1 else v).astype(np.float32)
+        out[l] = (v.reshape(-1) if bins > 1 else v).astype(np.float32)  # segments: [bins, H] -> bins * H
     return out
 
 
