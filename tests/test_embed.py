@@ -170,3 +170,32 @@ def test_bins_memory_is_flat_in_sequence_length(model):
         tracemalloc.stop()
     assert got.shape == (1, 192) and np.isfinite(got).all()
     assert peak < per_base_bytes / 4, (peak, per_base_bytes)
+
+
+def test_nucleotide_pooling_holds_each_base_once_per_strand(model):
+    """Per-nucleotide vectors, both strands: windows hand on only the bases they own, added into one
+    array in place. Values: on 1,000 bp in 192 bp chunks, each base is the mean of its owning
+    chunk's forward vector and of that chunk's reverse complement's (flipped back). Memory: on
+    200 kb the traced numpy peak stays near the two strands' owned vectors plus the output
+    (3 x L x hidden floats; ~6x when whole windows were merged strand by strand, then averaged
+    into copies)."""
+    s = dna(1000)
+    spans = [(a, a + 192) for a in list(range(0, 1000 - 192, 132)) + [808]]  # overlap_bp=60, as above
+    want = np.zeros((1000, 64), np.float32)
+    for (a, b), own in zip(spans, _owners(spans, 1000)):
+        f = embed(model, [s[a:b]], pooling="nucleotide")[-1][0]
+        r = embed(model, [reverse_complement(s[a:b])], pooling="nucleotide")[-1][0][::-1]
+        want[a:b][own] = ((f + r) / 2)[own]
+    got = embed(model, [s], pooling="nucleotide", reverse_complement=True, overlap_bp=60)[-1][0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # windows batched there, alone here
+
+    long = dna(200_000)
+    per_base_bytes = len(long) * 64 * 4
+    tracemalloc.start()
+    try:
+        got = embed(model, [long], pooling="nucleotide", reverse_complement=True)[-1][0]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.shape == (len(long), 64) and got.dtype == np.float32 and np.isfinite(got).all()
+    assert peak < 3.6 * per_base_bytes, (peak / per_base_bytes)

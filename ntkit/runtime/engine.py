@@ -149,7 +149,9 @@ def run(
                     for k, o in zip(idx, out):
                         results[k] = o
                     bar.update(len(idx))
-                yield from results
+                for k in range(len(results)):  # each result released as it is handed on
+                    o, results[k] = results[k], None
+                    yield o
 
 
 def encode(tok, sequences: Sequence[str], device, truncation: bool = False):

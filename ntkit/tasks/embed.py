@@ -81,8 +81,9 @@ def _owners(spans: list[tuple[int, int]], length: int) -> list[np.ndarray]:
 
 
 def _forward(layers: list[int], pooling: str, bins: int = 1):
-    """Per window: its pooled vector (mean/cls), its tokens' vectors, its bases' (forward
-    coordinates) or, with ``bins`` > 1, per segment the sum of the vectors of the bases it owns ([bins, H], float64)."""
+    """Per window: its pooled vector (mean/cls), its tokens' vectors, the vectors of the bases it
+    owns (per-nucleotide: ``w.own``, in forward order) or, with ``bins`` > 1, per segment the sum of
+    the vectors of the bases it owns ([bins, H], float64)."""
     def forward(model, batch: list[_Window]):
         tok = model.tokenizer
         enc, ids, mask = engine.encode(tok, [w.sequence for w in batch], engine.model_device(model))
@@ -106,7 +107,8 @@ def _forward(layers: list[int], pooling: str, bins: int = 1):
                 else:
                     per_base = v[b, n2t[b, : len(w.sequence)]]
                     per_base = per_base[::-1] if w.strand == 1 else per_base  # back to forward coordinates
-                    out[b][1][l] = per_base if bins == 1 else _segment_sums(per_base, w, bins)
+                    # only the bases this window owns leave it (the merge reads no others)
+                    out[b][1][l] = per_base[w.own] if bins == 1 else _segment_sums(per_base, w, bins)
         return out
 
     return forward
@@ -123,8 +125,11 @@ def _segment_sums(per_base: np.ndarray, w: _Window, bins: int) -> np.ndarray:
     return sums
 
 
-def _combine(results: list, layers: list[int], pooling: str, strands: int, bins: int = 1) -> dict[int, np.ndarray]:
+def _combine(results: Iterable, layers: list[int], pooling: str, strands: int, bins: int = 1) -> dict[int, np.ndarray]:
     """One sequence's vectors from its chunks' (see the module docstring), strands averaged."""
+    if pooling == "nucleotide" and bins == 1:
+        return _merge_bases(results, layers, strands)
+    results = list(results)
     out = {}
     for l in layers:
         per_strand = []
@@ -135,16 +140,29 @@ def _combine(results: list, layers: list[int], pooling: str, strands: int, bins:
             elif pooling in ("mean", "cls"):
                 wts = np.array([n if pooling == "mean" else 1 for _, _, n in rs], dtype=np.float64)
                 per_strand.append((np.stack([v for _, v, _ in rs]) * wts[:, None]).sum(0) / wts.sum())
-            elif bins > 1:  # segment sums of the owned bases -> segment means
+            else:  # segment sums of the owned bases -> segment means
                 sizes = np.array([e - a for a, e in bin_ranges(rs[0][0].seq_len, bins)], dtype=np.float64)
                 per_strand.append(sum(v for _, v, _ in rs) / sizes[:, None])
-            else:
-                merged = np.zeros((rs[0][0].seq_len, rs[0][1].shape[1]), dtype=np.float32)
-                for w, v, _ in rs:
-                    merged[w.a : w.b][w.own] = v[w.own]
-                per_strand.append(merged)
         v = per_strand[0] if strands == 1 else (per_strand[0] + per_strand[1]) / 2
         out[l] = (v.reshape(-1) if bins > 1 else v).astype(np.float32)  # segments: [bins, H] -> bins * H
+    return out
+
+
+def _merge_bases(results: Iterable, layers: list[int], strands: int) -> dict[int, np.ndarray]:
+    """Per-nucleotide vectors [L, H] of one sequence from its windows' owned bases, read once as
+    they come: every base is owned by one window per strand, so each strand's windows add into one
+    float32 array in place and the sum is halved with two strands (the same float32 values as
+    merging each strand apart, then (fwd + rev) / 2: halving is exact). Memory: L x H once, not a
+    merged copy per strand."""
+    out: dict[int, np.ndarray] = {}
+    for w, v, _ in results:
+        for l in layers:
+            if l not in out:
+                out[l] = np.zeros((w.seq_len, v[l].shape[1]), dtype=np.float32)
+            out[l][w.a : w.b][w.own] += v[l]
+    if strands == 2:
+        for x in out.values():
+            x *= np.float32(0.5)
     return out
 
 
@@ -206,7 +224,7 @@ def iter_embeddings(
     results = engine.run(model, windows(), _forward(layers, per_base, bins), length=length, runtime=rt, lookahead=lookahead,
                          desc="embedding", unit="window")
     for _, group in itertools.groupby(results, key=lambda r: r[0].seq):
-        yield _combine(list(group), layers, per_base, strands, bins)
+        yield _combine(group, layers, per_base, strands, bins)
 
 
 def check_bins(bins, pooling: str = "mean") -> None:
