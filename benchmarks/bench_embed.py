@@ -16,7 +16,8 @@ fresh process; peak memory is the RSS rise during a first, cold run; speed is ti
 against the way to get them without ``bins``: its per-nucleotide vectors (``pooling="nucleotide"``)
 then ``bin_means``, the reference. ntkit sums each window's bases into the segments as the window
 comes back, so its memory should not grow with the record; the reference holds L x hidden floats
-(twice, while the windows are merged). One cold run each, in fresh processes.
+about three times over (each strand's owned bases, then the merged output). One cold run each, in
+fresh processes.
 
     python benchmarks/bench_embed.py --record 1000000 --preset nt-v2-50m
 """

@@ -21,7 +21,7 @@ if [[ $DEVICE == cpu ]]; then
 else
     python bench_forward.py --device "$DEVICE" --batch 16 --batches 5 --dtypes float32 bfloat16
     python bench_embed.py --device "$DEVICE" --n 512 --batch 32 8 --dtypes float32 bfloat16 --threads 8
-    python bench_embed.py --device "$DEVICE" --record 1000000 --threads 8   # the reference needs ~12 GB of host memory per Mb
+    python bench_embed.py --device "$DEVICE" --record 1000000 --threads 8   # the reference needs ~6 GB of host memory per Mb
     python bench_variants.py --device "$DEVICE" --window-tokens 1000 --snvs 20000
     python bench_spliceai.py --device "$DEVICE" --skip-official
 fi

@@ -157,17 +157,22 @@ def test_chunk_owners_partition_the_sequence_by_centrality():
     assert own[0][161 - 0] and not own[1][161 - 132]  # 161: 30 from chunk 0's end, 29 from chunk 1's start
 
 
+def traced_peak(call):
+    """(call's result, the peak of numpy's and Python's allocations during it, in bytes)."""
+    tracemalloc.start()
+    try:
+        out = call()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_bins_memory_is_flat_in_sequence_length(model):
     """bins sums each window's owned bases as it comes: embedding a 200 kb sequence allocates a
     small fraction of its L x hidden per-nucleotide floats (numpy allocations, traced)."""
     s = dna(200_000)
     per_base_bytes = len(s) * 64 * 4
-    tracemalloc.start()
-    try:
-        got = embed(model, [s], bins=3)[-1]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    got, peak = traced_peak(lambda: embed(model, [s], bins=3)[-1])
     assert got.shape == (1, 192) and np.isfinite(got).all()
     assert peak < per_base_bytes / 4, (peak, per_base_bytes)
 
@@ -191,11 +196,6 @@ def test_nucleotide_pooling_holds_each_base_once_per_strand(model):
 
     long = dna(200_000)
     per_base_bytes = len(long) * 64 * 4
-    tracemalloc.start()
-    try:
-        got = embed(model, [long], pooling="nucleotide", reverse_complement=True)[-1][0]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    got, peak = traced_peak(lambda: embed(model, [long], pooling="nucleotide", reverse_complement=True)[-1][0])
     assert got.shape == (len(long), 64) and got.dtype == np.float32 and np.isfinite(got).all()
     assert peak < 3.6 * per_base_bytes, (peak / per_base_bytes)
