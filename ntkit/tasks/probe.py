@@ -6,42 +6,61 @@ from __future__ import annotations
 import numpy as np
 
 
+def _estimator(kind: str, classification: bool, seed: int):
+    """The probe's scikit-learn estimator, at its default hyperparameters, and the grid its tuned
+    hyperparameter is chosen from."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    if kind == "logreg":
+        if classification:
+            return LogisticRegression(max_iter=2000), {"logisticregression__C": [0.01, 0.1, 1.0, 10.0]}
+        return Ridge(), {"ridge__alpha": [0.1, 1.0, 10.0, 100.0]}
+    if kind == "mlp":
+        est = (MLPClassifier if classification else MLPRegressor)(hidden_layer_sizes=(256,), max_iter=300, early_stopping=True,
+                                                                  random_state=seed)
+        return est, {f"{type(est).__name__.lower()}__alpha": [1e-4, 1e-2, 1.0]}
+    raise ValueError(f"probe must be logreg or mlp, not {kind!r}")
+
+
 def make_probe(kind: str = "logreg", task: str = "classification", inner_folds: int = 3, seed: int = 0):
     """A scikit-learn estimator: standardise, then logistic regression (C tuned) or a one-hidden-
     layer MLP (L2 strength tuned), each wrapped in ``GridSearchCV`` over ``inner_folds`` folds.
     Regression uses ridge / an MLP regressor."""
-    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     cls = task == "classification"
-    if kind == "logreg":
-        est = LogisticRegression(max_iter=2000) if cls else Ridge()
-        grid = {"logisticregression__C": [0.01, 0.1, 1.0, 10.0]} if cls else {"ridge__alpha": [0.1, 1.0, 10.0, 100.0]}
-    elif kind == "mlp":
-        est = (MLPClassifier if cls else MLPRegressor)(hidden_layer_sizes=(256,), max_iter=300, early_stopping=True, random_state=seed)
-        grid = {f"{type(est).__name__.lower()}__alpha": [1e-4, 1e-2, 1.0]}
-    else:
-        raise ValueError(f"probe must be logreg or mlp, not {kind!r}")
+    est, grid = _estimator(kind, cls, seed)
     cv = StratifiedKFold(inner_folds, shuffle=True, random_state=seed) if cls else KFold(inner_folds, shuffle=True, random_state=seed)
     return GridSearchCV(make_pipeline(StandardScaler(), est), grid, cv=cv, scoring="matthews_corrcoef" if cls else "r2", n_jobs=1)
 
 
-def fit_predict_probe(X_train, y_train, X_test, kind: str = "logreg", task: str = "classification", seed: int = 0) -> np.ndarray:
-    """Predicted labels (classification) or values (regression) for ``X_test``."""
+def fit_probe(X_train, y_train, kind: str = "logreg", task: str = "classification", seed: int = 0):
+    """The fitted probe. Its hyperparameter is chosen on inner folds of the training part (3, or
+    as many as the smallest class has examples); a class with a single example leaves no inner
+    folds to choose on, and the probe then keeps the estimator's default (C = 1 / alpha 1e-4,
+    without early stopping: too few examples to hold some out)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     y_train = np.asarray(y_train)
     inner = 3
     if task == "classification":
-        inner = int(min(3, np.bincount(y_train.astype(int)).min(initial=0)[()] if len(y_train) else 0))
-        if inner < 2:  # too few of some class for inner folds: fixed C
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
+        counts = np.unique(y_train, return_counts=True)[1]  # classes present only (bincount would count absent ids as 0)
+        inner = int(min(3, counts.min(initial=len(y_train))))
+        if inner < 2:
+            est = _estimator(kind, True, seed)[0]
+            if kind == "mlp":
+                est.set_params(early_stopping=False)
+            return make_pipeline(StandardScaler(), est).fit(X_train, y_train)
+    return make_probe(kind, task, inner, seed).fit(X_train, y_train)
 
-            return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_train, y_train).predict(X_test)
-    return make_probe(kind, task, inner, seed).fit(X_train, y_train).predict(X_test)
+
+def fit_predict_probe(X_train, y_train, X_test, kind: str = "logreg", task: str = "classification", seed: int = 0) -> np.ndarray:
+    """Predicted labels (classification) or values (regression) for ``X_test`` (``fit_probe``)."""
+    return fit_probe(X_train, y_train, kind, task, seed).predict(X_test)
 
 
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str = "logreg", n_folds: int = 10, seed: int = 0) -> dict:
