@@ -56,3 +56,19 @@ def test_inner_folds_follow_the_smallest_class_present():
 def test_unknown_probe_kind():
     with pytest.raises(ValueError, match="logreg or mlp"):
         fit_probe(*_data(), "svm")
+
+
+@pytest.mark.parametrize("n", [8, 12])
+def test_mlp_probe_on_few_examples_fits_without_an_early_stopping_set(n):
+    # scikit-learn's early stopping holds out 10% of each fit, stratified: with a dozen examples
+    # that is one, fewer than the two classes, and the fit would raise
+    X, y = _data(n=n)
+    fitted = fit_probe(X, y, "mlp", seed=0)
+    assert fitted.best_estimator_[-1].early_stopping is False
+    assert fit_predict_probe(X, y, X[:3], "mlp").shape == (3,)
+
+
+@pytest.mark.parametrize("n", [20, 80])
+def test_mlp_probe_stops_early_when_there_are_examples_to_hold_out(n):
+    X, y = _data(n=n)  # 20: inner fits of 13, two held out, one per class
+    assert fit_probe(X, y, "mlp", seed=0).best_estimator_[-1].early_stopping is True

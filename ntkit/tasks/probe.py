@@ -55,7 +55,22 @@ def fit_probe(X_train, y_train, kind: str = "logreg", task: str = "classificatio
             if kind == "mlp":
                 est.set_params(early_stopping=False)
             return make_pipeline(StandardScaler(), est).fit(X_train, y_train)
+        if kind == "mlp" and not _can_stop_early(y_train, inner):
+            probe = make_probe(kind, task, inner, seed)
+            return probe.set_params(estimator__mlpclassifier__early_stopping=False).fit(X_train, y_train)
     return make_probe(kind, task, inner, seed).fit(X_train, y_train)
+
+
+def _can_stop_early(y: np.ndarray, inner: int) -> bool:
+    """Whether every fit of an MLP classifier on inner folds of ``y`` can hold out its early-stopping
+    set: scikit-learn holds out ceil(10%) of the fit, stratified, so that part needs at least one
+    example per class and each class at least two in the fit (the smallest fit: (inner - 1) / inner
+    of ``y``, rounded down)."""
+    counts = np.unique(y, return_counts=True)[1]
+    keep = (inner - 1) / inner
+    n_fit = int(len(y) * keep)
+    held = int(np.ceil(0.1 * n_fit))
+    return held >= len(counts) and n_fit - held >= len(counts) and int(counts.min() * keep) >= 2
 
 
 def fit_predict_probe(X_train, y_train, X_test, kind: str = "logreg", task: str = "classification", seed: int = 0) -> np.ndarray:
