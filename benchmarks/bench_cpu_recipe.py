@@ -54,6 +54,7 @@ from ntkit.tasks.benchmark import load_tasks
 from ntkit.tasks.modelcard import downstream, heldout_metrics
 from ntkit.tasks.options import DEMO_BINS, DEMO_REVERSE_COMPLEMENT
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
+from ntkit.tasks.pretrain_data import SourceConfig
 
 RECIPE = "ntv3-small-cpu"
 TASKS = "tasks/nt_downstream_revised_subsample.tsv"
@@ -65,6 +66,11 @@ VARIANTS: dict[str, dict] = {
     "tiny": {"model": "ntv3-tiny"},
     # NT v2's architecture at about the same size (4.6M parameters), 6-mer tokens: 171 tokens = 1,020 bp
     # windows, 8 per step (8,160 bp per step, as the recipe's 8,192 bases)
+    # tiny on a mixture of genomes that differ in composition (GC: human chr20 ~44%, E. coli ~51%,
+    # P. falciparum ~19%), sampled 4 : 1 : 1 (two thirds of the windows still human): sources are
+    # (file under the recipe's genomes folder, name, weight)
+    "tiny-mix": {"model": "ntv3-tiny", "sources": [("GRCh37_chr20.fa.gz", "GRCh37-chr20", 4.0), ("Ecoli_536.fa.gz", "E.coli-536", 1.0),
+                                                   ("Pfalciparum.fa.gz", "P.falciparum", 1.0)]},
     "nt-v2-small": {"model": "nt-v2-small", "model_overrides": {"max_tokens": 171}, "window_tokens": 171, "length_schedule": [],
                     "tokens_per_step": 8 * 171},
 }
@@ -72,7 +78,11 @@ VARIANTS: dict[str, dict] = {
 
 def variant_config(name: str, out: Path, minutes: float) -> PretrainConfig:
     cfg = PretrainConfig.from_yaml(RECIPE)
-    return dataclasses.replace(cfg, **copy.deepcopy(VARIANTS[name]), out_dir=str(out / name), max_minutes=minutes, keep_checkpoints=1000,
+    fields = copy.deepcopy(VARIANTS[name])
+    if "sources" in fields:  # files next to the recipe's own genome (NTKIT_DATA/genomes)
+        genomes = Path(cfg.sources[0].fasta).parent
+        fields["sources"] = [SourceConfig(fasta=str(genomes / f), name=n, weight=w) for f, n, w in fields["sources"]]
+    return dataclasses.replace(cfg, **fields, out_dir=str(out / name), max_minutes=minutes, keep_checkpoints=1000,
                                progress=False)  # validated again (__post_init__)
 
 
