@@ -64,13 +64,13 @@ VARIANTS: dict[str, dict] = {
     "no-curriculum": {"length_schedule": []},
     "mini": {"model": "ntv3-mini"},
     "tiny": {"model": "ntv3-tiny"},
-    # NT v2's architecture at about the same size (4.6M parameters), 6-mer tokens: 171 tokens = 1,020 bp
-    # windows, 8 per step (8,160 bp per step, as the recipe's 8,192 bases)
     # tiny on a mixture of genomes that differ in composition (GC: human chr20 ~44%, E. coli ~51%,
     # P. falciparum ~19%), sampled 4 : 1 : 1 (two thirds of the windows still human): sources are
     # (file under the recipe's genomes folder, name, weight)
     "tiny-mix": {"model": "ntv3-tiny", "sources": [("GRCh37_chr20.fa.gz", "GRCh37-chr20", 4.0), ("Ecoli_536.fa.gz", "E.coli-536", 1.0),
                                                    ("Pfalciparum.fa.gz", "P.falciparum", 1.0)]},
+    # NT v2's architecture at about the same size (4.6M parameters), 6-mer tokens: 171 tokens = 1,020 bp
+    # windows, 8 per step (8,160 bp per step, as the recipe's 8,192 bases)
     "nt-v2-small": {"model": "nt-v2-small", "model_overrides": {"max_tokens": 171}, "window_tokens": 171, "length_schedule": [],
                     "tokens_per_step": 8 * 171},
 }
