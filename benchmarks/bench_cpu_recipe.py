@@ -66,7 +66,7 @@ VARIANTS: dict[str, dict] = {
     "tiny": {"model": "ntv3-tiny"},
     # tiny on a mixture of genomes that differ in composition (GC: human chr20 ~44%, E. coli ~51%,
     # P. falciparum ~19%), sampled 4 : 1 : 1 (two thirds of the windows still human): sources are
-    # (file under the recipe's genomes folder, name, weight)
+    # (file under the data folder's genomes/, name, weight)
     "tiny-mix": {"model": "ntv3-tiny", "sources": [("GRCh37_chr20.fa.gz", "GRCh37-chr20", 4.0), ("Ecoli_536.fa.gz", "E.coli-536", 1.0),
                                                    ("Pfalciparum.fa.gz", "P.falciparum", 1.0)]},
     # NT v2's architecture at about the same size (4.6M parameters), 6-mer tokens: 171 tokens = 1,020 bp
@@ -79,9 +79,9 @@ VARIANTS: dict[str, dict] = {
 def variant_config(name: str, out: Path, minutes: float) -> PretrainConfig:
     cfg = PretrainConfig.from_yaml(RECIPE)
     fields = copy.deepcopy(VARIANTS[name])
-    if "sources" in fields:  # files next to the recipe's own genome (NTKIT_DATA/genomes)
-        genomes = Path(cfg.sources[0].fasta).parent
-        fields["sources"] = [SourceConfig(fasta=str(genomes / f), name=n, weight=w) for f, n, w in fields["sources"]]
+    if "sources" in fields:  # in the data folder the recipe's ${NTKIT_DATA} names; a missing one says how to fetch it
+        fields["sources"] = [SourceConfig(fasta=str(data_file(data_dir(None), f"genomes/{f}")), name=n, weight=w)
+                             for f, n, w in fields["sources"]]
     return dataclasses.replace(cfg, **fields, out_dir=str(out / name), max_minutes=minutes, keep_checkpoints=1000,
                                progress=False)  # validated again (__post_init__)
 
