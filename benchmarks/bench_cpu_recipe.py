@@ -69,8 +69,8 @@ VARIANTS: dict[str, dict] = {
     # (file under the data folder's genomes/, name, weight)
     "tiny-mix": {"model": "ntv3-tiny", "sources": [("GRCh37_chr20.fa.gz", "GRCh37-chr20", 4.0), ("Ecoli_536.fa.gz", "E.coli-536", 1.0),
                                                    ("Pfalciparum.fa.gz", "P.falciparum", 1.0)]},
-    # tiny with 40% of the bases masked (80/10/10 as before) instead of 15%: with most neighbours of a masked
-    # base masked too, its prediction has to lean on the surrounding region (GC, CpG), not on the adjacent bases
+    # tiny with 40% of the bases masked (80/10/10 as before) instead of 15%, on the hypothesis that with most
+    # neighbours of a masked base masked too its prediction leans on the region (GC, CpG); it tied 15% (BENCHMARKS)
     "tiny-mask40": {"model": "ntv3-tiny", "mask_prob": 0.4},
     # NT v2's architecture at about the same size (4.6M parameters), 6-mer tokens: 171 tokens = 1,020 bp
     # windows, 8 per step (8,160 bp per step, as the recipe's 8,192 bases)
