@@ -86,6 +86,8 @@ def test_downstream_and_the_model_card(small_run):
     assert f"## Downstream: larger_table (frozen embeddings)\n\nMean MCC: kmer {other['mean_mcc']['kmer']:.3f}." in card
     assert card.index("| promoter_all") < card.index("## Downstream: larger_table") < card.index("| H3K4me3") < card.index("## Recipe")
     assert ntkit.load(out / "model").num_parameters() == 4_494_011  # the card beside the weights changes nothing
+    assert "masking 15% (80/10/10)." in card
+    assert "masking 15% (80/10/10) in runs of 6 tokens." in model_card(model, dataclasses.replace(cfg, mask_span=6), trained, held)
 
 
 def test_presets_of_the_ablation():

@@ -40,6 +40,30 @@ def test_mask_window_proportions_and_determinism():
     assert np.array_equal(ev_labels, labels) and (ev[sel] == tok.mask_id).all()
 
 
+def test_mask_window_spans():
+    """Span masking: runs of ``span`` tokens from starts drawn at mask_prob / span; specials stay out."""
+    tok = Tokenizer("v2")
+    rng = np.random.default_rng(1)
+    ids = rng.choice(tok.standard_ids, size=200_000)
+    ids[::97] = tok.cls_id
+    ids[-50:] = tok.pad_id
+    one = mask_window(ids, tok, seed=5, index=3)
+    assert all(np.array_equal(a, b) for a, b in zip(one, mask_window(ids, tok, seed=5, index=3, span=1)))  # the default stream
+    out, labels = mask_window(ids, tok, seed=5, index=3, span=6)
+    sel = labels >= 0
+    assert not sel[np.isin(ids, tok.special_ids)].any() and np.array_equal(labels[sel], ids[sel])
+    # expected fraction: 1 - (1 - 0.15/6)**6 = 0.1412 of the tokens (overlaps), less the specials' share
+    assert abs(sel.mean() - 0.1412) < 0.004
+    edges = np.flatnonzero(np.diff(np.r_[0, sel.astype(np.int8), 0]))
+    runs = edges[1::2] - edges[::2]
+    whole = [r for s0, r in zip(edges[::2], runs) if not np.isin(ids[max(0, s0 - 6):s0 + r + 6], tok.special_ids).any()]
+    assert min(whole) >= 6 and np.median(whole) == 6  # runs away from specials: 6 tokens, longer where two overlap
+    assert abs((out[sel] == tok.mask_id).mean() - 0.8) < 0.01  # 80/10/10 per token
+    assert np.array_equal(out[~sel], ids[~sel])
+    with pytest.raises(ValueError, match="mask_span"):
+        PretrainConfig(mask_span=0)
+
+
 def test_lr_schedule_nt():
     cfg = PretrainConfig(lr_init=5e-5, lr_peak=1e-4, warmup_steps=16_000)
     assert lr_at(0, cfg) == 5e-5
@@ -204,6 +228,9 @@ def test_resume_with_another_recipe_is_refused(recipe, reference_run, tmp_path):
     shutil.copytree(reference_run, out)
     cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(out), lr_peak=5e-3, seed=4, max_steps=8)
     with pytest.raises(ValueError, match=r"another recipe \(lr_peak: 0.002 -> 0.005; seed: 3 -> 4\)"):
+        pretrain(cfg)
+    cfg = PretrainConfig.from_yaml(recipe / "recipe.yaml", out_dir=str(out), mask_span=6, max_steps=8)
+    with pytest.raises(ValueError, match=r"another recipe \(mask_span: 1 -> 6\)"):
         pretrain(cfg)
 
 

@@ -86,7 +86,8 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
         "",
         f"- Data: {sources}; held out: {', '.join(cfg.valid_regions) or 'nothing'}.",
         f"- Time: {minutes:.1f} min, {int(trained.get('step') or 0):,} optimizer steps, {int(trained.get('tokens') or 0):,} tokens read "
-        f"({cfg.tokens_per_step:,} per step), masking {cfg.mask_prob:.0%} (80/10/10).",
+        f"({cfg.tokens_per_step:,} per step), masking {cfg.mask_prob:.0%} (80/10/10)"
+        + (f" in runs of {cfg.mask_span} tokens" if cfg.mask_span > 1 else "") + ".",
         f"- Length: {cfg.window_tokens} tokens per window" + (f", curriculum {cfg.length_schedule} ([from step, tokens])" if cfg.length_schedule else "")
         + f"; learning rate {cfg.lr_init:g} -> {cfg.lr_peak:g} over {cfg.warmup_steps} steps, then 1/sqrt(step); seed {cfg.seed}.",
         f"- Machine: {platform.machine()} {os.cpu_count()} CPU(s), torch {torch.__version__} with {torch.get_num_threads()} threads, {cfg.precision}.",
