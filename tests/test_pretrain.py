@@ -15,12 +15,17 @@ from ntkit.tasks.pretrain import PretrainConfig, TrainingDiverged, latest_checkp
 from ntkit.models.nt.tokenizer import Tokenizer
 
 
-def test_mask_window_proportions_and_determinism():
-    tok = Tokenizer("v2")
-    rng = np.random.default_rng(0)
-    ids = rng.choice(tok.standard_ids, size=200_000)
+def _long_window(tok: Tokenizer, seed: int) -> np.ndarray:
+    """200,000 random standard tokens with a <cls> every 97 and 50 <pad> at the end."""
+    ids = np.random.default_rng(seed).choice(tok.standard_ids, size=200_000)
     ids[::97] = tok.cls_id
     ids[-50:] = tok.pad_id
+    return ids
+
+
+def test_mask_window_proportions_and_determinism():
+    tok = Tokenizer("v2")
+    ids = _long_window(tok, 0)
     out, labels = mask_window(ids, tok, seed=5, index=3)
     sel = labels >= 0
     assert not sel[np.isin(ids, tok.special_ids)].any()
@@ -43,10 +48,7 @@ def test_mask_window_proportions_and_determinism():
 def test_mask_window_spans():
     """Span masking: runs of ``span`` tokens from starts drawn at mask_prob / span; specials stay out."""
     tok = Tokenizer("v2")
-    rng = np.random.default_rng(1)
-    ids = rng.choice(tok.standard_ids, size=200_000)
-    ids[::97] = tok.cls_id
-    ids[-50:] = tok.pad_id
+    ids = _long_window(tok, 1)
     one = mask_window(ids, tok, seed=5, index=3)
     assert all(np.array_equal(a, b) for a, b in zip(one, mask_window(ids, tok, seed=5, index=3, span=1)))  # the default stream
     out, labels = mask_window(ids, tok, seed=5, index=3, span=6)
