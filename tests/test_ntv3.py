@@ -89,6 +89,39 @@ def test_pretrained_equals_reference(tmp_path, up, phase):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+def test_any_layer_per_base_equals_the_reference_levels(tmp_path):
+    """``repr_layers`` 1..8 of tiny (3 down levels, 2 transformer layers, 3 up levels) are the
+    reference's ``hidden_states`` in order, each position repeated over the 2**s bases it stands
+    for and cut to the input's length (51 bases: run as 56); 0 is the stem's output, 8 = -1 the output."""
+    ref, folder = _pre(tmp_path)
+    model = ntkit.load(folder)
+    cfg = model.config
+    assert cfg.num_levels == 8 and [cfg.level_shift(k) for k in range(9)] == [0, 0, 1, 2, 3, 3, 2, 1, 0]
+    assert [model.resolve_layer(k) for k in (0, 4, 8, -1, -9)] == [0, 4, 8, 8, 0]
+    for bad in (9, -10):
+        with pytest.raises(ValueError, match=r"out of range for .*1\.\.3 \(down levels\), 4\.\.5 \(transformer layers\)"):
+            model.resolve_layer(bad)
+    padded = model.tokenizer.batch_encode(SEQS[1:2]).to_torch()[0]  # 51 bases and the length rule's 5 N
+    L = 51
+    ids, mask = padded[:, :L], None  # the model applies the length rule itself
+    with torch.no_grad():
+        r = ref.core(input_ids=padded, output_hidden_states=True)
+        o = model(ids, mask, repr_layers=range(-1, 9), return_logits=False)
+        stem = F.gelu(model.stem.conv(model.embed_layer(padded).transpose(1, 2)), approximate="tanh").transpose(1, 2)
+    assert not o.all_hidden_states and o.stem_embedding is None  # kept for the read, not returned
+    assert torch.equal(o.hidden_states[-1], o.hidden_states[8]) and torch.equal(o.hidden_states[8], o.embedding)
+    assert (o.hidden_states[0] - stem[:, :L]).abs().max() < 1e-5
+    for k in range(1, 9):
+        want = r["hidden_states"][k - 1].repeat_interleave(2 ** cfg.level_shift(k), dim=1)[:, :L]
+        got = o.hidden_states[k]
+        assert got.shape == (1, L, want.shape[-1]) and (got - want).abs().max() < 1e-5, k
+    assert [o.hidden_states[k].shape[-1] for k in range(9)] == [model.layer_width(k) for k in range(9)] == [32, 42, 53, 64, 64, 64, 53, 42, 32]
+    # Asking for inner levels changes nothing else: the output as without them (tiled or not).
+    with torch.no_grad():
+        plain = model(ids, mask, repr_layers=[-1])
+    torch.testing.assert_close(plain.hidden_states[-1], o.embedding, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["repeat", "odd", "even"])
 @pytest.mark.parametrize("kernel", [1, 3, 5, 7])
 def test_polyphase_upsampling_equals_upsample_then_conv(mode, kernel):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ntkit.models import ntv3
-from ntkit.tasks.embed import embed
+from ntkit.tasks.embed import embed, read_embeddings, write_embeddings
 from ntkit.tasks.finetune import FinetuneConfig, FinetunedModel, finetune
 from ntkit.io.genome import write_fasta
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
@@ -73,6 +73,24 @@ def test_embeddings_per_base_and_chunked(model):
     assert chunked.shape == (700, model.config.hidden_size)
     with pytest.raises(ValueError, match="no <cls>"):
         embed(model, [seq], pooling="cls")
+
+
+def test_embeddings_of_inner_levels(model, tmp_path):
+    """Any layer: the mean of a level's per-base vectors equals its own positions' mean where the
+    sequence fills them (448 bases: 56 transformer positions of 8 bases); widths are the level's."""
+    seq = SEQ[:448]
+    e = embed(model, [seq], layers=[0, 1, 4, -1], pooling="mean")
+    ids = model.tokenizer.batch_encode([seq]).to_torch()[0]
+    with torch.no_grad():
+        o = model(ids, output_hidden_states=True)
+    assert [e[k].shape[1] for k in (0, 1, 4, -1)] == [32, 42, 64, model.config.hidden_size]  # filter_list 32, 42, 53, 64
+    np.testing.assert_allclose(e[4][0], o.all_hidden_states[3][0].mean(0).numpy(), atol=1e-5)  # transformer layer 1
+    np.testing.assert_allclose(e[1][0], o.all_hidden_states[0][0].mean(0).numpy(), atol=1e-5)  # down level 1
+    np.testing.assert_allclose(e[-1][0], o.embedding[0].mean(0).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="layer 9 out of range"):
+        embed(model, [seq], layers=[9])
+    ids, back = read_embeddings(write_embeddings(tmp_path / "e.parquet", ["s"], e))  # each layer at its own width
+    assert ids == ["s"] and all(np.array_equal(back[k], e[k]) for k in e)
 
 
 def test_finetune_ia3_and_lora(tmp_path):
@@ -153,6 +171,10 @@ def test_cli_jobs(genome, tmp_path):
     assert main(["--quiet", "mutagenesis", *common, "--fasta", str(genome / "g.fa"), "--regions", "chr1:101-105",
                  "--out", str(tmp_path / "mut"), "--window-tokens", "256"]) == 0
     assert (tmp_path / "mut" / "mutagenesis.parquet").exists()
+    write_fasta(tmp_path / "s.fa", [("a", SEQ[:300]), ("b", SEQ[300:700])])
+    assert main(["--quiet", "embed", str(tmp_path / "s.fa"), *common, "--layers", "4", "-1", "--out", str(tmp_path / "e.parquet")]) == 0
+    ids, emb = read_embeddings(tmp_path / "e.parquet")
+    assert ids == ["a", "b"] and emb[4].shape == (2, 64) and emb[-1].shape == (2, 32)  # a transformer layer, the output
 
 
 def test_mutagenesis_rows_at_a_contig_start_carry_their_status(genome, tmp_path, capsys):

@@ -10,7 +10,8 @@ def register(sub) -> None:
     s.add_argument("input", help="FASTA or TSV/CSV/parquet with a sequence column")
     s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--out", required=True, help=".parquet (pooled: one column per dimension; token/nucleotide: list columns)")
-    s.add_argument("--layers", type=int, nargs="+", default=[-1], help="0 = embeddings, i = block i, -1 = last (after the final LayerNorm)")
+    s.add_argument("--layers", type=int, nargs="+", default=[-1], help="0 = embeddings, i = block i, -1 = last (after the final LayerNorm); NTv3: 0 = the stem, "
+                   "then the U-Net's levels (down, transformer, up; -1 the output), each per base")
     s.add_argument("--pooling", choices=["mean", "cls", "token", "nucleotide"], default="mean",
                    help="mean over tokens (<cls> excluded), the <cls> vector, per token, or per nucleotide")
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")

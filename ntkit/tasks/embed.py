@@ -25,7 +25,8 @@ a sequence costs ``bins x hidden`` floats however long it is: a 1 Mb record is b
 of one window's per-nucleotide output, not of its L x hidden floats.
 
 Layer convention: as in ``NTModel.forward`` (0 = embedding output, ``i`` = block ``i``,
--1 = last block after the final LayerNorm).
+-1 = last block after the final LayerNorm); NTv3: ``NTv3Model.resolve_layer`` (0 = the stem, then
+the U-Net's levels in forward order, -1 = the output), every level per base.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ def embed(
     out = {}
     for l in layers:
         col = [v[l] for v in vecs]
-        out[l] = (np.stack(col) if col else np.zeros((0, bins * model.config.hidden_size), np.float32)) if pooling in ("mean", "cls") else col
+        out[l] = (np.stack(col) if col else np.zeros((0, bins * model.layer_width(l)), np.float32)) if pooling in ("mean", "cls") else col
     return out
 
 
@@ -298,16 +299,18 @@ def _split(tok, s: str, a: int, b: int, max_tokens: int, ctx_bp: int, overlap: i
 # -- I/O ----------------------------------------------------------------------------------------------------
 
 
-def embedding_schema(layers: Sequence[int], hidden: int, pooling: str, extra: pa.Schema | None = None) -> pa.Schema:
+def embedding_schema(layers: Sequence[int], hidden: int | dict[int, int], pooling: str, extra: pa.Schema | None = None) -> pa.Schema:
     """Pooled: ``id``, the input's other columns, ``L{layer}_{k}`` float32 columns (one row per
     sequence). Per-token / per-nucleotide: ``id``, the other columns, ``length`` (tokens or bases)
-    and ``L{layer}`` as a list of ``hidden``-float vectors (``read_embeddings`` gives arrays)."""
+    and ``L{layer}`` as a list of ``hidden``-float vectors (``read_embeddings`` gives arrays).
+    ``hidden``: the width of every layer, or per layer (NTv3's levels differ: ``layer_width``)."""
+    width = hidden if isinstance(hidden, dict) else dict.fromkeys(layers, hidden)
     fields = [pa.field("id", pa.string())] + [f for f in (extra or pa.schema([])) if f.name not in ("id",)]
     if pooling in ("mean", "cls"):
-        fields += [pa.field(f"L{l}_{k}", pa.float32()) for l in layers for k in range(hidden)]
+        fields += [pa.field(f"L{l}_{k}", pa.float32()) for l in layers for k in range(width[l])]
     else:
         fields += [pa.field("length", pa.int64())]
-        fields += [pa.field(f"L{l}", pa.list_(pa.list_(pa.float32(), hidden))) for l in layers]
+        fields += [pa.field(f"L{l}", pa.list_(pa.list_(pa.float32(), width[l]))) for l in layers]
     return pa.schema(fields)
 
 
@@ -329,7 +332,7 @@ def write_embeddings(path: str | Path, ids: Sequence[str], emb: dict[int, np.nda
         raise ValueError(f"{path}: embeddings are written as .parquet (row groups; read back with ntkit.tasks.embed.read_embeddings)")
     layers = list(emb)
     pooled = all(isinstance(v, np.ndarray) for v in emb.values())
-    hidden = (emb[layers[0]].shape[1] if pooled else emb[layers[0]][0].shape[1]) if len(ids) else 0
+    hidden = {l: (emb[l].shape[1] if pooled else emb[l][0].shape[1]) if len(ids) else 0 for l in layers}
     extra_schema = pa.Schema.from_pandas(extra, preserve_index=False) if extra is not None else None
     schema = embedding_schema(layers, hidden, "mean" if pooled else "token", extra_schema)
     rows = extra.to_dict("records") if extra is not None else [{}] * len(ids)
@@ -401,7 +404,7 @@ def embed_to_file(
     seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
     extra = pa.schema([f for f in extra if f.name not in (seq_col, id_col(extra, id_column))])
     layers = list(layers)
-    schema = embedding_schema(layers, bins * model.config.hidden_size, pooling, extra)
+    schema = embedding_schema(layers, {l: bins * model.layer_width(l) for l in layers}, pooling, extra)
     options = {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
                "sequence_column": sequence_column, "id_column": id_column, "schema": schema.to_string(),
                **({"species": species} if species is not None else {}), **({"bins": bins} if bins != 1 else {})}

@@ -249,6 +249,12 @@ class NTModel(nn.Module):
         """The ``hidden_states`` key of ``layer`` (negative counts from the end: -1 = last)."""
         return next(iter(self._resolve_layers([layer], 0)))
 
+    def layer_width(self, layer: int) -> int:
+        """Values per token of layer ``layer``: ``hidden_size`` for every layer of NT (every family
+        has this method: NTv3's levels differ in width)."""
+        self.resolve_layer(layer)
+        return self.config.hidden_size
+
     def backbone(self, species: str | None = None) -> "NTModel":
         """The encoder whose hidden states embedding jobs read (every family has this method):
         NT is its own. NT has no species conditioning: ``species`` must be None."""

@@ -56,7 +56,7 @@ from torch import nn
 
 from ntkit.core.fields import check_fields
 from ntkit.models.checkpoint import CheckpointError, check_tensors
-from ntkit.models.nt.model import Rotary, seeded
+from ntkit.models.nt.model import Layers, Rotary, seeded
 from ntkit.models.ntv3.tokenizer import BaseTokenizer
 from ntkit.runtime.jobs import atomic_output, write_text_atomic
 
@@ -125,6 +125,35 @@ class NTv3Config:
     def hidden_size(self) -> int:
         """Width of the per-base embedding (the up tower's output)."""
         return self.filter_list[0]
+
+    @property
+    def num_levels(self) -> int:
+        """The representations after the stem, in forward order (the reference's ``hidden_states``):
+        ``num_downsamples`` down levels, ``num_layers`` transformer layers, ``num_downsamples`` up
+        levels, the last of which is the output. Layer ``k`` of ``repr_layers`` is the ``k``-th of
+        them (0: the stem's output; ``num_levels`` or -1: the output; ``NTv3Model.resolve_layer``)."""
+        return 2 * self.num_downsamples + self.num_layers
+
+    def level_shift(self, layer: int) -> int:
+        """``s`` such that layer ``layer`` (0..``num_levels``) has one position per ``2**s`` bases:
+        the stem and the first down level 0, down level i (1-based) i - 1 (it is taken before its
+        pooling), the transformer ``num_downsamples``, up level j (1-based) ``num_downsamples - j``."""
+        d, n = self.num_downsamples, self.num_layers
+        if layer <= d:
+            return max(layer - 1, 0)
+        if layer <= d + n:
+            return d
+        return self.num_levels - layer
+
+    def level_width(self, layer: int) -> int:
+        """Channels of layer ``layer`` (0..``num_levels``): the stem ``filter_list[0]``, down level i
+        ``filter_list[i]``, the transformer ``embed_dim``, up level j ``filter_list[d - j]``."""
+        d, n, fl = self.num_downsamples, self.num_layers, self.filter_list
+        if layer <= d:
+            return fl[layer]
+        if layer <= d + n:
+            return self.embed_dim
+        return fl[self.num_levels - layer]
 
     @property
     def species(self) -> list[str]:
@@ -670,8 +699,9 @@ class NTv3Output:
     logits: torch.Tensor | None  # [B, L, 11]
     embedding: torch.Tensor | None = None  # [B, L, C]: per-base embedding (the up tower's output)
     transformer_embedding: torch.Tensor | None = None  # [B, L / 2**d, embed_dim]
-    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # repr_layers: -1 -> the per-base embedding [B, L, C]
+    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # repr_layers, per base [B, L, C_k]; [-1] the output
     all_hidden_states: list[torch.Tensor] = field(default_factory=list)  # down levels (pre-pool), layers, up levels; [B, L_i, C_i]
+    stem_embedding: torch.Tensor | None = None  # [B, L, C_0]: the stem's output (with output_hidden_states)
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer (1-based) -> [B, H, L', L']
     bigwig_tracks_logits: torch.Tensor | None = None  # [B, crop, max tracks] (post-trained)
     bed_tracks_logits: torch.Tensor | None = None  # [B, crop, elements, 2] (post-trained)
@@ -779,11 +809,20 @@ class NTv3Model(nn.Module):
         return Conditioned(self, species)
 
     def resolve_layer(self, layer: int) -> int:
-        """Per-base representations: -1 (or ``num_layers``), the up tower's output (the other
-        layers run at 1/2**d of the bases: ``output_hidden_states`` gives them all)."""
-        if layer in (-1, self.config.num_layers):
-            return -1
-        raise ValueError(f"NTv3 gives per-base representations of layer -1 (the U-Net's output) only, not {layer}")
+        """The ``hidden_states`` key of ``layer``: 0 the stem's output, 1..``num_levels`` the U-Net's
+        levels in forward order (down levels, transformer layers, up levels; the last is the output),
+        negative counting from the end (-1: the output). See ``NTv3Config.num_levels``."""
+        cfg = self.config
+        n, d, t = cfg.num_levels, cfg.num_downsamples, cfg.num_layers
+        k = layer + n + 1 if layer < 0 else layer
+        if not 0 <= k <= n:
+            raise ValueError(f"layer {layer} out of range for {cfg.name}: 0 (the stem), 1..{d} (down levels), {d + 1}..{d + t} "
+                             f"(transformer layers), {d + t + 1}..{n} (up levels; {n} = -1, the output), or negative")
+        return k
+
+    def layer_width(self, layer: int) -> int:
+        """Values per base of ``hidden_states[resolve_layer(layer)]`` (``NTv3Config.level_width``)."""
+        return self.config.level_width(self.resolve_layer(layer))
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *, species=None,
                 repr_layers=(), return_logits: bool = True, logits_at: torch.Tensor | None = None,
@@ -795,19 +834,32 @@ class NTv3Model(nn.Module):
         ``species`` (post-trained): a name, an id, or one per row. ``repr_layers`` (-1): the
         per-base embedding in ``hidden_states[-1]``; ``logits_at`` (bool [B, L]): logits only there,
         as [n, 11]. ``heads``: compute the bigWig/BED heads (post-trained; on each row's padded
-        length, whose centre crop they cover)."""
+        length, whose centre crop they cover). ``repr_layers`` other than the output (``resolve_layer``)
+        come back per base, [B, L, C_k]: a level with one position per 2**s bases repeats it over
+        those bases; such a forward keeps every level (``output_hidden_states``, no tiling)."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
         B, L = tokens.shape
         padded, ext = self._length_rule(tokens)
+        n = self.config.num_levels
         want = {self.resolve_layer(layer) for layer in repr_layers}
-        out = self._forward(padded, ext, species=species, output_hidden_states=output_hidden_states, need_attentions=need_attentions,
-                            return_logits=return_logits or logits_at is not None, heads=heads)
+        inner = sorted(want - {n})
+        out = self._forward(padded, ext, species=species, output_hidden_states=output_hidden_states or bool(inner),
+                            need_attentions=need_attentions, return_logits=return_logits or logits_at is not None, heads=heads)
         if padded.shape[1] != L:
             out.embedding = out.embedding[:, :L]
             out.logits = out.logits[:, :L] if out.logits is not None else None
-        if -1 in want:
-            out.hidden_states[-1] = out.embedding
+        out.hidden_states = Layers(n)
+        levels = [out.stem_embedding, *out.all_hidden_states]
+        for k in inner:
+            # Position j of a level at one position per 2**s bases stands for bases [j 2**s, (j + 1) 2**s)
+            # (average pooling of pairs down, repetition up): repeat it over them, then cut the
+            # length-rule padding off as for the output.
+            out.hidden_states[k] = levels[k].repeat_interleave(2 ** self.config.level_shift(k), dim=1)[:, :L]
+        if n in want:
+            out.hidden_states[n] = out.embedding
+        if not output_hidden_states:
+            out.all_hidden_states, out.stem_embedding = [], None
         if logits_at is not None:
             out.logits = out.logits[logits_at]
         return out
@@ -854,6 +906,8 @@ class NTv3Model(nn.Module):
         # Activations are channels-last [B, L, C] throughout (see ``conv_last``).
         x = _mask_beyond(self.embed_layer(tokens), keep(0))
         x = _conv_gelu(self.stem.conv, x)
+        if output_hidden_states:
+            out.stem_embedding = x.clone()  # x is the first skip, which inference adds to in place
         # Inference runs the towers' long levels tile by tile (``_tiles``; ``tile_elements``).
         tiles = _no_grad() and not output_hidden_states and self.tile_elements > 0
         skips = []
@@ -1023,6 +1077,9 @@ class Conditioned(nn.Module):
 
     def resolve_layer(self, layer: int) -> int:
         return self.model.resolve_layer(layer)
+
+    def layer_width(self, layer: int) -> int:
+        return self.model.layer_width(layer)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return self.model.num_parameters(trainable_only)

@@ -49,8 +49,7 @@ class SpliceModel(Adapted):
         ``onehot`` [B, N, 4] (ACGT; N and padding all zero): the bases, for the convolutional heads."""
         h = None
         if self.head_kind != "bases":
-            L = self.base.config.num_layers
-            h = self.base(ids, mask, repr_layers=[L], return_logits=False).hidden_states[L]
+            h = self.base(ids, mask, repr_layers=[-1], return_logits=False).hidden_states[-1]  # the last layer, any family
         if self.head_kind != "linear":
             return self.head(onehot, h, gather_tok, gather_slot)
         z = self.head(h).view(h.shape[0], h.shape[1], 6, len(CLASSES))
