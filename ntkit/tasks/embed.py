@@ -299,18 +299,17 @@ def _split(tok, s: str, a: int, b: int, max_tokens: int, ctx_bp: int, overlap: i
 # -- I/O ----------------------------------------------------------------------------------------------------
 
 
-def embedding_schema(layers: Sequence[int], hidden: int | dict[int, int], pooling: str, extra: pa.Schema | None = None) -> pa.Schema:
+def embedding_schema(widths: dict[int, int], pooling: str, extra: pa.Schema | None = None) -> pa.Schema:
     """Pooled: ``id``, the input's other columns, ``L{layer}_{k}`` float32 columns (one row per
     sequence). Per-token / per-nucleotide: ``id``, the other columns, ``length`` (tokens or bases)
-    and ``L{layer}`` as a list of ``hidden``-float vectors (``read_embeddings`` gives arrays).
-    ``hidden``: the width of every layer, or per layer (NTv3's levels differ: ``layer_width``)."""
-    width = hidden if isinstance(hidden, dict) else dict.fromkeys(layers, hidden)
+    and ``L{layer}`` as a list of vectors. ``widths``: each layer's values per vector, in column
+    order (they differ between NTv3's levels: ``model.layer_width``)."""
     fields = [pa.field("id", pa.string())] + [f for f in (extra or pa.schema([])) if f.name not in ("id",)]
     if pooling in ("mean", "cls"):
-        fields += [pa.field(f"L{l}_{k}", pa.float32()) for l in layers for k in range(width[l])]
+        fields += [pa.field(f"L{l}_{k}", pa.float32()) for l, w in widths.items() for k in range(w)]
     else:
         fields += [pa.field("length", pa.int64())]
-        fields += [pa.field(f"L{l}", pa.list_(pa.list_(pa.float32(), width[l]))) for l in layers]
+        fields += [pa.field(f"L{l}", pa.list_(pa.list_(pa.float32(), w))) for l, w in widths.items()]
     return pa.schema(fields)
 
 
@@ -332,9 +331,9 @@ def write_embeddings(path: str | Path, ids: Sequence[str], emb: dict[int, np.nda
         raise ValueError(f"{path}: embeddings are written as .parquet (row groups; read back with ntkit.tasks.embed.read_embeddings)")
     layers = list(emb)
     pooled = all(isinstance(v, np.ndarray) for v in emb.values())
-    hidden = {l: (emb[l].shape[1] if pooled else emb[l][0].shape[1]) if len(ids) else 0 for l in layers}
+    widths = {l: (emb[l].shape[1] if pooled else emb[l][0].shape[1]) if len(ids) else 0 for l in layers}
     extra_schema = pa.Schema.from_pandas(extra, preserve_index=False) if extra is not None else None
-    schema = embedding_schema(layers, hidden, "mean" if pooled else "token", extra_schema)
+    schema = embedding_schema(widths, "mean" if pooled else "token", extra_schema)
     rows = extra.to_dict("records") if extra is not None else [{}] * len(ids)
 
     def batches(n: int = 1024):
@@ -404,7 +403,7 @@ def embed_to_file(
     seq_col = sequence_column or next((c for c in ("sequence", "seq", "Sequence") if c in extra.names), None)
     extra = pa.schema([f for f in extra if f.name not in (seq_col, id_col(extra, id_column))])
     layers = list(layers)
-    schema = embedding_schema(layers, {l: bins * model.layer_width(l) for l in layers}, pooling, extra)
+    schema = embedding_schema({l: bins * model.layer_width(l) for l in layers}, pooling, extra)
     options = {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
                "sequence_column": sequence_column, "id_column": id_column, "schema": schema.to_string(),
                **({"species": species} if species is not None else {}), **({"bins": bins} if bins != 1 else {})}
