@@ -80,6 +80,9 @@ VARIANTS: dict[str, dict] = {
     # windows, 8 per step (8,160 bp per step, as the recipe's 8,192 bases)
     "nt-v2-small": {"model": "nt-v2-small", "model_overrides": {"max_tokens": 171}, "window_tokens": 171, "length_schedule": [],
                     "tokens_per_step": 8 * 171},
+    # the same with NT v2's smallest preset (64 wide, 2 layers, 4 heads): several times the steps in the hour
+    "nt-v2-tiny": {"model": "nt-v2-tiny", "model_overrides": {"max_tokens": 171}, "window_tokens": 171, "length_schedule": [],
+                   "tokens_per_step": 8 * 171},
 }
 
 
@@ -145,6 +148,7 @@ def main() -> None:
         # one task set and one strand setting per table (rows older than the setting read the forward strand)
         rows = [r for r in rows if r.get("tasks", TASKS) == args.tasks and r.get("reverse_complement", False) == args.reverse_complement
                 and r.get("bins", 1) == args.bins]  # rows older than the setting: one mean
+        rows = merge_splits(rows)
         print(table(rows))
         mine = [r for r in rows if r["variant"] == args.variant]
         if mine:
@@ -235,10 +239,39 @@ def margin_table(row: dict, out: Path, tag: str) -> str | None:
     return "\n".join(lines)
 
 
+def merge_splits(rows: list[dict]) -> list[dict]:
+    """Rows of one checkpoint (variant, step) measured on disjoint splits by separate runs (``--run-dir``
+    with more ``--seeds``) as one row over all their splits: means over splits weighted by each row's
+    split count, the first row's held-out figures and first split. Rows that share a split (the same
+    splits measured again, e.g. after a probe change) stay apart."""
+    out: list[dict] = []
+    for r in rows:
+        same = next((o for o in out if _checkpoint(o) == _checkpoint(r) and not set(o["seeds"]) & set(r["seeds"])
+                     and "mean_mcc_per_seed" in o and "mean_mcc_per_seed" in r), None)
+        if same is None:
+            out.append(dict(r))
+            continue
+        n0, n1 = len(same["seeds"]), len(r["seeds"])
+        w = lambda a, b: (a * n0 + b * n1) / (n0 + n1)  # noqa: E731
+        same["mean_mcc"] = {**same["mean_mcc"], **{k: w(same["mean_mcc"][k], r["mean_mcc"][k]) for k in ("kmer", "probe", "random-probe")}}
+        per = {(t["task"], t["method"]): t["mcc_mean"] for t in r["per_task"]}
+        same["per_task"] = [{**t, "mcc_mean": w(t["mcc_mean"], per[(t["task"], t["method"])])} for t in same["per_task"]
+                            if (t["task"], t["method"]) in per]
+        same["seeds"] = same["seeds"] + r["seeds"]
+        same["mean_mcc_per_seed"] = same["mean_mcc_per_seed"] + r["mean_mcc_per_seed"]
+    return out
+
+
+def _checkpoint(row: dict) -> tuple:
+    """What identifies a row's checkpoint: variant, step, minutes and its held-out loss (the same seeded
+    windows: another run of the variant that ended at the same step differs there)."""
+    return row["variant"], row["step"], row["minutes"], round(row["heldout"]["bits_per_base"], 4)
+
+
 def table(rows: list[dict]) -> str:
     """Per variant x snapshot: size, time, held-out figures, mean MCC of each method and the margins."""
     head = ("| variant | model | params | minutes | steps | held-out ppl | bits/base | 6-mer MCC | random-init MCC | probe MCC "
-            "| probe - 6-mer | tasks probe > random | IA3 MCC | random IA3 MCC |")
+            "| probe - 6-mer (± 2 SE over splits) | tasks probe > random | IA3 MCC | random IA3 MCC |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         m, h = r["mean_mcc"], r["heldout"]
@@ -249,7 +282,7 @@ def table(rows: list[dict]) -> str:
         ties = sum(per[(t, "probe")] == per[(t, "random-probe")] for t in both)  # e.g. both predict the majority class: MCC 0
         lines.append(f"| {r['variant']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['minutes']} | {r['step']:,} | {h['perplexity']:.3f} "
                      f"| {h['bits_per_base']:.3f} | {m['kmer']:.3f} | {m['random-probe']:.3f} | **{m['probe']:.3f}** "
-                     f"| {m['probe'] - m['kmer']:+.3f} | {wins}/{len(both)}{f' ({ties} tied)' if ties else ''} | {_f(m.get('ia3'))} | {_f(m.get('random-ia3'))} |")
+                     f"| {m['probe'] - m['kmer']:+.3f}{_se(r)} | {wins}/{len(both)}{f' ({ties} tied)' if ties else ''} | {_f(m.get('ia3'))} | {_f(m.get('random-ia3'))} |")
     return "\n".join(lines)
 
 
@@ -268,6 +301,12 @@ def task_table(row: dict) -> str:
     lines.append("| **mean** | " + " | ".join(f"**{seed0[m]:.3f}**" if m in seed0 else "" for m in methods) + " | "
                  + " | ".join(f"**{row['mean_mcc'][m]:.3f}**" for m in methods[:3]) + " |")
     return "\n".join(lines)
+
+
+def _se(row: dict) -> str:
+    """`` ± 2 SE`` of the probe's margin over 6-mer counts across the row's splits ("" for one split)."""
+    d = np.array([s["probe"] - s["kmer"] for s in row.get("mean_mcc_per_seed", [])])
+    return f" ± {2 * d.std(ddof=1) / np.sqrt(len(d)):.3f}" if len(d) > 1 else ""
 
 
 def _f(x) -> str:
