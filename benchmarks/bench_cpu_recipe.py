@@ -80,10 +80,9 @@ VARIANTS: dict[str, dict] = {
     # windows, 8 per step (8,160 bp per step, as the recipe's 8,192 bases)
     "nt-v2-small": {"model": "nt-v2-small", "model_overrides": {"max_tokens": 171}, "window_tokens": 171, "length_schedule": [],
                     "tokens_per_step": 8 * 171},
-    # the same with NT v2's smallest preset (64 wide, 2 layers, 4 heads): several times the steps in the hour
-    "nt-v2-tiny": {"model": "nt-v2-tiny", "model_overrides": {"max_tokens": 171}, "window_tokens": 171, "length_schedule": [],
-                   "tokens_per_step": 8 * 171},
 }
+# the same with NT v2's smallest preset (64 wide, 2 layers, 4 heads): several times the steps in the hour
+VARIANTS["nt-v2-tiny"] = {**VARIANTS["nt-v2-small"], "model": "nt-v2-tiny"}
 
 
 def variant_config(name: str, out: Path, minutes: float) -> PretrainConfig:
