@@ -11,7 +11,8 @@ checkpoint written before that wall time, the final model at the budget) is meas
   downstream sample, 5-fold CV, against 6-mer counts (``kmer``) and the same architecture at random
   initialisation (``random-probe``), the features of both strands as ``ntkit demo`` reads them
   (``--no-reverse-complement``: the forward strand), each sequence as the means of its three
-  thirds (``--bins``, ``ntkit demo``'s default; ``--bins 1``: one mean); with ``--ia3`` also IA3 fine-tuning of the
+  thirds (``--bins``, ``ntkit demo``'s default; ``--bins 1``: one mean), a 6-mer model's embeddings of each strand
+  in one 6-mer frame or averaged over several (``--phases``, ``embed``'s); with ``--ia3`` also IA3 fine-tuning of the
   model and of its random twin (first split only). The tasks have 9-503 sequences, so one 5-fold
   split is noisy: the probes run on ``--seeds`` splits (default 2) and the table reports the mean
   over them, the per-task table also the first split's mean ± 2 SD over its folds, and the probe
@@ -137,6 +138,8 @@ def main() -> None:
                    "results tagged, one kind per table)")
     p.add_argument("--bins", type=int, default=DEMO_BINS, help="the probes read the means of this many equal segments of each "
                    "sequence, as ntkit demo measures (1: one mean over the sequence; results tagged, one kind per table)")
+    p.add_argument("--phases", type=int, default=1, help="6-mer models (nt-v2-*): the probes read the embeddings averaged over "
+                   "this many frames of each strand (6: every 6-mer; results tagged, one kind per table)")
     p.add_argument("--out", type=Path, default=Path("runs/cpu_recipe"))
     p.add_argument("--table", action="store_true", help="print the table of --out/results.jsonl (and per task, the last "
                    "row of --variant) and stop")
@@ -146,7 +149,7 @@ def main() -> None:
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
         # one task set and one strand setting per table (rows older than the setting read the forward strand)
         rows = [r for r in rows if r.get("tasks", TASKS) == args.tasks and r.get("reverse_complement", False) == args.reverse_complement
-                and r.get("bins", 1) == args.bins]  # rows older than the setting: one mean
+                and r.get("bins", 1) == args.bins and r.get("phases", 1) == args.phases]  # rows older than the setting: one mean, one frame
         rows = merge_splits(rows)
         print(table(rows))
         mine = [r for r in rows if r["variant"] == args.variant]
@@ -183,7 +186,7 @@ def main() -> None:
                 ia3 = ["ia3", "random-ia3"] if args.random_ia3 else ["ia3"]
             bench = downstream(model, tasks, methods=["kmer", "probe", "random-probe"] + ia3, folds=args.folds, seed=seed,
                                finetune_epochs=args.ia3_epochs, reverse_complement=args.reverse_complement, bins=args.bins,
-                               features=features)
+                               phases=args.phases, features=features)
             bench["summary"].assign(seed=seed).to_csv(args.out / f"{args.variant}_{round(minutes)}min{tag}_seed{seed}_summary.csv", index=False)
             per_seed.append(bench)
             print(f"seed {seed}:\n{bench['table']}", flush=True)
@@ -191,7 +194,7 @@ def main() -> None:
         mean_mcc = {k: sum(b["mean_mcc"].get(k, 0.0) for b in per_seed) / len(per_seed) for k in ("kmer", "probe", "random-probe")}
         mean_mcc.update({k: v for k, v in first["mean_mcc"].items() if k not in mean_mcc})  # IA3: the first split only
         tasks_mean = pd.concat([b["summary"] for b in per_seed]).groupby(["task", "method"], sort=False)["mcc_mean"].mean().reset_index()
-        row = {"variant": args.variant, "tasks": args.tasks, "reverse_complement": args.reverse_complement, "bins": args.bins, "model": cfg.model,
+        row = {"variant": args.variant, "tasks": args.tasks, "reverse_complement": args.reverse_complement, "bins": args.bins, "phases": args.phases, "model": cfg.model,
                "params": model.num_parameters(), "minutes": round(minutes, 1), "step": step, "tokens": tokens_at(run_dir, step, cfg.tokens_per_step), "heldout": held, "mean_mcc": mean_mcc, "seeds": args.seeds,
                "mean_mcc_per_seed": [b["mean_mcc"] for b in per_seed],
                "per_task": tasks_mean.to_dict(orient="records"),
@@ -214,9 +217,9 @@ def tokens_at(run_dir: Path, step: int, tokens_per_step: int) -> int:
 
 
 def result_tag(args) -> str:
-    """The file-name tag of a measurement's settings (task file, strands, bins)."""
+    """The file-name tag of a measurement's settings (task file, strands, bins, frames)."""
     return (("" if args.tasks == TASKS else "_" + Path(args.tasks).name.split(".")[0]) + ("_rc" if args.reverse_complement else "")
-            + (f"_bins{args.bins}" if args.bins != 1 else ""))
+            + (f"_bins{args.bins}" if args.bins != 1 else "") + (f"_phases{args.phases}" if args.phases != 1 else ""))
 
 
 def margin_table(row: dict, out: Path, tag: str) -> str | None:

@@ -96,10 +96,34 @@ def test_benchmark_bins_probe_segment_means(tmp_path, monkeypatch):
     cache = {}
     one = run_benchmark(tasks, model, methods=["kmer", "probe"], n_folds=3, features=cache)
     three = run_benchmark(tasks, model, methods=["probe"], n_folds=3, bins=3, features=cache)
-    assert widths == [64, 192] and sorted(k[-1] for k in cache if k[2] == "pretrained") == [1, 3]
+    assert widths == [64, 192] and sorted(k[-2] for k in cache if k[2] == "pretrained") == [1, 3]  # (..., bins, phases)
     assert (three["mcc"] == 1.0).all() and one[one.method == "probe"]["mcc"].mean() < 0.6  # one mean: 0.25 here
     with pytest.raises(ValueError, match="bins=0"):  # refused before the 6-mer counts of the first task
         run_benchmark(tasks, model, methods=["kmer", "probe"], n_folds=3, bins=0)
+
+
+def test_benchmark_phases_probe_frame_averaged_embeddings(tmp_path, monkeypatch):
+    """``phases``: the probes read ``embed(..., phases=)`` (each strand's six 6-mer frames
+    averaged), cached apart from the one-frame features; the 6-mer counts do not change; a phases
+    value the model cannot read is refused before any compute."""
+    rng = np.random.default_rng(4)
+    seqs = ["".join(rng.choice(list("ACGT"), 60)) for _ in range(12)]
+    pd.DataFrame({"sequence": seqs, "label": [i % 2 for i in range(12)]}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    tasks = load_tasks(tmp_path / "t.tsv")
+    model = ntkit.build(ntkit.get_preset("nt-v2-tiny"), seed=0)
+    calls, real_embed = [], bm.embed
+    monkeypatch.setattr(bm, "embed", lambda m, *a, **k: calls.append(k.get("phases")) or real_embed(m, *a, **k))
+    cache = {}
+    run_benchmark(tasks, model, methods=["kmer", "probe"], n_folds=3, reverse_complement=True, features=cache)
+    run_benchmark(tasks, model, methods=["kmer", "probe"], n_folds=3, reverse_complement=True, phases=6, features=cache)
+    assert calls == [1, 6] and sorted(k[-1] for k in cache if k[2] == "pretrained") == [1, 6]
+    assert len([k for k in cache if k[2] == "kmer"]) == 1  # one set of 6-mer counts for both reads
+    six = next(v for k, v in cache.items() if k[2] == "pretrained" and k[-1] == 6)
+    np.testing.assert_array_equal(six, real_embed(model, seqs, reverse_complement=True, phases=6)[-1])
+    for bad in (7, 0):
+        with pytest.raises(ValueError, match=f"phases={bad}"):
+            run_benchmark(tasks, model, methods=["kmer", "probe"], n_folds=3, phases=bad)
+    assert calls == [1, 6]
 
 
 def test_probe_cv_equals_sklearn_metric():

@@ -58,6 +58,10 @@ def test_bad_fasta_inputs(d, tmp_path, capsys):
     # duplicate ids: every record is kept, in input order, under its id
     assert main([str(a) for a in embed + [d / "dup.fa"]]) == 0
     assert pd.read_parquet(tmp_path / "e.parquet")["id"].tolist() == ["a", "a", "b"]
+    # a setting the model cannot read: one line, exit 2, nothing written (ntkit embed --phases 7 of a 6-mer model)
+    fails(capsys, ["embed", "--model", d / "model", "--no-progress", "--out", tmp_path / "p.parquet", "--phases", "7", d / "dup.fa"],
+          "phases=7")
+    assert not list(tmp_path.glob("p.parquet*"))
 
 
 def test_bad_vcf_inputs(d, tmp_path, capsys):

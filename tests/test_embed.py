@@ -8,6 +8,7 @@ import ntkit
 from ntkit import Runtime
 from ntkit.core.sequence import reverse_complement
 from ntkit.io.sequences import read_sequences
+from ntkit.models import ntv3
 from ntkit.tasks.embed import _owners, embed, embed_to_file, read_embeddings, write_embeddings
 
 RNG = np.random.default_rng(2)
@@ -139,6 +140,59 @@ def test_bins_are_segment_means_of_the_nucleotide_vectors(model, tmp_path):
     with pytest.raises(ValueError, match="bins=0"):  # refused before the job starts: nothing written
         embed_to_file(model, tmp_path / "x.tsv", tmp_path / "z.parquet", bins=0)
     assert not list(tmp_path.glob("z.parquet*"))
+
+
+def frames_by_hand(model, s, phases, bins, overlap_bp):
+    """The ``phases`` read from its definition: each strand with p = 0 .. phases-1 bases dropped at
+    its 5' end, embedded per nucleotide as a sequence of its own (the reverse strand's vectors, in
+    forward coordinates, as twice the two strands' mean minus the forward strand's: chunked as
+    ``embed`` chunks the forward strand); each segment's mean over every (base, frame) vector it
+    holds, per strand; the strands averaged."""
+    L = len(s)
+    cuts = np.rint(np.linspace(0, L, bins + 1)).astype(int)
+    nuc = lambda x, rc: embed(model, [x], pooling="nucleotide", reverse_complement=rc, overlap_bp=overlap_bp)[-1][0].astype(np.float64)  # noqa: E731
+    strands = []
+    for strand in (0, 1):
+        total, held = np.zeros((L, 64)), np.zeros(L)
+        for p in range(phases):
+            a, b = (p, L) if strand == 0 else (0, L - p)
+            total[a:b] += nuc(s[a:b], False) if strand == 0 else 2 * nuc(s[a:b], True) - nuc(s[a:b], False)
+            held[a:b] += 1
+        strands.append(np.concatenate([total[x:y].sum(0) / held[x:y].sum() for x, y in zip(cuts[:-1], cuts[1:])]))
+    return (strands[0] + strands[1]) / 2
+
+
+def test_phases_average_the_six_frames_of_each_strand(model, tmp_path):
+    """phases=6: every frame of both strands, each base's vector from each frame that holds it,
+    pooled per segment; equal to that computed by hand from per-nucleotide embeddings of the
+    trimmed strands, for a sequence inside the context and one chunked over several windows (the
+    same float32 vectors summed in another order, the reverse strand's through a difference: float32
+    rounding, 1e-4 relative). One frame is the old read;
+    frames read a sequence as its one-base shift reads it, up to the bases at its ends."""
+    seqs = [dna(150), dna(500)]
+    for bins in (1, 3):
+        got = embed(model, seqs, reverse_complement=True, bins=bins, phases=6, overlap_bp=60)[-1]
+        assert got.shape == (2, bins * 64)
+        for g, s in zip(got, seqs):
+            np.testing.assert_allclose(g, frames_by_hand(model, s, 6, bins, 60), rtol=1e-4, atol=1e-6)
+    one = embed(model, seqs, reverse_complement=True, phases=1)[-1]
+    np.testing.assert_array_equal(one, embed(model, seqs, reverse_complement=True)[-1])
+    # A one-base shift moves every token of a one-frame read to another 6-mer, and a six-frame read
+    # by its end tokens only (the shifted copy shares all but two bases): read at the embedding layer
+    # (the token vectors, no context), 120 bases (one window in every frame), about 0.05 of the change
+    s = "".join(np.random.default_rng(5).choice(list("ACGT"), 121))
+    shift = lambda **kw: embed(model, [s[:-1], s[1:]], layers=[0], reverse_complement=True, **kw)[0]  # noqa: E731
+    one, six = shift(), shift(phases=6)
+    assert np.linalg.norm(six[0] - six[1]) < 0.3 * np.linalg.norm(one[0] - one[1])
+    assert embed(model, ["ACG"], phases=6)[-1].shape == (1, 64)  # shorter than the frames: one frame per base
+    for bad in (dict(phases=0), dict(phases=7), dict(phases=2, pooling="cls"), dict(phases=2.0)):
+        with pytest.raises(ValueError, match="phases"):
+            embed(model, seqs, **bad)
+    with pytest.raises(ValueError, match=r"phases=2.*\(1\)"):  # one base per token: no frames
+        embed(ntv3.build("ntv3-tiny", seed=0), ["ACGT" * 16], phases=2)
+    (tmp_path / "x.tsv").write_text("name\tsequence\na\t" + seqs[0] + "\n")
+    embed_to_file(model, tmp_path / "x.tsv", tmp_path / "p.parquet", phases=6, overlap_bp=60)
+    np.testing.assert_allclose(read_embeddings(tmp_path / "p.parquet")[1][-1], embed(model, seqs[:1], phases=6, overlap_bp=60)[-1], rtol=1e-6)
 
 
 def test_chunk_owners_partition_the_sequence_by_centrality():

@@ -21,6 +21,8 @@ def register(sub) -> None:
                    "(default: the forward strand, NT's protocol)")
     s.add_argument("--bins", type=int, default=1, help="probes read the means of this many equal segments of each sequence, "
                    "concatenated (default 1: one mean, NT's protocol)")
+    s.add_argument("--phases", type=int, default=1, help="6-mer models: probes read the embeddings averaged over this many "
+                   "frames of each strand (6: every 6-mer; default 1: the frame from the first base, NT's protocol)")
     s.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping on validation MCC)")
     s.add_argument("--lr", type=float, help="fine-tuning learning rate (default per method: "
                    + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
@@ -44,9 +46,9 @@ def run(args) -> int:
     if args.only:
         tasks = [t for t in tasks if t.name in set(args.only)]
     res = run_benchmark(tasks, model, methods=args.methods, n_folds=args.folds, layer=args.layer, reverse_complement=args.reverse_complement,
-                        bins=args.bins, seed=args.seed, finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
+                        bins=args.bins, phases=args.phases, seed=args.seed, finetune_epochs=args.epochs, finetune_lr=args.lr, batch_size=args.batch_size, runtime=rt)
     meta = {"model": args.model, "species": args.species, "methods": args.methods, "folds": args.folds, "layer": args.layer,
-            "reverse_complement": args.reverse_complement, "bins": args.bins, "seed": args.seed,
+            "reverse_complement": args.reverse_complement, "bins": args.bins, "phases": args.phases, "seed": args.seed,
             "classes": {t.name: list(t.classes) for t in tasks}}
     paths = write_report(res, args.out, meta)
     print(paths["table"].read_text())

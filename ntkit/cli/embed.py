@@ -17,6 +17,8 @@ def register(sub) -> None:
     s.add_argument("--reverse-complement", action="store_true", help="average with the reverse-complement strand")
     s.add_argument("--bins", type=int, default=1, help="mean pooling: the means of this many equal segments of each sequence, "
                    "concatenated (bins x hidden columns per layer)")
+    s.add_argument("--phases", type=int, default=1, help="mean pooling, 6-mer models: averaged over this many frames of each "
+                   "strand (6: every 6-mer; default 1: the frame from the first base)")
     s.add_argument("--overlap-bp", type=int, help="overlap of the chunks of long sequences (default 600 bp)")
     add_species_arg(s)
     add_sequence_columns(s)
@@ -32,8 +34,9 @@ def run(args) -> int:
     res = embed_to_file(model, args.input, args.out, layers=args.layers, pooling=args.pooling,
                         reverse_complement=args.reverse_complement, overlap_bp=args.overlap_bp, sequence_column=args.sequence_column,
                         id_column=args.id_column, chunk_size=args.chunk_size,
-                        shard=args.shard, restart=args.restart, runtime=rt, species=args.species, bins=args.bins)
+                        shard=args.shard, restart=args.restart, runtime=rt, species=args.species, bins=args.bins,
+                        phases=args.phases)
     if report_job(res, args.out):
         print(f"wrote {args.out}: {res['sequences']} sequences, layers {args.layers}, {args.pooling} pooling"
-              + (f" over {args.bins} segments" if args.bins > 1 else ""))
+              + (f" over {args.bins} segments" if args.bins > 1 else "") + (f", {args.phases} frames" if args.phases > 1 else ""))
     return 0

@@ -41,7 +41,7 @@ from ntkit.runtime.engine import as_runtime
 from ntkit.runtime.jobs import atomic_output, write_text_atomic
 from ntkit.runtime.progress import bar as progress_bar
 from ntkit.tasks.baselines import kmer_counts
-from ntkit.tasks.embed import check_bins, embed
+from ntkit.tasks.embed import check_bins, check_phases, embed
 from ntkit.tasks.finetune import FinetuneConfig, finetune
 from ntkit.tasks.options import METHODS  # noqa: F401  (re-exported)
 from ntkit.tasks.probe import fit_predict_probe
@@ -162,6 +162,7 @@ def run_benchmark(
     layer: int = -1,
     reverse_complement: bool = False,
     bins: int = 1,
+    phases: int = 1,
     seed: int = 0,
     finetune_epochs: int = 10,
     finetune_lr: float | None = None,
@@ -177,6 +178,8 @@ def run_benchmark(
     ``reverse_complement``). Off, as NT's published protocol: the forward strand only. ``bins``:
     the frozen probes read the means of ``bins`` equal segments of each sequence, concatenated
     (``embed``'s ``bins``; 1, NT's protocol: one mean); 6-mer counts stay whole-sequence counts.
+    ``phases``: a 6-mer model's embeddings averaged over that many frames of each strand
+    (``embed``'s ``phases``; 1, NT's protocol: the frame from the first base).
 
     ``features``: a dict that the caller passes again to further calls with the same ``model`` and
     tasks (several fold ``seed``s): the 6-mer counts and ``model``'s embeddings are kept there and
@@ -187,6 +190,8 @@ def run_benchmark(
     if model is None and set(methods) - {"kmer"}:
         raise ValueError("a model is needed for every method but kmer")
     check_bins(bins)
+    if model is not None:
+        check_phases(phases, model.tokenizer.kmer)
 
     rt = as_runtime(runtime)
     quiet = rt.replace(progress=False)
@@ -212,9 +217,10 @@ def run_benchmark(
                 m = random_model if method == "random-probe" else model
                 key = "random" if method == "random-probe" else "pretrained"
                 if key not in feats:
-                    keep = None if key == "random" else (task.name, len(all_seqs), key, layer, reverse_complement, bins)
+                    keep = None if key == "random" else (task.name, len(all_seqs), key, layer, reverse_complement, bins, phases)
                     feats[key] = _cached(features, keep, lambda: embed(m, all_seqs, layers=[layer], reverse_complement=reverse_complement,
-                                                                       bins=bins, runtime=quiet.replace(batch_size=batch_size))[layer])
+                                                                       bins=bins, phases=phases,
+                                                                       runtime=quiet.replace(batch_size=batch_size))[layer])
             for f, (tr, ev, on_test) in enumerate(folds):
                 if on_test:  # NT layout: train on 9/10 of train, validate on 1/10, score on test
                     fit_idx, val_idx, eval_idx = tr, ev, np.arange(n_train_pool, len(all_seqs))

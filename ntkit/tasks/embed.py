@@ -24,6 +24,16 @@ are taken window by window, each window adding the bases it owns (the same most-
 a sequence costs ``bins x hidden`` floats however long it is: a 1 Mb record is binned in the memory
 of one window's per-nucleotide output, not of its L x hidden floats.
 
+``phases`` (mean pooling, k-mer tokenisers): a 6-mer model reads a sequence in one frame, its
+tokens the non-overlapping 6-mers from the first base, so one mean embedding sees a sixth of the
+sequence's 6-mers and moves when the sequence starts a base later. With ``phases=k`` each strand is
+also read with 1 .. k-1 bases dropped at its 5' end (the forward strand's first bases, the reverse
+complement's first, i.e. the forward strand's last), each frame on its own, and a segment's mean
+(one segment: the whole sequence) is over every base's vector from every frame that holds it (a
+strand's first k-1 bases are held by fewer frames), per strand, strands averaged. ``phases=6``
+reads every 6-mer of both strands, as 6-mer counts do. The mean is then over bases, not tokens (a
+6-mer's vector counts six times, a leftover base's once). One base per token (NTv3): 1 only.
+
 Layer convention: as in ``NTModel.forward`` (0 = embedding output, ``i`` = block ``i``,
 -1 = last block after the final LayerNorm); NTv3: ``NTv3Model.resolve_layer`` (0 = the stem, then
 the U-Net's levels in forward order, -1 = the output), every level per base.
@@ -83,14 +93,14 @@ def _owners(spans: list[tuple[int, int]], length: int) -> list[np.ndarray]:
 
 def _forward(layers: list[int], pooling: str, bins: int = 1):
     """Per window: its pooled vector (mean/cls), its tokens' vectors, the vectors of the bases it
-    owns (per-nucleotide: ``w.own``, in forward order) or, with ``bins`` > 1, per segment the sum of
-    the vectors of the bases it owns ([bins, H], float64)."""
+    owns (``nucleotide``: ``w.own``, in forward order) or (``segments``: segment means, ``bins`` >= 1)
+    per segment the sum of the vectors of the bases it owns ([bins, H], float64)."""
     def forward(model, batch: list[_Window]):
         tok = model.tokenizer
         enc, ids, mask = engine.encode(tok, [w.sequence for w in batch], engine.model_device(model))
         res = model(ids, mask, repr_layers=layers, return_logits=False)
         n_tok = mask.sum(1).cpu().numpy()
-        n2t = enc.nucleotide_to_token() if pooling == "nucleotide" else None
+        n2t = enc.nucleotide_to_token() if pooling in ("nucleotide", "segments") else None
         out = [(w, {}, int(n_tok[b]) - tok.n_special) for b, w in enumerate(batch)]
         for l in layers:
             h = res.hidden_states[model.resolve_layer(l)]
@@ -109,7 +119,7 @@ def _forward(layers: list[int], pooling: str, bins: int = 1):
                     per_base = v[b, n2t[b, : len(w.sequence)]]
                     per_base = per_base[::-1] if w.strand == 1 else per_base  # back to forward coordinates
                     # only the bases this window owns leave it (the merge reads no others)
-                    out[b][1][l] = per_base[w.own] if bins == 1 else _segment_sums(per_base, w, bins)
+                    out[b][1][l] = per_base[w.own] if pooling == "nucleotide" else _segment_sums(per_base, w, bins)
         return out
 
     return forward
@@ -128,7 +138,7 @@ def _segment_sums(per_base: np.ndarray, w: _Window, bins: int) -> np.ndarray:
 
 def _combine(results: Iterable, layers: list[int], pooling: str, strands: int, bins: int = 1) -> dict[int, np.ndarray]:
     """One sequence's vectors from its chunks' (see the module docstring), strands averaged."""
-    if pooling == "nucleotide" and bins == 1:
+    if pooling == "nucleotide":
         return _merge_bases(results, layers, strands)
     results = list(results)
     out = {}
@@ -141,11 +151,17 @@ def _combine(results: Iterable, layers: list[int], pooling: str, strands: int, b
             elif pooling in ("mean", "cls"):
                 wts = np.array([n if pooling == "mean" else 1 for _, _, n in rs], dtype=np.float64)
                 per_strand.append((np.stack([v for _, v, _ in rs]) * wts[:, None]).sum(0) / wts.sum())
-            else:  # segment sums of the owned bases -> segment means
-                sizes = np.array([e - a for a, e in bin_ranges(rs[0][0].seq_len, bins)], dtype=np.float64)
-                per_strand.append(sum(v for _, v, _ in rs) / sizes[:, None])
+            else:  # segment sums of the owned bases -> segment means, over the bases each segment's windows own
+                # (one frame: every base once, the segment's length; frames: each base once per frame that holds it)
+                ranges = bin_ranges(rs[0][0].seq_len, bins)
+                held = np.zeros(len(ranges), dtype=np.float64)
+                for w, _, _ in rs:
+                    for j, (a, e) in enumerate(ranges):
+                        lo, hi = max(a, w.a) - w.a, min(e, w.b) - w.a
+                        held[j] += w.own[lo:hi].sum() if lo < hi else 0
+                per_strand.append(sum(v for _, v, _ in rs) / held[:, None])
         v = per_strand[0] if strands == 1 else (per_strand[0] + per_strand[1]) / 2
-        out[l] = (v.reshape(-1) if bins > 1 else v).astype(np.float32)  # segments: [bins, H] -> bins * H
+        out[l] = (v.reshape(-1) if pooling == "segments" else v).astype(np.float32)  # segments: [bins, H] -> bins * H
     return out
 
 
@@ -179,6 +195,7 @@ def iter_embeddings(
     lookahead: int = 4096,
     species: str | None = None,
     bins: int = 1,
+    phases: int = 1,
 ) -> Iterator[dict[int, np.ndarray]]:
     """``{layer: vector}`` per sequence, in input order, as the sequences stream in (memory: the
     look-ahead buffer of ``lookahead`` chunks). Options as in ``embed``."""
@@ -186,6 +203,7 @@ def iter_embeddings(
     if pooling not in ("mean", "cls", "token", "nucleotide"):
         raise ValueError(f"pooling must be mean, cls, token or nucleotide, not {pooling!r}")
     check_bins(bins, pooling)
+    check_phases(phases, model.tokenizer.kmer, pooling)
     if pooling == "token" and reverse_complement:
         raise ValueError("per-token embeddings cannot be averaged over strands (the 6-mer frames differ)")
     layers = list(layers)
@@ -205,23 +223,31 @@ def iter_embeddings(
                                          rt.batch_size * model.config.max_tokens), batch_size=None)
     strands = 2 if reverse_complement else 1
 
+    # segment / frame means ("segments"): from per-nucleotide vectors, summed per segment window by window
+    per_base = "segments" if bins > 1 or phases > 1 else pooling
+
+    def chunks(s: str, a: int, b: int) -> tuple[list[tuple[int, int]], list]:
+        # Chunks of s[a:b] that fit the context (in tokens: every N is a token of its own).
+        spans = _split(tok, s, a, b, model.config.max_tokens, ctx_bp, overlap_bp)
+        return spans, (_owners(spans, len(s)) if per_base in ("nucleotide", "segments") else [None] * len(spans))
+
     def windows():
         for i, s in enumerate(sequences):
             if len(s) == 0:
                 raise ValueError(f"sequence {i} is empty")
-            # Chunks that fit the context (in tokens: every N is a token of its own).
-            spans = _split(tok, s, 0, len(s), model.config.max_tokens, ctx_bp, overlap_bp)
-            if len(spans) > 1 and pooling == "token":
+            whole = chunks(s, 0, len(s))
+            if len(whole[0]) > 1 and pooling == "token":
                 raise ValueError(f"sequence {i} ({len(s)} bp) exceeds the context; per-token output is not defined across chunks")
-            own = _owners(spans, len(s)) if pooling == "nucleotide" or bins > 1 else [None] * len(spans)
             for strand in range(strands):
-                for (a, b), o in zip(spans, own):
-                    yield _Window(i, strand, a, b, len(s), s[a:b] if strand == 0 else revcomp(s[a:b].upper()), o)
+                for p in range(min(phases, len(s))):
+                    # frame p: p bases dropped at the strand's 5' end (forward: [p, L); reverse complement: [0, L - p))
+                    spans, own = whole if p == 0 else chunks(s, p, len(s)) if strand == 0 else chunks(s, 0, len(s) - p)
+                    for (a, b), o in zip(spans, own):
+                        yield _Window(i, strand, a, b, len(s), s[a:b] if strand == 0 else revcomp(s[a:b].upper()), o)
 
     def length(w: _Window) -> int:
         return tok.token_length(len(w.sequence))
 
-    per_base = "nucleotide" if bins > 1 else pooling  # segment means: from per-nucleotide vectors
     results = engine.run(model, windows(), _forward(layers, per_base, bins), length=length, runtime=rt, lookahead=lookahead,
                          desc="embedding", unit="window")
     for _, group in itertools.groupby(results, key=lambda r: r[0].seq):
@@ -233,6 +259,14 @@ def check_bins(bins, pooling: str = "mean") -> None:
     that embed late (the demo, the benchmark) check it before any compute."""
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1 or bins > 1 and pooling != "mean":
         raise ValueError(f"bins={bins!r}: a whole number >= 1, and above 1 with mean pooling only")
+
+
+def check_phases(phases, kmer: int, pooling: str = "mean") -> None:
+    """ValueError unless ``phases`` is a whole number from 1 to the tokeniser's k-mer size (above 1
+    with mean pooling only)."""
+    if isinstance(phases, bool) or not isinstance(phases, (int, np.integer)) or not 1 <= phases <= kmer or phases > 1 and pooling != "mean":
+        raise ValueError(f"phases={phases!r}: a whole number from 1 to the tokens' k-mer size ({kmer}), and above 1 with mean "
+                         "pooling only")
 
 
 def bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
@@ -265,6 +299,7 @@ def embed(
     runtime: engine.Runtime | None = None,
     species: str | None = None,
     bins: int = 1,
+    phases: int = 1,
 ) -> dict[int, np.ndarray | list[np.ndarray]]:
     """``{layer: array}``: [N, H] for mean/cls ([N, bins * H] with ``bins``, see the module
     docstring); a list of [T_i, H] (token) or [len_i, H] (nucleotide) arrays otherwise.
@@ -275,7 +310,7 @@ def embed(
     needs ``species``; SegmentNT gives its NT v2 backbone's embeddings."""
     model = model.backbone(species)
     vecs = list(iter_embeddings(model, sequences, layers=layers, pooling=pooling, reverse_complement=reverse_complement,
-                                overlap_bp=overlap_bp, runtime=runtime, bins=bins))
+                                overlap_bp=overlap_bp, runtime=runtime, bins=bins, phases=phases))
     out = {}
     for l in layers:
         col = [v[l] for v in vecs]
@@ -389,13 +424,15 @@ def embed_to_file(
     runtime: engine.Runtime | None = None,
     species: str | None = None,
     bins: int = 1,
+    phases: int = 1,
 ) -> dict:
     """Embeddings of every record of ``input`` (FASTA or table) into ``out`` (parquet, see
     ``embedding_schema``), as a sharded, resumable job (``ntkit.runtime.jobs``): chunks of ``chunk_size``
     records. Returns a summary (``merged``: whether ``out`` was written by this call). ``species``
-    and ``bins`` as in ``embed``."""
+    ``bins`` and ``phases`` as in ``embed``."""
     model = model.backbone(species)
     check_bins(bins, pooling)  # before the job starts
+    check_phases(phases, model.tokenizer.kmer, pooling)
     rt = engine.as_runtime(runtime)
     if not str(out).endswith(".parquet"):
         raise ValueError(f"{out}: embeddings are written as .parquet")
@@ -406,11 +443,13 @@ def embed_to_file(
     schema = embedding_schema({l: bins * model.layer_width(l) for l in layers}, pooling, extra)
     options = {"layers": layers, "pooling": pooling, "reverse_complement": reverse_complement, "overlap_bp": overlap_bp,
                "sequence_column": sequence_column, "id_column": id_column, "schema": schema.to_string(),
-               **({"species": species} if species is not None else {}), **({"bins": bins} if bins != 1 else {})}
+               **({"species": species} if species is not None else {}), **({"bins": bins} if bins != 1 else {}),
+               **({"phases": phases} if phases != 1 else {})}
 
     def process(chunk: list[tuple[str, str, dict]]) -> Iterator[dict]:
         vecs = iter_embeddings(model, [r[1] for r in chunk], layers=layers, pooling=pooling, reverse_complement=reverse_complement,
-                               overlap_bp=overlap_bp, runtime=rt.replace(progress=False), bins=bins)
+                               overlap_bp=overlap_bp, runtime=rt.replace(progress=False), bins=bins,
+                               phases=phases)
         for (sid, _, ex), v in zip(chunk, vecs):
             yield _row(sid, ex, v, pooling)
 

@@ -45,18 +45,20 @@ def heldout_metrics(model, cfg: PretrainConfig, n_windows: int = 64, seed: int =
 
 
 def downstream(model, tasks: list[Task], methods=DOWNSTREAM_METHODS, folds: int = 5, seed: int = 0, finetune_epochs: int = 10,
-               reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, bins: int = DEMO_BINS, runtime=None, features: dict | None = None) -> dict:
+               reverse_complement: bool = DEMO_REVERSE_COMPLEMENT, bins: int = DEMO_BINS, phases: int = 1, runtime=None,
+               features: dict | None = None) -> dict:
     """The downstream benchmark of ``model`` (``ntkit.tasks.benchmark``): per-fold results, the
     per-task summary, its markdown table and the mean MCC of each method over the tasks.
     ``reverse_complement``: frozen features of both strands; ``bins``: the probes read the means of
-    that many equal segments of each sequence (``embed``); ``features``: a cache kept between
+    that many equal segments of each sequence (``embed``); ``phases``: a 6-mer model's embeddings
+    averaged over that many frames (``embed``); ``features``: a cache kept between
     calls with several ``seed``s (``run_benchmark``)."""
     results = run_benchmark(tasks, model, methods=list(methods), n_folds=folds, seed=seed, finetune_epochs=finetune_epochs,
-                            reverse_complement=reverse_complement, bins=bins, runtime=runtime, features=features)
+                            reverse_complement=reverse_complement, bins=bins, phases=phases, runtime=runtime, features=features)
     summary = summarise(results)
     means = summary.groupby("method", sort=False)["mcc_mean"].mean().to_dict()
     return {"results": results, "summary": summary, "table": markdown_table(summary, results), "mean_mcc": means,
-            "reverse_complement": reverse_complement, "bins": bins}
+            "reverse_complement": reverse_complement, "bins": bins, "phases": phases}
 
 
 def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None = None, bench: dict | None = None,
@@ -120,7 +122,8 @@ def model_card(model, cfg: PretrainConfig, trained: dict, heldout: dict | None =
 
 def _pooling(bench: dict) -> str:
     n = int(bench.get("bins", 1))
-    return "mean embeddings" if n == 1 else f"mean embeddings over {n} equal segments of each sequence, concatenated"
+    frames = f" (each strand read in {bench['phases']} 6-mer frames, averaged)" if int(bench.get("phases", 1)) > 1 else ""
+    return ("mean embeddings" if n == 1 else f"mean embeddings over {n} equal segments of each sequence, concatenated") + frames
 
 
 def _strands(bench: dict) -> str:
