@@ -94,7 +94,7 @@ def _owners(spans: list[tuple[int, int]], length: int) -> list[np.ndarray]:
 def _forward(layers: list[int], pooling: str, bins: int = 1):
     """Per window: its pooled vector (mean/cls), its tokens' vectors, the vectors of the bases it
     owns (``nucleotide``: ``w.own``, in forward order) or (``segments``: segment means, ``bins`` >= 1)
-    per segment the sum of the vectors of the bases it owns ([bins, H], float64)."""
+    per segment the sum of the vectors of the bases it owns and their count (``_segment_sums``)."""
     def forward(model, batch: list[_Window]):
         tok = model.tokenizer
         enc, ids, mask = engine.encode(tok, [w.sequence for w in batch], engine.model_device(model))
@@ -125,15 +125,18 @@ def _forward(layers: list[int], pooling: str, bins: int = 1):
     return forward
 
 
-def _segment_sums(per_base: np.ndarray, w: _Window, bins: int) -> np.ndarray:
-    """[bins, H] float64: for each of ``bin_ranges(seq_len, bins)``, the sum of the vectors of the
-    bases of it that this window owns."""
+def _segment_sums(per_base: np.ndarray, w: _Window, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``bin_ranges(seq_len, bins)``: the sum of the vectors of the bases of it that this
+    window owns ([bins, H], float64) and how many bases that is ([bins], float64)."""
     sums = np.zeros((bins, per_base.shape[1]), dtype=np.float64)
+    held = np.zeros(bins, dtype=np.float64)
     for j, (s, e) in enumerate(bin_ranges(w.seq_len, bins)):
         lo, hi = max(s, w.a) - w.a, min(e, w.b) - w.a
         if lo < hi:
-            sums[j] = per_base[lo:hi][w.own[lo:hi]].sum(0, dtype=np.float64)
-    return sums
+            own = w.own[lo:hi]
+            sums[j] = per_base[lo:hi][own].sum(0, dtype=np.float64)
+            held[j] = own.sum()
+    return sums, held
 
 
 def _combine(results: Iterable, layers: list[int], pooling: str, strands: int, bins: int = 1) -> dict[int, np.ndarray]:
@@ -153,13 +156,9 @@ def _combine(results: Iterable, layers: list[int], pooling: str, strands: int, b
                 per_strand.append((np.stack([v for _, v, _ in rs]) * wts[:, None]).sum(0) / wts.sum())
             else:  # segment sums of the owned bases -> segment means, over the bases each segment's windows own
                 # (one frame: every base once, the segment's length; frames: each base once per frame that holds it)
-                ranges = bin_ranges(rs[0][0].seq_len, bins)
-                held = np.zeros(len(ranges), dtype=np.float64)
-                for w, _, _ in rs:
-                    for j, (a, e) in enumerate(ranges):
-                        lo, hi = max(a, w.a) - w.a, min(e, w.b) - w.a
-                        held[j] += w.own[lo:hi].sum() if lo < hi else 0
-                per_strand.append(sum(v for _, v, _ in rs) / held[:, None])
+                sums = sum(v[0] for _, v, _ in rs)
+                held = sum(v[1] for _, v, _ in rs)
+                per_strand.append(sums / held[:, None])
         v = per_strand[0] if strands == 1 else (per_strand[0] + per_strand[1]) / 2
         out[l] = (v.reshape(-1) if pooling == "segments" else v).astype(np.float32)  # segments: [bins, H] -> bins * H
     return out
