@@ -52,13 +52,13 @@ import torch
 import ntkit
 from ntkit.io.datasets import data_dir, data_file
 from ntkit.tasks.benchmark import load_tasks
+from ntkit.tasks.demo import TASKS  # the shipped 18-task NT sample, under the data folder
 from ntkit.tasks.modelcard import downstream, heldout_metrics
 from ntkit.tasks.options import DEMO_BINS, DEMO_REVERSE_COMPLEMENT
 from ntkit.tasks.pretrain import PretrainConfig, pretrain
 from ntkit.tasks.pretrain_data import SourceConfig
 
 RECIPE = "ntv3-small-cpu"
-TASKS = "tasks/nt_downstream_revised_subsample.tsv"
 # Each variant: fields of the recipe replaced (PretrainConfig names).
 VARIANTS: dict[str, dict] = {
     "recipe": {},

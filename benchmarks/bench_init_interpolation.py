@@ -34,10 +34,9 @@ import ntkit
 from ntkit.io.datasets import data_dir, data_file
 from ntkit.models import registry
 from ntkit.tasks.benchmark import load_tasks
+from ntkit.tasks.demo import TASKS  # the shipped 18-task NT sample, under the data folder
 from ntkit.tasks.modelcard import downstream
 from ntkit.tasks.options import DEMO_BINS
-
-TASKS = "tasks/nt_downstream_revised_subsample.tsv"
 
 
 def distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -96,7 +95,8 @@ def main() -> None:
     w1 = ntkit.load(args.run_dir / "model").eval()
     w0 = registry.random_like(w1, seed=args.init_seed).eval()
     first = min((args.run_dir / "checkpoints").glob("step_*"), key=lambda q: int(q.name.split("_")[1]))
-    near, other = distance(w0, ntkit.load(first)), distance(registry.random_like(w1, seed=args.init_seed + 12345), ntkit.load(first))
+    start = ntkit.load(first)
+    near, other = distance(w0, start), distance(registry.random_like(w1, seed=args.init_seed + 12345), start)
     print(f"W0 (seed {args.init_seed}) to {first.name}: {near:.2f}; another seed's weights: {other:.2f}; W0 to W1: {distance(w0, w1):.2f}",
           flush=True)
     if not near < other / 2:

@@ -41,10 +41,9 @@ from ntkit.io.datasets import data_dir, data_file
 from ntkit.models import registry
 from ntkit.runtime.engine import Runtime
 from ntkit.tasks.benchmark import folds_for, kmer_features, load_tasks
+from ntkit.tasks.demo import TASKS  # the shipped 18-task NT sample, under the data folder
 from ntkit.tasks.embed import bin_edges, bin_means, embed
 from ntkit.tasks.probe import fit_predict_probe, make_probe
-
-TASKS = "tasks/nt_downstream_revised_subsample.tsv"
 
 
 def pooled(model, seqs: list[str]) -> dict[str, np.ndarray]:

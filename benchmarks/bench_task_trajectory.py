@@ -30,10 +30,9 @@ import torch
 import ntkit
 from ntkit.io.datasets import data_dir, data_file
 from ntkit.tasks.benchmark import load_tasks
+from ntkit.tasks.demo import TASKS  # the shipped 18-task NT sample, under the data folder
 from ntkit.tasks.modelcard import downstream
 from ntkit.tasks.options import DEMO_BINS
-
-TASKS = "tasks/nt_downstream_revised_subsample.tsv"
 
 
 def main() -> None:
